@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from sepconv import __version__
 
 # Module names under ``sepconv.cli``, in the order ``sepconv --help`` lists them.
-COMMANDS: tuple[str, ...] = ("demo",)
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "zoo",
+    "bench",
+    "convert",
+    "profile",
+    "compare",
+    "train",
+    "evaluate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,33 @@
+"""Measured speed next to counted cost.
+
+:func:`measure` is the one timing harness; on it stand whole-model latency sweeps
+(:func:`benchmark`, :func:`measure_latency`), per-layer latency (:func:`per_layer_latency`), the
+measured roofline (:func:`measure_ceilings`) and the standard-conv twin
+(:func:`standard_twin`, :func:`compare_twin`). Plots live in :mod:`sepconv.bench.plots`.
+"""
+
+from sepconv.bench.latency import LatencyPoint, benchmark, measure_latency
+from sepconv.bench.per_layer import LayerTiming, PerLayerReport, per_layer_latency
+from sepconv.bench.roofline import Ceilings, RooflinePoint, measure_ceilings, place
+from sepconv.bench.timing import Timing, environment, measure
+from sepconv.bench.twin import LayerSpec, TwinComparison, compare_twin, standard_twin
+
+__all__ = [
+    "Ceilings",
+    "LatencyPoint",
+    "LayerSpec",
+    "LayerTiming",
+    "PerLayerReport",
+    "RooflinePoint",
+    "Timing",
+    "TwinComparison",
+    "benchmark",
+    "compare_twin",
+    "environment",
+    "measure",
+    "measure_ceilings",
+    "measure_latency",
+    "per_layer_latency",
+    "place",
+    "standard_twin",
+]

@@ -1,0 +1,247 @@
+"""The one timing harness: warm-up, repeated blocks, median and interquartile range.
+
+Every latency sepconv reports comes from :func:`measure`. It pins the intra-op thread count
+(and reports it), runs under :func:`torch.inference_mode`, warms up, sizes a block of calls so
+that one block is long enough for the clock, then times many blocks. On CUDA each block is
+bracketed by CUDA events and followed by a synchronisation, so queued kernels are counted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from sepconv.layers._validate import invalid
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-call wall times of one measured callable, with robust summary statistics.
+
+    Attributes:
+        samples_s: Per-call time of each timed block, in seconds (block time / ``calls_per_block``).
+        calls_per_block: Calls averaged inside one block.
+        threads: Intra-op threads PyTorch used while timing.
+        device: Where the work ran (``"cpu"`` or ``"cuda:0"``, …).
+        median_s: Median of ``samples_s``.
+        q1_s: First quartile (25th percentile, linear interpolation) of ``samples_s``.
+        q3_s: Third quartile (75th percentile) of ``samples_s``.
+    """
+
+    samples_s: tuple[float, ...]
+    calls_per_block: int
+    threads: int
+    device: str
+    median_s: float
+    q1_s: float
+    q3_s: float
+
+    @classmethod
+    def from_samples(
+        cls, samples_s: Sequence[float], *, calls_per_block: int = 1, threads: int, device: str
+    ) -> Timing:
+        """Summarise per-call times: median and quartiles as ``numpy.percentile`` computes them.
+
+        Example:
+            >>> t = Timing.from_samples([4.0, 1.0, 3.0, 2.0, 5.0], threads=1, device="cpu")
+            >>> (t.median_s, t.q1_s, t.q3_s, t.iqr_s)
+            (3.0, 2.0, 4.0, 2.0)
+        """
+        if len(samples_s) == 0:
+            raise invalid("samples_s", "at least one time", [])
+        values = np.asarray(samples_s, dtype=np.float64)
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise invalid("samples_s", "finite non-negative seconds", list(samples_s))
+        q1, median, q3 = np.percentile(values, [25.0, 50.0, 75.0])
+        return cls(
+            samples_s=tuple(float(v) for v in values),
+            calls_per_block=calls_per_block,
+            threads=threads,
+            device=device,
+            median_s=float(median),
+            q1_s=float(q1),
+            q3_s=float(q3),
+        )
+
+    @property
+    def iqr_s(self) -> float:
+        """Interquartile range ``q3 - q1`` in seconds: the spread that ignores outliers."""
+        return self.q3_s - self.q1_s
+
+    @property
+    def median_ms(self) -> float:
+        """Median per-call time in milliseconds."""
+        return self.median_s * 1e3
+
+    @property
+    def iqr_ms(self) -> float:
+        """Interquartile range in milliseconds."""
+        return self.iqr_s * 1e3
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict, including the derived milliseconds."""
+        out = asdict(self)
+        out["samples_s"] = list(self.samples_s)
+        out.update(median_ms=self.median_ms, iqr_ms=self.iqr_ms)
+        return out
+
+
+@contextmanager
+def pinned_threads(threads: int | None) -> Iterator[int]:
+    """Set PyTorch's intra-op thread count for the block, restore it after; yield the count.
+
+    Args:
+        threads: Threads to use, or ``None`` to keep the current setting.
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise invalid("threads", "a positive integer or None", threads)
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _positive(name: str, value: float, *, integer: bool) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        expected = "a positive integer" if integer else "a positive number"
+        raise invalid(name, expected, value)
+
+
+def _block_timer(device: torch.device) -> Callable[[Callable[[], object], int], float]:
+    """Return ``time_block(fn, calls) -> seconds`` suited to ``device``."""
+    if device.type == "cuda":
+
+        def time_cuda(fn: Callable[[], object], calls: int) -> float:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(calls):
+                fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            return start.elapsed_time(end) / 1e3  # events report milliseconds
+
+        return time_cuda
+
+    def time_host(fn: Callable[[], object], calls: int) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return time.perf_counter() - start
+
+    return time_host
+
+
+def measure(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 3,
+    repeats: int = 20,
+    min_block_s: float = 2e-3,
+    max_time_s: float | None = None,
+    threads: int | None = None,
+    device: torch.device | str = "cpu",
+) -> Timing:
+    """Time ``fn()`` and return per-call statistics.
+
+    The call is warmed up ``warmup`` times (allocator, caches, lazy initialisation, compiled
+    kernels), then run in blocks of ``calls_per_block`` calls, sized from the last warm-up call
+    so that a block lasts at least ``min_block_s``; each block gives one per-call sample. This is
+    the blocked scheme of ``torch.utils.benchmark.Timer.blocked_autorange`` with a fixed number
+    of blocks, so short and long callables both get ``repeats`` samples.
+
+    Args:
+        fn: The work to time; called with no arguments, result ignored.
+        warmup: Untimed calls before measuring (>= 1).
+        repeats: Timed blocks (samples); at least 3 are always taken.
+        min_block_s: Shortest block, so timer resolution and loop overhead stay negligible.
+        max_time_s: Optional budget for the timed blocks: once spent, stop early (but never
+            with fewer than 3 samples). Use it for slow models.
+        threads: Intra-op threads to pin while timing (``None`` keeps the current count).
+        device: Where ``fn`` runs; on CUDA, blocks are timed with CUDA events.
+
+    Returns:
+        A :class:`Timing` whose ``threads`` is the thread count actually in effect.
+
+    Example:
+        >>> x = torch.randn(64, 64)
+        >>> t = measure(lambda: x @ x, warmup=1, repeats=5, threads=1)
+        >>> len(t.samples_s), t.threads
+        (5, 1)
+    """
+    _positive("warmup", warmup, integer=True)
+    _positive("repeats", repeats, integer=True)
+    _positive("min_block_s", min_block_s, integer=False)
+    if max_time_s is not None:
+        _positive("max_time_s", max_time_s, integer=False)
+    dev = torch.device(device)
+    time_block = _block_timer(dev)
+    with pinned_threads(threads) as used_threads, torch.inference_mode():
+        for _ in range(warmup - 1):
+            fn()
+        one_call = time_block(fn, 1)
+        calls = max(1, math.ceil(min_block_s / max(one_call, 1e-9)))
+        samples: list[float] = []
+        spent = 0.0
+        while len(samples) < max(repeats, 3):
+            block = time_block(fn, calls)
+            samples.append(block / calls)
+            spent += block
+            if max_time_s is not None and spent >= max_time_s and len(samples) >= 3:
+                break
+    return Timing.from_samples(
+        samples, calls_per_block=calls, threads=used_threads, device=str(dev)
+    )
+
+
+def _cpu_model() -> str:
+    """Best human-readable CPU name: /proc/cpuinfo on Linux, else :func:`platform.processor`."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass  # not Linux: fall through to what the platform module knows
+    return platform.processor() or platform.machine()
+
+
+def bf16_native() -> bool:
+    """Whether this CPU has bfloat16 arithmetic in hardware (AVX512-BF16 or AMX).
+
+    Without it PyTorch still runs bf16, but by conversion, which measures the emulation rather
+    than the model; sweeps therefore include bf16 by default only when this is true.
+    """
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def environment(threads: int | None = None) -> dict[str, Any]:
+    """Describe the machine a measurement ran on, for the header of every result file.
+
+    Args:
+        threads: The pinned thread count to report (default: PyTorch's current setting).
+    """
+    return {
+        "cpu": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_native": bf16_native(),
+        "threads": torch.get_num_threads() if threads is None else threads,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }

@@ -1,0 +1,208 @@
+"""``sepconv bench``: measured latency of a model, per layer and on the roofline."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from torch import nn
+
+    from sepconv.bench import PerLayerReport
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers such as 1,8,32, received {text!r}"
+        )
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure a model's latency (per batch, memory format, mode; per layer; roofline)",
+        description="Measure the forward latency of a model on this machine, next to its counted "
+        "MACs: median and interquartile range over repeated runs, threads pinned and reported. "
+        "With --per-layer, every leaf layer is timed in isolation on its real input and placed "
+        "on the roofline measured here.",
+    )
+    parser.add_argument(
+        "model", help="a registered model name (see `sepconv zoo`) or 'module:attr' for your own"
+    )
+    parser.add_argument("--batch", type=_int_list, default=[1], help="batch sizes, e.g. 1,8,32")
+    parser.add_argument(
+        "--input-size", type=int, default=None, help="input side in pixels (default: the model's)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads to pin")
+    parser.add_argument(
+        "--dtype", default="fp32", help="comma-separated dtypes to measure: fp32, bf16"
+    )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="also measure channels_last (NHWC) memory"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="also measure torch.compile next to eager"
+    )
+    parser.add_argument("--repeats", type=int, default=20, help="timed blocks per point")
+    parser.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="time each layer in isolation (at the first batch size) and place it on the roofline",
+    )
+    parser.add_argument("--plot", default=None, help="write the roofline (needs --per-layer)")
+    parser.add_argument("--json", default=None, help="write every measurement to this JSON file")
+    parser.set_defaults(func=run)
+
+
+def resolve_model(spec: str) -> tuple[nn.Module, int | None]:
+    """Build the model ``spec`` names: a registry name, or ``module:attr``.
+
+    ``attr`` may be a module instance or a callable returning one. Returns the model and its
+    registered input size (``None`` for user models).
+    """
+    import importlib
+
+    from torch import nn
+
+    from sepconv.models import create_model, get_model_info
+
+    if ":" not in spec:
+        return create_model(spec), get_model_info(spec).input_size
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj: Any = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(
+            f"Invalid value for argument `model`: expected 'module:attr' naming an importable "
+            f"nn.Module or a function returning one, received {spec!r} ({err})."
+        ) from err
+    model = obj if isinstance(obj, nn.Module) else obj() if callable(obj) else None
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"Invalid value for argument `model`: expected {spec!r} to be an nn.Module or to "
+            f"return one, received {type(model).__name__}."
+        )
+    return model, None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from rich.table import Table
+
+    from sepconv.analysis import analyze
+    from sepconv.bench import benchmark, environment, measure_ceilings, per_layer_latency
+    from sepconv.bench.output import write_json
+    from sepconv.bench.plots import plot_roofline
+    from sepconv.cli._console import console
+
+    if args.plot is not None and not args.per_layer:
+        raise ValueError(
+            "Invalid value for argument `--plot`: expected it together with --per-layer (the "
+            f"plot is the per-layer roofline), received --plot {args.plot!r} alone."
+        )
+    model, default_size = resolve_model(args.model)
+    model.eval()
+    size = args.input_size or default_size or 224
+    macs = analyze(model, (1, 3, size, size)).macs
+    points = benchmark(
+        model,
+        batches=args.batch,
+        input_sizes=[size],
+        dtypes=args.dtype.split(","),
+        channels_last=[False, True] if args.channels_last else [False],
+        compile=[False, True] if args.compile else [False],
+        threads=args.threads,
+        repeats=args.repeats,
+    )
+    threads = points[0].timing.threads
+    table = Table(
+        title=f"{args.model} at {size}x{size}: {macs / 1e9:.3f} GMACs per image (1 MAC = one "
+        f"multiply-add), {threads} thread(s)",
+        caption="median and interquartile range over repeated blocks",
+    )
+    for column in ("batch", "dtype", "memory", "mode", "median ms", "IQR ms", "img/s", "GMAC/s"):
+        table.add_column(
+            column, justify="left" if column in ("dtype", "memory", "mode") else "right"
+        )
+    for p in points:
+        table.add_row(
+            str(p.batch),
+            p.dtype,
+            "NHWC" if p.channels_last else "NCHW",
+            "compile" if p.compiled else "eager",
+            f"{p.timing.median_ms:.2f}",
+            f"{p.timing.iqr_ms:.2f}",
+            f"{p.images_per_s:.1f}",
+            f"{macs * p.images_per_s / 1e9:.1f}",
+        )
+    console().print(table)
+    result: dict[str, Any] = {
+        "model": args.model,
+        "input_size": size,
+        "macs_per_image": macs,
+        "environment": environment(threads),
+        "points": [p.to_dict() for p in points],
+    }
+    if args.per_layer:
+        ceilings = measure_ceilings(threads=args.threads)
+        example = torch.randn(args.batch[0], 3, size, size)
+        report = per_layer_latency(
+            model, example, ceilings=ceilings, threads=args.threads, progress=True
+        )
+        console().print(_roofline_table(report))
+        result["per_layer"] = report.to_dict()
+        if args.plot is not None:
+            plot_roofline(report.rows, ceilings, args.plot, title=f"{args.model} on the roofline")
+            console().print(f"roofline written to {args.plot}")
+    if args.json is not None:
+        write_json(args.json, result)
+        console().print(f"measurements written to {args.json}")
+    return 0
+
+
+def _roofline_table(report: PerLayerReport) -> Table:
+    """Summarise placed layers per kind: count, share of time, bound, median fraction of bound."""
+    from statistics import median
+
+    from rich.table import Table
+
+    c = report.ceilings
+    if c is None:
+        raise ValueError("Invalid value for argument `report`: expected one with ceilings.")
+    table = Table(
+        title=f"per layer, batch {report.rows[0].input_shape[0]}: roofline peak "
+        f"{c.peak_gflops:.1f} GFLOP/s, {c.bandwidth_gbs:.1f} GB/s, ridge {c.ridge:.1f} FLOP/byte",
+        caption=f"sum of isolated layers {report.layers_total_s * 1e3:.1f} ms vs whole model "
+        f"{report.model_timing.median_ms:.1f} ms (coverage {report.coverage:.2f})",
+    )
+    for column in (
+        "kind",
+        "layers",
+        "time %",
+        "memory-bound",
+        "compute-bound",
+        "median % of bound",
+    ):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    kinds: dict[str, list[Any]] = {}
+    for row in report.rows:
+        kinds.setdefault(row.cost.kind if row.cost else "not counted", []).append(row)
+    for kind, rows in kinds.items():
+        placed = [r.roofline for r in rows if r.roofline is not None]
+        share = sum(r.timing.median_s for r in rows) / report.layers_total_s
+        table.add_row(
+            kind,
+            str(len(rows)),
+            f"{100 * share:.1f}",
+            str(sum(p.bound == "memory" for p in placed)) if placed else "-",
+            str(sum(p.bound == "compute" for p in placed)) if placed else "-",
+            f"{100 * median(p.fraction_of_bound for p in placed):.1f}" if placed else "-",
+        )
+    return table

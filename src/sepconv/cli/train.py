@@ -1,0 +1,127 @@
+"""``sepconv train``: train a registered model on Fashion-MNIST, CIFAR or an image folder.
+
+Runs unchanged under ``torchrun --nproc_per_node=N`` (DistributedDataParallel: gloo on CPU,
+nccl on CUDA; ``--batch-size`` is the global batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from sepconv.train.config import TrainConfig
+
+_DEFAULTS = TrainConfig()
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on Fashion-MNIST, CIFAR-10/100 or an image folder",
+        description="Train a registered model. Writes OUT/last.safetensors (checkpoint, every "
+        "epoch and every --checkpoint-every steps), OUT/model.safetensors (final weights) and "
+        "OUT/log.jsonl (one JSON line per epoch). --resume continues bit-exactly.",
+    )
+    parser.add_argument("--model", required=True, help="registered model name (sepconv zoo)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | imagefolder:DIR "
+        "(fashion-mnist defaults to $SEPCONV_FASHION_MNIST or /usr/share/datasets/fashion-mnist)",
+    )
+    parser.add_argument("--out", default=None, help="output folder (default: runs/MODEL)")
+    parser.add_argument("--width-mult", type=float, default=None, help="model width multiplier")
+    parser.add_argument("--image-size", type=int, default=32, help="image-folder resize side")
+    parser.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="continue from a checkpoint (default: OUT/last.safetensors)",
+    )
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after N total steps")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    for field, kind, text in (
+        ("epochs", int, "passes over the training set"),
+        ("batch_size", int, "global batch size"),
+        ("lr", float, "peak learning rate"),
+        ("momentum", float, "SGD momentum"),
+        ("weight_decay", float, "decay of conv/linear weights (not norms, biases)"),
+        ("warmup_epochs", float, "linear warm-up before cosine decay"),
+        ("label_smoothing", float, "label smoothing epsilon"),
+        ("ema_decay", float, "weight EMA decay, 0 = off"),
+        ("clip_grad_norm", float, "max gradient norm, 0 = off"),
+        ("seed", int, "seed of data order, augmentation and dropout"),
+        ("checkpoint_every", int, "extra checkpoint every N steps, 0 = epoch ends only"),
+    ):
+        parser.add_argument(
+            "--" + field.replace("_", "-"),
+            type=kind,
+            default=getattr(_DEFAULTS, field),
+            help=f"{text} (default: {getattr(_DEFAULTS, field)})",
+        )
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default=_DEFAULTS.optimizer)
+    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default=_DEFAULTS.amp)
+    parser.add_argument("--no-channels-last", action="store_true", help="keep NCHW layout")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sepconv.data import default_augment, load_dataset
+    from sepconv.models import create_model
+    from sepconv.train import Trainer, cleanup_distributed, init_distributed
+
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
+        ema_decay=args.ema_decay,
+        amp=args.amp,
+        channels_last=not args.no_channels_last,
+        clip_grad_norm=args.clip_grad_norm,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+    )
+    train_set = load_dataset(args.data, "train", image_size=args.image_size)
+    test_set = load_dataset(args.data, "test", image_size=args.image_size)
+    side = int(train_set.images.shape[-1])
+    model_kwargs: dict[str, object] = {
+        "num_classes": train_set.num_classes,
+        "in_chans": train_set.num_channels,
+        "small_input": side <= 64,
+    }
+    if args.width_mult is not None:
+        model_kwargs["width_mult"] = args.width_mult
+    out = Path(args.out or f"runs/{args.model}")
+    resume = out / "last.safetensors" if args.resume == "auto" else args.resume
+    context = init_distributed(args.device)
+    try:
+        model = create_model(args.model, **model_kwargs)
+        trainer = Trainer(
+            model,
+            config,
+            train_set,
+            test_set,
+            out_dir=out,
+            augment=None if args.no_augment else default_augment(args.data, side),
+            context=context,
+            metadata={"model": args.model, "model_kwargs": model_kwargs, "data": args.data},
+        )
+        history = trainer.fit(resume, max_steps=args.max_steps)
+    finally:
+        cleanup_distributed()
+    if context.is_main and history:
+        last = history[-1]
+        print(
+            f"epoch {last['epoch']}: train_acc {last['train_acc']:.4f}, "
+            f"test_acc {last.get('test_acc', float('nan')):.4f}, "
+            f"{last['images_per_s']:.0f} images/s; files in {out}"
+        )
+    return 0

@@ -1,0 +1,54 @@
+"""``sepconv zoo``: the registered models with their size and the accuracy they correspond to."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "zoo",
+        help="list the registered models: parameters, input size, published ImageNet top-1",
+        description="List the registered models with their parameter count (1000 classes), "
+        "default input size and the published ImageNet-1k top-1 accuracy of the architecture, "
+        "with its source. sepconv ships no trained weights: the accuracy is what the "
+        "architecture reaches when trained as in its source.",
+    )
+    parser.add_argument(
+        "pattern", nargs="?", default=None, help="shell-style filter, e.g. 'efficientnet_*'"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from rich.table import Table
+
+    from sepconv.cli._console import console
+    from sepconv.models import create_model, get_model_info, list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(
+            f"Invalid value for argument `pattern`: expected a pattern matching a registered "
+            f"model, received {args.pattern!r}; run `sepconv zoo` for the full list."
+        )
+    table = Table(title="sepconv model zoo", caption="params at 1000 classes; top-1: ImageNet-1k")
+    for column in ("model", "params", "input", "top-1 %", "source"):
+        table.add_column(
+            column, justify="right" if column in ("params", "input", "top-1 %") else "left"
+        )
+    for name in names:
+        info = get_model_info(name)
+        # the meta device allocates no memory: counting VGG-16's 138M parameters is instant
+        with torch.device("meta"):
+            params = sum(p.numel() for p in create_model(name).parameters())
+        table.add_row(
+            name,
+            f"{params:,}",
+            f"{info.input_size}x{info.input_size}",
+            f"{info.top1:g}",
+            info.source,
+        )
+    console().print(table)
+    return 0

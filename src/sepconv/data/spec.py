@@ -1,0 +1,65 @@
+"""Dataset specs as the command line writes them: ``fashion-mnist``, ``cifar10:DIR``,
+``cifar100:DIR``, ``imagefolder:DIR``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sepconv.data.augment import RandomCropFlip
+from sepconv.data.cifar import load_cifar
+from sepconv.data.dataset import ImageDataset
+from sepconv.data.folder import load_image_folder
+from sepconv.data.idx import load_fashion_mnist
+
+_KINDS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
+
+
+def _parse(spec: str) -> tuple[str, str | None]:
+    kind, _, location = spec.partition(":")
+    if kind not in _KINDS or (kind != "fashion-mnist" and not location):
+        raise ValueError(
+            "Invalid value for argument `data`: expected one of 'fashion-mnist[:DIR]', "
+            f"'cifar10:DIR', 'cifar100:DIR', 'imagefolder:DIR', received {spec!r}."
+        )
+    return kind, location or None
+
+
+def load_dataset(spec: str, split: str, *, image_size: int = 32) -> ImageDataset:
+    """Load the ``split`` (``"train"`` or ``"test"``) of the dataset a spec names.
+
+    Args:
+        spec: ``fashion-mnist`` (default folder, see :func:`load_fashion_mnist`),
+            ``fashion-mnist:DIR``, ``cifar10:DIR``, ``cifar100:DIR`` or ``imagefolder:DIR``;
+            an image folder holds ``DIR/train/<class>/...`` and ``DIR/test/<class>/...``
+            (``DIR/val`` is accepted for the test split).
+        split: ``"train"`` or ``"test"``.
+        image_size: side length image folders are resized to (other sets have a fixed size).
+
+    Example:
+        >>> load_dataset("fashion-mnist", "test").images.shape  # doctest: +SKIP
+        torch.Size([10000, 1, 28, 28])
+    """
+    kind, location = _parse(spec)
+    if kind == "fashion-mnist":
+        return load_fashion_mnist(split, location)
+    if kind in ("cifar10", "cifar100"):
+        return load_cifar(location or "", split, variant=kind)
+    if split not in ("train", "test"):
+        raise ValueError(
+            f"Invalid value for argument `split`: expected 'train' or 'test', received {split!r}."
+        )
+    base = Path(location or "")
+    folder = base / split
+    if split == "test" and not folder.is_dir() and (base / "val").is_dir():
+        folder = base / "val"
+    return load_image_folder(folder, size=image_size)
+
+
+def default_augment(spec: str, image_size: int) -> RandomCropFlip:
+    """The augmentation a dataset is usually trained with: crop with padding of 1/8 of the
+    side (4 px on 32 px CIFAR, He et al. 2016) or 2 px on 28 px Fashion-MNIST, plus
+    horizontal flips (garments and natural images stay in their class when mirrored)."""
+    kind, _ = _parse(spec)
+    if kind == "fashion-mnist":
+        return RandomCropFlip(padding=2, flip=True)
+    return RandomCropFlip(padding=max(1, image_size // 8), flip=True)

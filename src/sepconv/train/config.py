@@ -1,0 +1,113 @@
+"""Training hyper-parameters as one typed, JSON-serialisable record."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+_OPTIMIZERS = ("sgd", "adamw")
+_AMP = ("auto", "bf16", "off")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run besides the model and the data.
+
+    Args:
+        epochs: passes over the training set.
+        batch_size: global batch size (split evenly over the processes of a torchrun job).
+        optimizer: ``"sgd"`` (momentum, Nesterov) or ``"adamw"`` (Loshchilov & Hutter 2019).
+        lr: peak learning rate for ``batch_size``, reached after warm-up.
+        momentum: SGD momentum (AdamW uses its default betas).
+        weight_decay: L2 / decoupled decay, applied to conv and linear weights only; biases and
+            normalisation parameters (every parameter with fewer than 2 dimensions) are exempt.
+        warmup_epochs: linear warm-up length, then cosine decay to zero (Loshchilov & Hutter,
+            "SGDR", 2017; Goyal et al. 2017 for the warm-up), stepped every batch.
+        label_smoothing: epsilon of Szegedy et al. 2016, passed to ``cross_entropy``.
+        ema_decay: decay of an exponential moving average of the weights, 0 disables it; the
+            average is what gets evaluated and exported when enabled.
+        amp: ``"auto"`` (bf16 autocast on CUDA devices that support it, off on CPU where most
+            chips lack bf16 arithmetic), ``"bf16"`` (always), ``"off"``.
+        channels_last: run model and inputs in NHWC memory format.
+        clip_grad_norm: max global gradient norm, 0 disables clipping.
+        seed: seed of weights-independent randomness: data order, augmentation, dropout.
+        checkpoint_every: also checkpoint every this many steps (0: at epoch ends only).
+        eval_batch_size: batch size of evaluation.
+
+    Example:
+        >>> TrainConfig(epochs=2, lr=0.05).optimizer
+        'sgd'
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    ema_decay: float = 0.0
+    amp: str = "auto"
+    channels_last: bool = True
+    clip_grad_norm: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 0
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"Invalid value for argument `{name}`: expected a positive integer, "
+                    f"received {value!r}."
+                )
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(
+                f"Invalid value for argument `optimizer`: expected one of {_OPTIMIZERS}, "
+                f"received {self.optimizer!r}."
+            )
+        if self.amp not in _AMP:
+            raise ValueError(
+                f"Invalid value for argument `amp`: expected one of {_AMP}, received {self.amp!r}."
+            )
+        if self.lr <= 0:
+            raise ValueError(f"Invalid value for argument `lr`: expected > 0, received {self.lr}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(
+                "Invalid value for argument `ema_decay`: expected 0 <= ema_decay < 1, "
+                f"received {self.ema_decay}."
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                "Invalid value for argument `label_smoothing`: expected a value in [0, 1), "
+                f"received {self.label_smoothing}."
+            )
+        for name in ("weight_decay", "warmup_epochs", "clip_grad_norm", "momentum"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"Invalid value for argument `{name}`: expected >= 0, "
+                    f"received {getattr(self, name)}."
+                )
+        if self.checkpoint_every < 0:
+            raise ValueError(
+                "Invalid value for argument `checkpoint_every`: expected >= 0, received "
+                f"{self.checkpoint_every}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"Invalid training config: unknown keys {unknown}; expected a subset of "
+                f"{sorted(known)}."
+            )
+        return cls(**data)

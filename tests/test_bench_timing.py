@@ -1,0 +1,102 @@
+"""The timing harness: statistics, call accounting, thread pinning, inference mode; no timings."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+import torch
+
+from sepconv.bench.roofline import Ceilings, place
+from sepconv.bench.timing import Timing, environment, measure, pinned_threads
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [[4.0, 1.0, 3.0, 2.0, 5.0], [0.5, 0.1, 0.9, 0.3], [7.0], [1.0, 1.0, 2.0, 100.0, 1.5, 1.2]],
+)
+def test_statistics_match_the_standard_library(samples: list[float]) -> None:
+    timing = Timing.from_samples(samples, threads=1, device="cpu")
+    # statistics.quantiles(method="inclusive") is the same linear interpolation as numpy's
+    # default percentile, computed independently in pure Python.
+    q1, median, q3 = (
+        statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else samples * 3
+    )
+    assert timing.median_s == pytest.approx(statistics.median(samples))
+    assert timing.median_s == pytest.approx(median)
+    assert (timing.q1_s, timing.q3_s) == (pytest.approx(q1), pytest.approx(q3))
+    assert timing.iqr_s == pytest.approx(q3 - q1)
+    assert timing.median_ms == pytest.approx(1e3 * median)
+
+
+def test_median_and_iqr_ignore_one_outlier() -> None:
+    timing = Timing.from_samples([1.0, 1.1, 0.9, 1.0, 50.0], threads=1, device="cpu")
+    assert timing.median_s == 1.0
+    assert timing.iqr_s == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("samples", "match"),
+    [([], "`samples_s`: expected at least one time"), ([1.0, -2.0], "non-negative.*-2.0")],
+)
+def test_bad_samples_are_rejected(samples: list[float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Timing.from_samples(samples, threads=1, device="cpu")
+
+
+def test_measure_accounts_for_every_call_and_pins_threads() -> None:
+    seen: list[tuple[int, bool]] = []
+
+    def work() -> None:
+        seen.append((torch.get_num_threads(), torch.is_inference_mode_enabled()))
+
+    before = torch.get_num_threads()
+    timing = measure(work, warmup=4, repeats=7, threads=1)
+    assert len(timing.samples_s) == 7
+    assert len(seen) == 4 + 7 * timing.calls_per_block
+    assert set(seen) == {(1, True)}
+    assert timing.threads == 1
+    assert torch.get_num_threads() == before
+
+
+def test_blocks_are_sized_so_a_fast_call_is_repeated() -> None:
+    # A no-op lasts far less than 50 ms; a single-call block could not resolve it.
+    assert measure(lambda: None, warmup=1, repeats=3, min_block_s=0.05).calls_per_block > 1
+
+
+def test_time_budget_stops_early_but_keeps_three_samples() -> None:
+    timing = measure(lambda: time.sleep(0.002), warmup=1, repeats=50, max_time_s=1e-3)
+    assert len(timing.samples_s) == 3
+
+
+@pytest.mark.parametrize(("name", "value"), [("warmup", 0), ("repeats", -1), ("threads", 0)])
+def test_measure_rejects_bad_arguments(name: str, value: int) -> None:
+    with pytest.raises(ValueError, match=f"`{name}`: expected a positive integer.*{value}"):
+        measure(lambda: None, **{name: value})
+
+
+def test_pinned_threads_restores_after_an_error() -> None:
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), pinned_threads(1):
+        raise RuntimeError
+    assert torch.get_num_threads() == before
+
+
+def test_environment_reports_versions_and_threads() -> None:
+    env = environment(threads=3)
+    assert env["torch"] == torch.__version__
+    assert env["threads"] == 3
+    assert env["logical_cpus"] >= 1
+
+
+def test_roofline_placement_on_both_sides_of_the_ridge() -> None:
+    ceilings = Ceilings(peak_gflops=100.0, bandwidth_gbs=10.0, threads=1, dtype="float32")
+    assert ceilings.ridge == 10.0
+    low = place(flops=4e9, bytes_moved=2e9, seconds=1.0, ceilings=ceilings)  # I = 2
+    assert (low.bound, low.intensity) == ("memory", 2.0)
+    assert low.fraction_of_bound == pytest.approx(4.0 / 20.0)  # roof at I = 2 is 20 GFLOP/s
+    high = place(flops=50e9, bytes_moved=1e9, seconds=1.0, ceilings=ceilings)  # I = 50
+    assert (high.bound, high.fraction_of_bound) == ("compute", pytest.approx(0.5))
+    with pytest.raises(ValueError, match="`seconds`: expected a positive number, received 0"):
+        place(flops=1.0, bytes_moved=1.0, seconds=0, ceilings=ceilings)

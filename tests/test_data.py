@@ -1,0 +1,306 @@
+"""Loaders on files written here in the real formats, augmentation and batching."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sepconv.data import (
+    BatchLoader,
+    ImageDataset,
+    RandomCropFlip,
+    channel_stats,
+    load_cifar,
+    load_dataset,
+    load_fashion_mnist,
+    load_image_folder,
+    read_idx,
+)
+from sepconv.data.idx import FASHION_MNIST_DEFAULT_ROOT, FASHION_MNIST_ENV
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """IDX encoding written from the format description, independent of the reader."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+    header += b"".join(struct.pack(">I", d) for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_fashion_mnist(root: Path, n_train: int = 20, n_test: int = 10, gz: bool = True) -> dict:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    data = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, (n,), dtype=np.uint8)
+        for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
+            name = f"{prefix}-{kind}-ubyte"
+            raw = idx_bytes(arr)
+            if gz:
+                (root / f"{name}.gz").write_bytes(gzip.compress(raw))
+            else:
+                (root / name).write_bytes(raw)
+        data[prefix] = (images, labels)
+    return data
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_round_trip(tmp_path: Path, gz: bool) -> None:
+    data = write_fashion_mnist(tmp_path, gz=gz)
+    train = load_fashion_mnist("train", tmp_path)
+    test = load_fashion_mnist("test", tmp_path)
+    assert train.images.shape == (20, 1, 28, 28) and test.images.shape == (10, 1, 28, 28)
+    assert np.array_equal(train.images[:, 0].numpy(), data["train"][0])
+    assert np.array_equal(test.labels.numpy(), data["t10k"][1].astype(np.int64))
+    assert train.classes[0] == "T-shirt/top" and train.num_classes == 10
+
+
+def test_fashion_mnist_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_fashion_mnist(tmp_path)
+    monkeypatch.setenv(FASHION_MNIST_ENV, str(tmp_path))
+    assert len(load_fashion_mnist("test")) == 10
+    assert len(load_dataset("fashion-mnist", "train")) == 20
+
+
+def test_fashion_mnist_missing_names_place_and_package(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"apt-get install dataset-fashion-mnist") as err:
+        load_fashion_mnist("train", tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere") in str(err.value)
+
+
+def test_idx_bad_magic(tmp_path: Path) -> None:
+    path = tmp_path / "bad-idx3-ubyte"
+    path.write_bytes(b"\x12\x34" + idx_bytes(np.zeros((2, 3, 3), np.uint8))[2:])
+    with pytest.raises(ValueError, match=r"bad-idx3-ubyte has a bad magic number"):
+        read_idx(path)
+
+
+def test_idx_wrong_dimension_count(tmp_path: Path) -> None:
+    path = tmp_path / "labels"
+    path.write_bytes(idx_bytes(np.zeros((2, 3), np.uint8)))
+    with pytest.raises(ValueError, match=r"declares 2 dimensions, expected 1"):
+        read_idx(path, expected_ndim=1)
+
+
+def test_idx_truncated_and_overlong(tmp_path: Path) -> None:
+    raw = idx_bytes(np.zeros((4, 28, 28), np.uint8))
+    short, long = tmp_path / "short", tmp_path / "long"
+    short.write_bytes(raw[:-5])
+    long.write_bytes(raw + b"\0")
+    with pytest.raises(
+        ValueError, match=r"short is truncated: header declares shape \(4, 28, 28\)"
+    ):
+        read_idx(short)
+    with pytest.raises(ValueError, match=r"longer than its header says"):
+        read_idx(long)
+
+
+def test_idx_truncated_gzip(tmp_path: Path) -> None:
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros((4, 28, 28), np.uint8)))[:-12])
+    with pytest.raises(ValueError, match=r"x-idx3-ubyte.gz is not a readable gzip stream"):
+        read_idx(path)
+
+
+def test_fashion_mnist_count_mismatch(tmp_path: Path) -> None:
+    write_fashion_mnist(tmp_path, gz=False)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(9, np.uint8)))
+    with pytest.raises(ValueError, match=r"holds 10 images but .* holds 9 labels"):
+        load_fashion_mnist("test", tmp_path)
+
+
+@pytest.mark.skipif(
+    not (FASHION_MNIST_DEFAULT_ROOT / "t10k-labels-idx1-ubyte.gz").exists(),
+    reason="Debian package dataset-fashion-mnist not installed",
+)
+def test_real_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(FASHION_MNIST_ENV, raising=False)
+    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+    # Xiao et al. 2017, Table 1 / README: 60,000 + 10,000 images, 28x28, balanced classes.
+    assert train.images.shape == (60000, 1, 28, 28) and len(test) == 10000
+    assert torch.bincount(train.labels).tolist() == [6000] * 10
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+
+
+def write_cifar10(root: Path, per_batch: int = 4) -> tuple[np.ndarray, list[int]]:
+    """CIFAR-10 python layout: pickled dicts with bytes keys (what ``pickle.load(f,
+    encoding='bytes')`` returns for the published files)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    names = [f"class{i}".encode() for i in range(10)]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
+    all_data, all_labels = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, per_batch).tolist()
+        batch = {b"batch_label": name.encode(), b"data": data, b"labels": labels}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        if name != "test_batch":
+            all_data.append(data)
+            all_labels += labels
+    return np.concatenate(all_data), all_labels
+
+
+def test_cifar10_round_trip(tmp_path: Path) -> None:
+    data, labels = write_cifar10(tmp_path)
+    train = load_cifar(tmp_path, "train")
+    assert train.images.shape == (20, 3, 32, 32) and train.classes[3] == "class3"
+    # Channel-major rows: the first 1024 bytes are the red plane, row by row.
+    assert np.array_equal(train.images[5, 0].numpy().ravel(), data[5, :1024])
+    assert np.array_equal(train.images[7, 2, 31].numpy(), data[7, 3072 - 32 :])
+    assert train.labels.tolist() == labels
+    assert len(load_dataset(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", "test")) == 4
+
+
+def test_cifar100_fine_labels(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    names = [f"c{i}" for i in range(100)]
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": names}, protocol=2))
+    data = np.full((3, 3072), 7, np.uint8)
+    for split in ("train", "test"):
+        batch = {b"data": data, b"fine_labels": [99, 0, 5], b"coarse_labels": [1, 2, 3]}
+        (folder / split).write_bytes(pickle.dumps(batch, protocol=2))
+    ds = load_cifar(tmp_path, "test", variant="cifar100")
+    assert ds.labels.tolist() == [99, 0, 5] and ds.num_classes == 100
+
+
+class _Evil:
+    def __reduce__(self) -> tuple:
+        return (os.getcwd, ())
+
+
+def test_cifar_refuses_foreign_globals(tmp_path: Path) -> None:
+    write_cifar10(tmp_path)
+    bad = tmp_path / "cifar-10-batches-py" / "test_batch"
+    bad.write_bytes(pickle.dumps({b"data": _Evil(), b"labels": []}, protocol=2))
+    with pytest.raises(ValueError, match=r"test_batch references posix.getcwd|references nt"):
+        load_cifar(tmp_path, "test")
+
+
+def test_cifar_truncated_and_wrong_shape(tmp_path: Path) -> None:
+    write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    raw = (folder / "data_batch_2").read_bytes()
+    (folder / "data_batch_2").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"data_batch_2 is truncated or corrupt"):
+        load_cifar(tmp_path, "train")
+    batch = {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(ValueError, match=r"expected b'data' as uint8 of shape \(N, 3072\)"):
+        load_cifar(tmp_path, "test")
+    with pytest.raises(FileNotFoundError, match=r"batches.meta not found"):
+        load_cifar(tmp_path / "empty", "test")
+
+
+def test_image_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    pixels = {}
+    for cls in ("dog", "cat"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            arr = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(tmp_path / cls / f"{i}.png")
+            pixels[(cls, i)] = arr
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    ds = load_image_folder(tmp_path, size=8)
+    assert ds.classes == ("cat", "dog") and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert np.array_equal(ds.images[4].permute(1, 2, 0).numpy(), pixels[("dog", 1)])
+    grey = load_image_folder(tmp_path, size=(4, 6), mode="L")
+    assert grey.images.shape == (6, 1, 4, 6)
+
+
+def test_image_folder_errors(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"holds no images in class sub-folders"):
+        load_image_folder(tmp_path)
+    (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ValueError, match=r"broken.png cannot be decoded"):
+        load_image_folder(tmp_path)
+
+
+def test_channel_stats_match_numpy() -> None:
+    images = torch.randint(0, 256, (9, 3, 5, 7), dtype=torch.uint8)
+    mean, std = channel_stats(images)
+    ref = images.numpy().astype(np.float64) / 255.0
+    np.testing.assert_allclose(mean, ref.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(std, ref.std(axis=(0, 2, 3)), rtol=1e-10)
+
+
+def test_crop_flip_matches_per_image_reference() -> None:
+    images = torch.randint(0, 256, (16, 2, 6, 5), dtype=torch.uint8)
+    aug = RandomCropFlip(padding=2, flip=True)
+    params = aug.sample(16, (6, 5), torch.Generator().manual_seed(3))
+    out = aug.apply(images, params)
+    for i in range(16):
+        padded = F.pad(images[i], (2, 2, 2, 2))
+        top, left = int(params.top[i]), int(params.left[i])
+        ref = padded[:, top : top + 6, left : left + 5]
+        if params.flip[i]:
+            ref = ref.flip(-1)
+        assert torch.equal(out[i], ref)
+    assert params.flip.any() and not params.flip.all()
+
+
+def test_crop_without_flip_never_mirrors() -> None:
+    aug = RandomCropFlip(padding=0, flip=False)
+    images = torch.randint(0, 256, (4, 1, 5, 5), dtype=torch.uint8)
+    params = aug.sample(4, (5, 5), torch.Generator().manual_seed(0))
+    assert torch.equal(aug.apply(images, params), images)
+    with pytest.raises(ValueError, match=r"argument `padding`: .* received -1"):
+        RandomCropFlip(padding=-1)
+
+
+def _dataset(n: int = 30) -> ImageDataset:
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
+    return ImageDataset(images, torch.arange(n) % 3, ("a", "b", "c"))
+
+
+def test_loader_rank_shards_rebuild_the_single_process_batches() -> None:
+    ds = _dataset()
+    aug = RandomCropFlip(padding=1)
+    single = BatchLoader(ds, 8, seed=5, augment=aug)
+    shards = [BatchLoader(ds, 8, seed=5, augment=aug, rank=r, world_size=2) for r in range(2)]
+    for loader in (single, *shards):
+        loader.set_epoch(3)
+    for (x, y), (x0, y0), (x1, y1) in zip(single, *shards, strict=True):
+        assert torch.equal(x, torch.cat([x0, x1])) and torch.equal(y, torch.cat([y0, y1]))
+
+
+def test_loader_order_depends_on_seed_and_epoch_only() -> None:
+    ds = _dataset()
+
+    def labels(seed: int, epoch: int, start: int = 0) -> list[list[int]]:
+        loader = BatchLoader(ds, 5, seed=seed)
+        loader.set_epoch(epoch)
+        return [x[:, 0, 0, 0].tolist() for x, _ in loader.batches(start)]
+
+    assert labels(1, 2) == labels(1, 2)
+    assert labels(1, 2)[3:] == labels(1, 2, start=3)
+    assert labels(1, 2) != labels(1, 3) and labels(1, 2) != labels(2, 2)
+    assert sorted(v for batch in labels(1, 2) for v in batch) == list(range(30))
+
+
+def test_loader_keeps_last_batch_for_evaluation() -> None:
+    loader = BatchLoader(_dataset(), 8, shuffle=False, drop_last=False)
+    assert [len(y) for _, y in loader] == [8, 8, 8, 6]
+    with pytest.raises(ValueError, match=r"argument `batch_size`: expected a multiple of"):
+        BatchLoader(_dataset(), 7, world_size=2, rank=1)
+    with pytest.raises(ValueError, match=r"received rank=2, world_size=2"):
+        BatchLoader(_dataset(), 8, world_size=2, rank=2)
+
+
+def test_bad_spec() -> None:
+    with pytest.raises(ValueError, match=r"argument `data`: .* received 'mnist'"):
+        load_dataset("mnist", "train")

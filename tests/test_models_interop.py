@@ -1,0 +1,74 @@
+"""Weight interop with the real torchvision and timm models (randomly initialised, no download):
+their state dicts load into sepconv's models and give the same outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from sepconv.models import create_model, load_weights
+
+torchvision = pytest.importorskip("torchvision")
+timm = pytest.importorskip("timm")
+
+# (sepconv name, reference builder, format)
+CASES: list[tuple[str, Callable[[], nn.Module], str]] = [
+    ("mobilenet_v2", lambda: torchvision.models.mobilenet_v2(), "torchvision"),
+    ("efficientnet_b0", lambda: torchvision.models.efficientnet_b0(), "torchvision"),
+    ("vgg16", lambda: torchvision.models.vgg16(), "torchvision"),
+    ("resnet50", lambda: torchvision.models.resnet50(), "torchvision"),
+    ("mobilenet_v1", lambda: timm.create_model("mobilenetv1_100"), "timm"),
+    ("mobilenet_v2", lambda: timm.create_model("mobilenetv2_100"), "timm"),
+    ("efficientnet_b0", lambda: timm.create_model("efficientnet_b0"), "timm"),
+    ("xception", lambda: timm.create_model("legacy_xception"), "timm"),
+]
+
+
+def randomise_batchnorm(model: nn.Module) -> None:
+    """Give every BN non-trivial statistics and affine terms, so a swapped BN shows up."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+
+
+@pytest.mark.parametrize(("name", "reference", "fmt"), CASES, ids=[f"{c[2]}-{c[0]}" for c in CASES])
+def test_reference_weights_give_same_outputs(
+    name: str, reference: Callable[[], nn.Module], fmt: str
+) -> None:
+    torch.manual_seed(0)
+    ref = reference().eval()
+    randomise_batchnorm(ref)
+    ours = create_model(name).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = ours(x)
+        load_weights(ours, ref.state_dict(), format=fmt)
+        expected, got = ref(x), ours(x)
+    assert expected.std() > 0  # a constant output would make the comparison vacuous
+    assert (before - expected).abs().max() > 1e-2  # loading did change the model
+    assert (got - expected).abs().max() <= 1e-5
+
+
+def test_auto_detects_format_from_file(tmp_path: pytest.TempPathFactory) -> None:
+    ref = timm.create_model("mobilenetv1_100").eval()
+    path = tmp_path / "mobilenetv1_100.pth"  # type: ignore[operator]
+    torch.save(ref.state_dict(), path)
+    ours = load_weights(create_model("mobilenet_v1").eval(), path)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max() <= 1e-5
+
+
+def test_reference_with_other_head_names_every_bad_key() -> None:
+    ref = torchvision.models.mobilenet_v2(num_classes=10)
+    with pytest.raises(
+        ValueError,
+        match=r"mis-shaped key 'classifier.weight': expected \(1000, 1280\), received \(10, 1280\)",
+    ):
+        load_weights(create_model("mobilenet_v2"), ref.state_dict())

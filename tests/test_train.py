@@ -1,0 +1,204 @@
+"""Trainer: exact resume, schedule, weight-decay groups, checkpoints, evaluation and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sepconv.data import ImageDataset, RandomCropFlip
+from sepconv.train import (
+    TrainConfig,
+    Trainer,
+    WarmupCosine,
+    evaluate,
+    load_tensors,
+    param_groups,
+    save_tensors,
+)
+
+
+def tiny_data(n: int = 64, seed: int = 0) -> ImageDataset:
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=gen)
+    images = torch.randint(0, 100, (n, 1, 8, 8), generator=gen, dtype=torch.uint8)
+    images[:, :, : 2 * 1, :] += (labels * 40).to(torch.uint8).view(n, 1, 1, 1)  # learnable
+    return ImageDataset(images, labels, ("a", "b", "c", "d"))
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(8, 4),
+    )
+
+
+def make_trainer(out: Path, config: TrainConfig, model_seed: int = 0) -> Trainer:
+    return Trainer(
+        tiny_model(model_seed),
+        config,
+        tiny_data(),
+        tiny_data(32, seed=1),
+        out_dir=out,
+        augment=RandomCropFlip(padding=1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "stop_at"),
+    [("sgd", 6), ("adamw", 4)],
+    ids=["sgd-mid-epoch", "adamw-epoch-boundary"],
+)
+def test_interrupted_and_resumed_run_is_bit_exact(
+    tmp_path: Path, optimizer: str, stop_at: int
+) -> None:
+    config = TrainConfig(
+        epochs=3,
+        batch_size=16,
+        optimizer=optimizer,
+        lr=0.05 if optimizer == "sgd" else 3e-3,
+        ema_decay=0.9,
+        clip_grad_norm=1.0,
+        checkpoint_every=3,
+    )
+    straight = make_trainer(tmp_path / "a", config)
+    history_a = straight.fit()
+
+    first = make_trainer(tmp_path / "b", config)
+    first.fit(max_steps=stop_at)
+    assert first.global_step == stop_at < straight.global_step
+    torch.manual_seed(1234)  # nothing but the checkpoint may carry state across
+    resumed = make_trainer(tmp_path / "b", config, model_seed=99)
+    history_b = resumed.fit(resume=tmp_path / "b" / "last.safetensors")
+
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    assert straight.ema is not None and resumed.ema is not None
+    for name, tensor in straight.ema.module.state_dict().items():
+        assert torch.equal(tensor, resumed.ema.module.state_dict()[name]), name
+    strip = ("images_per_s", "epoch_time_s")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in history_a] == [
+        {k: v for k, v in r.items() if k not in strip} for r in history_b
+    ]
+    log = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3]
+    weights, meta = load_tensors(tmp_path / "b" / "model.safetensors")
+    assert meta["kind"] == "weights" and meta["source"] == "ema"
+    assert torch.equal(weights["0.weight"], straight.ema.module.state_dict()["0.weight"])
+
+
+def test_resume_refuses_other_config_and_weights_file(tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, batch_size=16)
+    make_trainer(tmp_path, config).fit(max_steps=2)
+    other = make_trainer(tmp_path, TrainConfig(epochs=1, batch_size=16, lr=0.2))
+    with pytest.raises(ValueError, match=r"different config; .*'lr': \(0.1, 0.2\)"):
+        other.fit(resume=tmp_path / "last.safetensors")
+    save_tensors(tmp_path / "w.safetensors", {"x": torch.zeros(1)}, {"kind": "weights"})
+    with pytest.raises(ValueError, match=r"holds 'weights' data; `resume` expects a checkpoint"):
+        make_trainer(tmp_path, config).fit(resume=tmp_path / "w.safetensors")
+
+
+def test_training_learns_the_tiny_task(tmp_path: Path) -> None:
+    config = TrainConfig(epochs=6, batch_size=16, lr=0.1, channels_last=False)
+    history = make_trainer(tmp_path, config).fit()
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["test_acc"] > 0.5  # 4 classes: chance is 0.25
+
+
+def test_warmup_cosine_closed_form() -> None:
+    f = WarmupCosine(warmup_steps=4, total_steps=20)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    for s in range(4, 20):
+        assert f(s) == pytest.approx(0.5 * (1 + math.cos(math.pi * (s - 4) / 16)))
+    with pytest.raises(ValueError, match=r"received 5/3"):
+        WarmupCosine(5, 3)
+
+
+def test_no_weight_decay_on_norms_and_biases() -> None:
+    model = tiny_model()
+    decay, no_decay = param_groups(model, 1e-4)
+    decayed = {id(p) for p in decay["params"]}  # type: ignore[attr-defined]
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert names == {"0.weight", "3.weight", "7.weight"}
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 1e-4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": 0}, r"argument `epochs`: expected a positive integer, received 0"),
+        ({"optimizer": "lamb"}, r"argument `optimizer`: .* received 'lamb'"),
+        ({"ema_decay": 1.0}, r"argument `ema_decay`: .* received 1.0"),
+        ({"amp": "fp8"}, r"argument `amp`: .* received 'fp8'"),
+    ],
+)
+def test_config_validation(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_checkpoint_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope.safetensors does not exist"):
+        load_tensors(tmp_path / "nope.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=r"junk.safetensors is not a readable safetensors"):
+        load_tensors(junk)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.safetensors"]
+
+
+def test_evaluate_counts_match_a_direct_tally() -> None:
+    data = tiny_data(40)
+    model = tiny_model().eval()
+    result = evaluate(model, data, mean=(0.2,), std=(0.3,), batch_size=16)
+    x = (data.images.double() / 255 - 0.2) / 0.3
+    with torch.no_grad():
+        pred = model.double()(x).argmax(1).numpy()
+    truth = data.labels.numpy()
+    ref = np.zeros((4, 4), np.int64)
+    for t, p in zip(truth, pred, strict=True):
+        ref[t, p] += 1
+    assert np.array_equal(result.confusion.numpy(), ref)
+    assert result.accuracy == pytest.approx((pred == truth).mean())
+    for k in range(4):
+        expected = (pred[truth == k] == k).mean() if (truth == k).any() else 0.0
+        assert result.per_class_accuracy[k] == pytest.approx(expected)
+
+
+def test_cli_train_then_evaluate(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from sepconv.cli import main
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("x", "y"):
+            folder = tmp_path / "imgs" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(8):
+                arr = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    common = ["--data", f"imagefolder:{tmp_path / 'imgs'}", "--image-size", "16"]
+    args = ["train", "--model", "mobilenet_v1_025", *common, "--epochs", "1"]
+    assert main([*args, "--batch-size", "8", "--out", str(out)]) == 0
+    assert json.loads((out / "log.jsonl").read_text())["step"] == 2
+    plot, metrics = tmp_path / "cm.png", tmp_path / "m.json"
+    weights = ["--weights", str(out / "model.safetensors")]
+    eval_args = ["evaluate", "mobilenet_v1_025", *weights, *common]
+    assert main([*eval_args, "--plot", str(plot), "--json", str(metrics)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(json.loads(metrics.read_text())["per_class_accuracy"]) == {"x", "y"}
+    assert main(["evaluate", "mobilenet_v2", *weights, *common]) == 2
