@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 import torch
 
@@ -31,18 +31,7 @@ Kind = Literal[
     "other",
 ]
 
-KINDS: Final[tuple[Kind, ...]] = (
-    "standard_conv",
-    "depthwise_conv",
-    "pointwise_conv",
-    "grouped_conv",
-    "linear",
-    "norm",
-    "activation",
-    "pooling",
-    "elementwise",
-    "other",
-)
+KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 HEADLINE_KINDS: Final[frozenset[Kind]] = frozenset(
     {"standard_conv", "depthwise_conv", "pointwise_conv", "grouped_conv", "linear"}
 )

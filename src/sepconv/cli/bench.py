@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.table import Table
-    from torch import nn
 
     from sepconv.bench import PerLayerReport
 
@@ -61,37 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def resolve_model(spec: str) -> tuple[nn.Module, int | None]:
-    """Build the model ``spec`` names: a registry name, or ``module:attr``.
-
-    ``attr`` may be a module instance or a callable returning one. Returns the model and its
-    registered input size (``None`` for user models).
-    """
-    import importlib
-
-    from torch import nn
-
-    from sepconv.models import create_model, get_model_info
-
-    if ":" not in spec:
-        return create_model(spec), get_model_info(spec).input_size
-    module_name, _, attr = spec.partition(":")
-    try:
-        obj: Any = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(
-            f"Invalid value for argument `model`: expected 'module:attr' naming an importable "
-            f"nn.Module or a function returning one, received {spec!r} ({err})."
-        ) from err
-    model = obj if isinstance(obj, nn.Module) else obj() if callable(obj) else None
-    if not isinstance(model, nn.Module):
-        raise ValueError(
-            f"Invalid value for argument `model`: expected {spec!r} to be an nn.Module or to "
-            f"return one, received {type(model).__name__}."
-        )
-    return model, None
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
     from rich.table import Table
@@ -107,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             "Invalid value for argument `--plot`: expected it together with --per-layer (the "
             f"plot is the per-layer roofline), received --plot {args.plot!r} alone."
         )
+    from sepconv.cli._model import resolve_model
+
     model, default_size = resolve_model(args.model)
     model.eval()
     size = args.input_size or default_size or 224

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import io
-import os
 import sys
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
-    from torch import nn
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -70,42 +67,6 @@ def parse_input_size(text: str) -> tuple[int, ...]:
     return dims if len(dims) == 4 else (1, *dims)
 
 
-def load_model(spec: str) -> tuple[nn.Module, int]:
-    """Build MODEL (registry name or ``module:attr``); return it with its default image side."""
-    from torch import nn
-
-    from sepconv.models import create_model, get_model_info
-
-    if ":" not in spec:
-        return create_model(spec), get_model_info(spec).input_size
-    module_name, _, attr = spec.partition(":")
-    # A console script does not put the working directory on sys.path; users expect
-    # `mynet:Net` to find ./mynet.py, as `python -m` would.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target: object = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(
-            f"Invalid value for argument `MODEL`: cannot import module {module_name!r} from "
-            f"{spec!r} ({err}); expected `module:attr` with an importable module."
-        ) from err
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ValueError(
-                f"Invalid value for argument `MODEL`: module {module_name!r} has no attribute "
-                f"{attr!r} (from {spec!r})."
-            )
-        target = getattr(target, part)
-    model = target if isinstance(target, nn.Module) else target() if callable(target) else None
-    if not isinstance(model, nn.Module):
-        raise ValueError(
-            f"Invalid value for argument `MODEL`: expected {spec!r} to be an nn.Module or a "
-            f"callable returning one, received {type(model).__name__}."
-        )
-    return model, 224
-
-
 def emit(result: Renderable, fmt: str, output: str | None) -> None:
     """Print ``result`` in ``fmt`` to stdout, or write it atomically to ``output``."""
     from rich.console import Console
@@ -130,8 +91,10 @@ def emit(result: Renderable, fmt: str, output: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sepconv.analysis import analyze
+    from sepconv.cli._model import resolve_model
 
-    model, side = load_model(args.model)
+    model, side = resolve_model(args.model)
+    side = side or 224
     size = parse_input_size(args.input_size) if args.input_size else (1, 3, side, side)
     emit(analyze(model, size), args.format, args.output)
     return 0
