@@ -69,23 +69,34 @@ def _fashion_mnist_files(folder: Path) -> None:
 
 def test_convert_with_distillation_on_fashion_mnist_files(tmp_path):
     _fashion_mnist_files(tmp_path)
-    out = tmp_path / "small.safetensors"
+    torch.manual_seed(0)
+    original = create_model("mobilenet_v1", in_chans=1, num_classes=10)
+    weights = tmp_path / "original.safetensors"
+    save_model(original, weights)
+    out, report = tmp_path / "small.safetensors", tmp_path / "small.json"
     code = main(
-        ["convert", "mobilenet_v1", "--in-chans", "1", "--num-classes", "10", "--rank", "1",
+        ["convert", "mobilenet_v1", "--weights", str(weights), "--in-chans", "1",
+         "--num-classes", "10", "--rank", "1",
          "--input-size", "28", "28", "--finetune-epochs", "1", "--batch-size", "32",
-         "--data-root", str(tmp_path), "--output", str(out)]
+         "--data", f"fashion-mnist:{tmp_path}", "--output", str(out), "--report", str(report),
+         "--device", "cpu"]
     )  # fmt: skip
     assert code == 0
-    converted, _ = separabilize(create_model("mobilenet_v1", in_chans=1, num_classes=10), rank=1)
+    converted, _ = separabilize(original, rank=1)
     state = load_file(out)
     assert state.keys() == converted.state_dict().keys()
+    # The fine-tune trained the converted weights: they differ from the plain conversion's.
+    assert any(not torch.equal(state[k], v) for k, v in converted.state_dict().items())
+    accuracy = json.loads(report.read_text())["accuracy"]
+    assert set(accuracy) == {"original", "converted", "finetuned"}
+    assert all(value in {k / 16 for k in range(17)} for value in accuracy.values())  # 16 images
 
 
 def test_finetune_needs_fashion_mnist_shapes(tmp_path, capsys):
     _fashion_mnist_files(tmp_path)
     code = main(
         ["convert", "mobilenet_v1", "--rank", "1", "--finetune-epochs", "1",
-         "--data-root", str(tmp_path)]
+         "--data", f"fashion-mnist:{tmp_path}"]
     )  # fmt: skip
     assert code == 2
     assert "`--in-chans`/`--num-classes`" in capsys.readouterr().err

@@ -1,16 +1,21 @@
-"""decouple(): exactness at full rank, Eckart–Young optimality when truncated, clear errors."""
+"""decouple(): exactness at full rank, Eckart–Young optimality when truncated, clear errors.
+
+Standard and grouped convolutions alike; the references below recompose kernels and singular
+values group by group with plain loops and numpy, independently of decouple()'s reshapes.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+import torch.nn.functional as F
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from sepconv import decouple
-from sepconv.convert import rank_for_energy
+from sepconv.convert import rank_for_energy, singular_values
 from sepconv.layers import DepthwiseSeparableConv2d
 
 
@@ -19,20 +24,31 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _composed_kernel(block: DepthwiseSeparableConv2d) -> torch.Tensor:
-    """``W[o, i] = sum_r P[o, i*R + r] * D[i*R + r]`` from the block's own weights, by einsum."""
+    """The grouped kernel ``(C_out, C_in/g, K, K)`` the linear block computes, by loops:
+    ``W[o, i'] = sum_r P[o, i'*R + r] * D[(j*C_in/g + i')*R + r]``, ``j = o // (C_out/g)``."""
+    groups = block.conv_pw.groups
     rank = block.conv_dw.out_channels // block.conv_dw.in_channels
-    d = block.conv_dw.weight.detach()[:, 0]  # (C_in*R, K, K)
-    p = block.conv_pw.weight.detach()[:, :, 0, 0]  # (C_out, C_in*R)
-    d = d.reshape(-1, rank, *d.shape[1:])  # (C_in, R, K, K)
-    p = p.reshape(p.shape[0], -1, rank)  # (C_out, C_in, R)
-    return torch.einsum("oir,irhw->oihw", p, d)
+    d = block.conv_dw.weight.detach().double().numpy()[:, 0]  # (C_in*R, K, K)
+    p = block.conv_pw.weight.detach().double().numpy()[:, :, 0, 0]  # (C_out, C_in/g*R)
+    c_out, c_in = p.shape[0], block.conv_dw.in_channels
+    cig, cog = c_in // groups, c_out // groups
+    w = np.zeros((c_out, cig, *d.shape[1:]))
+    for o in range(c_out):
+        for i in range(cig):
+            for r in range(rank):
+                w[o, i] += p[o, i * rank + r] * d[((o // cog) * cig + i) * rank + r]
+    return torch.from_numpy(w)
 
 
-def _numpy_singular_values(weight: torch.Tensor) -> np.ndarray:
-    """(C_in, F) singular values of every W[:, i] as a C_out x K*K matrix, by numpy."""
+def _numpy_singular_values(weight: torch.Tensor, groups: int = 1) -> np.ndarray:
+    """(C_in, F) singular values, by numpy, of every input channel's slice of the kernel: the
+    ``C_out/g x K*K`` matrix of the outputs of its group."""
     w = weight.detach().double().numpy()
-    return np.stack([np.linalg.svd(w[:, i].reshape(w.shape[0], -1), compute_uv=False)
-                     for i in range(w.shape[1])])  # fmt: skip
+    cog, cig = w.shape[0] // groups, w.shape[1]
+    return np.stack([
+        np.linalg.svd(w[j * cog:(j + 1) * cog, i].reshape(cog, -1), compute_uv=False)
+        for j in range(groups) for i in range(cig)
+    ])  # fmt: skip
 
 
 @settings(max_examples=30, deadline=None)
@@ -57,6 +73,71 @@ def test_full_rank_matches_the_conv(cin, cout, kernel, stride, dilation, padding
     assert (block.conv_pw.bias is not None) == bias
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    groups=st.integers(2, 4),
+    cin_per_group=st.integers(2, 4),
+    cout_per_group=st.integers(1, 6),
+    kernel=st.sampled_from([2, 3, 5]),
+    stride=st.integers(1, 2),
+    dilation=st.integers(1, 2),
+    padding=st.one_of(st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2))),
+    bias=st.booleans(),
+    size=st.integers(9, 13),
+)
+def test_grouped_full_rank_matches_the_conv(
+    groups, cin_per_group, cout_per_group, kernel, stride, dilation, padding, bias, size
+):
+    cin, cout = groups * cin_per_group, groups * cout_per_group
+    torch.manual_seed(cin * 100 + cout)
+    conv = nn.Conv2d(cin, cout, kernel, stride, padding, dilation, groups=groups, bias=bias)
+    conv = conv.double()
+    block, error = decouple(conv)
+    x = torch.randn(2, cin, size, size + 1, dtype=torch.float64)
+    assert _relative(block(x), conv(x)) < 1e-5
+    assert error < 1e-7
+    assert block.conv_dw.groups == cin  # the depthwise part stays depthwise
+    assert block.conv_dw.out_channels == cin * min(cout_per_group, kernel * kernel)
+    assert block.conv_pw.groups == groups
+    assert (block.conv_pw.bias is not None) == bias
+    torch.testing.assert_close(_composed_kernel(block), conv.weight.detach())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    groups=st.integers(1, 3),
+    cin_per_group=st.integers(1, 4),
+    cout_per_group=st.integers(1, 12),
+    kernel=st.sampled_from([2, 3, 5]),
+    stride=st.integers(1, 2),
+    dilation=st.integers(1, 2),
+    bias=st.booleans(),
+    data=st.data(),
+)
+def test_truncation_error_is_the_discarded_energy(
+    groups, cin_per_group, cout_per_group, kernel, stride, dilation, bias, data
+):
+    assume(groups == 1 or cin_per_group > 1)  # groups == C_in is depthwise, refused
+    cin, cout = groups * cin_per_group, groups * cout_per_group
+    full = min(cout_per_group, kernel * kernel)
+    rank = data.draw(st.integers(1, full), label="rank")
+    torch.manual_seed(cin * 100 + cout + rank)
+    conv = nn.Conv2d(cin, cout, kernel, stride, 1, dilation, groups=groups, bias=bias).double()
+    block, error = decouple(conv, rank)
+    weight = conv.weight.detach()
+    composed = _composed_kernel(block)
+    s2 = _numpy_singular_values(weight, groups) ** 2  # (C_in, full)
+    np.testing.assert_allclose(singular_values(conv).numpy() ** 2, s2, atol=1e-12)
+    # Eckart–Young, squared Frobenius form: the error is the energy of the dropped terms.
+    discarded = s2[:, rank:].sum()
+    assert float((composed - weight).square().sum()) == pytest.approx(discarded, abs=1e-9)
+    assert error == pytest.approx(np.sqrt(discarded / s2.sum()), abs=1e-9)
+    # The block computes the convolution with the composed kernel (channel order included).
+    x = torch.randn(1, cin, 10, 11, dtype=torch.float64)
+    reference = F.conv2d(x, composed, conv.bias, stride, 1, dilation, groups)
+    torch.testing.assert_close(block(x), reference)
+
+
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_string_padding_and_float32(padding):
     torch.manual_seed(0)
@@ -66,24 +147,6 @@ def test_string_padding_and_float32(padding):
     assert block(x).shape == conv(x).shape
     assert _relative(block(x), conv(x)) < 1e-5
     assert block.conv_dw.weight.dtype == torch.float32
-
-
-@pytest.mark.parametrize("rank", [1, 2, 5])
-def test_truncated_error_is_the_discarded_energy(rank):
-    torch.manual_seed(rank)
-    conv = nn.Conv2d(4, 16, 3, bias=False).double()
-    block, error = decouple(conv, rank)
-    weight = conv.weight.detach()
-    # Independent routes: the kernel recomposed from the block's weights, numpy's SVD.
-    actual = _relative(_composed_kernel(block), weight)
-    s2 = _numpy_singular_values(weight) ** 2
-    expected = np.sqrt(s2[:, rank:].sum() / s2.sum())
-    assert actual == pytest.approx(error, rel=1e-9)
-    assert error == pytest.approx(expected, rel=1e-9)
-    # Squared Frobenius relation, the form the Eckart–Young theorem states.
-    assert float((_composed_kernel(block) - weight).square().sum()) == pytest.approx(
-        s2[:, rank:].sum(), rel=1e-9
-    )
 
 
 def test_truncation_beats_random_and_rank_deficient_alternatives():
@@ -128,7 +191,8 @@ def test_rank_for_energy_is_the_smallest_rank_reaching_the_fraction():
         (nn.Conv2d(4, 8, 3), 0, r"`rank`: expected an integer in \[1, 8\].*received 0"),
         (nn.Conv2d(4, 16, 3), 10, r"`rank`: expected an integer in \[1, 9\].*received 10"),
         (nn.Conv2d(4, 8, 3), True, r"`rank`.*received True"),
-        (nn.Conv2d(4, 8, 3, groups=2), None, r"grouped convolution \(groups=2\)"),
+        (nn.Conv2d(4, 8, 3, groups=2), 5, r"`rank`: expected an integer in \[1, 4\].*received 5"),
+        (nn.Conv2d(4, 8, 3, groups=4), None, r"depthwise convolution \(groups=in_channels=4\)"),
         (nn.Conv2d(4, 8, (1, 3)), None, r"non-square kernel 1x3"),
         (nn.Conv2d(4, 8, 1), None, r"1x1 kernel"),
         (nn.Conv2d(4, 8, 3, padding=1, padding_mode="reflect"), None, r"padding_mode='reflect'"),

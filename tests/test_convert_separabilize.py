@@ -16,7 +16,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class UserNet(nn.Module):
-    """A VGG-like user model with a grouped conv, a 1x1 conv and a non-square conv."""
+    """A VGG-like user model with a grouped, a non-square, a 1x1 and a depthwise conv."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -29,6 +29,7 @@ class UserNet(nn.Module):
             nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=4),
             nn.Conv2d(16, 16, (1, 3), padding=(0, 1)),
             nn.Conv2d(16, 32, 1),
+            nn.Conv2d(32, 32, 3, padding=1, groups=32),
         )
         self.head = nn.Linear(32, 5)
 
@@ -42,13 +43,15 @@ def test_user_model_full_rank_is_exact_and_skips_are_reported():
     converted, report = separabilize(model)
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     assert _relative(converted(x), model(x)) < 1e-5
-    assert [layer.name for layer in report.layers] == ["features.0", "features.3"]
+    assert [layer.name for layer in report.layers] == ["features.0", "features.3", "features.5"]
     assert isinstance(converted.features[0], DepthwiseSeparableConv2d)
     assert isinstance(model.features[0], nn.Conv2d)  # the original is left untouched
+    assert converted.features[5].conv_pw.groups == 4  # grouped conv -> grouped pointwise
+    assert [layer.groups for layer in report.layers] == [1, 1, 4]
     reasons = dict(report.skipped)
-    assert "grouped convolution (groups=4)" in reasons["features.5"]
     assert "non-square kernel 1x3" in reasons["features.6"]
     assert "1x1 kernel" in reasons["features.7"]
+    assert "depthwise convolution (groups=in_channels=32)" in reasons["features.8"]
 
 
 def test_torchvision_resnet18_full_rank_is_exact():
@@ -81,12 +84,15 @@ def test_report_params_and_macs_match_independent_counts():
     assert report.params_after == sum(p.numel() for p in converted.parameters())
     assert report.macs_before == analyze(model, (1, 3, 16, 16)).macs
     assert report.macs_after == analyze(converted, (1, 3, 16, 16)).macs
-    first, second = report.layers
-    # Closed forms: standard C_out*C_in*K^2*H'*W'; decoupled R*C_in*(K^2 + C_out)*H'*W'.
+    first, second, grouped = report.layers
+    # Closed forms: standard C_out*C_in/g*K^2*H'*W'; decoupled R*C_in*(K^2 + C_out/g)*H'*W'.
     assert first.macs_before == 8 * 3 * 9 * 16 * 16
     assert first.macs_after == 2 * 3 * (9 + 8) * 16 * 16
     assert second.macs_before == 16 * 8 * 25 * 8 * 8
     assert second.macs_after == 2 * 8 * (25 + 16) * 8 * 8
+    assert grouped.macs_before == 16 * 4 * 9 * 8 * 8
+    assert grouped.macs_after == 2 * 16 * (9 + 4) * 8 * 8
+    assert grouped.params_after == 2 * 16 * (9 + 4) + 16
     assert first.params_before == 8 * 3 * 9 + 8
     assert first.params_after == 2 * 3 * (9 + 8) + 8
     assert report.to_dict()["layers"][0]["rank"] == 2
@@ -96,7 +102,7 @@ def test_rank_is_capped_and_energy_chooses_per_layer():
     torch.manual_seed(0)
     model = UserNet()
     _, capped = separabilize(model, rank=50)
-    assert [layer.rank for layer in capped.layers] == [8, 16]  # min(C_out, K*K)
+    assert [layer.rank for layer in capped.layers] == [8, 16, 4]  # min(C_out/g, K*K)
     _, by_energy = separabilize(model, energy=0.8)
     for layer in by_energy.layers:
         assert 1 <= layer.rank <= layer.full_rank
@@ -105,7 +111,7 @@ def test_rank_is_capped_and_energy_chooses_per_layer():
 
 def test_skip_patterns():
     _, report = separabilize(UserNet(), rank=1, skip=["features.0"])
-    assert [layer.name for layer in report.layers] == ["features.3"]
+    assert [layer.name for layer in report.layers] == ["features.3", "features.5"]
     assert ("features.0", "matched by `skip`") in report.skipped
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -202,3 +203,137 @@ def test_cli_train_then_evaluate(tmp_path: Path) -> None:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(json.loads(metrics.read_text())["per_class_accuracy"]) == {"x", "y"}
     assert main(["evaluate", "mobilenet_v2", *weights, *common]) == 2
+
+
+# ---------------------------------------------------------------- knowledge distillation
+def plain_model(seed: int) -> nn.Module:
+    """No BatchNorm, no dropout: train and eval mode compute the same function."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(24, 4),
+    )
+
+
+def distill_trainer(
+    out: Path | None, config: TrainConfig, teacher: nn.Module | None, model: nn.Module
+) -> Trainer:
+    return Trainer(
+        model,
+        config,
+        tiny_data(),
+        tiny_data(32, seed=1),
+        out_dir=out,
+        augment=RandomCropFlip(padding=1),
+        teacher=teacher,
+    )
+
+
+def test_distillation_with_alpha_zero_is_plain_training_bit_for_bit() -> None:
+    config = TrainConfig(epochs=2, batch_size=16, ema_decay=0.9, distill_alpha=0.0)
+    plain = distill_trainer(None, config, None, tiny_model())
+    history_plain = plain.fit()
+    teacher = tiny_model(seed=7)
+    distilled = distill_trainer(None, config, teacher, tiny_model())
+    history_distilled = distilled.fit()
+    for name, tensor in plain.model.state_dict().items():
+        assert torch.equal(tensor, distilled.model.state_dict()[name]), name
+    strip = ("images_per_s", "epoch_time_s")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in history_plain] == [
+        {k: v for k, v in r.items() if k not in strip} for r in history_distilled
+    ]
+    # The teacher is frozen in eval mode and left as it was.
+    assert not teacher.training
+    assert all(not p.requires_grad for p in teacher.parameters())
+    for name, tensor in tiny_model(seed=7).state_dict().items():
+        assert torch.equal(tensor, teacher.state_dict()[name]), name
+
+
+def test_distillation_loss_is_computed_on_the_augmented_batch() -> None:
+    from sepconv.convert.distill import distillation_loss
+    from sepconv.data import BatchLoader, channel_stats
+    from sepconv.train.evaluate import to_model_input
+
+    # One batch per epoch: the epoch's training loss is the loss of step 0.
+    data = tiny_data(16)
+    config = TrainConfig(
+        epochs=1, batch_size=16, channels_last=False, distill_temperature=3.0, distill_alpha=0.7
+    )
+    student, teacher = plain_model(0), plain_model(1)
+    trainer = Trainer(
+        copy.deepcopy(student), config, data, augment=RandomCropFlip(padding=1), teacher=teacher
+    )
+    recorded = trainer.fit()[0]["train_loss"]
+    # Independently: the loader's first augmented batch, normalised as the trainer does.
+    images, labels = next(iter(BatchLoader(data, 16, augment=RandomCropFlip(padding=1))))
+    mean, std = channel_stats(data.images)
+    x = to_model_input(images, mean, std, device=torch.device("cpu"), channels_last=False)
+    with torch.no_grad():
+        expected = distillation_loss(
+            student(x), teacher(x), labels, temperature=3.0, alpha=0.7, label_smoothing=0.1
+        )
+    assert recorded == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_teacher_equal_to_the_student_gives_no_soft_gradient() -> None:
+    # alpha=1: only the KL term, which is 0 with a zero gradient when student == teacher.
+    config = TrainConfig(
+        epochs=1, batch_size=16, weight_decay=0.0, warmup_epochs=0.0, distill_alpha=1.0
+    )
+    data = tiny_data(16)
+    student = plain_model(0)
+    trainer = Trainer(copy.deepcopy(student), config, data, teacher=copy.deepcopy(student))
+    assert trainer.fit()[0]["train_loss"] == pytest.approx(0.0, abs=1e-6)
+    for name, tensor in student.state_dict().items():
+        torch.testing.assert_close(trainer.model.state_dict()[name], tensor, atol=1e-6, rtol=0)
+    # A different teacher does move the student: the check above can fail.
+    other = Trainer(copy.deepcopy(student), config, data, teacher=plain_model(1))
+    assert other.fit()[0]["train_loss"] > 1e-3
+    moved = max(
+        float((other.model.state_dict()[name] - tensor).abs().max())
+        for name, tensor in student.state_dict().items()
+    )
+    assert moved > 1e-4
+
+
+def test_resume_with_a_teacher_is_bit_exact(tmp_path: Path) -> None:
+    config = TrainConfig(epochs=2, batch_size=16, ema_decay=0.9, checkpoint_every=3)
+    straight = distill_trainer(tmp_path / "a", config, tiny_model(seed=7), tiny_model())
+    straight.fit()
+    first = distill_trainer(tmp_path / "b", config, tiny_model(seed=7), tiny_model())
+    first.fit(max_steps=5)
+    torch.manual_seed(1234)
+    resumed = distill_trainer(tmp_path / "b", config, tiny_model(seed=7), tiny_model(seed=99))
+    resumed.fit(resume=tmp_path / "b" / "last.safetensors")
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
+    # Resuming a distillation run without its teacher (or the reverse) is refused.
+    without = distill_trainer(tmp_path / "b", config, None, tiny_model())
+    with pytest.raises(ValueError, match=r"with a teacher, but this Trainer has none"):
+        without.fit(resume=tmp_path / "b" / "last.safetensors")
+    make_trainer(tmp_path / "c", config).fit(max_steps=2)
+    with_teacher = distill_trainer(tmp_path / "c", config, tiny_model(seed=7), tiny_model())
+    with pytest.raises(ValueError, match=r"without a teacher, but this Trainer has one"):
+        with_teacher.fit(resume=tmp_path / "c" / "last.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"distill_temperature": 0.0}, r"`distill_temperature`: expected > 0, received 0.0"),
+        ({"distill_alpha": 1.5}, r"`distill_alpha`: expected a value in \[0, 1\], received 1.5"),
+    ],
+)
+def test_distillation_config_validation(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_teacher_must_be_another_module() -> None:
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"`teacher`: expected an nn.Module other than `model`"):
+        Trainer(model, TrainConfig(), tiny_data(), teacher=model)

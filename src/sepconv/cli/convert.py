@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Replace every standard KxK convolution of a registered model by a depthwise "
         "separable one initialised from its per-channel SVD (Guo et al., BMVC 2018), print the "
         "per-layer rank, error, params and MACs, optionally recover accuracy by distillation from "
-        "the original on Fashion-MNIST, and save the converted state dict as safetensors.",
+        "the original (sepconv's Trainer with the original as teacher; Fashion-MNIST by default), "
+        "and save the converted state dict as safetensors.",
     )
     parser.add_argument("model", help="registered model name (see `sepconv zoo`)")
     parser.add_argument("--weights", type=Path, help=".safetensors/.pt weights of the original")
@@ -39,29 +37,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", type=Path, help="write the conversion report as JSON here")
     parser.add_argument(
         "--finetune-epochs", type=int, default=0,
-        help="epochs of distillation from the original on Fashion-MNIST (needs --in-chans 1)",
+        help="epochs of distillation from the original through sepconv's Trainer (default: 0)",
     )  # fmt: skip
-    parser.add_argument("--data-root", type=Path, help="Fashion-MNIST folder")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument(
+        "--data", default="fashion-mnist",
+        help="fine-tuning data: fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | imagefolder:DIR"
+        " (image folders are resized to --input-size; default: fashion-mnist)",
+    )  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=128, help="fine-tuning batch size")
+    parser.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate")
+    parser.add_argument("--temperature", type=float, default=4.0, help="distillation T")
+    parser.add_argument(
+        "--alpha", type=float, default=0.9, help="weight of the teacher term in [0, 1]"
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.set_defaults(func=run)
-
-
-def _write_atomic(path: Path, write: Callable[[str], object]) -> None:
-    """Call ``write(tmp_path)`` then move the file into place, so no half-written file remains."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
+    from sepconv.bench.output import write_atomic, write_json
     from sepconv.cli._console import console
     from sepconv.convert import separabilize
     from sepconv.models import create_model, load_weights
@@ -85,43 +81,67 @@ def run(args: argparse.Namespace) -> int:
     out = console()
     out.print(report.table())
 
-    if args.finetune_epochs:
-        _finetune(model, original, args)
-
     summary = report.to_dict()
     summary.update(model=args.model, finetune_epochs=args.finetune_epochs)
+    if args.finetune_epochs:
+        summary["accuracy"] = _finetune(model, original, args)
+        out.print(
+            "test accuracy: original {original:.4f}, converted {converted:.4f}, "
+            "after fine-tuning {finetuned:.4f}".format(**summary["accuracy"])
+        )
     if args.report is not None:
-        text = json.dumps(summary, indent=2) + "\n"
-        _write_atomic(args.report, lambda tmp: Path(tmp).write_text(text))
+        write_json(args.report, summary)
     if args.output is not None:
-        tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         # The ranks let a reader rebuild the architecture: separabilize(create_model(...), ...).
         meta = {"sepconv.convert": json.dumps({k: summary[k] for k in ("model", "layers")})}
-        _write_atomic(args.output, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        write_atomic(args.output, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
         out.print(f"wrote {args.output}")
     return 0
 
 
-def _finetune(model: nn.Module, teacher: nn.Module, args: argparse.Namespace) -> None:
-    """Distil ``teacher`` into ``model`` on the Fashion-MNIST training split."""
-    from sepconv.convert.distill import NormalizedBatches, distill
-    from sepconv.data.dataset import BatchLoader, channel_stats
-    from sepconv.data.idx import load_fashion_mnist
+def _finetune(model: nn.Module, teacher: nn.Module, args: argparse.Namespace) -> dict[str, float]:
+    """Distil ``teacher`` into ``model`` in place with the Trainer; test accuracy before/after."""
+    import torch
 
-    train = load_fashion_mnist("train", args.data_root)
+    from sepconv.data import default_augment, load_dataset
+    from sepconv.data.dataset import channel_stats
+    from sepconv.train import TrainConfig, Trainer, evaluate
+    from sepconv.train.distributed import DistributedContext
+
+    side = args.input_size[0]
+    train = load_dataset(args.data, "train", image_size=side)
+    test = load_dataset(args.data, "test", image_size=side)
     if args.in_chans != train.num_channels or args.num_classes != train.num_classes:
         raise ValueError(
-            "Invalid value for arguments `--in-chans`/`--num-classes`: fine-tuning runs on "
-            f"Fashion-MNIST, which needs {train.num_channels} and {train.num_classes}, received "
+            "Invalid value for arguments `--in-chans`/`--num-classes`: fine-tuning on "
+            f"{args.data!r} needs {train.num_channels} and {train.num_classes}, received "
             f"{args.in_chans} and {args.num_classes}."
         )
-    mean, std = channel_stats(train.images)
-    loader = BatchLoader(train, args.batch_size)
-    distill(
-        model,
-        teacher,
-        lambda epoch: NormalizedBatches(loader, mean, std, epoch=epoch),
+    # A warm start: no warm-up, cosine decay from the (small) peak rate to zero.
+    config = TrainConfig(
         epochs=args.finetune_epochs,
+        batch_size=args.batch_size,
         lr=args.lr,
-        progress=True,
+        warmup_epochs=0.0,
+        distill_temperature=args.temperature,
+        distill_alpha=args.alpha,
     )
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    mean, std = channel_stats(train.images)
+
+    def accuracy(net: nn.Module) -> float:
+        return evaluate(net, test, mean=mean, std=std, device=device).accuracy
+
+    before = {"original": accuracy(teacher.to(device)), "converted": accuracy(model.to(device))}
+    trainer = Trainer(
+        model,
+        config,
+        train,
+        test,
+        augment=default_augment(args.data, int(train.images.shape[-1])),
+        context=DistributedContext(rank=0, world_size=1, device=device),
+        teacher=teacher,
+    )
+    history = trainer.fit()
+    return {**before, "finetuned": float(history[-1]["test_acc"])}

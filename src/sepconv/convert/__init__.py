@@ -1,9 +1,11 @@
 """Conversion of trained standard convolutions into depthwise separable ones.
 
-:func:`decouple` turns one ``nn.Conv2d`` into a :class:`~sepconv.layers.DepthwiseSeparableConv2d`
-by per-channel SVD (Guo et al., "Network Decoupling", BMVC 2018); :func:`separabilize` does it for
-every eligible convolution of a model and reports the cost; :mod:`sepconv.convert.distill`
-recovers accuracy by fine-tuning with knowledge distillation from the original.
+:func:`decouple` turns one standard or grouped ``nn.Conv2d`` into a
+:class:`~sepconv.layers.DepthwiseSeparableConv2d` by per-channel SVD (Guo et al., "Network
+Decoupling", BMVC 2018); :func:`separabilize` does it for every eligible convolution of a model
+and reports the cost. Accuracy lost to truncation is recovered by fine-tuning with knowledge
+distillation from the original: :class:`sepconv.train.Trainer` with ``teacher=original``, whose
+loss is :func:`sepconv.convert.distill.distillation_loss`.
 """
 
 from sepconv.convert.decouple import (

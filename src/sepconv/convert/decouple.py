@@ -15,6 +15,13 @@ approximation of every ``M_i`` in the Frobenius norm (Eckart–Young), so the sq
 energy of the discarded singular values. The cost is ``R * (K*K*C_in + C_in*C_out)`` weights
 instead of ``K*K*C_in*C_out``.
 
+A grouped convolution (``g`` groups) is decoupled group by group: input channel ``i`` of group
+``j`` only reaches that group's ``C_out/g`` outputs, so ``M_i`` is ``C_out/g x K*K``, the depthwise
+part is unchanged (``C_in*R`` kernels, one group per input channel) and the pointwise part is a
+grouped 1x1 convolution with the same ``g`` groups; the channel order ``i*R + r`` keeps each
+group's intermediate channels contiguous, as that grouped 1x1 convolution expects. Cost:
+``R * (K*K*C_in + C_in*C_out/g)`` weights instead of ``K*K*C_in*C_out/g``.
+
 Reference: Guo et al., "Network Decoupling: From Regular to Depthwise Separable Convolutions",
 BMVC 2018.
 """
@@ -41,17 +48,18 @@ class Decoupled(NamedTuple):
 def ineligibility(module: nn.Module) -> str | None:
     """Say why ``module`` cannot be decoupled, or return ``None`` when it can.
 
-    Eligible: a standard ``nn.Conv2d`` (``groups=1``) with a square kernel larger than 1x1, zero
-    padding, and the forward of ``nn.Conv2d`` itself (a subclass that changes the forward, such as
-    weight standardisation, computes something else than its weight says).
+    Eligible: an ``nn.Conv2d`` with a square kernel larger than 1x1, zero padding, the forward of
+    ``nn.Conv2d`` itself (a subclass that changes the forward, such as weight standardisation,
+    computes something else than its weight says), and either ``groups=1`` or a grouped
+    convolution that is not depthwise (a depthwise conv, ``groups=C_in``, is already the first
+    half of a separable one; decoupling it would only add a pointwise conv).
     """
     if not isinstance(module, nn.Conv2d):
         return f"not a torch.nn.Conv2d (a {type(module).__name__})"
     if type(module).forward is not nn.Conv2d.forward:
         return f"{type(module).__name__} overrides the forward of nn.Conv2d"
-    if module.groups != 1:
-        # Per-group decoupling would need a grouped pointwise conv, which the block does not have.
-        return f"grouped convolution (groups={module.groups}); only groups=1 is decoupled"
+    if module.groups > 1 and module.groups == module.in_channels:
+        return f"depthwise convolution (groups=in_channels={module.groups}); already separable"
     kh, kw = module.kernel_size
     if kh != kw:
         return f"non-square kernel {kh}x{kw}"
@@ -63,13 +71,17 @@ def ineligibility(module: nn.Module) -> str | None:
 
 
 def full_rank(conv: nn.Conv2d) -> int:
-    """The depth multiplier at which :func:`decouple` is exact: ``min(C_out, K*K)``."""
-    return min(conv.out_channels, conv.kernel_size[0] * conv.kernel_size[1])
+    """The depth multiplier at which :func:`decouple` is exact: ``min(C_out / groups, K*K)``."""
+    return min(conv.out_channels // conv.groups, conv.kernel_size[0] * conv.kernel_size[1])
 
 
 def _matrices(conv: nn.Conv2d) -> torch.Tensor:
-    """Every ``M_i = W[:, i].reshape(C_out, K*K)``, stacked in float64: ``(C_in, C_out, K*K)``."""
-    return conv.weight.detach().double().flatten(2).transpose(0, 1)
+    """Every ``M_i``, the ``(C_out/g, K*K)`` slice of the kernel that input channel ``i`` feeds
+    (its group's outputs), stacked in float64 in input-channel order: ``(C_in, C_out/g, K*K)``."""
+    g = conv.groups
+    weight = conv.weight.detach().double().flatten(2)  # (C_out, C_in/g, K*K)
+    per_group = weight.unflatten(0, (g, -1))  # (g, C_out/g, C_in/g, K*K)
+    return per_group.transpose(1, 2).flatten(0, 1)  # (C_in, C_out/g, K*K), i = j*C_in/g + i'
 
 
 def singular_values(conv: nn.Conv2d) -> torch.Tensor:
@@ -79,7 +91,7 @@ def singular_values(conv: nn.Conv2d) -> torch.Tensor:
         conv: An eligible convolution (see :func:`ineligibility`).
 
     Returns:
-        float64 tensor of shape ``(C_in, min(C_out, K*K))``.
+        float64 tensor of shape ``(C_in, min(C_out / groups, K*K))``.
     """
     _check(conv)
     return torch.linalg.svdvals(_matrices(conv))
@@ -123,22 +135,25 @@ def _check(conv: nn.Module) -> None:
     reason = ineligibility(conv)
     if reason is not None:
         raise ValueError(
-            "Invalid value for argument `conv`: expected a standard KxK convolution (groups=1, "
-            f"square kernel > 1, zero padding), received {conv!r}: {reason}."
+            "Invalid value for argument `conv`: expected a standard or grouped (not depthwise) "
+            f"KxK convolution (square kernel > 1, zero padding), received {conv!r}: {reason}."
         )
 
 
 def decouple(conv: nn.Conv2d, rank: int | None = None) -> Decoupled:
-    """Turn a standard convolution into a linear depthwise separable one by per-channel SVD.
+    """Turn a standard or grouped convolution into a linear depthwise separable one by SVD.
 
     Stride, dilation and padding go to the depthwise conv, the bias (if any) to the pointwise conv.
-    The block lives on the conv's device and dtype; the SVD is computed in float64.
+    A grouped convolution (``groups=g``) is decoupled per group and gets a grouped pointwise conv
+    (``conv_pw`` is then an ``nn.Conv2d`` with ``groups=g``). The block lives on the conv's device
+    and dtype; the SVD is computed in float64.
 
     Args:
-        conv: A standard ``nn.Conv2d`` (``groups=1``, square ``K x K`` kernel with ``K > 1``, zero
-            padding of any amount, any stride and dilation, with or without bias).
+        conv: An ``nn.Conv2d`` with a square ``K x K`` kernel, ``K > 1``, zero padding of any
+            amount, any stride and dilation, with or without bias, ``groups=1`` or any grouping
+            other than depthwise (``groups=C_in``).
         rank: Depth multiplier ``R`` (rank-1 terms kept per input channel), in
-            ``[1, min(C_out, K*K)]``; ``None`` keeps them all, which is exact.
+            ``[1, min(C_out/groups, K*K)]``; ``None`` keeps them all, which is exact.
 
     Returns:
         :class:`Decoupled` ``(block, relative_error)``: a
@@ -158,6 +173,8 @@ def decouple(conv: nn.Conv2d, rank: int | None = None) -> Decoupled:
         >>> x = torch.randn(1, 16, 8, 8)
         >>> bool(torch.allclose(block(x), conv(x), atol=1e-5)), error < 1e-6
         (True, True)
+        >>> decouple(nn.Conv2d(16, 32, 3, groups=4), rank=2).block.conv_pw.groups
+        4
     """
     _check(conv)
     most = full_rank(conv)
@@ -166,11 +183,11 @@ def decouple(conv: nn.Conv2d, rank: int | None = None) -> Decoupled:
     elif isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= most:
         raise ValueError(
             f"Invalid value for argument `rank`: expected an integer in [1, {most}] "
-            f"(min(out_channels, K*K) for {conv!r}), received {rank!r}."
+            f"(min(out_channels/groups, K*K) for {conv!r}), received {rank!r}."
         )
-    # U (C_in, C_out, F), S (C_in, F), Vh (C_in, F, K*K) with F = min(C_out, K*K).
+    # U (C_in, C_out/g, F), S (C_in, F), Vh (C_in, F, K*K) with F = min(C_out/g, K*K).
     u, s, vh = torch.linalg.svd(_matrices(conv), full_matrices=False)
-    kernel = conv.kernel_size[0]
+    kernel, groups = conv.kernel_size[0], conv.groups
     block = DepthwiseSeparableConv2d(
         conv.in_channels,
         conv.out_channels,
@@ -187,15 +204,24 @@ def decouple(conv: nn.Conv2d, rank: int | None = None) -> Decoupled:
     block.conv_dw.stride = conv.stride
     block.conv_dw.dilation = conv.dilation
     block.conv_dw.padding = conv.padding
-    if conv.bias is None:
+    if groups > 1:
+        # Each group's C_in/g * R intermediate channels feed only that group's C_out/g outputs.
+        # PointwiseConv2d has no groups, so a plain grouped 1x1 nn.Conv2d takes its place.
+        grouped = nn.Conv2d(
+            conv.in_channels * rank, conv.out_channels, 1, groups=groups, bias=conv.bias is not None
+        )
+        block.add_module("conv_pw", grouped)
+    elif conv.bias is None:
         block.conv_pw.bias = None
     block = block.to(device=conv.weight.device, dtype=conv.weight.dtype)
 
     depthwise = vh[:, :rank].reshape(conv.in_channels * rank, 1, kernel, kernel)
-    pointwise = (u[:, :, :rank] * s[:, None, :rank]).transpose(0, 1)  # (C_out, C_in, R)
+    pointwise = u[:, :, :rank] * s[:, None, :rank]  # (C_in, C_out/g, R), i = j*C_in/g + i'
+    # -> (C_out, C_in/g * R): output o = j*C_out/g + o' reads group j's channels i'*R + r.
+    pointwise = pointwise.unflatten(0, (groups, -1)).transpose(1, 2).flatten(0, 1).flatten(1)
     with torch.no_grad():
         block.conv_dw.weight.copy_(depthwise)
-        block.conv_pw.weight.copy_(pointwise.reshape(conv.out_channels, -1, 1, 1))
+        block.conv_pw.weight.copy_(pointwise[:, :, None, None])
         if conv.bias is not None and block.conv_pw.bias is not None:
             block.conv_pw.bias.copy_(conv.bias)
 

@@ -1,4 +1,4 @@
-"""Replace every standard KxK convolution of a model with its decoupled separable form.
+"""Replace every standard or grouped KxK convolution of a model with its decoupled form.
 
 Works on any ``nn.Module`` (sepconv, torchvision, timm or your own): every eligible
 ``nn.Conv2d`` (see :func:`~sepconv.convert.decouple.ineligibility`) is swapped for the
@@ -37,10 +37,12 @@ class LayerConversion:
     in_channels: int
     out_channels: int
     kernel_size: int
+    groups: int
+    """Groups of the original convolution (and of the pointwise conv that replaces it)."""
     rank: int
     """Depth multiplier of the separable block (rank-1 terms kept per input channel)."""
     full_rank: int
-    """``min(C_out, K*K)``: the rank at which the conversion is exact."""
+    """``min(C_out / groups, K*K)``: the rank at which the conversion is exact."""
     relative_error: float
     """``||W - W_R||_F / ||W||_F`` of the kernel."""
     params_before: int
@@ -85,7 +87,8 @@ class ConversionReport:
         for layer in self.layers:
             row = [
                 layer.name,
-                f"{layer.in_channels}->{layer.out_channels}",
+                f"{layer.in_channels}->{layer.out_channels}"
+                + (f" (g={layer.groups})" if layer.groups > 1 else ""),
                 str(layer.kernel_size),
                 f"{layer.rank}/{layer.full_rank}",
                 f"{layer.relative_error:.4f}",
@@ -167,13 +170,15 @@ def separabilize(
     skip: Iterable[str] = (),
     input_size: Sequence[int] | None = None,
 ) -> Separabilized:
-    """Convert every standard KxK convolution of ``model`` into a depthwise separable one.
+    """Convert every standard or grouped KxK convolution of ``model`` into a separable one.
 
-    Each eligible ``nn.Conv2d`` (``groups=1``, square kernel ``K > 1``, zero padding) is replaced by
-    ``decouple(conv, R)``; grouped, depthwise, pointwise and non-square convolutions are kept and
-    listed in the report with the reason. The rank ``R`` of each layer is chosen by one of:
+    Each eligible ``nn.Conv2d`` (square kernel ``K > 1``, zero padding, standard or grouped but not
+    depthwise) is replaced by ``decouple(conv, R)``; depthwise, pointwise, non-square and otherwise
+    ineligible convolutions are kept and listed in the report with the reason. The rank ``R`` of
+    each layer is chosen by one of:
 
-    - ``rank``: the same ``R`` everywhere, capped at each layer's full rank ``min(C_out, K*K)``;
+    - ``rank``: the same ``R`` everywhere, capped at each layer's full rank
+      ``min(C_out / groups, K*K)``;
     - ``energy``: per layer, the smallest ``R`` that keeps this fraction of the squared singular
       values (:func:`~sepconv.convert.decouple.rank_for_energy`);
     - neither: full rank, an exact (and larger) rewrite of the model.
@@ -242,6 +247,7 @@ def separabilize(
                 in_channels=module.in_channels,
                 out_channels=module.out_channels,
                 kernel_size=module.kernel_size[0],
+                groups=module.groups,
                 rank=layer_rank,
                 full_rank=most,
                 relative_error=error,

@@ -33,6 +33,11 @@ class TrainConfig:
         seed: seed of weights-independent randomness: data order, augmentation, dropout.
         checkpoint_every: also checkpoint every this many steps (0: at epoch ends only).
         eval_batch_size: batch size of evaluation.
+        distill_temperature: softening temperature ``T`` of knowledge distillation, used only
+            when the :class:`~sepconv.train.Trainer` is given a ``teacher`` (see
+            :func:`sepconv.convert.distill.distillation_loss`).
+        distill_alpha: weight of the teacher term in ``[0, 1]`` (the rest goes to the
+            label-smoothed cross-entropy); used only with a ``teacher``.
 
     Example:
         >>> TrainConfig(epochs=2, lr=0.05).optimizer
@@ -54,6 +59,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 0
     eval_batch_size: int = 512
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.9
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -90,6 +97,16 @@ class TrainConfig:
                     f"Invalid value for argument `{name}`: expected >= 0, "
                     f"received {getattr(self, name)}."
                 )
+        if self.distill_temperature <= 0:
+            raise ValueError(
+                "Invalid value for argument `distill_temperature`: expected > 0, received "
+                f"{self.distill_temperature}."
+            )
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(
+                "Invalid value for argument `distill_alpha`: expected a value in [0, 1], "
+                f"received {self.distill_alpha}."
+            )
         if self.checkpoint_every < 0:
             raise ValueError(
                 "Invalid value for argument `checkpoint_every`: expected >= 0, received "

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from sepconv.bench.output import write_atomic
+from sepconv.convert.distill import distillation_loss
 from sepconv.data.augment import RandomCropFlip
 from sepconv.data.dataset import BatchLoader, ImageDataset, _mix, channel_stats
 from sepconv.train.checkpoint import (
@@ -58,6 +59,14 @@ class Trainer:
             CPU process. With ``world_size > 1`` the model is wrapped in
             ``DistributedDataParallel`` and only rank 0 writes files.
         metadata: extra JSON-able facts stored in checkpoints and weights (e.g. model name).
+        teacher: a trained classifier to distil from (knowledge distillation, Hinton et al.
+            2015), or ``None`` for plain cross-entropy training. It is moved to the device, put
+            in eval mode and frozen (``requires_grad_(False)``); on every step its logits are
+            computed without gradients on the same augmented batch as the model's, and the
+            loss is :func:`~sepconv.convert.distill.distillation_loss` with
+            ``config.distill_temperature``, ``config.distill_alpha`` and
+            ``config.label_smoothing``. Checkpoints do not hold the teacher: resume with the
+            same one. Under torchrun every rank runs it on its own slice of the batch.
 
     Example:
         >>> cfg = TrainConfig(epochs=1)
@@ -77,7 +86,14 @@ class Trainer:
         augment: RandomCropFlip | None = None,
         context: DistributedContext | None = None,
         metadata: dict[str, Any] | None = None,
+        teacher: nn.Module | None = None,
     ) -> None:
+        if teacher is not None and (not isinstance(teacher, nn.Module) or teacher is model):
+            raise ValueError(
+                "Invalid value for argument `teacher`: expected an nn.Module other than `model` "
+                f"or None, received {type(teacher).__name__}"
+                f"{' (the model itself)' if teacher is model else ''}."
+            )
         self.config = config
         self.ctx = context or DistributedContext(rank=0, world_size=1, device=torch.device("cpu"))
         self.train_set = train_set
@@ -90,6 +106,12 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         self.model = model
         self.net: nn.Module = model
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.to(self.ctx.device)
+            if config.channels_last:
+                teacher.to(memory_format=torch.channels_last)
+            teacher.eval().requires_grad_(False)
         if self.ctx.distributed:
             on_gpu = self.ctx.device.type == "cuda"
             self.net = DistributedDataParallel(
@@ -173,7 +195,7 @@ class Trainer:
             y = labels.to(self.ctx.device)
             with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            loss = self._loss(logits.float(), x, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad_norm > 0:
@@ -209,6 +231,25 @@ class Trainer:
         self._epoch_time += time.perf_counter() - start
         bar.close()
         return finished
+
+    def _loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy, or the distillation loss against the teacher's logits on ``x``."""
+        cfg = self.config
+        if self.teacher is None:
+            return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        with (
+            torch.no_grad(),
+            torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.bf16),
+        ):
+            teacher_logits = self.teacher(x)
+        return distillation_loss(
+            logits,
+            teacher_logits.float(),
+            y,
+            temperature=cfg.distill_temperature,
+            alpha=cfg.distill_alpha,
+            label_smoothing=cfg.label_smoothing,
+        )
 
     def _end_epoch(self) -> None:
         totals = self._running.clone()
@@ -305,6 +346,7 @@ class Trainer:
             "running": running.tolist(),
             "epoch_time_s": self._epoch_time,
             "history": self.history,
+            "distilled": self.teacher is not None,
             **self._common_meta(),
         }
         save_tensors(self.out_dir / CHECKPOINT_NAME, tensors, meta)
@@ -327,6 +369,14 @@ class Trainer:
             raise ValueError(
                 f"Checkpoint {path} was trained with a different config; "
                 f"(checkpoint, requested) values: {diff}."
+            )
+        distilled = bool(meta.get("distilled", False))
+        if distilled != (self.teacher is not None):
+            raise ValueError(
+                f"Checkpoint {path} was written by a run "
+                f"{'with' if distilled else 'without'} a teacher, but this Trainer has "
+                f"{'none' if self.teacher is None else 'one'}; resume with the same `teacher` "
+                f"argument{' (the same teacher model)' if distilled else ' (None)'}."
             )
         self.model.load_state_dict(unprefixed("model.", tensors))
         self.optimizer.load_state_dict(
