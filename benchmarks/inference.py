@@ -1,0 +1,362 @@
+"""Inference latency side by side: PyTorch eager, torch.compile, ONNX Runtime, OpenVINO, sepconv's
+inference path, and int8 ONNX Runtime / OpenVINO, at batch 1, 224x224, on the CPU.
+
+For each model (MobileNetV1, MobileNetV2, EfficientNet-B0 and ResNet-50 for reference), one
+randomly initialised torchvision / timm model provides the weights, and the sepconv model of the
+same architecture loads them (``sepconv.load_weights``), so every row computes the same function
+(outputs are compared). Rows:
+
+- ``torchvision eager`` / ``timm eager``: the reference model as users run it, eval mode,
+  ``inference_mode``, NCHW.
+- ``sepconv eager``: the sepconv model, likewise.
+- ``torch.compile``: ``compile_for_inference(backend="compile")``: inductor with freezing on the
+  BatchNorm-folded model (compilation not timed).
+- ``ONNX Runtime (plain)``: the reference model exported as is (``export_onnx(fold_bn=False)``,
+  dynamic batch) in a default ``InferenceSession`` with only the thread count set.
+- ``OpenVINO (plain)``: ``openvino.convert_model`` on the reference PyTorch model, compiled for
+  the CPU with only the thread count set.
+- ``sepconv compile_for_inference``: ``backend="auto"``: the fastest of its eager, ONNX Runtime
+  and OpenVINO backends on this machine (the one chosen is named).
+- ``int8 ONNX Runtime`` / ``int8 OpenVINO``: ``sepconv.deploy.quantize`` (static QDQ, per-channel
+  weights) calibrated on Fashion-MNIST test images resized to 224x224 and repeated to three
+  channels: real images, though not ImageNet (the weights are random, so only speed is measured).
+
+All rows of a model are timed in interleaved rounds (row 1..n, then again), so that load from
+other processes spreads over all of them. MACs are counted by ``sepconv.analyze``; the matmul
+peak is measured at the same thread count (``sepconv.bench.roofline``).
+
+Run:
+    .venv/bin/python benchmarks/inference.py [--threads 2] [--no-compile] [--no-int8]
+
+Writes results/inference.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import openvino as ov
+import timm
+import torch
+import torchvision
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+import sepconv
+from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
+from sepconv.bench.roofline import measure_peak_gflops
+from sepconv.bench.timing import Timing, environment, measure
+from sepconv.data import load_fashion_mnist
+from sepconv.deploy import compile_for_inference, export_onnx, load_onnx, prepare_images, quantize
+from sepconv.deploy.runtime import relative_error
+
+# sepconv name -> (library, its name for the same architecture)
+MODELS: dict[str, tuple[str, str]] = {
+    "mobilenet_v1": ("timm", "mobilenetv1_100"),
+    "mobilenet_v2": ("torchvision", "mobilenet_v2"),
+    "efficientnet_b0": ("torchvision", "efficientnet_b0"),
+    "resnet50": ("torchvision", "resnet50"),
+}
+SIZE = (3, 224, 224)
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+REFERENCE_ROWS = ("ONNX Runtime (plain)", "OpenVINO (plain)")
+SEPCONV_ROW = "sepconv compile_for_inference"
+INT8_ROWS = ("int8 ONNX Runtime", "int8 OpenVINO")
+
+
+def reference_model(library: str, name: str) -> nn.Module:
+    if library == "timm":
+        return timm.create_model(name, pretrained=False).eval()
+    return getattr(torchvision.models, name)(weights=None).eval()
+
+
+def eager(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def plain_onnxruntime(model: nn.Module, folder: Path, threads: int) -> Callable:
+    path = export_onnx(model, folder / "plain.onnx", input_size=SIZE, fold_bn=False,
+                       check_batches=(1,)).path  # fmt: skip
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+
+def plain_openvino(model: nn.Module, example: torch.Tensor, threads: int) -> Callable:
+    graph = ov.convert_model(copy.deepcopy(model), example_input=example)
+    compiled = ov.Core().compile_model(graph, "CPU", {"INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        request.infer({0: x.numpy()}, share_inputs=True)
+        return torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True))
+
+    return run
+
+
+def calibration_images(count: int) -> tuple[torch.Tensor, str]:
+    """Real images at 224x224x3 for int8 calibration, and what they are."""
+    try:
+        test = load_fashion_mnist("test")
+    except FileNotFoundError:
+        noise = torch.randn(count, *SIZE, generator=torch.Generator().manual_seed(0))
+        return noise, f"{count} standard-normal images (Fashion-MNIST not found)"
+    grey = test.images[:count]
+    images = prepare_images(grey.expand(-1, 3, -1, -1).contiguous(), input_size=SIZE)
+    return images, f"{count} Fashion-MNIST test images, resized to 224x224, grey repeated x3"
+
+
+def interleaved(
+    rows: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    x: torch.Tensor,
+    *,
+    rounds: int,
+    repeats: int,
+    threads: int,
+) -> dict[str, Timing]:
+    samples: dict[str, list[float]] = {name: [] for name in rows}
+    calls: dict[str, int] = {}
+    for _ in range(rounds):
+        for name, fn in rows.items():
+            t = measure(lambda fn=fn: fn(x), warmup=2, repeats=repeats, threads=threads)
+            samples[name].extend(t.samples_s)
+            calls[name] = t.calls_per_block
+    return {
+        name: Timing.from_samples(s, calls_per_block=calls[name], threads=threads, device="cpu")
+        for name, s in samples.items()
+    }
+
+
+def bench_model(name: str, args: argparse.Namespace, calib: torch.Tensor) -> dict[str, Any]:
+    library, ref_name = MODELS[name]
+    torch.manual_seed(0)
+    reference = reference_model(library, ref_name)
+    model = sepconv.load_weights(sepconv.create_model(name), reference.state_dict()).eval()
+    x = torch.randn(1, *SIZE, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = reference(x)
+    macs = sepconv.analyze(model, (1, *SIZE)).macs
+    rows: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        f"{library} eager": eager(reference),
+        "sepconv eager": eager(model),
+    }
+    build_s: dict[str, float] = {}
+    extra: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="sepconv-bench-") as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        if args.compile:
+            rows["torch.compile"] = compile_for_inference(
+                model, backend="compile", threads=args.threads
+            )
+            build_s["torch.compile"] = time.perf_counter() - start
+        start = time.perf_counter()
+        rows["ONNX Runtime (plain)"] = plain_onnxruntime(reference, folder, args.threads)
+        build_s["ONNX Runtime (plain)"] = time.perf_counter() - start
+        start = time.perf_counter()
+        rows["OpenVINO (plain)"] = plain_openvino(reference, x, args.threads)
+        build_s["OpenVINO (plain)"] = time.perf_counter() - start
+        start = time.perf_counter()
+        auto = compile_for_inference(model, threads=args.threads)
+        rows[SEPCONV_ROW] = auto
+        build_s[SEPCONV_ROW] = time.perf_counter() - start
+        extra["auto"] = {"backend": auto.backend, "timings_ms": dict(auto.timings)}
+        if args.int8:
+            start = time.perf_counter()
+            path = folder / "int8.onnx"
+            int8 = quantize(model, calib, path, num_samples=len(calib), threads=args.threads)
+            rows["int8 ONNX Runtime"] = int8
+            rows["int8 OpenVINO"] = load_onnx(path, backend="openvino", threads=args.threads)
+            build_s["int8 (both)"] = time.perf_counter() - start
+            extra["int8_file_bytes"] = path.stat().st_size
+
+    errors = {row: relative_error(fn(x), expected) for row, fn in rows.items()}
+    timings = interleaved(rows, x, rounds=args.rounds, repeats=args.repeats, threads=args.threads)
+    return {
+        "model": name,
+        "reference": f"{library} {ref_name}",
+        "macs": macs,
+        "rows": {
+            row: {**timings[row].to_dict(), "max_rel_error_vs_reference": errors[row]}
+            for row in rows
+        },
+        "build_s": build_s,
+        **extra,
+    }
+
+
+def summarise(result: dict[str, Any], peak_gmacs: float) -> list[list[str]]:
+    rows = result["rows"]
+    ms = {row: r["median_ms"] for row, r in rows.items()}
+    eager_ms = next(v for k, v in ms.items() if k.endswith(" eager") and k != "sepconv eager")
+    best_runtime = min(ms[r] for r in REFERENCE_ROWS)
+    best_fp32 = min(v for k, v in ms.items() if k not in INT8_ROWS)
+    table = []
+    for row, r in rows.items():
+        gmacs = result["macs"] / 1e9 / (r["median_ms"] / 1e3)
+        if row == SEPCONV_ROW:
+            note = f"{ms[row] / best_runtime:.2f} vs best of ORT/OV ({result['auto']['backend']})"
+        elif row in INT8_ROWS:
+            note = f"{ms[row] / best_fp32:.2f} vs best fp32"
+        else:
+            note = ""
+        table.append(
+            [
+                result["model"],
+                row,
+                f"{r['median_ms']:.2f}",
+                f"{r['iqr_ms']:.2f}",
+                f"{eager_ms / r['median_ms']:.2f}x",
+                note,
+                f"{gmacs:.1f}",
+                f"{100 * gmacs / peak_gmacs:.0f}%",
+                f"{r['max_rel_error_vs_reference']:.1e}",
+            ]
+        )
+    return table
+
+
+HEADERS = [
+    "model",
+    "backend",
+    "median ms",
+    "IQR ms",
+    "speed-up vs eager",
+    "ratio",
+    "GMAC/s",
+    "% of matmul peak",
+    "rel. error",
+]
+
+
+def targets(results: list[dict[str, Any]]) -> list[str]:
+    """One line per model: the issue's targets, computed from the measurements."""
+    lines = []
+    for result in results:
+        ms = {row: r["median_ms"] for row, r in result["rows"].items()}
+        eager_ms = next(v for k, v in ms.items() if k.endswith(" eager") and k != "sepconv eager")
+        ratio = ms[SEPCONV_ROW] / min(ms[r] for r in REFERENCE_ROWS)
+        speedup = eager_ms / ms[SEPCONV_ROW]
+        line = (
+            f"- {result['model']}: sepconv path / best of (ONNX Runtime, OpenVINO) = {ratio:.2f} "
+            f"(target <= 1.00: {'met' if ratio <= 1.0 else 'missed'}); speed-up over "
+            f"{result['reference'].split()[0]} eager {speedup:.1f}x (target >= 3: "
+            f"{'met' if speedup >= 3 else 'missed'})"
+        )
+        int8 = [ms[r] for r in INT8_ROWS if r in ms]
+        if int8:
+            best_fp32 = min(v for k, v in ms.items() if k not in INT8_ROWS)
+            gain = best_fp32 / min(int8)
+            line += (
+                f"; best int8 {gain:.2f}x faster than best fp32 (target >= 2: "
+                f"{'met' if gain >= 2 else 'missed'})"
+            )
+        lines.append(line)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    parser.add_argument("--repeats", type=int, default=5, help="timed blocks per row per round")
+    parser.add_argument("--calib-samples", type=int, default=32)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--no-int8", dest="int8", action="store_false")
+    parser.add_argument("--out", default="inference", help="results/OUT.{json,md}")
+    args = parser.parse_args()
+    command = " ".join(["python", "benchmarks/inference.py", *sys.argv[1:]])
+    load_start, started = os.getloadavg(), time.perf_counter()
+    torch.set_num_threads(args.threads)
+
+    # A ceiling is a maximum: measured before and after the models, the higher one is kept.
+    peak_start, _ = measure_peak_gflops(threads=args.threads)
+    calib, calib_text = calibration_images(args.calib_samples)
+    results = []
+    for name in args.models:
+        print(f"{name} ...", flush=True)
+        results.append(bench_model(name, args, calib))
+    peak_end, _ = measure_peak_gflops(threads=args.threads)
+    peak_gflops = max(peak_start, peak_end)
+    peak_gmacs = peak_gflops / 2  # 1 MAC = 2 FLOPs
+    load_end, elapsed = os.getloadavg(), time.perf_counter() - started
+
+    env = environment(args.threads)
+    versions = {
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "onnxruntime": ort.__version__,
+        "openvino": ov.__version__,
+        "sepconv": sepconv.__version__,
+    }
+    table_rows = [row for result in results for row in summarise(result, peak_gmacs)]
+    console = Console(width=180)
+    table = Table(title=f"batch 1, {SIZE[1]}x{SIZE[2]}, {args.threads} thread(s), CPU")
+    for h in HEADERS:
+        table.add_column(h)
+    for row in table_rows:
+        table.add_row(*row)
+    console.print(table)
+    goal_lines = targets(results)
+    for line in goal_lines:
+        console.print(line)
+
+    write_json(
+        RESULTS / f"{args.out}.json",
+        {
+            "command": command,
+            "environment": env,
+            "versions": versions,
+            "loadavg_start": list(load_start),
+            "loadavg_end": list(load_end),
+            "elapsed_s": elapsed,
+            "input_shape": [1, *SIZE],
+            "matmul_peak_gflops": peak_gflops,
+            "matmul_peak_gflops_start_end": [peak_start, peak_end],
+            "calibration": calib_text,
+            "models": results,
+        },
+    )
+    loads = (", ".join(f"{v:.2f}" for v in load) for load in (load_start, load_end))
+    write_text(
+        RESULTS / f"{args.out}.md",
+        "# Inference backends side by side\n\n"
+        f"{markdown_environment(env, command)}  \n"
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + f"  \nLoad average (1, 5, 15 min) at start: {next(loads)}; at end: {next(loads)}. "
+        f"Whole run: {elapsed / 60:.1f} min.\n\n"
+        f"Batch 1, {SIZE[1]}x{SIZE[2]}, float32 unless marked int8, randomly initialised "
+        "weights (the same in every row: the sepconv model loads the reference model's). "
+        "Median and interquartile range of "
+        f"{args.rounds} interleaved rounds x {args.repeats} timed blocks. *speed-up vs eager*: "
+        "against the torchvision/timm model in eager PyTorch. *ratio*: for sepconv's path, its "
+        "time over the best of the two plain runtimes (target <= 1); for int8, its time over "
+        "the best fp32 row (target <= 0.5). GMAC/s: MACs counted by `sepconv.analyze` "
+        f"(1 MAC = one multiply-add) per second; matmul peak measured here: "
+        f"{peak_gmacs:.1f} GMAC/s ({peak_gflops:.1f} GFLOP/s, 2048x2048 fp32 matmul, "
+        f"{args.threads} threads). *rel. error*: max|out - reference| / max|reference|. "
+        f"int8 calibration: {calib_text}.\n\n"
+        f"{markdown_table(HEADERS, table_rows)}\n\n"
+        "Targets:\n\n" + "\n".join(goal_lines) + "\n",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""``sepconv quantize``: int8 post-training quantization calibrated on real images, then checked
+against the fp32 model on the test split."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from torch import nn
+
+# The ops that show the int8 kernels ONNX Runtime runs, in the order the summary prints them.
+_INT8_OPS = ("QLinearConv", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QGemm", "MatMulInteger")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "quantize",
+        help="int8 post-training quantization with calibration on real images",
+        description="Export MODEL to ONNX (BatchNorms folded), quantize it statically to int8 "
+        "with ONNX Runtime (QDQ format: int8 per-channel weights, uint8 activations whose "
+        "ranges are calibrated on images of the training split of --calib-data), write the "
+        "file, and compare the int8 model's top-1 predictions with the fp32 model's on the "
+        "test split. MODEL is a registered name (weights from `sepconv train` carry their "
+        "architecture and normalisation) or `module:attr`.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="registry name or module:attr")
+    parser.add_argument(
+        "--calib-data", required=True,
+        help="calibration images: fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | "
+        "imagefolder:DIR (the training split; the test split is used for the check)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--weights", type=Path,
+        help="weights: model.safetensors from `sepconv train`, or torchvision/timm/sepconv "
+        "weights for a registered model",
+    )  # fmt: skip
+    parser.add_argument("--output", type=Path, help="int8 ONNX file (default: ./MODEL.int8.onnx)")
+    parser.add_argument(
+        "--num-samples", type=int, default=256, help="calibration images (default: 256)"
+    )
+    parser.add_argument(
+        "--per-tensor", dest="per_channel", action="store_false",
+        help="one weight scale per tensor instead of per output channel",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reduce-range", choices=("auto", "on", "off"), default="auto",
+        help="7-bit weights; auto: on for x86 CPUs without VNNI, whose int8 kernels saturate "
+        "8-bit weights (default: auto)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
+        help="runtime of the accuracy check (default: onnxruntime)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--eval-samples", type=int, default=None,
+        help="test images of the check (default: all; 0 skips the check)",
+    )  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=100, help="batch of the check")
+    parser.add_argument("--image-size", type=int, default=32, help="image-folder resize side")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    parser.add_argument("--json", type=Path, help="write the summary and the check here")
+    parser.set_defaults(func=run)
+
+
+def _load(
+    args: argparse.Namespace,
+) -> tuple[nn.Module, Sequence[float] | None, Sequence[float] | None]:
+    """The fp32 model in eval mode and the normalisation it was trained with (if known)."""
+    from sepconv.cli._model import resolve_model
+    from sepconv.models import create_model, load_weights
+    from sepconv.train import load_tensors
+    from sepconv.train.checkpoint import unprefixed
+
+    weights: Path | None = args.weights
+    if weights is not None and not weights.is_file():
+        raise FileNotFoundError(f"Weights file {weights} does not exist.")
+    meta: dict[str, Any] = {}
+    if weights is not None and weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as fh:
+            trained = "sepconv" in (fh.metadata() or {})
+        if trained:
+            tensors, meta = load_tensors(weights)
+    if meta:  # written by `sepconv train`: it knows its architecture and normalisation
+        if meta.get("model") not in (None, args.model):
+            raise ValueError(
+                f"Invalid value for argument `model`: weights {weights} were trained for "
+                f"{meta['model']!r}, received {args.model!r}."
+            )
+        if meta.get("kind") == "checkpoint":
+            prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "model."
+            tensors = unprefixed(prefix, tensors)
+        model = create_model(args.model, **meta.get("model_kwargs", {}))
+        model.load_state_dict(tensors)
+        norm = meta.get("normalization", {})
+        return model.eval(), norm.get("mean"), norm.get("std")
+    model, _ = resolve_model(args.model)
+    if weights is not None:
+        load_weights(model, weights)
+    return model.eval(), None, None
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from sepconv.bench.output import write_json
+    from sepconv.bench.timing import environment
+    from sepconv.cli._console import console
+    from sepconv.data import channel_stats, load_dataset
+    from sepconv.deploy import ExportError
+    from sepconv.deploy.quantize import (
+        compare_top1,
+        needs_reduce_range,
+        prepare_images,
+        quantize,
+        quantized_ops,
+    )
+    from sepconv.layers._validate import positive_int
+
+    positive_int("--num-samples", args.num_samples)
+    positive_int("--batch-size", args.batch_size)
+    if args.eval_samples is not None and args.eval_samples < 0:
+        raise ValueError(
+            "Invalid value for argument `--eval-samples`: expected a non-negative integer, "
+            f"received {args.eval_samples}."
+        )
+    for path in (args.output, args.json):
+        if path is not None and not path.parent.is_dir():
+            raise FileNotFoundError(f"Output folder {path.parent} of {path} does not exist.")
+    model, mean, std = _load(args)
+    train = load_dataset(args.calib_data, "train", image_size=args.image_size)
+    if mean is None or std is None:
+        mean, std = channel_stats(train.images)  # what `sepconv train` normalises with
+    reduce_range = {"on": True, "off": False}.get(args.reduce_range, needs_reduce_range())
+    output = args.output or Path(f"{args.model.rpartition(':')[2]}.int8.onnx")
+
+    start = time.perf_counter()
+    try:
+        int8 = quantize(
+            model,
+            train,
+            output,
+            mean=mean,
+            std=std,
+            num_samples=args.num_samples,
+            per_channel=args.per_channel,
+            reduce_range=reduce_range,
+            backend=args.backend,
+            batch_size=args.batch_size,
+            threads=args.threads,
+        )
+    except (ExportError, ImportError) as err:
+        print(f"sepconv quantize: error: {err}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - start
+    ops = quantized_ops(output)
+
+    summary: dict[str, Any] = {
+        "command": " ".join(["sepconv", *sys.argv[1:]]),
+        "environment": environment(int8.threads),
+        "model": args.model,
+        "weights": None if args.weights is None else str(args.weights),
+        "calibration": {"data": args.calib_data, "split": "train", "images": args.num_samples},
+        "file": str(output),
+        "file_bytes": output.stat().st_size,
+        "per_channel": args.per_channel,
+        "reduce_range": reduce_range,
+        "normalization": {"mean": list(mean), "std": list(std)},
+        "ops_after_fusion": ops,
+        "max_rel_error_first_batch": int8.max_rel_error,
+        "seconds": seconds,
+    }
+    table = Table(title=f"{args.model} quantized to int8", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    table.add_row("file", f"{output} ({output.stat().st_size / 2**20:.2f} MiB)")
+    table.add_row("calibration", f"{args.num_samples} images of {args.calib_data} (train)")
+    weights = "per channel" if args.per_channel else "per tensor"
+    table.add_row("weights", f"int8, {weights}" + (", 7-bit range" if reduce_range else ""))
+    int8_ops = ", ".join(f"{op} x{ops[op]}" for op in _INT8_OPS if op in ops)
+    table.add_row("int8 kernels (ONNX Runtime)", int8_ops or "none")
+    float_ops = {k: v for k, v in ops.items() if k not in _INT8_OPS}
+    table.add_row("other ops", ", ".join(f"{k} x{v}" for k, v in float_ops.items()) or "none")
+    table.add_row("quantize time", f"{seconds:.1f} s")
+
+    if args.eval_samples != 0:
+        test = load_dataset(args.calib_data, "test", image_size=args.image_size)
+        count = len(test) if args.eval_samples is None else min(args.eval_samples, len(test))
+        inputs = prepare_images(test.images[:count], mean=mean, std=std)
+        result = compare_top1(model, int8, inputs, test.labels[:count], batch_size=args.batch_size)
+        summary["check"] = {"split": "test", "backend": args.backend, **result.to_dict()}
+        table.add_row(
+            f"fp32 top-1 ({result.samples} test images)", f"{result.reference_accuracy:.4f}"
+        )
+        table.add_row(f"int8 top-1 ({args.backend})", f"{result.candidate_accuracy:.4f}")
+        table.add_row("accuracy drop", f"{result.accuracy_drop:.2f} points")
+        table.add_row("top-1 agreement with fp32", f"{result.agreement:.4f}")
+    console().print(table)
+    if args.json is not None:
+        write_json(args.json, summary)
+    return 0

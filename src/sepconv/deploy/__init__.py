@@ -1,0 +1,27 @@
+"""Deployment: batch-norm folding, checked ONNX export, inference on the fastest backend and
+int8 quantization.
+
+Optional runtimes (onnx, onnxruntime, onnxscript, openvino) are imported when first used; a
+missing one raises an ImportError naming the extra to install (``pip install 'sepconv[onnx]'``,
+``'sepconv[openvino]'``).
+"""
+
+from sepconv.deploy.fuse import fuse
+from sepconv.deploy.onnx import ExportError, OnnxExport, export_onnx
+from sepconv.deploy.quantize import Agreement, compare_top1, prepare_images, quantize, quantized_ops
+from sepconv.deploy.runtime import InferenceModel, compile_for_inference, load_onnx
+
+__all__ = [
+    "Agreement",
+    "ExportError",
+    "InferenceModel",
+    "OnnxExport",
+    "compare_top1",
+    "compile_for_inference",
+    "export_onnx",
+    "fuse",
+    "load_onnx",
+    "prepare_images",
+    "quantize",
+    "quantized_ops",
+]

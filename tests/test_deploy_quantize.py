@@ -1,0 +1,217 @@
+"""int8 quantization: calibration on real Fashion-MNIST images, real ONNX Runtime / OpenVINO runs.
+
+The model is a small EfficientNet-style network (SiLU, squeeze-excite, residual add) trained
+for 100 steps on Fashion-MNIST inside the test, so that agreement between fp32 and
+int8 predictions is measured on a model whose predictions mean something.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from sepconv import ConvNormAct, MBConv, create_model
+from sepconv.cli import main
+from sepconv.data import ImageDataset, channel_stats, load_fashion_mnist
+from sepconv.deploy import compare_top1, load_onnx, prepare_images, quantize, quantized_ops
+from sepconv.train.checkpoint import save_tensors
+
+
+def fashion_mnist(split: str) -> ImageDataset:
+    try:
+        return load_fashion_mnist(split)
+    except FileNotFoundError as err:
+        pytest.skip(f"Fashion-MNIST is not installed: {err}")
+
+
+def small_net() -> nn.Module:
+    return nn.Sequential(
+        ConvNormAct(1, 16, 3, stride=2, act=nn.SiLU),
+        MBConv(16, 16),  # expand, depthwise, SE, project, residual add
+        MBConv(16, 24, stride=2),
+        ConvNormAct(24, 32, 1, act=nn.SiLU),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[ImageDataset, ImageDataset, tuple[float, ...], tuple[float, ...]]:
+    train, test = fashion_mnist("train"), fashion_mnist("test")
+    mean, std = channel_stats(train.images)
+    return train, test, mean, std
+
+
+@pytest.fixture(scope="module")
+def trained(data) -> nn.Module:
+    train, _, mean, std = data
+    torch.manual_seed(0)
+    net = small_net()
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-3)
+    x = prepare_images(train.images[:6400], mean=mean, std=std)
+    y = train.labels[:6400]
+    net.train()
+    for xb, yb in zip(x.split(64), y.split(64), strict=True):  # 100 steps: ~65% test accuracy
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(xb), yb).backward()
+        optimizer.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def int8_path(trained, data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    train, _, mean, std = data
+    path = tmp_path_factory.mktemp("int8") / "net.int8.onnx"
+    quantize(trained, train, path, mean=mean, std=std, num_samples=128, threads=1)
+    return path
+
+
+def test_int8_agrees_with_fp32_on_real_images(trained, data, int8_path: Path) -> None:
+    _, test, mean, std = data
+    int8 = load_onnx(int8_path, batch_size=50, threads=1)
+    assert int8.precision == "int8" and int8.input_shape == (50, 1, 28, 28)
+    inputs = prepare_images(test.images[:1000], mean=mean, std=std)
+    result = compare_top1(trained, int8, inputs, test.labels[:1000], batch_size=50)
+    assert result.samples == 1000
+    assert result.reference_accuracy is not None and result.reference_accuracy > 0.5  # learned
+    assert result.agreement >= 0.95
+    assert result.accuracy_drop is not None and abs(result.accuracy_drop) <= 2.0
+
+
+def test_quantize_returns_the_runnable_int8_model(trained, data, tmp_path: Path) -> None:
+    train, test, mean, std = data
+    path = tmp_path / "net.int8.onnx"
+    int8 = quantize(trained, train, path, mean=mean, std=std, num_samples=32, batch_size=4)
+    assert (int8.backend, int8.precision, int8.path, int8.input_shape) == (
+        "onnxruntime",
+        "int8",
+        path,
+        (4, 1, 28, 28),
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["net.int8.onnx"]  # no temporary left over
+    assert int8.max_rel_error is not None and 0 < int8.max_rel_error < 0.2
+    out = int8(prepare_images(test.images[:4], mean=mean, std=std))
+    assert out.shape == (4, 10) and out.dtype == torch.float32
+
+
+def test_int8_graph_runs_conv_silu_and_add_in_integer_kernels(int8_path: Path) -> None:
+    ops = quantized_ops(int8_path)
+    modules = list(small_net().modules())
+    convs = sum(isinstance(m, nn.Conv2d) for m in modules)
+    silus = sum(isinstance(m, nn.SiLU) for m in modules)  # exported as x * sigmoid(x)
+    gates = sum(isinstance(m, nn.Sigmoid) for m in modules)  # SE: x * sigmoid(excitation)
+    assert ops.get("QLinearConv") == convs
+    assert ops.get("QLinearSigmoid") == silus + gates
+    assert ops.get("QLinearMul") == silus + gates
+    assert ops.get("QLinearAdd") == 1  # the residual of the first MBConv
+    assert not {"Conv", "Sigmoid", "Mul", "Add"} & set(ops)  # nothing of these left in float
+
+
+def test_openvino_runs_the_same_int8_file(trained, data, int8_path: Path) -> None:
+    _, test, mean, std = data
+    inputs = prepare_images(test.images[:200], mean=mean, std=std)
+    ort_int8 = load_onnx(int8_path, backend="onnxruntime", batch_size=50, threads=1)
+    ov_int8 = load_onnx(int8_path, backend="openvino", batch_size=50, threads=1)
+    assert ov_int8.precision == "int8"
+    assert compare_top1(ort_int8, ov_int8, inputs, batch_size=50).agreement >= 0.95
+    assert compare_top1(trained, ov_int8, inputs, batch_size=50).agreement >= 0.9
+
+
+def test_prepare_images_normalises_and_resizes() -> None:
+    images = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8)
+    x = prepare_images(images)
+    assert x.dtype == torch.float32 and x.shape == (6, 3, 20, 20)
+    # own statistics: every channel ends up with mean 0 and std 1
+    assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(x.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4)
+    given = prepare_images(images, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert torch.allclose(given, (images.float() / 255 - 0.5) / 0.25)
+    assert prepare_images(images, input_size=(3, 32, 24)).shape == (6, 3, 32, 24)
+    floats = torch.randn(2, 3, 8, 8)
+    assert torch.equal(prepare_images(floats), floats)
+
+
+@pytest.mark.parametrize(
+    ("images", "kwargs", "match"),
+    [
+        (torch.zeros(2, 8, 8, dtype=torch.uint8), {}, r"`images`: expected an ImageDataset"),
+        (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), {"input_size": (3, 8, 8)}, "3 channels"),
+        (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), {"mean": (0.5,)}, "both or neither"),
+        (torch.zeros(2, 1, 8, 8), {"mean": (0.5,), "std": (1.0,)}, "None for float images"),
+        (torch.zeros(2, 1, 8, 8, dtype=torch.int32), {}, "uint8 or floating-point"),
+        (
+            torch.zeros(2, 1, 8, 8, dtype=torch.uint8),
+            {"mean": (0.5, 0.5), "std": (1.0, 1.0)},
+            "1 values each",
+        ),
+    ],
+)
+def test_prepare_images_names_bad_input(images: torch.Tensor, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        prepare_images(images, **kwargs)
+
+
+def test_compare_top1_counts_agreement_and_accuracy() -> None:
+    # The "model" reads its logits straight from the input: one-hot rows picking a class each.
+    picks_ref = torch.tensor([0, 1, 2, 2, 1])
+    picks_cand = torch.tensor([0, 1, 1, 2, 0])
+    labels = torch.tensor([0, 1, 1, 2, 2])
+
+    def as_inputs(picks: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(picks, 3).float().view(-1, 1, 1, 3)
+
+    inputs = torch.cat([as_inputs(picks_ref), as_inputs(picks_cand)], dim=1)  # (5, 2, 1, 3)
+    result = compare_top1(lambda x: x[:, 0, 0], lambda x: x[:, 1, 0], inputs, labels, batch_size=2)
+    assert result.samples == 5
+    assert result.agreement == pytest.approx(3 / 5)  # rows 0, 1, 3
+    assert result.reference_accuracy == pytest.approx(3 / 5)  # rows 0, 1, 3
+    assert result.candidate_accuracy == pytest.approx(4 / 5)  # rows 0, 1, 2, 3
+    assert result.accuracy_drop == pytest.approx(-20.0)
+
+
+def test_quantize_names_bad_arguments(trained, tmp_path: Path) -> None:
+    images = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    with pytest.raises(FileNotFoundError, match="does not exist; create it first"):
+        quantize(trained, images, tmp_path / "missing" / "net.onnx")
+    with pytest.raises(ValueError, match=r"`num_samples`: expected a positive integer"):
+        quantize(trained, images, tmp_path / "net.onnx", num_samples=0)
+    with pytest.raises(ValueError, match=r"`model`: expected an nn\.Module"):
+        quantize("net", images, tmp_path / "net.onnx")  # type: ignore[arg-type]
+
+
+def test_cli_quantizes_trained_weights(data, tmp_path: Path, capsys) -> None:
+    _, _, mean, std = data
+    kwargs = {"num_classes": 10, "in_chans": 1, "small_input": True}
+    model = create_model("mobilenet_v1_025", **kwargs)
+    weights = tmp_path / "model.safetensors"
+    meta = {
+        "kind": "weights",
+        "model": "mobilenet_v1_025",
+        "model_kwargs": kwargs,
+        "normalization": {"mean": list(mean), "std": list(std)},
+    }
+    save_tensors(weights, model.state_dict(), meta)
+    out, report = tmp_path / "int8.onnx", tmp_path / "int8.json"
+    argv = ["quantize", "mobilenet_v1_025", "--weights", str(weights), "--calib-data",
+            "fashion-mnist", "--output", str(out), "--num-samples", "32", "--eval-samples",
+            "200", "--threads", "1", "--json", str(report)]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads(report.read_text())
+    assert summary["ops_after_fusion"]["QLinearConv"] == 27
+    assert summary["check"]["samples"] == 200
+    assert summary["normalization"] == {"mean": list(mean), "std": list(std)}
+    assert out.is_file()
+    assert "top-1 agreement with fp32" in capsys.readouterr().out
+
+
+def test_cli_rejects_weights_of_another_model(data, tmp_path: Path, capsys) -> None:
+    weights = tmp_path / "model.safetensors"
+    save_tensors(weights, {"x": torch.zeros(1)}, {"kind": "weights", "model": "mobilenet_v2"})
+    argv = ["quantize", "mobilenet_v1", "--weights", str(weights), "--calib-data", "fashion-mnist"]
+    assert main(argv) == 2
+    assert "trained for 'mobilenet_v2', received 'mobilenet_v1'" in capsys.readouterr().err
