@@ -1,0 +1,429 @@
+"""The sweep configuration: one TOML file, read into frozen, validated dataclasses.
+
+A config names the data, one training recipe shared by every row, the latency measurement, and
+the rows (model x optional standard twin x number of seeds), each of which may change the recipe
+in a stated way (fewer epochs, a training subset). Every key is checked on load; an error names
+the file and the key, says what was expected and what was received. Layout::
+
+    data = "fashion-mnist"        # a `sepconv train --data` spec
+    threads = 2                   # intra-op threads for training
+    augment = true                # random crop + horizontal flip (the dataset's default)
+
+    [recipe]                      # any TrainConfig field except `seed`
+    epochs = 10
+    lr = 0.1
+
+    [latency]                     # CPU latency of every row, measured after training
+    batch_sizes = [1, 256]
+
+    [[row]]
+    name = "mobilenet_v1_025"
+    model = "mobilenet_v1"
+    model_kwargs = { width_mult = 0.25 }
+    seeds = 3
+
+    [[row]]
+    name = "conv_mobilenet_v1_025"
+    model = "mobilenet_v1"
+    model_kwargs = { width_mult = 0.25 }
+    twin = "standard"             # its standard-conv twin (sepconv.bench.standard_twin)
+    seeds = 3
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sepconv.train.config import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, packaged as tomli
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        tomllib = None
+
+TWIN_KINDS = ("standard",)
+# Set by the sweep from the data, never by a row: the model must fit the dataset.
+SWEEP_MODEL_ARGS = ("num_classes", "in_chans", "small_input", "features_only")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_TOP_KEYS = ("data", "threads", "augment", "test_images", "recipe", "latency", "row")
+_ROW_KEYS = ("name", "model", "model_kwargs", "twin", "seeds", "train_images", "recipe", "note")
+_LATENCY_KEYS = ("batch_sizes", "threads", "warmup", "repeats", "max_time_s")
+
+
+class _Checker:
+    """Builds the one error wording of this module: file, key, expected, received."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, key: str, expected: str, received: object) -> ValueError:
+        return ValueError(
+            f"{self.path}: invalid value for key `{key}`: expected {expected}, received "
+            f"{received!r}. Fix the key in the config file."
+        )
+
+    def known(self, table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+        unknown = sorted(set(table) - set(allowed))
+        if unknown:
+            place = f" in {where}" if where else ""
+            raise ValueError(
+                f"{self.path}: unknown key(s) {', '.join(map(repr, unknown))}{place}; expected "
+                f"some of: {', '.join(allowed)}."
+            )
+
+    def integer(self, table: Mapping[str, Any], key: str, where: str, *, minimum: int) -> int:
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.error(f"{where}{key}", f"an integer >= {minimum}", value)
+        return value
+
+    def number(self, table: Mapping[str, Any], key: str, where: str) -> float:
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise self.error(f"{where}{key}", "a positive number", value)
+        return float(value)
+
+    def string(self, table: Mapping[str, Any], key: str, where: str) -> str:
+        value = table[key]
+        if not isinstance(value, str) or not value:
+            raise self.error(f"{where}{key}", "a non-empty string", value)
+        return value
+
+    def boolean(self, table: Mapping[str, Any], key: str, where: str) -> bool:
+        value = table[key]
+        if not isinstance(value, bool):
+            raise self.error(f"{where}{key}", "true or false", value)
+        return value
+
+    def table(self, table: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+        value = table.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(f"{where}{key}", "a table", value)
+        return value
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """How the CPU latency of every row is measured (:func:`sepconv.bench.timing.measure`).
+
+    Args:
+        batch_sizes: Batch sizes to time, each with its own input.
+        threads: Intra-op threads while timing; ``None`` uses the sweep's training threads.
+        warmup: Untimed calls before timing.
+        repeats: Timed blocks per batch size (at least 3 are always taken).
+        max_time_s: Budget of timed blocks per (row, batch size), so a large model stops early.
+    """
+
+    batch_sizes: tuple[int, ...] = (1, 256)
+    threads: int | None = None
+    warmup: int = 2
+    repeats: int = 10
+    max_time_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class RowConfig:
+    """One row of the table: a registered model, optionally as its standard twin.
+
+    Args:
+        name: Row name (also its run folder); letters, digits, ``_``, ``.``, ``-``.
+        model: Registered model name (``sepconv zoo``).
+        model_kwargs: Extra builder arguments (e.g. ``width_mult``); ``num_classes``,
+            ``in_chans`` and ``small_input`` come from the data.
+        twin: ``None`` for the model itself, ``"standard"`` for its standard-conv twin: every
+            depthwise + pointwise pair replaced by one standard conv
+            (:func:`sepconv.bench.standard_twin`; Howard et al. 2017, Table 4).
+        seeds: Number of seeds, ``0 .. seeds - 1``.
+        train_images: Train on the first N training images (file order) instead of all.
+        recipe: The sweep recipe with this row's overrides applied (``seed`` is set per run).
+        overrides: The row's recipe overrides, as written.
+        note: Free text printed under the table (why a row is reduced, for instance).
+    """
+
+    name: str
+    model: str
+    model_kwargs: Mapping[str, Any]
+    twin: str | None
+    seeds: int
+    train_images: int | None
+    recipe: TrainConfig
+    overrides: Mapping[str, Any]
+    note: str = ""
+
+    @property
+    def changes(self) -> dict[str, Any]:
+        """What this row does differently from the sweep recipe (for the table)."""
+        out = dict(self.overrides)
+        if self.train_images is not None:
+            out["train_images"] = self.train_images
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """The facts that decide a run's outcome (seed aside): compared when resuming."""
+        return {
+            "model": self.model,
+            "model_kwargs": dict(self.model_kwargs),
+            "twin": self.twin,
+            "train_images": self.train_images,
+            "recipe": self.recipe.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """A whole sweep, as read from one TOML file by :func:`load_config`.
+
+    Args:
+        name: The file's stem; results go to ``results/<name>``, runs to
+            ``runs/reproduce/<name>``.
+        path: Where the config was read from.
+        text: The file's text, copied next to the results.
+        data: Dataset spec as ``sepconv train --data`` takes it.
+        threads: Intra-op threads for training.
+        augment: Train with the dataset's default augmentation
+            (:func:`sepconv.data.default_augment`).
+        test_images: Evaluate on the first N test images only (``None``: all of them).
+        recipe: The shared training recipe.
+        latency: How latency is measured.
+        rows: The rows, in table order.
+    """
+
+    name: str
+    path: Path
+    text: str
+    data: str
+    threads: int
+    augment: bool
+    test_images: int | None
+    recipe: TrainConfig
+    latency: LatencyConfig
+    rows: tuple[RowConfig, ...] = field(default_factory=tuple)
+
+    def row(self, name: str) -> RowConfig:
+        """The row called ``name``."""
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise ValueError(
+            f"Invalid value for argument `row`: expected one of "
+            f"{', '.join(r.name for r in self.rows)} (rows of {self.path}), received {name!r}."
+        )
+
+    def twin_partner(self, row: RowConfig) -> RowConfig | None:
+        """The separable row a ``twin = "standard"`` row is compared with: same model,
+        arguments, recipe and training data, no twin; ``None`` when there is none."""
+        if row.twin is None:
+            return None
+        return next(
+            (
+                other
+                for other in self.rows
+                if other.twin is None
+                and other.model == row.model
+                and dict(other.model_kwargs) == dict(row.model_kwargs)
+                and other.recipe == row.recipe
+                and other.train_images == row.train_images
+            ),
+            None,
+        )
+
+
+_FIELD_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _recipe(
+    check: _Checker, table: Mapping[str, Any], where: str, base: TrainConfig
+) -> TrainConfig:
+    """``base`` with the keys of ``table`` applied, each type-checked against TrainConfig."""
+    # Fields of other types are left to TrainConfig's own checks.
+    kinds = {f.name: _FIELD_TYPES.get(str(f.type)) for f in fields(TrainConfig)}
+    if "seed" in table:
+        raise ValueError(
+            f"{check.path}: key `{where}seed` is not allowed: each run's seed comes from the "
+            "row's `seeds` (runs use seeds 0 .. seeds-1); remove the key."
+        )
+    check.known(table, tuple(k for k in kinds if k != "seed"), f"`{where.rstrip('.')}`")
+    for key, value in table.items():
+        kind = kinds[key]
+        if kind is None:
+            continue
+        ok = (
+            isinstance(value, bool)
+            if kind is bool
+            else isinstance(value, (int, float)) and not isinstance(value, bool)
+            if kind is float
+            else isinstance(value, kind) and not isinstance(value, bool)
+        )
+        if not ok:
+            raise check.error(f"{where}{key}", f"a value of type {kind.__name__}", value)
+    values: dict[str, Any] = {k: float(v) if kinds[k] is float else v for k, v in table.items()}
+    try:
+        return replace(base, **values)
+    except ValueError as err:
+        raise ValueError(f"{check.path}: in `{where.rstrip('.')}`: {err}") from err
+
+
+def _latency(check: _Checker, table: Mapping[str, Any]) -> LatencyConfig:
+    check.known(table, _LATENCY_KEYS, "`latency`")
+    defaults = LatencyConfig()
+    batch_sizes = table.get("batch_sizes", list(defaults.batch_sizes))
+    if (
+        not isinstance(batch_sizes, list)
+        or not batch_sizes
+        or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes)
+    ):
+        raise check.error(
+            "latency.batch_sizes", "a non-empty list of positive integers", batch_sizes
+        )
+    return LatencyConfig(
+        batch_sizes=tuple(batch_sizes),
+        threads=(
+            check.integer(table, "threads", "latency.", minimum=1) if "threads" in table else None
+        ),
+        warmup=(
+            check.integer(table, "warmup", "latency.", minimum=1)
+            if "warmup" in table
+            else defaults.warmup
+        ),
+        repeats=(
+            check.integer(table, "repeats", "latency.", minimum=1)
+            if "repeats" in table
+            else defaults.repeats
+        ),
+        max_time_s=(
+            check.number(table, "max_time_s", "latency.")
+            if "max_time_s" in table
+            else defaults.max_time_s
+        ),
+    )
+
+
+def _model_kwargs(
+    check: _Checker, row: Mapping[str, Any], where: str, model: str
+) -> dict[str, Any]:
+    from sepconv.models import get_model_info
+
+    kwargs = check.table(row, "model_kwargs", where)
+    try:
+        builder = get_model_info(model).builder
+    except ValueError as err:
+        raise ValueError(f"{check.path}: invalid value for key `{where}model`: {err}") from err
+    valid = [p for p in inspect.signature(builder).parameters if p not in SWEEP_MODEL_ARGS]
+    for key in kwargs:
+        if key in SWEEP_MODEL_ARGS:
+            raise ValueError(
+                f"{check.path}: key `{where}model_kwargs.{key}` is not allowed: the sweep sets "
+                f"{', '.join(SWEEP_MODEL_ARGS)} from the data; remove it."
+            )
+    check.known(kwargs, tuple(valid), f"`{where}model_kwargs` (arguments of {model})")
+    return kwargs
+
+
+def _row(check: _Checker, row: Any, index: int, base: TrainConfig, default_seeds: int) -> RowConfig:
+    where = f"row[{index}]."
+    if not isinstance(row, dict):
+        raise check.error(f"row[{index}]", "a table ([[row]])", row)
+    check.known(row, _ROW_KEYS, f"`row[{index}]` (rows counted from 1)")
+    for key in ("name", "model"):
+        if key not in row:
+            raise ValueError(
+                f"{check.path}: row[{index}] (rows counted from 1) has no `{key}`; every "
+                "[[row]] needs `name` and `model`."
+            )
+    name = check.string(row, "name", where)
+    if not _NAME.fullmatch(name):
+        raise check.error(
+            f"{where}name", "letters, digits, '_', '.' or '-' (it names a folder)", name
+        )
+    model = check.string(row, "model", where)
+    twin = row.get("twin")
+    if twin is not None and twin not in TWIN_KINDS:
+        raise check.error(f"{where}twin", f"one of {TWIN_KINDS} or no key", twin)
+    overrides = check.table(row, "recipe", where)
+    return RowConfig(
+        name=name,
+        model=model,
+        model_kwargs=_model_kwargs(check, row, where, model),
+        twin=twin,
+        seeds=check.integer(row, "seeds", where, minimum=1) if "seeds" in row else default_seeds,
+        train_images=(
+            check.integer(row, "train_images", where, minimum=1) if "train_images" in row else None
+        ),
+        recipe=_recipe(check, overrides, f"{where}recipe.", base),
+        overrides=overrides,
+        note=check.string(row, "note", where) if "note" in row else "",
+    )
+
+
+def load_config(path: str | Path) -> ReproduceConfig:
+    """Read and validate a sweep config (TOML; see this module's docstring for the layout).
+
+    Args:
+        path: The ``.toml`` file.
+
+    Returns:
+        The validated :class:`ReproduceConfig`; its ``name`` is the file's stem.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not TOML, or a key is unknown, missing or of the wrong value;
+            the message names the file and the key.
+
+    Example:
+        >>> config = load_config("configs/reproduce_compact.toml")  # doctest: +SKIP
+        >>> [row.name for row in config.rows][:2]  # doctest: +SKIP
+        ['mobilenet_v1_025', 'conv_mobilenet_v1_025']
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(
+            f"Config file {source} not found; pass the path of a sweep config such as "
+            "configs/reproduce_compact.toml."
+        )
+    if tomllib is None:
+        raise ValueError(
+            f"Cannot read {source}: reading TOML on Python < 3.11 needs the `tomli` package "
+            "(pip install tomli), or use Python >= 3.11."
+        )
+    text = source.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{source} is not valid TOML: {err}. Fix the file.") from err
+    check = _Checker(source)
+    check.known(raw, _TOP_KEYS, "")
+    if "data" not in raw:
+        raise ValueError(f'{source}: key `data` is missing; set it, e.g. data = "fashion-mnist".')
+    recipe = _recipe(check, check.table(raw, "recipe", ""), "recipe.", TrainConfig())
+    rows_raw = raw.get("row", [])
+    if not isinstance(rows_raw, list) or not rows_raw:
+        raise check.error("row", "at least one [[row]] table", rows_raw)
+    rows = tuple(_row(check, row, i, recipe, 1) for i, row in enumerate(rows_raw, start=1))
+    seen: set[str] = set()
+    for i, row in enumerate(rows, start=1):
+        if row.name in seen:
+            raise check.error(f"row[{i}].name", "a name no other row has", row.name)
+        seen.add(row.name)
+    return ReproduceConfig(
+        name=source.stem,
+        path=source,
+        text=text,
+        data=check.string(raw, "data", ""),
+        threads=check.integer(raw, "threads", "", minimum=1) if "threads" in raw else 1,
+        augment=check.boolean(raw, "augment", "") if "augment" in raw else True,
+        test_images=(
+            check.integer(raw, "test_images", "", minimum=1) if "test_images" in raw else None
+        ),
+        recipe=recipe,
+        latency=_latency(check, check.table(raw, "latency", "")),
+        rows=rows,
+    )

@@ -1,0 +1,473 @@
+"""`sepconv reproduce`: config validation, the standard twin, the resumable sweep and its table."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from sepconv.cli import main
+from sepconv.layers import make_divisible
+from sepconv.reproduce import (
+    RowCost,
+    RowSummary,
+    TwinSummary,
+    build_row_model,
+    load_config,
+    plan_runs,
+    run_sweep,
+)
+from sepconv.reproduce.sweep import SweepData, row_cost
+from sepconv.train import load_tensors
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def write_idx_dataset(root: Path, n_train: int = 192, n_test: int = 64, side: int = 16) -> Path:
+    """A learnable Fashion-MNIST stand-in: uint8 IDX files with a bright band per class."""
+    root.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.randint(0, 10, (n,), generator=gen)
+        images = torch.randint(0, 60, (n, side, side), generator=gen)
+        for i, label in enumerate(labels.tolist()):
+            images[i, label : label + 3] += 150  # the class is where the band lies
+        header = struct.pack(">BBBBIII", 0, 0, 8, 3, n, side, side)
+        (root / f"{prefix}-images-idx3-ubyte").write_bytes(
+            header + images.to(torch.uint8).numpy().tobytes()
+        )
+        (root / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">BBBBI", 0, 0, 8, 1, n) + labels.to(torch.uint8).numpy().tobytes()
+        )
+    return root
+
+
+SWEEP = """\
+data = "fashion-mnist:{root}"
+threads = 1
+augment = true
+
+[recipe]
+epochs = 2
+batch_size = 64
+lr = 0.05
+checkpoint_every = 2
+eval_batch_size = 64
+
+[latency]
+batch_sizes = [1, 4]
+repeats = 3
+warmup = 1
+max_time_s = 0.5
+
+[[row]]
+name = "sep"
+model = "mobilenet_v1"
+model_kwargs = {{ width_mult = 0.25 }}
+seeds = 2
+
+[[row]]
+name = "conv"
+model = "mobilenet_v1"
+model_kwargs = {{ width_mult = 0.25 }}
+twin = "standard"
+note = "the standard twin of sep"
+"""
+
+
+def write_config(tmp_path: Path, text: str = SWEEP, name: str = "tiny") -> Path:
+    root = write_idx_dataset(tmp_path / "data")
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text.format(root=root))
+    return path
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def test_config_loads_rows_recipe_and_twin_partner(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    assert config.name == "tiny"
+    assert [row.name for row in config.rows] == ["sep", "conv"]
+    sep, conv = config.rows
+    assert sep.recipe.epochs == 2 and sep.recipe.lr == 0.05 and sep.seeds == 2
+    assert conv.seeds == 1 and conv.twin == "standard" and conv.note
+    assert config.twin_partner(conv) is sep
+    assert config.twin_partner(sep) is None
+    assert config.latency.batch_sizes == (1, 4)
+
+
+BAD_CONFIGS = [
+    ("data = 'fashion-mnist'\nepochs = 3\n", r"unknown key\(s\) 'epochs'; expected some of: data"),
+    ("[[row]]\nname = 'a'\nmodel = 'mobilenet_v1'\n", r"key `data` is missing"),
+    (
+        "data = 'fashion-mnist'\n[recipe]\nlr = 'fast'\n"
+        "[[row]]\nname = 'a'\nmodel = 'mobilenet_v1'\n",
+        r"key `recipe.lr`: expected a value of type float, received 'fast'",
+    ),
+    (
+        "data = 'fashion-mnist'\n[recipe]\nepochs = 2.5\n"
+        "[[row]]\nname = 'a'\nmodel = 'mobilenet_v1'\n",
+        r"key `recipe.epochs`: expected a value of type int, received 2.5",
+    ),
+    (
+        "data = 'fashion-mnist'\n[recipe]\nlr = -1\n[[row]]\nname = 'a'\nmodel = 'mobilenet_v1'\n",
+        r"in `recipe`: Invalid value for argument `lr`: expected > 0",
+    ),
+    (
+        "data = 'fashion-mnist'\n[[row]]\nname = 'a'\nmodel = 'mobilenet_v1'\n"
+        "recipe = { seed = 3 }\n",
+        r"key `row\[1\].recipe.seed` is not allowed",
+    ),
+    (
+        "data = 'fashion-mnist'\n[[row]]\nname = 'a'\nmodel = 'mobilenet_v1'\n"
+        "model_kwargs = { width = 0.5 }\n",
+        r"unknown key\(s\) 'width' in `row\[1\].model_kwargs` \(arguments of mobilenet_v1\)",
+    ),
+    (
+        "data = 'fashion-mnist'\n[[row]]\nname = 'a'\nmodel = 'mobilenet_v1'\n"
+        "model_kwargs = { num_classes = 5 }\n",
+        r"`row\[1\].model_kwargs.num_classes` is not allowed: the sweep sets",
+    ),
+    (
+        "data = 'fashion-mnist'\n[[row]]\nname = 'a'\nmodel = 'mobilenet_v9'\n",
+        r"key `row\[1\].model`: .*mobilenet_v9",
+    ),
+    (
+        "data = 'fashion-mnist'\n[[row]]\nname = 'a'\nmodel = 'mobilenet_v1'\ntwin = 'wide'\n",
+        r"key `row\[1\].twin`: expected one of \('standard',\) or no key, received 'wide'",
+    ),
+    (
+        "data = 'fashion-mnist'\n[[row]]\nname = 'a'\nmodel = 'vgg16'\n"
+        "[[row]]\nname = 'a'\nmodel = 'resnet50'\n",
+        r"key `row\[2\].name`: expected a name no other row has, received 'a'",
+    ),
+    (
+        "data = 'fashion-mnist'\n[[row]]\nname = 'a/b'\nmodel = 'vgg16'\n",
+        r"key `row\[1\].name`: expected letters, digits",
+    ),
+    (
+        "data = 'fashion-mnist'\n[[row]]\nname = 'a'\nmodel = 'vgg16'\nseeds = 0\n",
+        r"key `row\[1\].seeds`: expected an integer >= 1, received 0",
+    ),
+    ("data = 'fashion-mnist'\n", r"key `row`: expected at least one \[\[row\]\] table"),
+    (
+        "data = 'fashion-mnist'\n[latency]\nbatch_sizes = [1, 0]\n"
+        "[[row]]\nname = 'a'\nmodel = 'vgg16'\n",
+        r"key `latency.batch_sizes`: expected a non-empty list of positive integers",
+    ),
+    ("data = [\n", r"is not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_CONFIGS)
+def test_config_errors_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_config_file_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nowhere.toml not found; pass the path"):
+        load_config(tmp_path / "nowhere.toml")
+
+
+def test_train_images_beyond_the_split_is_refused(tmp_path: Path) -> None:
+    text = SWEEP.replace("seeds = 2\n", "seeds = 2\ntrain_images = 100000\n")
+    config = load_config(write_config(tmp_path, text))
+    data = SweepData.load(config)
+    with pytest.raises(ValueError, match=r"key `row\[1\].train_images`: expected at most 192"):
+        data.train_set(config.rows[0])
+
+
+def test_shipped_configs_load() -> None:
+    root = Path(__file__).resolve().parent.parent / "configs"
+    for name in ("reproduce_compact.toml", "reproduce_full.toml"):
+        config = load_config(root / name)
+        twins = [row for row in config.rows if row.twin]
+        assert twins, name
+        assert all(config.twin_partner(row) is not None for row in twins), name
+        assert all(row.seeds >= 3 for row in twins), name
+        assert {row.model for row in config.rows} >= {
+            "mobilenet_v1",
+            "mobilenet_v2",
+            "efficientnet_b0",
+            "vgg16",
+            "resnet50",
+        }, name
+
+
+# ---------------------------------------------------------------------------- the twin
+
+
+def mobilenet_v1_params(width: float, *, standard: bool, in_chans: int = 1) -> int:
+    """Parameters of MobileNetV1 (Howard et al. 2017, Table 1) or its standard twin, counted
+    from the architecture: 3x3 stem + BN, then per block a 3x3 depthwise conv + BN and a 1x1
+    conv + BN (the twin: one 3x3 conv + BN), then a 10-way linear classifier."""
+    stages = [(64, 1), (128, 2), (256, 2), (512, 6), (1024, 2)]  # (channels, blocks)
+    c = make_divisible(32 * width)
+    total = in_chans * c * 9 + 2 * c
+    for channels, blocks in stages:
+        out = make_divisible(channels * width)
+        for _ in range(blocks):
+            if standard:
+                total += c * out * 9 + 2 * out
+            else:
+                total += c * 9 + 2 * c + c * out + 2 * out
+            c = out
+    return total + c * 10 + 10
+
+
+def test_twin_params_match_an_independent_count_and_the_7x_claim(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    data = SweepData.load(config)
+    sep, conv = (row_cost(row, data) for row in config.rows)
+    assert sep.params == mobilenet_v1_params(0.25, standard=False)
+    assert conv.params == mobilenet_v1_params(0.25, standard=True)
+    assert (sep.params, conv.params) == (215_498, 1_771_650)
+    assert conv.params / sep.params >= 7 and conv.macs / sep.macs >= 7
+    assert sep.separable and not conv.separable
+
+
+def build(row_name: str, seed: int, config_path: Path) -> nn.Module:
+    config = load_config(config_path)
+    return build_row_model(config.row(row_name), seed, num_classes=10, in_chans=1, image_size=28)
+
+
+def test_twin_is_built_from_the_seed_alone(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    a, b, c = build("conv", 3, path), build("conv", 3, path), build("conv", 4, path)
+    state_a, state_b, state_c = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert not torch.equal(
+        state_a["stages.4.1.conv_dw.weight"], state_c["stages.4.1.conv_dw.weight"]
+    )
+    assert a.training
+
+
+def test_twin_new_convs_get_the_builders_init_and_share_every_other_weight(
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path)
+    sep, twin = build("sep", 0, path), build("conv", 0, path)
+    convs = [m for m in twin.modules() if isinstance(m, nn.Conv2d)]
+    assert all(m.groups == 1 for m in convs)
+    # The 256 -> 256 standard conv of the last block: Kaiming-normal, fan-out (the builders'
+    # rule), std sqrt(2 / (256 * 9)) = 0.0295; PyTorch's default would give
+    # sqrt(1 / (3 * 256 * 9)) = 0.0120.
+    weight = twin.get_submodule("stages.4.1.conv_dw").weight.detach()
+    assert tuple(weight.shape) == (256, 256, 3, 3)
+    assert float(weight.std()) == pytest.approx((2 / (256 * 9)) ** 0.5, rel=0.03)
+    assert float(weight.mean()) == pytest.approx(0.0, abs=1e-3)
+    sep_state, twin_state = sep.state_dict(), twin.state_dict()
+    shared = [k for k in twin_state if k.startswith(("stem.", "classifier."))]
+    assert shared and all(torch.equal(sep_state[k], twin_state[k]) for k in shared)
+    # BatchNorm statistics were not moved by the pass that found the pairs.
+    assert torch.equal(twin_state["stem.bn.running_mean"], torch.zeros(8))
+
+
+# ---------------------------------------------------------------------------- the sweep
+
+
+def weights_of(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_tensors(run_dir / "model.safetensors")[0]
+
+
+@pytest.mark.slow
+def test_sweep_resumes_interrupted_runs_bit_exactly_and_skips_finished_ones(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write_config(tmp_path))
+    straight = run_sweep(
+        config, runs_dir=tmp_path / "straight", out_dir=tmp_path / "out_straight", command="x"
+    )
+    assert set(straight.statuses.values()) == {"trained"}
+
+    # Interrupted: every run stops at step 4 of 6 (mid-epoch 2), leaving a checkpoint only.
+    runs = tmp_path / "runs"
+    out = tmp_path / "results"
+    stopped = run_sweep(config, runs_dir=runs, out_dir=out, max_steps=4, command="x")
+    assert set(stopped.statuses.values()) == {"stopped"} and not stopped.complete
+    assert not out.exists()
+    first_epoch = {}
+    for run in plan_runs(config, runs):
+        assert run.status == "partial"
+        assert not (run.directory / "result.json").exists()
+        first_epoch[run.key] = json.loads((run.directory / "log.jsonl").read_text().splitlines()[0])
+
+    resumed = run_sweep(config, runs_dir=runs, out_dir=out, command="sepconv reproduce x")
+    assert resumed.statuses == {
+        "sep/seed0": "resumed",
+        "sep/seed1": "resumed",
+        "conv/seed0": "resumed",
+    }
+    for run in plan_runs(config, runs):
+        twin_run = tmp_path / "straight" / run.row.name / f"seed{run.seed}"
+        a, b = weights_of(run.directory), weights_of(twin_run)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), run.key
+        result = json.loads((run.directory / "result.json").read_text())
+        reference = json.loads((twin_run / "result.json").read_text())
+        assert result["test_acc"] == reference["test_acc"] and result["resumed"]
+        # Epoch 1 was not trained again: its record, measured times included, is the one the
+        # interrupted session wrote.
+        assert result["history"][0] == first_epoch[run.key]
+        assert result["history"][0]["epoch_time_s"] != reference["history"][0]["epoch_time_s"]
+        assert [h["test_acc"] for h in result["history"]] == [
+            h["test_acc"] for h in reference["history"]
+        ]
+
+    # Finished runs are skipped, and the latency measured after them is reused.
+    kept = [*runs.rglob("*.safetensors"), *runs.rglob("result.json"), runs / "latency.json"]
+    stamps = {p: p.stat().st_mtime_ns for p in kept}
+    again = run_sweep(config, runs_dir=runs, out_dir=out, command="sepconv reproduce x")
+    assert set(again.statuses.values()) == {"skipped"}
+    assert {p: p.stat().st_mtime_ns for p in kept} == stamps
+
+    # What was written.
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "results.json",
+        "results.md",
+        "acc_vs_params.png",
+        "acc_vs_macs.png",
+        "acc_vs_latency.png",
+        "config.toml",
+        "command.txt",
+        "environment.json",
+        "runs",
+    } <= names
+    for plot in ("acc_vs_params.png", "acc_vs_macs.png", "acc_vs_latency.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "config.toml").read_text() == config.text
+    assert (out / "command.txt").read_text() == "sepconv reproduce x\n"
+    assert (out / "runs" / "sep" / "seed1" / "log.jsonl").is_file()
+    results = json.loads((out / "results.json").read_text())
+    rows = {row["name"]: row for row in results["rows"]}
+    accs = [
+        json.loads((runs / "sep" / f"seed{s}" / "result.json").read_text())["test_acc"]
+        for s in (0, 1)
+    ]
+    assert rows["sep"]["test_acc"] == accs
+    assert rows["sep"]["test_acc_mean_pct"] == pytest.approx(50 * (accs[0] + accs[1]))
+    assert rows["conv"]["params"] == 1_771_650 and set(rows["conv"]["latency"]) == {"1", "4"}
+    assert results["twins"][0]["separable"] == "sep"
+    assert results["twins"][0]["param_ratio"] == pytest.approx(1_771_650 / 215_498)
+    env = json.loads((out / "environment.json").read_text())
+    assert len(env["loadavg_start"]) == 3 and env["train_threads"] == 1
+    markdown = (out / "results.md").read_text()
+    assert "| sep | separable | 215,498 |" in markdown
+    assert "## Standard convolutions against depthwise separable ones" in markdown
+    assert "the standard twin of sep" in markdown
+
+    # A finished run is not reused under other settings.
+    changed = config.path.read_text().replace("lr = 0.05", "lr = 0.02")
+    config.path.write_text(changed)
+    with pytest.raises(ValueError, match=r"sep/seed0/result.json records a run with other"):
+        run_sweep(load_config(config.path), runs_dir=runs, out_dir=out)
+
+
+def test_plan_counts_rows_and_seeds(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    assert [r.key for r in plan_runs(config, tmp_path)] == ["sep/seed0", "sep/seed1", "conv/seed0"]
+    assert [r.key for r in plan_runs(config, tmp_path, only=["conv"], seeds=2)] == [
+        "conv/seed0",
+        "conv/seed1",
+    ]
+    with pytest.raises(ValueError, match=r"expected one of sep, conv .*received 'vgg'"):
+        plan_runs(config, tmp_path, only=["vgg"])
+    with pytest.raises(ValueError, match=r"argument `seeds`: expected a positive integer"):
+        plan_runs(config, tmp_path, seeds=0)
+
+
+def test_cli_dry_run_prints_the_plan_with_measured_step_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path)
+    code = main(
+        [
+            "reproduce",
+            str(path),
+            "--dry-run",
+            "--time-steps",
+            "1",
+            "--runs-dir",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "sep" in out and "conv (standard twin)" in out and "0/0/2" in out
+    assert "Estimated training time of the pending runs" in out
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_records_the_command_it_stands_for() -> None:
+    from sepconv.cli import build_parser
+    from sepconv.cli.reproduce import _command
+
+    args = build_parser().parse_args(
+        ["reproduce", "c.toml", "--only", "a", "b", "--threads", "2", "--out", "my results"]
+    )
+    assert _command(args) == "sepconv reproduce c.toml --out 'my results' --threads 2 --only a b"
+
+
+def test_cli_unknown_row_is_a_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["reproduce", str(write_config(tmp_path)), "--only", "vgg", "--dry-run"])
+    assert code == 2
+    assert "received 'vgg'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the table
+
+
+def summary(name: str, accuracies: tuple[float, ...], params: int, separable: bool) -> RowSummary:
+    return RowSummary(
+        name=name,
+        model="mobilenet_v1",
+        twin=None if separable else "standard",
+        changes={},
+        note="",
+        cost=RowCost(params=params, macs=params * 40, separable=separable),
+        seeds=tuple(range(len(accuracies))),
+        accuracies=accuracies,
+        train_time_s=(1.0,) * len(accuracies),
+        latency={},
+    )
+
+
+def test_row_summary_mean_sample_std_and_range() -> None:
+    row = summary("a", (0.90, 0.92, 0.94), 100, True)
+    assert row.acc_mean == pytest.approx(92.0)
+    assert row.acc_std == pytest.approx(2.0)  # sqrt(((-2)^2 + 0 + 2^2) / (3 - 1))
+    assert row.acc_range == pytest.approx((90.0, 94.0))
+    assert summary("b", (0.9,), 100, True).acc_std is None
+    assert summary("c", (), 100, True).acc_mean is None
+
+
+@pytest.mark.parametrize(
+    ("separable", "standard", "verdict"),
+    [
+        ((0.920, 0.922), (0.924, 0.924), r"within 0.5 points \(-0.30\)"),
+        ((0.910, 0.910), (0.924, 0.926), r"not within 0.5 points: the separable twin is 1.50 "),
+        ((0.940, 0.940), (0.920, 0.920), r"not within .* 2.00 points higher"),
+    ],
+)
+def test_twin_verdicts(separable: tuple, standard: tuple, verdict: str) -> None:
+    twin = TwinSummary(summary("sep", separable, 200, True), summary("conv", standard, 1700, False))
+    assert twin.param_ratio == pytest.approx(8.5)
+    assert twin.cost_verdict == "8.5x fewer params, 8.5x fewer MACs (at least 7x)"
+    assert re.search(verdict, twin.accuracy_verdict)
+
+
+def test_cost_verdict_says_when_the_ratio_falls_short() -> None:
+    twin = TwinSummary(summary("s", (0.9,), 200, True), summary("c", (0.9,), 1000, False))
+    assert twin.cost_verdict == "5.0x fewer params, 5.0x fewer MACs (below 7x)"
