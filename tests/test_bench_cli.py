@@ -102,6 +102,18 @@ def test_cli_bench_loads_module_attr(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["model"] == spec
 
 
+def test_cli_bench_twin_counts_and_times_both(tmp_path: Path) -> None:
+    out = tmp_path / "twin.json"
+    argv = ["bench", "mobilenet_v1_025", "--input-size", "32", "--threads", "1", "--twin"]
+    assert main([*argv, "--repeats", "3", "--json", str(out)]) == 0
+    twin = json.loads(out.read_text())["twin"]
+    assert twin["pairs"] == 13  # MobileNetV1's 13 depthwise separable layers
+    assert twin["separable_macs"] == json.loads(out.read_text())["macs_per_image"]
+    # each pair's 1/C_out + 1/K^2 saving is at most 9x, and the stem and classifier are shared
+    assert 1 < twin["mac_ratio"] < 9
+    assert twin["standard"]["median_s"] > 0 and twin["separable"]["median_s"] > 0
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

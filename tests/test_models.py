@@ -101,7 +101,7 @@ def test_unknown_name_suggests_close_names() -> None:
 
 
 def test_unknown_keyword_is_named() -> None:
-    with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) width_mult.*num_classes"):
+    with pytest.raises(ValueError, match=r"unknown keyword argument\(s\) width_mult.*num_classes"):
         create_model("resnet50", width_mult=0.5)
 
 

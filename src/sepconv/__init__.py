@@ -29,6 +29,7 @@ from sepconv.data import (
     load_fashion_mnist,
     load_image_folder,
 )
+from sepconv.deploy import ExportError, OnnxExport, export_onnx, fuse
 from sepconv.layers import (
     ConvNormAct,
     DepthwiseConv2d,
@@ -73,11 +74,13 @@ __all__ = [
     "DepthwiseSeparableConv2d",
     "DropPath",
     "EvalResult",
+    "ExportError",
     "ImageDataset",
     "InvertedResidual",
     "LayerCost",
     "LayerSpec",
     "MBConv",
+    "OnnxExport",
     "PointwiseConv2d",
     "RandomCropFlip",
     "SqueezeExcite",
@@ -100,6 +103,8 @@ __all__ = [
     "efficientnet_b6",
     "efficientnet_b7",
     "evaluate",
+    "export_onnx",
+    "fuse",
     "list_models",
     "load_cifar",
     "load_dataset",

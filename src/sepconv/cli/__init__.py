@@ -20,10 +20,13 @@ COMMANDS: tuple[str, ...] = (
     "zoo",
     "bench",
     "convert",
+    "export",
+    "quantize",
     "profile",
     "compare",
     "train",
     "evaluate",
+    "reproduce",
 )
 
 

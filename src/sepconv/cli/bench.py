@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from sepconv.bench import PerLayerReport
+    from sepconv.bench.twin import TwinComparison
 
 
 def _int_list(text: str) -> list[int]:
@@ -55,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="time each layer in isolation (at the first batch size) and place it on the roofline",
     )
+    parser.add_argument(
+        "--twin",
+        action="store_true",
+        help="also build the model's standard-conv twin (every depthwise+pointwise pair made one "
+        "standard conv) and put its counted and measured cost next to the model's",
+    )
     parser.add_argument("--plot", default=None, help="write the roofline (needs --per-layer)")
     parser.add_argument("--json", default=None, help="write every measurement to this JSON file")
     parser.set_defaults(func=run)
@@ -65,7 +72,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from sepconv.analysis import analyze
-    from sepconv.bench import benchmark, environment, measure_ceilings, per_layer_latency
+    from sepconv.bench import (
+        benchmark,
+        compare_twin,
+        environment,
+        measure_ceilings,
+        per_layer_latency,
+    )
     from sepconv.bench.output import write_json
     from sepconv.bench.plots import plot_roofline
     from sepconv.cli._console import console
@@ -131,6 +144,16 @@ def run(args: argparse.Namespace) -> int:
         if args.plot is not None:
             plot_roofline(report.rows, ceilings, args.plot, title=f"{args.model} on the roofline")
             console().print(f"roofline written to {args.plot}")
+    if args.twin:
+        twin = compare_twin(
+            model,
+            torch.randn(args.batch[0], 3, size, size),
+            label=args.model,
+            threads=args.threads,
+            repeats=args.repeats,
+        )
+        console().print(_twin_table(twin, args.batch[0]))
+        result["twin"] = twin.to_dict()
     if args.json is not None:
         write_json(args.json, result)
         console().print(f"measurements written to {args.json}")
@@ -175,4 +198,30 @@ def _roofline_table(report: PerLayerReport) -> Table:
             str(sum(p.bound == "compute" for p in placed)) if placed else "-",
             f"{100 * median(p.fraction_of_bound for p in placed):.1f}" if placed else "-",
         )
+    return table
+
+
+def _twin_table(twin: TwinComparison, batch: int) -> Table:
+    """The model next to its standard twin: counted MACs, measured time, and both ratios."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"{twin.label} vs its standard-conv twin ({twin.pairs} depthwise+pointwise pairs "
+        "made standard convs)",
+        caption="fewer MACs is not the same as faster: compare the two ratios",
+    )
+    for column in ("version", "GMACs", "median ms", "IQR ms"):
+        table.add_column(column, justify="left" if column == "version" else "right")
+    for name, macs, timing in (
+        ("separable", twin.separable_macs, twin.separable),
+        ("standard twin", twin.standard_macs, twin.standard),
+    ):
+        table.add_row(name, f"{macs / 1e9:.3f}", f"{timing.median_ms:.2f}", f"{timing.iqr_ms:.2f}")
+    table.add_row(
+        "ratio standard / separable",
+        f"{twin.mac_ratio:.2f}x",
+        f"{twin.latency_ratio:.2f}x",
+        "",
+        style="bold",
+    )
     return table

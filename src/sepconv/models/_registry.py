@@ -2,7 +2,7 @@
 
 A strict registry in the spirit of torchvision's ``models/_api.py``: registering a name twice
 raises, an unknown name raises ``ValueError`` suggesting the closest registered names, and an
-unknown keyword argument raises ``TypeError`` naming it before anything is built.
+unknown keyword argument raises ``ValueError`` naming it before anything is built.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
     Raises:
         ValueError: unknown ``name`` (with the closest names suggested).
-        TypeError: a keyword the builder does not take (naming it and listing the valid ones).
+        ValueError: a keyword the builder does not take (naming it and listing the valid ones).
 
     Example:
         >>> model = create_model("mobilenet_v2", num_classes=10, in_chans=1, small_input=True)
@@ -128,7 +128,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     valid = inspect.signature(info.builder).parameters
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise TypeError(
+        raise ValueError(
             f"create_model({name!r}) received unknown keyword argument(s) "
             f"{', '.join(unknown)}; expected some of: {', '.join(valid)}."
         )
