@@ -13,27 +13,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nets import randomize_norms
 from torch import nn
 
 from sepconv import create_model, fuse, list_models
 
 TOL = 1e-5
-
-
-def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random running statistics and affine parameters in every BatchNorm2d."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                if m.running_mean is not None and m.running_var is not None:
-                    m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
-                    m.running_var.copy_(torch.rand(c, generator=g) * 2 + 0.25)
-                if m.affine:
-                    m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(c, generator=g) * 0.5)
-    return model
 
 
 def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:

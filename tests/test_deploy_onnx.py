@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from nets import randomize_norms
 from torch import nn
 
 from sepconv import ExportError, create_model, export_onnx, list_models
@@ -26,20 +27,6 @@ from sepconv import ExportError, create_model, export_onnx, list_models
 SIZE = (3, 32, 32)
 # The deepest and the largest models: 20-50 s each on a loaded 2-core CPU.
 SLOW = {f"efficientnet_b{i}" for i in range(1, 8)} | {"vgg16", "xception"}
-
-
-def randomize_norms(model: nn.Module) -> nn.Module:
-    """Random running statistics and affine parameters, so that folding changes the weights."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
-                m.running_var.copy_(torch.rand(c, generator=g) * 2 + 0.25)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.5)
-    return model
 
 
 def session(path: os.PathLike[str] | str) -> ort.InferenceSession:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from nets import mbconv_net
 from torch import nn
 
-from sepconv import ConvNormAct, MBConv, create_model
+from sepconv import create_model
 from sepconv.cli import main
 from sepconv.data import ImageDataset, channel_stats, load_fashion_mnist
 from sepconv.deploy import compare_top1, load_onnx, prepare_images, quantize, quantized_ops
@@ -29,15 +30,7 @@ def fashion_mnist(split: str) -> ImageDataset:
 
 
 def small_net() -> nn.Module:
-    return nn.Sequential(
-        ConvNormAct(1, 16, 3, stride=2, act=nn.SiLU),
-        MBConv(16, 16),  # expand, depthwise, SE, project, residual add
-        MBConv(16, 24, stride=2),
-        ConvNormAct(24, 32, 1, act=nn.SiLU),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(32, 10),
-    )
+    return mbconv_net(1)
 
 
 @pytest.fixture(scope="module")

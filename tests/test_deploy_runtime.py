@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from nets import mbconv_net, randomize_norms
 from torch import nn
 
-from sepconv import ConvNormAct, MBConv, export_onnx
+from sepconv import export_onnx
 from sepconv.deploy import InferenceModel, compile_for_inference, load_onnx
 from sepconv.deploy.runtime import AUTO_BACKENDS, relative_error
 
@@ -25,25 +26,7 @@ RTOL = 1e-4
 
 def small_net() -> nn.Module:
     torch.manual_seed(0)
-    net = nn.Sequential(
-        ConvNormAct(3, 16, 3, stride=2, act=nn.SiLU),
-        MBConv(16, 16),  # expand, depthwise, SE, project, residual add
-        MBConv(16, 24, stride=2),
-        ConvNormAct(24, 32, 1, act=nn.SiLU),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(32, 10),
-    )
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
-    return net.eval()
+    return randomize_norms(mbconv_net(3), seed=1).eval()
 
 
 @pytest.fixture(scope="module")
