@@ -1,13 +1,22 @@
 """Convert a trained standard-conv network on Fashion-MNIST into a depthwise separable one.
 
-Trains a small VGG-style standard-conv CNN with :class:`sepconv.train.Trainer`, decouples its
+Trains a standard-conv network with :class:`sepconv.train.Trainer`, decouples its
 3x3 convolutions at rank 1, 2 and 4 (Guo et al., "Network Decoupling: From Regular to Depthwise
 Separable Convolutions", BMVC 2018), measures test accuracy right after conversion and after a
 short knowledge-distillation fine-tune from the original (the same Trainer with
 ``teacher=original``), and puts params, MACs and CPU latency next to the original and to a
-MobileNet-style separable twin trained from scratch with the original's recipe.
+separable twin trained from scratch with the original's recipe. Two originals (``--arch``):
+
+- ``cnn``: a small VGG-style CNN (``--width`` 16: 16-32-32-64-64 channels, 70k params); its twin
+  makes every 3x3 layer but the stem a depthwise separable block.
+- ``mobilenet_v1``: the standard-conv twin of MobileNetV1 (``--width-mult`` 0.25, small-input
+  stem): every depthwise + pointwise pair made one standard 3x3 conv ("Conv MobileNet", Howard
+  et al. 2017, Table 4), built as ``sepconv reproduce`` builds it; its separable twin is
+  MobileNetV1 itself.
 
     .venv/bin/python benchmarks/convert_fashion_mnist.py [--epochs 12] [--threads 1]
+    .venv/bin/python benchmarks/convert_fashion_mnist.py --arch mobilenet_v1 --epochs 8 \
+        --threads 2 --channels-last --out results/convert_fashion_mnist_mobilenet_v1
 
 Every training run is a Trainer output folder under ``--runs`` (default
 ``runs/convert_fashion_mnist``, git-ignored): a finished run is loaded from its
@@ -40,12 +49,21 @@ from sepconv.convert import separabilize
 from sepconv.data import default_augment, load_dataset
 from sepconv.data.dataset import ImageDataset, channel_stats
 from sepconv.layers import ConvNormAct, DepthwiseSeparableConv2d
+from sepconv.reproduce import RowConfig, build_row_model
 from sepconv.train import TrainConfig, Trainer, evaluate, load_tensors
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUT_SIZE = (1, 1, 28, 28)
 DATA = "fashion-mnist"
-STEM = "0.conv"  # the stem conv of build()
+# The 1-channel stem conv of each original, kept standard (as in its separable twin).
+STEMS = {"cnn": "0.conv", "mobilenet_v1": "stem.conv"}
+DESCRIPTIONS = {
+    "cnn": "VGG-style CNN, width {width}: 3x3 stem, two stages of two 3x3 ConvNormAct layers at "
+    "2x and 4x width, max-pool between, global average pool, linear",
+    "mobilenet_v1": "the standard-conv twin of MobileNetV1 at width {width_mult} with the "
+    "small-input stem: every depthwise + pointwise pair made one standard 3x3 conv (Howard et "
+    "al. 2017, Table 4), BN + ReLU after every conv; its separable twin is MobileNetV1 itself",
+}
 
 
 def build(width: int, separable: bool) -> nn.Sequential:
@@ -74,6 +92,22 @@ def build(width: int, separable: bool) -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(4 * w, 10),
     )
+
+
+def build_mobilenet_v1(width_mult: float, seed: int, separable: bool) -> nn.Module:
+    """MobileNetV1 (``separable=True``) or its standard twin, as ``sepconv reproduce`` builds
+    the rows ``mobilenet_v1`` and ``twin = "standard"`` (same initialisation rule)."""
+    row = RowConfig(
+        name="mobilenet_v1" if separable else "conv_mobilenet_v1",
+        model="mobilenet_v1",
+        model_kwargs={"width_mult": width_mult},
+        twin=None if separable else "standard",
+        seeds=1,
+        train_images=None,
+        recipe=TrainConfig(),
+        overrides={},
+    )
+    return build_row_model(row, seed, num_classes=10, in_chans=1, image_size=28)
 
 
 def run_trainer(
@@ -132,7 +166,12 @@ def _pct(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--arch", choices=sorted(STEMS), default="cnn", help="the original")
     parser.add_argument("--width", type=int, default=16, help="stem width of the CNN")
+    parser.add_argument("--width-mult", type=float, default=0.25, help="MobileNetV1 width")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="train in channels_last (faster on CPU)"
+    )
     parser.add_argument("--epochs", type=int, default=12, help="epochs of original and twin")
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
@@ -148,30 +187,48 @@ def main() -> None:
 
     train, test = load_dataset(DATA, "train"), load_dataset(DATA, "test")
     mean, std = channel_stats(train.images)
-    recipe = TrainConfig(epochs=args.epochs, seed=args.seed)  # the trainer's defaults otherwise
+    # The trainer's defaults otherwise.
+    recipe = TrainConfig(epochs=args.epochs, seed=args.seed, channels_last=args.channels_last)
     finetune = TrainConfig(
-        epochs=args.finetune_epochs, lr=args.finetune_lr, warmup_epochs=0.0, seed=args.seed
+        epochs=args.finetune_epochs,
+        lr=args.finetune_lr,
+        warmup_epochs=0.0,
+        seed=args.seed,
+        channels_last=args.channels_last,
     )
+    stem = STEMS[args.arch]
 
     # Run folders named by what decides them, so that other settings never reuse a run.
-    trained_name = f"w{args.width}_e{args.epochs}_s{args.seed}"
+    if args.arch == "cnn":
+        trained_name = f"w{args.width}_e{args.epochs}_s{args.seed}"
+        size = {"width": args.width}
+    else:
+        trained_name = f"mnv1x{args.width_mult:g}_e{args.epochs}_s{args.seed}"
+        size = {"width_mult": args.width_mult}
+    if args.channels_last:
+        trained_name += "_cl"
     tuned_name = f"ft{args.finetune_epochs}_lr{args.finetune_lr:g}"
 
     def accuracy(model: nn.Module) -> float:
         return evaluate(model, test, mean=mean, std=std).accuracy
 
     runs: dict[str, list[dict[str, Any]]] = {}
-    torch.manual_seed(args.seed)
-    original = build(args.width, separable=False)
+
+    def make(separable: bool) -> nn.Module:
+        if args.arch == "mobilenet_v1":
+            return build_mobilenet_v1(args.width_mult, args.seed, separable)
+        torch.manual_seed(args.seed)
+        return build(args.width, separable)
+
+    original = make(separable=False)
     runs["original"] = run_trainer(
         original, recipe, train, test, args.runs / f"original_{trained_name}",
-        metadata={"model": "standard", "width": args.width},
+        metadata={"model": "standard", "arch": args.arch, **size},
     )  # fmt: skip
-    torch.manual_seed(args.seed)
-    twin = build(args.width, separable=True)
+    twin = make(separable=True)
     runs["twin"] = run_trainer(
         twin, recipe, train, test, args.runs / f"twin_{trained_name}",
-        metadata={"model": "separable twin", "width": args.width},
+        metadata={"model": "separable twin", "arch": args.arch, **size},
     )  # fmt: skip
 
     base_macs = analyze(original, INPUT_SIZE).macs
@@ -195,13 +252,13 @@ def main() -> None:
     conversions: dict[str, Any] = {}
     students: dict[str, nn.Module] = {}
     for rank in args.ranks:
-        student, report = separabilize(original, rank=rank, skip=[STEM], input_size=INPUT_SIZE)
+        student, report = separabilize(original, rank=rank, skip=[stem], input_size=INPUT_SIZE)
         all_convs, _ = separabilize(original, rank=rank)
         at_conversion = accuracy(student)
         name = f"decoupled rank {rank}"
         runs[name] = run_trainer(
             student, finetune, train, test, args.runs / f"{trained_name}_rank{rank}_{tuned_name}",
-            teacher=original, metadata={"model": name, "width": args.width},
+            teacher=original, metadata={"model": name, "arch": args.arch, **size},
         )  # fmt: skip
         row(
             name,
@@ -232,10 +289,13 @@ def main() -> None:
         "loadavg_end": os.getloadavg(),
         "seconds_training": round(trained - started, 1),
         "seconds_total": round(time.perf_counter() - started, 1),
-        "width": args.width,
+        "arch": args.arch,
+        "architecture": DESCRIPTIONS[args.arch].format(**size),
+        "stem": stem,
+        **size,
         "recipe": recipe.to_dict(),
         "finetune_recipe": finetune.to_dict(),
-        "skipped": {"module": STEM, "why": "the 1-channel stem, kept standard as in the twin"},
+        "skipped": {"module": stem, "why": "the 1-channel stem, kept standard as in the twin"},
     }
     summary = Table(title="Fashion-MNIST: decoupled conversion vs original and separable twin")
     headers = ["model", "params", "MACs", "MACs ratio", "acc. at conversion",
@@ -308,16 +368,15 @@ def markdown(
         'Convolutions", BMVC 2018: every 3x3 convolution except the 1-channel stem is '
         "replaced by its rank-R per-channel SVD, a depthwise 3x3 conv with depth multiplier "
         "R followed by a pointwise conv "
-        f"(`sepconv.separabilize(model, rank=R, skip=['{STEM}'])`). "
+        f"(`sepconv.separabilize(model, rank=R, skip=['{meta['stem']}'])`). "
         "The separable twin keeps the same standard stem.",
-        f"Recipe. Original (VGG-style CNN, width {meta['width']}: 3x3 stem, two stages of "
-        "two 3x3 ConvNormAct layers at 2x and 4x width, max-pool between, global average "
-        "pool, linear) and twin: `sepconv.train.Trainer`, "
+        f"Recipe. Original ({meta['architecture']}) and twin: `sepconv.train.Trainer`, "
         f"{recipe['epochs']} epoch(s), batch {recipe['batch_size']}, SGD Nesterov momentum "
         f"{recipe['momentum']}, lr {recipe['lr']}, {recipe['warmup_epochs']} epoch linear "
         f"warm-up then per-step cosine, weight decay {recipe['weight_decay']} (conv/linear "
         f"weights), label smoothing {recipe['label_smoothing']}, random crop (2 px padding) "
-        "+ horizontal flip. Fine-tune after conversion: the same Trainer with "
+        f"+ horizontal flip{', channels_last' if recipe['channels_last'] else ''}. "
+        "Fine-tune after conversion: the same Trainer with "
         f"`teacher=original`, {finetune['epochs']} epoch(s), lr {finetune['lr']}, no warm-up, "
         f"cosine, loss `alpha T^2 KL + (1 - alpha) CE` with T = "
         f"{finetune['distill_temperature']}, alpha = {finetune['distill_alpha']} (Hinton et "

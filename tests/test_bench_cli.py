@@ -126,3 +126,22 @@ def test_cli_bench_errors_are_clean(
 ) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_bench_per_layer_prints_every_conv_and_linear_layer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["bench", "mobilenet_v1_025", "--input-size", "32", "--threads", "1", "--per-layer"]
+    assert main([*argv, "--repeats", "3"]) == 0
+    out = capsys.readouterr().out
+    # the stem, 13 depthwise + 13 pointwise convs and the classifier, each on its own row
+    blocks = [
+        f"stages.{s}.{b}.conv_{k}"
+        for s, count in enumerate((1, 2, 2, 6, 2))
+        for b in range(count)
+        for k in ("dw", "pw")
+    ]
+    layers = ["stem.conv", *blocks, "classifier"]
+    rows = [line for line in out.splitlines() if line.startswith("│ ")]
+    names = [row.split("│")[1].strip() for row in rows]
+    assert [n for n in names if n in layers] == layers

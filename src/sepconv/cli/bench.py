@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         report = per_layer_latency(
             model, example, ceilings=ceilings, threads=args.threads, progress=True
         )
+        console().print(_layers_table(report))
         console().print(_roofline_table(report))
         result["per_layer"] = report.to_dict()
         if args.plot is not None:
@@ -158,6 +159,44 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, result)
         console().print(f"measurements written to {args.json}")
     return 0
+
+
+def _layers_table(report: PerLayerReport) -> Table:
+    """One row per convolution and linear layer: counted cost next to its measured time."""
+    from rich.table import Table
+
+    table = Table(
+        title="counted cost next to measured time, per conv / linear layer "
+        "(1 MAC = one multiply-add; bytes: weights + activations read and written, fp32)",
+        caption="each layer timed alone on its captured input; bound and % of bound from the "
+        "roofline measured here",
+    )
+    for column in (
+        "layer", "kind", "in -> out", "MMACs", "MB moved", "FLOP/B", "ms", "GMAC/s", "bound",
+        "% of bound",
+    ):  # fmt: skip
+        table.add_column(
+            column, justify="left" if column in ("layer", "kind", "bound") else "right"
+        )
+    for row in report.rows:
+        if row.cost is None or row.roofline is None:
+            continue
+        out = row.output_shape or ()
+        shape_in = "x".join(map(str, row.input_shape[1:]))
+        shape_out = "x".join(map(str, out[1:]))
+        table.add_row(
+            row.name,
+            row.cost.kind.removesuffix("_conv"),
+            f"{shape_in} -> {shape_out}",
+            f"{row.cost.macs / 1e6:.1f}",
+            f"{row.cost.bytes_moved / 1e6:.2f}",
+            f"{row.roofline.intensity:.1f}",
+            f"{row.timing.median_ms:.3f}",
+            f"{row.gmacs_per_s or 0.0:.1f}",
+            row.roofline.bound,
+            f"{100 * row.roofline.fraction_of_bound:.0f}",
+        )
+    return table
 
 
 def _roofline_table(report: PerLayerReport) -> Table:
