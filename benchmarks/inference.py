@@ -59,7 +59,7 @@ from sepconv.bench.roofline import measure_peak_gflops
 from sepconv.bench.timing import Timing, environment, measure
 from sepconv.data import load_fashion_mnist
 from sepconv.deploy import compile_for_inference, export_onnx, load_onnx, prepare_images, quantize
-from sepconv.deploy.runtime import relative_error
+from sepconv.deploy.onnx import relative_error
 
 # sepconv name -> (library, its name for the same architecture)
 MODELS: dict[str, tuple[str, str]] = {

@@ -18,7 +18,8 @@ from torch import nn
 
 from sepconv import export_onnx
 from sepconv.deploy import InferenceModel, compile_for_inference, load_onnx
-from sepconv.deploy.runtime import AUTO_BACKENDS, relative_error
+from sepconv.deploy.onnx import relative_error
+from sepconv.deploy.runtime import AUTO_BACKENDS
 
 SIZE = (3, 32, 32)
 RTOL = 1e-4

@@ -28,7 +28,7 @@ from sepconv.deploy._extras import require
 from sepconv.deploy.fuse import fuse
 from sepconv.layers._validate import invalid, positive_int
 
-__all__ = ["ExportError", "OnnxExport", "export_onnx"]
+__all__ = ["ExportError", "OnnxExport", "export_onnx", "relative_error"]
 
 # The torch.export-based exporter implements ONNX opset 18 and later; it "converts" to an older
 # opset only on a best-effort basis and keeps 18 when that fails.
@@ -312,6 +312,19 @@ def _name_batch_axis(proto: Any) -> None:
                 dim.dim_param = BATCH_AXIS
 
 
+def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """``max|output - reference| / max|reference|`` in float64 (NaN when either has a NaN)."""
+    got = output.detach().to(torch.float64)
+    want = reference.detach().to(torch.float64)
+    if want.numel() == 0:
+        return 0.0
+    diff = float((got - want).abs().max())
+    scale = float(want.abs().max())
+    if math.isnan(diff) or math.isnan(scale):
+        return math.nan
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
+
+
 def _compare(
     reference: nn.Module, session: Any, x: torch.Tensor, name: str, batch: int, rtol: float
 ) -> float:
@@ -331,15 +344,12 @@ def _compare(
         )
     errors = []
     for i, (want, have) in enumerate(zip(expected, got, strict=True)):
-        want_np = want.numpy().astype(np.float64)
-        if have.shape != want_np.shape:
+        if tuple(have.shape) != tuple(want.shape):
             raise ExportError(
                 f"The ONNX model of {name} disagrees with PyTorch at batch {batch}: output {i} "
-                f"has shape {list(have.shape)}, PyTorch gives {list(want_np.shape)}."
+                f"has shape {list(have.shape)}, PyTorch gives {list(want.shape)}."
             )
-        scale = float(np.abs(want_np).max(initial=0.0))
-        diff = float(np.abs(have - want_np).max(initial=0.0))
-        errors.append(diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf))
+        errors.append(relative_error(torch.from_numpy(np.asarray(have)), want))
     # A NaN on either side makes the error NaN, which the check below rejects.
     error = math.nan if any(math.isnan(e) for e in errors) else max(errors)
     if not error <= rtol:

@@ -27,7 +27,7 @@ from torch import nn
 from sepconv.bench.timing import Timing, measure, pinned_threads
 from sepconv.deploy._extras import require
 from sepconv.deploy.fuse import fuse
-from sepconv.deploy.onnx import _check_input_size, export_onnx
+from sepconv.deploy.onnx import _check_input_size, export_onnx, relative_error
 from sepconv.layers._validate import invalid, positive_int
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "InferenceModel",
     "compile_for_inference",
     "load_onnx",
-    "relative_error",
 ]
 
 Backend = Literal["eager", "compile", "onnxruntime", "openvino"]
@@ -404,17 +403,6 @@ def _reference_output(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
             f"forward returns {type(output).__name__}."
         )
     return output
-
-
-def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
-    """``max|output - reference| / max|reference|`` in float64 (NaN when either has a NaN)."""
-    got = output.detach().to(torch.float64)
-    want = reference.detach().to(torch.float64)
-    diff = float((got - want).abs().max())
-    scale = float(want.abs().max())
-    if math.isnan(diff) or math.isnan(scale):
-        return math.nan
-    return diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
 
 
 def _checked(
