@@ -13,17 +13,24 @@ same architecture loads them (``sepconv.load_weights``), so every row computes t
   BatchNorm-folded model (compilation not timed).
 - ``ONNX Runtime (plain)``: the reference model exported as is (``export_onnx(fold_bn=False)``,
   dynamic batch) in a default ``InferenceSession`` with only the thread count set.
-- ``OpenVINO (plain)``: ``openvino.convert_model`` on the reference PyTorch model, compiled for
-  the CPU with only the thread count set.
+- ``OpenVINO (plain, f32)``: ``openvino.convert_model`` on the reference PyTorch model, compiled
+  for the CPU with only the thread count and f32 inference precision set. Without the latter,
+  OpenVINO computes in bf16 on a CPU with native bf16, which is not an fp32 result:
+- ``OpenVINO (plain, default)``: the same with only the thread count set; the precision OpenVINO
+  chose is recorded (bf16 on a bf16-capable CPU, else f32).
 - ``sepconv compile_for_inference``: ``backend="auto"``: the fastest of its eager, ONNX Runtime
-  and OpenVINO backends on this machine (the one chosen is named).
+  and OpenVINO backends on this machine (the one chosen is named), fp32.
+- ``sepconv compile_for_inference (bf16)``: the same with ``precision="bf16"``, only on a CPU
+  with native bf16; compared with the best plain row of any precision.
 - ``int8 ONNX Runtime`` / ``int8 OpenVINO``: ``sepconv.deploy.quantize`` (static QDQ, per-channel
   weights) calibrated on Fashion-MNIST test images resized to 224x224 and repeated to three
   channels: real images, though not ImageNet (the weights are random, so only speed is measured).
 
 All rows of a model are timed in interleaved rounds (row 1..n, then again), so that load from
-other processes spreads over all of them. MACs are counted by ``sepconv.analyze``; the matmul
-peak is measured at the same thread count (``sepconv.bench.roofline``).
+other processes spreads over all of them, each after a 0.1 s pause: ONNX Runtime's worker
+threads keep spinning after a call and slowed the row timed next by up to 2x without it. MACs
+are counted by ``sepconv.analyze``; the matmul peak is measured at the same thread count
+(``sepconv.bench.roofline``).
 
 Run:
     .venv/bin/python benchmarks/inference.py [--threads 2] [--no-compile] [--no-int8]
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import sys
 import tempfile
@@ -56,10 +64,11 @@ from torch import nn
 import sepconv
 from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
 from sepconv.bench.roofline import measure_peak_gflops
-from sepconv.bench.timing import Timing, environment, measure
+from sepconv.bench.timing import Timing, bf16_native, environment, measure
 from sepconv.data import load_fashion_mnist
 from sepconv.deploy import compile_for_inference, export_onnx, load_onnx, prepare_images, quantize
 from sepconv.deploy.onnx import relative_error
+from sepconv.deploy.runtime import Precision
 
 # sepconv name -> (library, its name for the same architecture)
 MODELS: dict[str, tuple[str, str]] = {
@@ -70,8 +79,10 @@ MODELS: dict[str, tuple[str, str]] = {
 }
 SIZE = (3, 224, 224)
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-REFERENCE_ROWS = ("ONNX Runtime (plain)", "OpenVINO (plain)")
+OV_DEFAULT_ROW = "OpenVINO (plain, default)"
+REFERENCE_ROWS = ("ONNX Runtime (plain)", "OpenVINO (plain, f32)")  # the fp32 runtimes
 SEPCONV_ROW = "sepconv compile_for_inference"
+SEPCONV_BF16_ROW = "sepconv compile_for_inference (bf16)"
 INT8_ROWS = ("int8 ONNX Runtime", "int8 OpenVINO")
 
 
@@ -98,16 +109,23 @@ def plain_onnxruntime(model: nn.Module, folder: Path, threads: int) -> Callable:
     return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
-def plain_openvino(model: nn.Module, example: torch.Tensor, threads: int) -> Callable:
+def plain_openvino(
+    model: nn.Module, example: torch.Tensor, threads: int, f32: bool
+) -> tuple[Callable, str]:
+    """OpenVINO with the thread count set (and f32 precision if ``f32``), and the precision it
+    compiled for."""
     graph = ov.convert_model(copy.deepcopy(model), example_input=example)
-    compiled = ov.Core().compile_model(graph, "CPU", {"INFERENCE_NUM_THREADS": threads})
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads}
+    if f32:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    compiled = ov.Core().compile_model(graph, "CPU", config)
     request = compiled.create_infer_request()
 
     def run(x: torch.Tensor) -> torch.Tensor:
         request.infer({0: x.numpy()}, share_inputs=True)
         return torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True))
 
-    return run
+    return run, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
 
 def calibration_images(count: int) -> tuple[torch.Tensor, str]:
@@ -134,7 +152,9 @@ def interleaved(
     calls: dict[str, int] = {}
     for _ in range(rounds):
         for name, fn in rows.items():
-            t = measure(lambda fn=fn: fn(x), warmup=2, repeats=repeats, threads=threads)
+            t = measure(
+                functools.partial(fn, x), warmup=2, repeats=repeats, threads=threads, settle_s=0.1
+            )
             samples[name].extend(t.samples_s)
             calls[name] = t.calls_per_block
     return {
@@ -169,14 +189,24 @@ def bench_model(name: str, args: argparse.Namespace, calib: torch.Tensor) -> dic
         start = time.perf_counter()
         rows["ONNX Runtime (plain)"] = plain_onnxruntime(reference, folder, args.threads)
         build_s["ONNX Runtime (plain)"] = time.perf_counter() - start
-        start = time.perf_counter()
-        rows["OpenVINO (plain)"] = plain_openvino(reference, x, args.threads)
-        build_s["OpenVINO (plain)"] = time.perf_counter() - start
-        start = time.perf_counter()
-        auto = compile_for_inference(model, threads=args.threads)
-        rows[SEPCONV_ROW] = auto
-        build_s[SEPCONV_ROW] = time.perf_counter() - start
-        extra["auto"] = {"backend": auto.backend, "timings_ms": dict(auto.timings)}
+        for row, f32 in (("OpenVINO (plain, f32)", True), (OV_DEFAULT_ROW, False)):
+            start = time.perf_counter()
+            rows[row], precision = plain_openvino(reference, x, args.threads, f32)
+            build_s[row] = time.perf_counter() - start
+            extra.setdefault("openvino_precision", {})[row] = precision
+        auto_rows: list[tuple[str, Precision]] = [(SEPCONV_ROW, "fp32")]
+        if bf16_native():
+            auto_rows.append((SEPCONV_BF16_ROW, "bf16"))
+        for row, precision in auto_rows:
+            start = time.perf_counter()
+            auto = compile_for_inference(model, threads=args.threads, precision=precision)
+            rows[row] = auto
+            build_s[row] = time.perf_counter() - start
+            extra.setdefault("auto", {})[row] = {
+                "backend": auto.backend,
+                "precision": auto.precision,
+                "timings_ms": dict(auto.timings),
+            }
         if args.int8:
             start = time.perf_counter()
             path = folder / "int8.onnx"
@@ -201,28 +231,59 @@ def bench_model(name: str, args: argparse.Namespace, calib: torch.Tensor) -> dic
     }
 
 
+def precisions(result: dict[str, Any]) -> dict[str, str]:
+    """Row -> what it computes in: fp32, bf16 or int8."""
+    out = {}
+    for row in result["rows"]:
+        if row in INT8_ROWS:
+            out[row] = "int8"
+        elif row in result["auto"]:
+            out[row] = result["auto"][row]["precision"]
+        elif row in result["openvino_precision"]:
+            out[row] = "bf16" if result["openvino_precision"][row] == "bf16" else "fp32"
+        else:
+            out[row] = "fp32"
+    return out
+
+
+def baselines(result: dict[str, Any]) -> dict[str, float]:
+    """The medians each ratio is taken against: eager, best fp32 runtime, best plain runtime of
+    any precision, best fp32 row."""
+    ms = {row: r["median_ms"] for row, r in result["rows"].items()}
+    kind = precisions(result)
+    return {
+        "eager": next(v for k, v in ms.items() if k.endswith(" eager") and k != "sepconv eager"),
+        "fp32 runtime": min(ms[r] for r in REFERENCE_ROWS),
+        "any runtime": min(ms[r] for r in (*REFERENCE_ROWS, OV_DEFAULT_ROW)),
+        "fp32": min(v for k, v in ms.items() if kind[k] == "fp32"),
+    }
+
+
 def summarise(result: dict[str, Any], peak_gmacs: float) -> list[list[str]]:
-    rows = result["rows"]
-    ms = {row: r["median_ms"] for row, r in rows.items()}
-    eager_ms = next(v for k, v in ms.items() if k.endswith(" eager") and k != "sepconv eager")
-    best_runtime = min(ms[r] for r in REFERENCE_ROWS)
-    best_fp32 = min(v for k, v in ms.items() if k not in INT8_ROWS)
+    base = baselines(result)
+    kind = precisions(result)
     table = []
-    for row, r in rows.items():
-        gmacs = result["macs"] / 1e9 / (r["median_ms"] / 1e3)
+    for row, r in result["rows"].items():
+        ms = r["median_ms"]
+        gmacs = result["macs"] / 1e9 / (ms / 1e3)
         if row == SEPCONV_ROW:
-            note = f"{ms[row] / best_runtime:.2f} vs best of ORT/OV ({result['auto']['backend']})"
+            note = f"{ms / base['fp32 runtime']:.2f} vs best fp32 runtime"
+        elif row == SEPCONV_BF16_ROW:
+            note = f"{ms / base['any runtime']:.2f} vs best plain runtime"
         elif row in INT8_ROWS:
-            note = f"{ms[row] / best_fp32:.2f} vs best fp32"
+            note = f"{ms / base['fp32']:.2f} vs best fp32"
         else:
             note = ""
+        if row in result["auto"]:
+            note += f" ({result['auto'][row]['backend']})"
         table.append(
             [
                 result["model"],
                 row,
-                f"{r['median_ms']:.2f}",
+                kind[row],
+                f"{ms:.2f}",
                 f"{r['iqr_ms']:.2f}",
-                f"{eager_ms / r['median_ms']:.2f}x",
+                f"{base['eager'] / ms:.2f}x",
                 note,
                 f"{gmacs:.1f}",
                 f"{100 * gmacs / peak_gmacs:.0f}%",
@@ -235,6 +296,7 @@ def summarise(result: dict[str, Any], peak_gmacs: float) -> list[list[str]]:
 HEADERS = [
     "model",
     "backend",
+    "precision",
     "median ms",
     "IQR ms",
     "speed-up vs eager",
@@ -245,24 +307,31 @@ HEADERS = [
 ]
 
 
-def targets(results: list[dict[str, Any]]) -> list[str]:
+def targets(results: list[dict[str, Any]], peak_gmacs: float) -> list[str]:
     """One line per model: the issue's targets, computed from the measurements."""
     lines = []
     for result in results:
         ms = {row: r["median_ms"] for row, r in result["rows"].items()}
-        eager_ms = next(v for k, v in ms.items() if k.endswith(" eager") and k != "sepconv eager")
-        ratio = ms[SEPCONV_ROW] / min(ms[r] for r in REFERENCE_ROWS)
-        speedup = eager_ms / ms[SEPCONV_ROW]
+        base = baselines(result)
+        ratio = ms[SEPCONV_ROW] / base["fp32 runtime"]
+        speedup = base["eager"] / ms[SEPCONV_ROW]
+        eager_share = result["macs"] / 1e9 / (base["eager"] / 1e3) / peak_gmacs
         line = (
-            f"- {result['model']}: sepconv path / best of (ONNX Runtime, OpenVINO) = {ratio:.2f} "
-            f"(target <= 1.00: {'met' if ratio <= 1.0 else 'missed'}); speed-up over "
+            f"- {result['model']}, fp32: sepconv path / best of (ONNX Runtime, OpenVINO f32) = "
+            f"{ratio:.2f} (target <= 1.00: {'met' if ratio <= 1.0 else 'missed'}); speed-up over "
             f"{result['reference'].split()[0]} eager {speedup:.1f}x (target >= 3: "
-            f"{'met' if speedup >= 3 else 'missed'})"
+            f"{'met' if speedup >= 3 else 'missed'}; eager runs at {100 * eager_share:.0f}% of "
+            f"the matmul peak, so 3x means {300 * eager_share:.0f}% of it)"
         )
+        if SEPCONV_BF16_ROW in ms:
+            bf16 = ms[SEPCONV_BF16_ROW]
+            line += (
+                f"; bf16 allowed: {bf16 / base['any runtime']:.2f} of the best plain runtime of "
+                f"any precision, {base['eager'] / bf16:.1f}x over eager"
+            )
         int8 = [ms[r] for r in INT8_ROWS if r in ms]
         if int8:
-            best_fp32 = min(v for k, v in ms.items() if k not in INT8_ROWS)
-            gain = best_fp32 / min(int8)
+            gain = base["fp32"] / min(int8)
             line += (
                 f"; best int8 {gain:.2f}x faster than best fp32 (target >= 2: "
                 f"{'met' if gain >= 2 else 'missed'})"
@@ -314,7 +383,7 @@ def main() -> None:
     for row in table_rows:
         table.add_row(*row)
     console.print(table)
-    goal_lines = targets(results)
+    goal_lines = targets(results, peak_gmacs)
     for line in goal_lines:
         console.print(line)
 
@@ -342,13 +411,15 @@ def main() -> None:
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"  \nLoad average (1, 5, 15 min) at start: {next(loads)}; at end: {next(loads)}. "
         f"Whole run: {elapsed / 60:.1f} min.\n\n"
-        f"Batch 1, {SIZE[1]}x{SIZE[2]}, float32 unless marked int8, randomly initialised "
-        "weights (the same in every row: the sepconv model loads the reference model's). "
-        "Median and interquartile range of "
-        f"{args.rounds} interleaved rounds x {args.repeats} timed blocks. *speed-up vs eager*: "
-        "against the torchvision/timm model in eager PyTorch. *ratio*: for sepconv's path, its "
-        "time over the best of the two plain runtimes (target <= 1); for int8, its time over "
-        "the best fp32 row (target <= 0.5). GMAC/s: MACs counted by `sepconv.analyze` "
+        f"Batch 1, {SIZE[1]}x{SIZE[2]}, randomly initialised weights (the same in every row: "
+        "the sepconv model loads the reference model's). *precision*: what the row computes "
+        "in (OpenVINO's default is bf16 on a CPU with native bf16). Median and interquartile "
+        f"range of {args.rounds} interleaved rounds x {args.repeats} timed blocks. *speed-up "
+        "vs eager*: against the torchvision/timm model in eager PyTorch. *ratio*: for sepconv's "
+        "fp32 path, its time over the best of the two plain fp32 runtimes (ONNX Runtime, "
+        "OpenVINO f32; target <= 1); for its bf16 path, over the best plain runtime of any "
+        "precision; for int8, over the best fp32 row (target <= 0.5); the backend sepconv's "
+        "path chose is in brackets. GMAC/s: MACs counted by `sepconv.analyze` "
         f"(1 MAC = one multiply-add) per second; matmul peak measured here: "
         f"{peak_gmacs:.1f} GMAC/s ({peak_gflops:.1f} GFLOP/s, 2048x2048 fp32 matmul, "
         f"{args.threads} threads). *rel. error*: max|out - reference| / max|reference|. "

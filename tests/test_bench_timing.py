@@ -70,6 +70,15 @@ def test_time_budget_stops_early_but_keeps_three_samples() -> None:
     assert len(timing.samples_s) == 3
 
 
+def test_settle_pauses_before_the_first_call() -> None:
+    calls: list[float] = []
+    start = time.perf_counter()
+    measure(lambda: calls.append(time.perf_counter()), warmup=1, repeats=3, settle_s=0.05)
+    assert calls[0] - start >= 0.05
+    with pytest.raises(ValueError, match=r"`settle_s`: expected >= 0, received -1"):
+        measure(lambda: None, settle_s=-1)
+
+
 @pytest.mark.parametrize(("name", "value"), [("warmup", 0), ("repeats", -1), ("threads", 0)])
 def test_measure_rejects_bad_arguments(name: str, value: int) -> None:
     with pytest.raises(ValueError, match=f"`{name}`: expected a positive integer.*{value}"):

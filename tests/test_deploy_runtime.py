@@ -17,9 +17,10 @@ from nets import mbconv_net, randomize_norms
 from torch import nn
 
 from sepconv import export_onnx
+from sepconv.bench.timing import bf16_native
 from sepconv.deploy import InferenceModel, compile_for_inference, load_onnx
 from sepconv.deploy.onnx import relative_error
-from sepconv.deploy.runtime import AUTO_BACKENDS
+from sepconv.deploy.runtime import AUTO_BACKENDS, BF16_RTOL
 
 SIZE = (3, 32, 32)
 RTOL = 1e-4
@@ -57,6 +58,23 @@ def test_backend_matches_eager(net: nn.Module, backend: str) -> None:
     assert relative_error(out, eager(net, x)) <= RTOL
     # a second call with other data is not served from a stale buffer
     assert relative_error(compiled(2 * x), eager(net, 2 * x)) <= RTOL
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime", "openvino"])
+def test_bf16_precision_is_used_where_a_backend_has_it(net: nn.Module, backend: str) -> None:
+    compiled = compile_for_inference(
+        net, backend=backend, input_size=SIZE, threads=1, precision="bf16"
+    )
+    # ONNX Runtime has no bf16 convolutions; OpenVINO uses bf16 only on a CPU that has it.
+    in_bf16 = backend == "eager" or (backend == "openvino" and bf16_native())
+    assert compiled.precision == ("bf16" if in_bf16 else "fp32")
+    x = torch.randn(1, *SIZE, generator=torch.Generator().manual_seed(7))
+    error = relative_error(compiled(x), eager(net, x))
+    assert compiled(x).dtype == torch.float32
+    if in_bf16:  # rounded to 8 significand bits: visibly less exact than fp32, still close
+        assert 1e-4 < error <= BF16_RTOL
+    else:
+        assert error <= RTOL
 
 
 @pytest.mark.slow
@@ -120,6 +138,7 @@ def test_missing_runtime_names_the_extra(
         ({"candidates": ("eager", "tvm")}, r"`candidates`: expected backends among .* 'tvm'"),
         ({"candidates": ()}, r"`candidates`: expected a non-empty sequence"),
         ({"backend": "eager", "candidates": ("eager",)}, r"`candidates`: expected None unless"),
+        ({"precision": "fp16"}, r"`precision`: expected one of 'fp32', 'bf16', received 'fp16'"),
     ],
 )
 def test_invalid_arguments_are_named(net: nn.Module, kwargs: dict, match: str) -> None:

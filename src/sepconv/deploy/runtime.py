@@ -2,10 +2,13 @@
 or OpenVINO, each configured for low-latency CPU inference.
 
 :func:`compile_for_inference` turns a model into an :class:`InferenceModel`, a callable
-specialised to one input shape and thread count. ``backend="auto"`` builds every installed
-candidate, times each on the same input with :func:`sepconv.bench.timing.measure`, and keeps the
-fastest; the medians stay in :attr:`InferenceModel.timings`. Every backend is checked against the
-eager model before it is returned. :func:`load_onnx` runs an ONNX file (e.g. the int8 model of
+specialised to one input shape, thread count and precision. ``backend="auto"`` builds every
+installed candidate, times each on the same input with :func:`sepconv.bench.timing.measure`, and
+keeps the fastest; the medians stay in :attr:`InferenceModel.timings`. Every backend is checked
+against the eager model before it is returned. fp32 is the default; ``precision="bf16"`` lets the
+backends that can compute in bfloat16 do so (eager and torch.compile under CPU autocast, OpenVINO
+with its bf16 inference precision), which pays off on CPUs with native bf16 instructions
+(AVX512-BF16, AMX). :func:`load_onnx` runs an ONNX file (e.g. the int8 model of
 :func:`sepconv.deploy.quantize`) on ONNX Runtime or OpenVINO with the same settings.
 """
 
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sepconv.bench.timing import Timing, measure, pinned_threads
+from sepconv.bench.timing import Timing, bf16_native, measure, pinned_threads
 from sepconv.deploy._extras import require
 from sepconv.deploy.fuse import fuse
 from sepconv.deploy.onnx import _check_input_size, export_onnx, relative_error
@@ -35,12 +38,14 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "InferenceModel",
+    "Precision",
     "compile_for_inference",
     "load_onnx",
 ]
 
 Backend = Literal["eager", "compile", "onnxruntime", "openvino"]
 OnnxBackend = Literal["onnxruntime", "openvino"]
+Precision = Literal["fp32", "bf16"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 # What "auto" measures by default. torch.compile is left out: compiling costs a minute or more
 # per model on a small CPU, and on the models measured here it does not beat the ONNX runtimes
@@ -49,6 +54,9 @@ AUTO_BACKENDS: tuple[str, ...] = ("eager", "onnxruntime", "openvino")
 # Largest accepted max|backend - eager| / max|eager| of an fp32 backend. Folding BatchNorm and
 # reordering sums move float32 results by ~1e-6 relative; anything near 1e-3 is a wrong graph.
 FP32_RTOL = 1e-3
+# The same for a backend computing in bfloat16 (8 significand bits, rounding error 2^-9 per
+# value): whole ImageNet models land at 4e-3..1.6e-2 (OpenVINO bf16, results/inference.md).
+BF16_RTOL = 5e-2
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -61,7 +69,9 @@ class InferenceModel:
         backend: The backend that runs it (one of :data:`BACKENDS`).
         input_shape: The ``(N, C, H, W)`` it was compiled for; other shapes are refused.
         threads: Intra-op threads the backend uses.
-        precision: ``"fp32"``, or ``"int8"`` for a quantized ONNX file.
+        precision: What the backend computes in: ``"fp32"``, ``"bf16"`` (only when
+            ``precision="bf16"`` was asked for and the backend uses it), or ``"int8"`` for a
+            quantized ONNX file.
         timings: Backend -> median latency in milliseconds, for every candidate ``auto``
             measured (empty when the backend was named).
         skipped: Backend -> why ``auto`` could not build it (e.g. the runtime is not installed).
@@ -81,7 +91,7 @@ class InferenceModel:
     input_shape: tuple[int, int, int, int]
     threads: int
     run: Runner = field(repr=False)
-    precision: Literal["fp32", "int8"] = "fp32"
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"
     timings: Mapping[str, float] = field(default_factory=dict)
     skipped: Mapping[str, str] = field(default_factory=dict)
     max_rel_error: float | None = None
@@ -111,6 +121,7 @@ def compile_for_inference(
     batch_size: int = 1,
     threads: int | None = None,
     candidates: Sequence[str] | None = None,
+    precision: Precision = "fp32",
 ) -> InferenceModel:
     """Compile ``model`` for CPU inference on ``backend``, or on the fastest one (``"auto"``).
 
@@ -119,25 +130,29 @@ def compile_for_inference(
     ``(batch_size, *input_size)``:
 
     - ``"eager"``: PyTorch under ``inference_mode``, in channels-last layout when that measured
-      faster than NCHW on this input (oneDNN's depthwise and 1x1 kernels prefer it), else NCHW.
+      faster than NCHW on this input (oneDNN's depthwise and 1x1 kernels prefer it), else NCHW;
+      with ``precision="bf16"`` under ``torch.autocast("cpu", torch.bfloat16)``.
     - ``"compile"``: ``torch.compile`` (inductor, static shapes, ``freezing``: weights become
       constants, convs get pre-packed oneDNN weights). Compiled at build time, which takes a
-      minute or more; needs a C++ compiler.
+      minute or more; needs a C++ compiler. bf16 as for eager.
     - ``"onnxruntime"``: the file :func:`sepconv.export_onnx` writes (static shape), in a CPU
       session with all graph optimisations (constant folding, conv+activation fusion, NCHWc
-      blocked layout), sequential execution and ``threads`` intra-op threads.
+      blocked layout), sequential execution and ``threads`` intra-op threads. Always fp32 (its
+      CPU provider has no bf16 convolutions).
     - ``"openvino"``: the same ONNX file through ``openvino.convert_model``, compiled for the CPU
-      with ``PERFORMANCE_HINT=LATENCY``, one stream, ``threads`` inference threads and f32
-      precision (so a bf16-capable CPU does not silently lower precision).
+      with ``PERFORMANCE_HINT=LATENCY``, one stream, ``threads`` inference threads and the
+      inference precision pinned to f32 (OpenVINO's own default is bf16 on a bf16-capable CPU,
+      which would silently lower precision), or to bf16 with ``precision="bf16"`` where the CPU
+      has native bf16 (elsewhere OpenVINO stays f32).
     - ``"auto"``: build each backend of ``candidates`` that is installed, time each on the same
       input (:func:`sepconv.bench.timing.measure`: two interleaved rounds of 5 blocks, so that
       load from elsewhere hits all alike) and keep the lowest median. The medians are in
       :attr:`InferenceModel.timings`, the backends that could not be built and why in
       :attr:`InferenceModel.skipped`.
 
-    Each built backend is run once on a seeded random input and compared with the eager model
-    in eval mode; a relative error above :data:`FP32_RTOL` raises instead of returning a wrong
-    model.
+    Each built backend is run once on a seeded random input and compared with the eager fp32
+    model in eval mode; a relative error above :data:`FP32_RTOL` (:data:`BF16_RTOL` for a bf16
+    backend) raises instead of returning a wrong model.
 
     Args:
         model: A module mapping one ``(N, C, H, W)`` float tensor to one tensor.
@@ -147,6 +162,9 @@ def compile_for_inference(
         threads: Intra-op threads for every backend (default: ``torch.get_num_threads()``).
         candidates: Backends ``"auto"`` measures (default :data:`AUTO_BACKENDS`, which leaves
             out the slow-to-build ``"compile"``); only with ``backend="auto"``.
+        precision: ``"fp32"`` or ``"bf16"``: the precision the eager, compile and OpenVINO
+            backends compute in (ONNX Runtime stays fp32). :attr:`InferenceModel.precision`
+            says what the returned backend uses.
 
     Returns:
         An :class:`InferenceModel`; ``model(x)`` returns a float32 CPU tensor.
@@ -156,7 +174,8 @@ def compile_for_inference(
             argument, or a model whose output is not a single tensor.
         ImportError: a named backend's runtime is not installed; the message names the extra
             (``pip install 'sepconv[onnx]'`` / ``'sepconv[openvino]'``).
-        RuntimeError: a backend disagrees with eager PyTorch (see :data:`FP32_RTOL`).
+        RuntimeError: a backend disagrees with eager PyTorch (see :data:`FP32_RTOL`,
+            :data:`BF16_RTOL`).
 
     Example:
         >>> import sepconv
@@ -173,6 +192,8 @@ def compile_for_inference(
     used_threads = _check_threads(threads)
     if candidates is not None and backend != "auto":
         raise invalid("candidates", "None unless backend='auto'", candidates)
+    if precision not in get_args(Precision):
+        raise invalid("precision", f"one of {_choices(get_args(Precision))}", precision)
     names = _check_candidates(AUTO_BACKENDS if candidates is None else candidates)
     shape = (batch_size, *size)
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
@@ -191,8 +212,8 @@ def compile_for_inference(
                     dynamic_batch=False,
                     check_batches=(batch_size,),
                 )
-            runner = _build_runner(name, model, example, onnx_file, used_threads)
-            return _checked(name, runner, shape, used_threads, example, reference)
+            runner, used = _build_runner(name, model, example, onnx_file, used_threads, precision)
+            return _checked(name, runner, used, shape, used_threads, example, reference)
 
         if backend != "auto":
             return build(backend)
@@ -276,7 +297,7 @@ def load_onnx(
     runner = (
         _onnxruntime(file, used_threads)
         if backend == "onnxruntime"
-        else _openvino(file, shape, used_threads)
+        else _openvino(file, shape, used_threads, "fp32")[0]
     )
     return InferenceModel(
         backend=backend,
@@ -293,37 +314,44 @@ def load_onnx(
 # output tensor.
 
 
-def _eager(model: nn.Module, example: torch.Tensor, threads: int) -> Runner:
+def _eager(model: nn.Module, example: torch.Tensor, threads: int, bf16: bool) -> Runner:
     fused = fuse(model).float().cpu()
-    faster = _channels_last_faster(fused, example, threads)
+    faster = _channels_last_faster(fused, example, threads, bf16)
     layout = torch.channels_last if faster else torch.contiguous_format
     fused = fused.to(memory_format=layout)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with pinned_threads(threads), torch.inference_mode():
-            return fused(x.contiguous(memory_format=layout))
+        with pinned_threads(threads), torch.inference_mode(), _autocast(bf16):
+            return fused(x.contiguous(memory_format=layout)).float()
 
     return run
 
 
-def _channels_last_faster(model: nn.Module, example: torch.Tensor, threads: int) -> bool:
+def _autocast(bf16: bool) -> torch.autocast:
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
+def _channels_last_faster(
+    model: nn.Module, example: torch.Tensor, threads: int, bf16: bool
+) -> bool:
     """Whether ``model`` runs ``example`` faster in channels-last than in NCHW, measured."""
     nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
     x_nhwc = example.contiguous(memory_format=torch.channels_last)
-    nchw_ms = measure(lambda: model(example), warmup=2, repeats=5, threads=threads).median_ms
-    nhwc_ms = measure(lambda: nhwc(x_nhwc), warmup=2, repeats=5, threads=threads).median_ms
+    with torch.inference_mode(), _autocast(bf16):
+        nchw_ms = measure(lambda: model(example), warmup=2, repeats=5, threads=threads).median_ms
+        nhwc_ms = measure(lambda: nhwc(x_nhwc), warmup=2, repeats=5, threads=threads).median_ms
     return nhwc_ms < nchw_ms
 
 
-def _compiled(model: nn.Module, example: torch.Tensor, threads: int) -> Runner:
+def _compiled(model: nn.Module, example: torch.Tensor, threads: int, bf16: bool) -> Runner:
     # freezing turns parameters into constants so that inductor can fold them and pre-pack conv
     # weights for oneDNN; it is only valid for inference, which this copy is.
     fused = fuse(model).float().cpu()
     compiled = torch.compile(fused, dynamic=False, options={"freezing": True})
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with pinned_threads(threads), torch.inference_mode():
-            return compiled(x)
+        with pinned_threads(threads), torch.inference_mode(), _autocast(bf16):
+            return compiled(x).float()
 
     run(example)  # compile now (the generated kernels bake in the thread count), not on call 1
     return run
@@ -353,8 +381,13 @@ def _onnxruntime(path: Path, threads: int) -> Runner:
     return run
 
 
-def _openvino(path: Path, shape: tuple[int, int, int, int], threads: int) -> Runner:
+def _openvino(
+    path: Path, shape: tuple[int, int, int, int], threads: int, precision: Precision
+) -> tuple[Runner, Precision]:
+    """The runner, and the precision OpenVINO compiled it for (bf16 only where asked for and the
+    CPU has it)."""
     ov = require("openvino", "The openvino backend")
+    asked = "bf16" if precision == "bf16" and bf16_native() else "f32"
     graph = ov.convert_model(str(path))
     graph.reshape(list(shape))  # static shape: the CPU plugin plans memory and kernels once
     compiled = ov.Core().compile_model(
@@ -364,8 +397,14 @@ def _openvino(path: Path, shape: tuple[int, int, int, int], threads: int) -> Run
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
             "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": asked,
         },
+    )
+    # What the plugin compiled for, read back rather than assumed.
+    used: Precision = (
+        "bf16"
+        if compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
+        else "fp32"
     )
     request = compiled.create_infer_request()
 
@@ -374,19 +413,27 @@ def _openvino(path: Path, shape: tuple[int, int, int, int], threads: int) -> Run
         # The output buffer belongs to the request and is overwritten by the next call.
         return torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True))
 
-    return run
+    return run, used
 
 
 def _build_runner(
-    name: str, model: nn.Module, example: torch.Tensor, onnx_file: Path, threads: int
-) -> Runner:
+    name: str,
+    model: nn.Module,
+    example: torch.Tensor,
+    onnx_file: Path,
+    threads: int,
+    precision: Precision,
+) -> tuple[Runner, Precision]:
+    """The runner of backend ``name`` and the precision it computes in."""
+    bf16 = precision == "bf16"
     if name == "eager":
-        return _eager(model, example, threads)
+        return _eager(model, example, threads, bf16), precision
     if name == "compile":
-        return _compiled(model, example, threads)
+        return _compiled(model, example, threads, bf16), precision
     if name == "onnxruntime":
-        return _onnxruntime(onnx_file, threads)
-    return _openvino(onnx_file, tuple(example.shape), threads)  # type: ignore[arg-type]
+        return _onnxruntime(onnx_file, threads), "fp32"
+    shape = tuple(example.shape)
+    return _openvino(onnx_file, shape, threads, precision)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,6 +455,7 @@ def _reference_output(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
 def _checked(
     name: str,
     runner: Runner,
+    precision: Precision,
     shape: tuple[int, ...],
     threads: int,
     example: torch.Tensor,
@@ -415,10 +463,11 @@ def _checked(
 ) -> InferenceModel:
     output = runner(example)
     error = relative_error(output, reference) if output.shape == reference.shape else math.inf
-    if not error <= FP32_RTOL:
+    rtol = BF16_RTOL if precision == "bf16" else FP32_RTOL
+    if not error <= rtol:
         raise RuntimeError(
-            f"The {name} backend disagrees with eager PyTorch: max relative error {error:.3g} "
-            f"> {FP32_RTOL:g} (output shape {list(output.shape)}, eager "
+            f"The {name} backend ({precision}) disagrees with eager PyTorch: max relative error "
+            f"{error:.3g} > {rtol:g} (output shape {list(output.shape)}, eager "
             f"{list(reference.shape)}); use another backend."
         )
     return InferenceModel(
@@ -426,12 +475,20 @@ def _checked(
         input_shape=(shape[0], shape[1], shape[2], shape[3]),
         threads=threads,
         run=runner,
+        precision=precision,
         max_rel_error=error,
     )
 
 
+# Candidates are timed one after another; the pause lets the previous runtime's spinning worker
+# threads go idle first (see `measure`'s settle_s).
+SETTLE_S = 0.1
+
+
 def _time(model: InferenceModel, example: torch.Tensor, threads: int) -> Timing:
-    return measure(lambda: model.run(example), warmup=2, repeats=5, threads=threads)
+    return measure(
+        lambda: model.run(example), warmup=2, repeats=5, threads=threads, settle_s=SETTLE_S
+    )
 
 
 def _choices(names: Sequence[str]) -> str:
