@@ -43,7 +43,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -53,6 +52,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sepconv.bench.output import write_atomic
 from sepconv.layers import DepthwiseSeparableConv2d
 from sepconv.models._features import Backbone
 from sepconv.models._registry import create_model
@@ -462,14 +462,7 @@ def save_model(model: nn.Module, path: PathLike) -> None:
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {_METADATA_KEY: json.dumps({"arch": name, "kwargs": kwargs})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_model(path: PathLike) -> nn.Module:
