@@ -28,7 +28,7 @@ same architecture loads them (``sepconv.load_weights``), so every row computes t
 
 All rows of a model are timed in interleaved rounds (row 1..n, then again), so that load from
 other processes spreads over all of them, each after a 0.1 s pause: ONNX Runtime's worker
-threads keep spinning after a call and slowed the row timed next by up to 2x without it. MACs
+threads keep spinning after a call and slow the row timed next (``benchmarks/settle.py``). MACs
 are counted by ``sepconv.analyze``; the matmul peak is measured at the same thread count
 (``sepconv.bench.roofline``).
 
@@ -64,7 +64,7 @@ from torch import nn
 import sepconv
 from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
 from sepconv.bench.roofline import measure_peak_gflops
-from sepconv.bench.timing import Timing, bf16_native, environment, measure
+from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, bf16_native, environment, measure
 from sepconv.data import load_fashion_mnist
 from sepconv.deploy import compile_for_inference, export_onnx, load_onnx, prepare_images, quantize
 from sepconv.deploy.onnx import relative_error
@@ -153,7 +153,11 @@ def interleaved(
     for _ in range(rounds):
         for name, fn in rows.items():
             t = measure(
-                functools.partial(fn, x), warmup=2, repeats=repeats, threads=threads, settle_s=0.1
+                functools.partial(fn, x),
+                warmup=2,
+                repeats=repeats,
+                threads=threads,
+                settle_s=RUNTIME_SETTLE_S,
             )
             samples[name].extend(t.samples_s)
             calls[name] = t.calls_per_block

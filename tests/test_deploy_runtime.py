@@ -69,8 +69,9 @@ def test_bf16_precision_is_used_where_a_backend_has_it(net: nn.Module, backend: 
     in_bf16 = backend == "eager" or (backend == "openvino" and bf16_native())
     assert compiled.precision == ("bf16" if in_bf16 else "fp32")
     x = torch.randn(1, *SIZE, generator=torch.Generator().manual_seed(7))
-    error = relative_error(compiled(x), eager(net, x))
-    assert compiled(x).dtype == torch.float32
+    out = compiled(x)
+    error = relative_error(out, eager(net, x))
+    assert out.dtype == torch.float32
     if in_bf16:  # rounded to 8 significand bits: visibly less exact than fp32, still close
         assert 1e-4 < error <= BF16_RTOL
     else:

@@ -145,6 +145,11 @@ def _block_timer(device: torch.device) -> Callable[[Callable[[], object], int], 
     return time_host
 
 
+# Pause that lets another runtime's spinning worker threads go idle before timing starts (see
+# `measure`'s settle_s; benchmarks/settle.py measures the effect).
+RUNTIME_SETTLE_S = 0.1
+
+
 def measure(
     fn: Callable[[], object],
     *,
@@ -175,9 +180,9 @@ def measure(
         device: Where ``fn`` runs; on CUDA, blocks are timed with CUDA events.
         settle_s: Seconds to sleep before the warm-up. When different runtimes are timed one
             after another, the worker threads of the previous one may still be spinning for
-            work and take the cores: ONNX Runtime's intra-op pool doubled the latency of an
-            OpenVINO model timed right after it (MobileNetV1, bf16, 2 threads: 6.2 vs 3.2 ms);
-            0.1 s of sleep removed it.
+            work and take the cores: ONNX Runtime's intra-op pool slows an OpenVINO model
+            timed right after it; :data:`RUNTIME_SETTLE_S` removes that
+            (``python benchmarks/settle.py``, results/settle.md).
 
     Returns:
         A :class:`Timing` whose ``threads`` is the thread count actually in effect.

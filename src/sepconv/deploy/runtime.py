@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sepconv.bench.timing import Timing, bf16_native, measure, pinned_threads
+from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, bf16_native, measure, pinned_threads
 from sepconv.deploy._extras import require
 from sepconv.deploy.fuse import fuse
 from sepconv.deploy.onnx import _check_input_size, export_onnx, relative_error
@@ -480,14 +480,10 @@ def _checked(
     )
 
 
-# Candidates are timed one after another; the pause lets the previous runtime's spinning worker
-# threads go idle first (see `measure`'s settle_s).
-SETTLE_S = 0.1
-
-
 def _time(model: InferenceModel, example: torch.Tensor, threads: int) -> Timing:
+    # Candidates are timed one after another: let the previous runtime's threads go idle first.
     return measure(
-        lambda: model.run(example), warmup=2, repeats=5, threads=threads, settle_s=SETTLE_S
+        lambda: model.run(example), warmup=2, repeats=5, threads=threads, settle_s=RUNTIME_SETTLE_S
     )
 
 
