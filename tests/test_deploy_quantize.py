@@ -18,7 +18,15 @@ from torch import nn
 from sepconv import create_model
 from sepconv.cli import main
 from sepconv.data import ImageDataset, channel_stats, load_fashion_mnist
-from sepconv.deploy import compare_top1, load_onnx, prepare_images, quantize, quantized_ops
+from sepconv.deploy import (
+    compare_top1,
+    load_onnx,
+    openvino_layers,
+    prepare_images,
+    quantize,
+    quantized_ops,
+)
+from sepconv.layers import SqueezeExcite
 from sepconv.train.checkpoint import save_tensors
 
 
@@ -115,6 +123,44 @@ def test_openvino_runs_the_same_int8_file(trained, data, int8_path: Path) -> Non
     assert compare_top1(trained, ov_int8, inputs, batch_size=50).agreement >= 0.9
 
 
+def test_nncf_file_runs_in_int8_on_openvino_and_agrees(trained, data, tmp_path: Path) -> None:
+    train, test, mean, std = data
+    path = tmp_path / "net.int8.onnx"
+    ov_int8 = quantize(
+        trained, train, path, mean=mean, std=std, num_samples=128, backend="openvino", threads=1
+    )  # NNCF, OpenVINO's own quantizer, by default
+    assert (ov_int8.backend, ov_int8.precision) == ("openvino", "int8")
+    inputs = prepare_images(test.images[:1000], mean=mean, std=std)
+    result = compare_top1(trained, ov_int8, inputs, test.labels[:1000])
+    assert result.agreement >= 0.95
+    assert result.accuracy_drop is not None and abs(result.accuracy_drop) <= 2.0
+    layers = openvino_layers(path)
+    convs = sum(isinstance(m, nn.Conv2d) for m in small_net().modules())
+    se_convs = sum(
+        isinstance(c, nn.Conv2d)
+        for se in small_net().modules()
+        if isinstance(se, SqueezeExcite)
+        for c in se.modules()
+    )
+    # Every conv outside squeeze-excite runs as an int8 kernel, SiLU fused into it.
+    int8_convs = layers.get("Convolution i8", 0) + layers.get("Convolution u8", 0)
+    assert int8_convs >= convs - se_convs
+    assert not any(name.startswith("Eltwise") and name.endswith("f32") for name in layers)
+    fp32_layers = openvino_layers(tmp_path / "net.int8.onnx")
+    assert fp32_layers == layers  # counting compiles the file anew, and is repeatable
+
+
+def test_quantize_rejects_settings_nncf_chooses_itself(trained, tmp_path: Path) -> None:
+    images = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"`quantizer`: expected one of 'onnxruntime', 'nncf'"):
+        quantize(trained, images, tmp_path / "net.onnx", quantizer="tflite")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"`per_channel/reduce_range`.*NNCF picks"):
+        quantize(trained, images, tmp_path / "net.onnx", quantizer="nncf", per_channel=False)
+    with pytest.raises(ValueError, match=r"`per_channel/reduce_range`"):
+        quantize(trained, images, tmp_path / "net.onnx", quantizer="nncf", reduce_range=True)
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
 def test_prepare_images_normalises_and_resizes() -> None:
     images = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8)
     x = prepare_images(images)
@@ -200,6 +246,31 @@ def test_cli_quantizes_trained_weights(data, tmp_path: Path, capsys) -> None:
     assert summary["normalization"] == {"mean": list(mean), "std": list(std)}
     assert out.is_file()
     assert "top-1 agreement with fp32" in capsys.readouterr().out
+
+
+def test_cli_quantizes_for_openvino_with_nncf(data, tmp_path: Path, capsys) -> None:
+    _, _, mean, std = data
+    kwargs = {"num_classes": 10, "in_chans": 1, "small_input": True}
+    weights = tmp_path / "model.safetensors"
+    meta = {
+        "kind": "weights",
+        "model": "mobilenet_v1_025",
+        "model_kwargs": kwargs,
+        "normalization": {"mean": list(mean), "std": list(std)},
+    }
+    save_tensors(weights, create_model("mobilenet_v1_025", **kwargs).state_dict(), meta)
+    out, report = tmp_path / "int8.onnx", tmp_path / "int8.json"
+    argv = ["quantize", "mobilenet_v1_025", "--weights", str(weights), "--calib-data",
+            "fashion-mnist", "--output", str(out), "--num-samples", "16", "--eval-samples",
+            "100", "--backend", "openvino", "--threads", "1", "--json", str(report)]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads(report.read_text())
+    assert (summary["quantizer"], summary["backend"]) == ("nncf", "openvino")
+    layers = summary["openvino_layers"]
+    # All 27 convs in int8: u8 activations after ReLU, i8 where the input is signed (the stem).
+    assert layers.get("Convolution u8", 0) + layers.get("Convolution i8", 0) == 27
+    assert summary["check"]["backend"] == "openvino" and summary["check"]["samples"] == 100
+    assert "int8 kernels (openvino)" in capsys.readouterr().out
 
 
 def test_cli_rejects_weights_of_another_model(data, tmp_path: Path, capsys) -> None:

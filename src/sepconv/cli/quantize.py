@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-# The ops that show the int8 kernels ONNX Runtime runs, in the order the summary prints them.
+# The ops that are ONNX Runtime's int8 kernels.
 _INT8_OPS = ("QLinearConv", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QGemm", "MatMulInteger")
 
 
@@ -23,11 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "quantize",
         help="int8 post-training quantization with calibration on real images",
         description="Export MODEL to ONNX (BatchNorms folded), quantize it statically to int8 "
-        "with ONNX Runtime (QDQ format: int8 per-channel weights, uint8 activations whose "
-        "ranges are calibrated on images of the training split of --calib-data), write the "
-        "file, and compare the int8 model's top-1 predictions with the fp32 model's on the "
-        "test split. MODEL is a registered name (weights from `sepconv train` carry their "
-        "architecture and normalisation) or `module:attr`.",
+        "(QDQ format: int8 per-channel weights, activation ranges calibrated on images of the "
+        "training split of --calib-data) with the quantizer of the --backend it is for (ONNX "
+        "Runtime's own, or NNCF for OpenVINO), write the file, and compare the int8 model's "
+        "top-1 predictions with the fp32 model's on the test split. MODEL is a registered name "
+        "(weights from `sepconv train` carry their architecture and normalisation) or "
+        "`module:attr`.",
     )
     parser.add_argument("model", metavar="MODEL", help="registry name or module:attr")
     parser.add_argument(
@@ -55,7 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
-        help="runtime of the accuracy check (default: onnxruntime)",
+        help="runtime the file is for and the check runs on (default: onnxruntime)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quantizer", choices=("onnxruntime", "nncf"), default=None,
+        help="who places the int8 ops (default: the backend's own: onnxruntime for "
+        "onnxruntime, nncf for openvino)",
     )  # fmt: skip
     parser.add_argument(
         "--eval-samples", type=int, default=None,
@@ -116,8 +122,10 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.data import channel_stats, load_dataset
     from sepconv.deploy import ExportError
     from sepconv.deploy.quantize import (
+        Quantizer,
         compare_top1,
         needs_reduce_range,
+        openvino_layers,
         prepare_images,
         quantize,
         quantized_ops,
@@ -138,7 +146,13 @@ def run(args: argparse.Namespace) -> int:
     train = load_dataset(args.calib_data, "train", image_size=args.image_size)
     if mean is None or std is None:
         mean, std = channel_stats(train.images)  # what `sepconv train` normalises with
-    reduce_range = {"on": True, "off": False}.get(args.reduce_range, needs_reduce_range())
+    quantizer: Quantizer = args.quantizer or (
+        "nncf" if args.backend == "openvino" else "onnxruntime"
+    )
+    if quantizer == "nncf":  # NNCF handles CPUs without VNNI itself
+        reduce_range = {"on": True}.get(args.reduce_range, False)
+    else:
+        reduce_range = {"on": True, "off": False}.get(args.reduce_range, needs_reduce_range())
     output = args.output or Path(f"{args.model.rpartition(':')[2]}.int8.onnx")
 
     start = time.perf_counter()
@@ -153,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
             per_channel=args.per_channel,
             reduce_range=reduce_range,
             backend=args.backend,
+            quantizer=quantizer,
             batch_size=args.batch_size,
             threads=args.threads,
         )
@@ -160,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"sepconv quantize: error: {err}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - start
-    ops = quantized_ops(output)
+    # What the backend runs: ONNX Runtime's fused ops, or OpenVINO's layers and precisions.
+    ops = quantized_ops(output) if args.backend == "onnxruntime" else openvino_layers(output)
 
     summary: dict[str, Any] = {
         "command": " ".join(["sepconv", *sys.argv[1:]]),
@@ -168,12 +184,14 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model,
         "weights": None if args.weights is None else str(args.weights),
         "calibration": {"data": args.calib_data, "split": "train", "images": args.num_samples},
+        "quantizer": quantizer,
+        "backend": args.backend,
         "file": str(output),
         "file_bytes": output.stat().st_size,
         "per_channel": args.per_channel,
         "reduce_range": reduce_range,
         "normalization": {"mean": list(mean), "std": list(std)},
-        "ops_after_fusion": ops,
+        "ops_after_fusion" if args.backend == "onnxruntime" else "openvino_layers": ops,
         "max_rel_error_first_batch": int8.max_rel_error,
         "seconds": seconds,
     }
@@ -182,11 +200,16 @@ def run(args: argparse.Namespace) -> int:
     table.add_column(justify="right")
     table.add_row("file", f"{output} ({output.stat().st_size / 2**20:.2f} MiB)")
     table.add_row("calibration", f"{args.num_samples} images of {args.calib_data} (train)")
+    table.add_row("quantizer", f"{quantizer}, for {args.backend}")
     weights = "per channel" if args.per_channel else "per tensor"
     table.add_row("weights", f"int8, {weights}" + (", 7-bit range" if reduce_range else ""))
-    int8_ops = ", ".join(f"{op} x{ops[op]}" for op in _INT8_OPS if op in ops)
-    table.add_row("int8 kernels (ONNX Runtime)", int8_ops or "none")
-    float_ops = {k: v for k, v in ops.items() if k not in _INT8_OPS}
+    if args.backend == "onnxruntime":
+        is_int8 = {op: op in _INT8_OPS for op in ops}
+    else:
+        is_int8 = {op: op.endswith((" i8", " u8")) for op in ops}
+    int8_ops = ", ".join(f"{op} x{n}" for op, n in ops.items() if is_int8[op])
+    table.add_row(f"int8 kernels ({args.backend})", int8_ops or "none")
+    float_ops = {k: v for k, v in ops.items() if not is_int8[k]}
     table.add_row("other ops", ", ".join(f"{k} x{v}" for k, v in float_ops.items()) or "none")
     table.add_row("quantize time", f"{seconds:.1f} s")
 

@@ -1,14 +1,21 @@
 """Deployment: batch-norm folding, checked ONNX export, inference on the fastest backend and
 int8 quantization.
 
-Optional runtimes (onnx, onnxruntime, onnxscript, openvino) are imported when first used; a
+Optional runtimes (onnx, onnxruntime, onnxscript, openvino, nncf) are imported when first used; a
 missing one raises an ImportError naming the extra to install (``pip install 'sepconv[onnx]'``,
 ``'sepconv[openvino]'``).
 """
 
 from sepconv.deploy.fuse import fuse
 from sepconv.deploy.onnx import ExportError, OnnxExport, export_onnx
-from sepconv.deploy.quantize import Agreement, compare_top1, prepare_images, quantize, quantized_ops
+from sepconv.deploy.quantize import (
+    Agreement,
+    compare_top1,
+    openvino_layers,
+    prepare_images,
+    quantize,
+    quantized_ops,
+)
 from sepconv.deploy.runtime import InferenceModel, compile_for_inference, load_onnx
 
 __all__ = [
@@ -21,6 +28,7 @@ __all__ = [
     "export_onnx",
     "fuse",
     "load_onnx",
+    "openvino_layers",
     "prepare_images",
     "quantize",
     "quantized_ops",

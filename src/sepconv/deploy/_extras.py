@@ -11,6 +11,7 @@ EXTRAS: dict[str, str] = {
     "onnxruntime": "onnx",
     "onnxscript": "onnx",
     "openvino": "openvino",
+    "nncf": "openvino",
 }
 
 
