@@ -18,7 +18,7 @@ the pairs differently:
   post-ops (:func:`openvino_layers` lists what runs in which precision). OpenVINO reading ONNX
   Runtime's file instead keeps every int8 <-> float conversion that file asks for: on
   EfficientNet-B0 that is 131 reorders and 66 conversions, and the int8 model ran slower than
-  the fp32 one (13.2 ms against 10.1 ms at batch 1, 224x224, 2 threads, 2-core AMD EPYC; 8.3 ms
+  the fp32 one (13.2 ms against 10.1 ms at batch 1, 224x224, 2 threads, 2-core Intel Xeon; 8.3 ms
   with NNCF's file, in the same run).
 """
 
