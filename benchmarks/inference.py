@@ -23,9 +23,10 @@ same architecture loads them (``sepconv.load_weights``), so every row computes t
 - ``sepconv compile_for_inference (bf16)``: the same with ``precision="bf16"``, only on a CPU
   with native bf16; compared with the best plain row of any precision.
 - ``int8 ONNX Runtime`` / ``int8 OpenVINO``: ``sepconv.deploy.quantize`` (static QDQ, per-channel
-  weights) for each backend, by its own quantizer (ONNX Runtime's ``quantize_static``; NNCF for
-  OpenVINO), calibrated on Fashion-MNIST test images resized to 224x224 and repeated to three
-  channels: real images, though not ImageNet (the weights are random, so only speed is measured).
+  weights) for each backend, by its own quantizer (ONNX Runtime's ``quantize_static``;
+  ``quantizer="nncf"`` for OpenVINO), calibrated on Fashion-MNIST test images resized to
+  224x224 and repeated to three channels: real images, though not ImageNet (the weights are
+  random, so only speed is measured).
 - ``int8 OpenVINO (ORT's file)``: OpenVINO running ONNX Runtime's int8 file, to show what the
   quantizer's placement of the int8 ops costs.
 
@@ -216,9 +217,9 @@ def bench_model(name: str, args: argparse.Namespace, calib: torch.Tensor) -> dic
                 "timings_ms": dict(auto.timings),
             }
         if args.int8:
-            for row, backend in (
-                ("int8 ONNX Runtime", "onnxruntime"),
-                ("int8 OpenVINO", "openvino"),
+            for row, backend, quantizer in (
+                ("int8 ONNX Runtime", "onnxruntime", "onnxruntime"),
+                ("int8 OpenVINO", "openvino", "nncf"),
             ):
                 start = time.perf_counter()
                 path = folder / f"int8.{backend}.onnx"
@@ -228,6 +229,7 @@ def bench_model(name: str, args: argparse.Namespace, calib: torch.Tensor) -> dic
                     path,
                     num_samples=len(calib),
                     backend=backend,
+                    quantizer=quantizer,
                     threads=args.threads,
                 )
                 build_s[row] = time.perf_counter() - start

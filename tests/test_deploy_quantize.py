@@ -127,8 +127,16 @@ def test_nncf_file_runs_in_int8_on_openvino_and_agrees(trained, data, tmp_path: 
     train, test, mean, std = data
     path = tmp_path / "net.int8.onnx"
     ov_int8 = quantize(
-        trained, train, path, mean=mean, std=std, num_samples=128, backend="openvino", threads=1
-    )  # NNCF, OpenVINO's own quantizer, by default
+        trained,
+        train,
+        path,
+        mean=mean,
+        std=std,
+        num_samples=128,
+        backend="openvino",
+        quantizer="nncf",
+        threads=1,
+    )
     assert (ov_int8.backend, ov_int8.precision) == ("openvino", "int8")
     inputs = prepare_images(test.images[:1000], mean=mean, std=std)
     result = compare_top1(trained, ov_int8, inputs, test.labels[:1000])
@@ -262,7 +270,8 @@ def test_cli_quantizes_for_openvino_with_nncf(data, tmp_path: Path, capsys) -> N
     out, report = tmp_path / "int8.onnx", tmp_path / "int8.json"
     argv = ["quantize", "mobilenet_v1_025", "--weights", str(weights), "--calib-data",
             "fashion-mnist", "--output", str(out), "--num-samples", "16", "--eval-samples",
-            "100", "--backend", "openvino", "--threads", "1", "--json", str(report)]  # fmt: skip
+            "100", "--backend", "openvino", "--quantizer", "nncf", "--threads", "1", "--json",
+            str(report)]  # fmt: skip
     assert main(argv) == 0
     summary = json.loads(report.read_text())
     assert (summary["quantizer"], summary["backend"]) == ("nncf", "openvino")

@@ -4,8 +4,7 @@ The model is exported to ONNX (:func:`sepconv.export_onnx`, BatchNorm folded), t
 statically into the QDQ format: QuantizeLinear/DequantizeLinear pairs around the ops that are to
 run in int8, with ranges from the calibration images (Jacob et al. 2018, "Quantization and
 Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", eq. 1:
-``r = S (q - Z)``). Each runtime gets the file its own quantizer writes, because the two place
-the pairs differently:
+``r = S (q - Z)``). Two quantizers can write the file; they place the pairs differently:
 
 - ONNX Runtime (``quantizer="onnxruntime"``, its ``quantize_static``): pairs around every op it
   has an int8 kernel for; weights int8, symmetric, per output channel by default; activations
@@ -20,6 +19,10 @@ the pairs differently:
   EfficientNet-B0 that is 131 reorders and 66 conversions, and the int8 model ran slower than
   the fp32 one (13.2 ms against 10.1 ms at batch 1, 224x224, 2 threads, 2-core Intel Xeon; 8.3 ms
   with NNCF's file, in the same run).
+
+ONNX Runtime's quantizer is the default for both runtimes: on a MobileNetV2-0.5 trained on
+Fashion-MNIST (``results/int8_fashion_mnist``), its file agrees with fp32 on 99.38% of the test
+images in ONNX Runtime and 99.37% in OpenVINO, NNCF's on 98.24% (0.40 points of accuracy lost).
 """
 
 from __future__ import annotations
@@ -64,8 +67,6 @@ _CALIBRATION_BATCH = 16
 
 Quantizer = Literal["onnxruntime", "nncf"]
 QUANTIZERS: tuple[Quantizer, ...] = get_args(Quantizer)
-# The quantizer whose file each runtime runs best: its own.
-_OWN_QUANTIZER: dict[str, Quantizer] = {"onnxruntime": "onnxruntime", "openvino": "nncf"}
 
 
 def prepare_images(
@@ -135,7 +136,7 @@ def quantize(
     per_channel: bool = True,
     reduce_range: bool | None = None,
     backend: OnnxBackend = "onnxruntime",
-    quantizer: Quantizer | None = None,
+    quantizer: Quantizer = "onnxruntime",
     batch_size: int = 1,
     threads: int | None = None,
 ) -> InferenceModel:
@@ -173,8 +174,9 @@ def quantize(
             weights, 96.6% with 7-bit (``tests/test_deploy_quantize.py`` model). NNCF handles
             such CPUs itself (its overflow fix), so it takes only ``None`` or ``False``.
         backend: Runtime of the returned model: ``"onnxruntime"`` or ``"openvino"``.
-        quantizer: ``"onnxruntime"`` or ``"nncf"``; default: the backend's own (ONNX Runtime's
-            for ``"onnxruntime"``, NNCF for ``"openvino"``; see the module docstring).
+        quantizer: ``"onnxruntime"`` (default) or ``"nncf"``, OpenVINO's own: faster in
+            OpenVINO on EfficientNet, less accurate on the MobileNetV2 measured (module
+            docstring).
         batch_size: Batch of the returned model (the file itself takes any batch).
         threads: Intra-op threads of the returned model (default: ``torch.get_num_threads()``).
 
@@ -203,10 +205,9 @@ def quantize(
     quantization = importlib.import_module("onnxruntime.quantization")
     if not isinstance(model, nn.Module):
         raise invalid("model", "an nn.Module", type(model).__name__)
-    tool = _OWN_QUANTIZER.get(backend, "onnxruntime") if quantizer is None else quantizer
-    if tool not in QUANTIZERS:
-        raise invalid("quantizer", f"one of {', '.join(map(repr, QUANTIZERS))} or None", tool)
-    if tool == "nncf":
+    if quantizer not in QUANTIZERS:
+        raise invalid("quantizer", f"one of {', '.join(map(repr, QUANTIZERS))}", quantizer)
+    if quantizer == "nncf":
         if not per_channel or reduce_range:
             raise invalid(
                 "per_channel/reduce_range",
@@ -239,7 +240,7 @@ def quantize(
         reader = _calibration_reader(quantization, INPUT_NAME, inputs.split(_CALIBRATION_BATCH))
 
         def write(tmp_file: Path) -> None:
-            if tool == "nncf":
+            if quantizer == "nncf":
                 _nncf_quantize(prepared, tmp_file, inputs)
                 return
             quantization.quantize_static(
