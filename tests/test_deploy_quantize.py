@@ -231,18 +231,24 @@ def test_quantize_names_bad_arguments(trained, tmp_path: Path) -> None:
         quantize("net", images, tmp_path / "net.onnx")  # type: ignore[arg-type]
 
 
-def test_cli_quantizes_trained_weights(data, tmp_path: Path, capsys) -> None:
-    _, _, mean, std = data
+def trained_weights_file(folder: Path, mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
+    """A `sepconv train`-style weights file of a Fashion-MNIST MobileNetV1-0.25 (random weights,
+    with the metadata that names its architecture and normalisation)."""
     kwargs = {"num_classes": 10, "in_chans": 1, "small_input": True}
-    model = create_model("mobilenet_v1_025", **kwargs)
-    weights = tmp_path / "model.safetensors"
+    weights = folder / "model.safetensors"
     meta = {
         "kind": "weights",
         "model": "mobilenet_v1_025",
         "model_kwargs": kwargs,
         "normalization": {"mean": list(mean), "std": list(std)},
     }
-    save_tensors(weights, model.state_dict(), meta)
+    save_tensors(weights, create_model("mobilenet_v1_025", **kwargs).state_dict(), meta)
+    return weights
+
+
+def test_cli_quantizes_trained_weights(data, tmp_path: Path, capsys) -> None:
+    _, _, mean, std = data
+    weights = trained_weights_file(tmp_path, mean, std)
     out, report = tmp_path / "int8.onnx", tmp_path / "int8.json"
     argv = ["quantize", "mobilenet_v1_025", "--weights", str(weights), "--calib-data",
             "fashion-mnist", "--output", str(out), "--num-samples", "32", "--eval-samples",
@@ -258,15 +264,7 @@ def test_cli_quantizes_trained_weights(data, tmp_path: Path, capsys) -> None:
 
 def test_cli_quantizes_for_openvino_with_nncf(data, tmp_path: Path, capsys) -> None:
     _, _, mean, std = data
-    kwargs = {"num_classes": 10, "in_chans": 1, "small_input": True}
-    weights = tmp_path / "model.safetensors"
-    meta = {
-        "kind": "weights",
-        "model": "mobilenet_v1_025",
-        "model_kwargs": kwargs,
-        "normalization": {"mean": list(mean), "std": list(std)},
-    }
-    save_tensors(weights, create_model("mobilenet_v1_025", **kwargs).state_dict(), meta)
+    weights = trained_weights_file(tmp_path, mean, std)
     out, report = tmp_path / "int8.onnx", tmp_path / "int8.json"
     argv = ["quantize", "mobilenet_v1_025", "--weights", str(weights), "--calib-data",
             "fashion-mnist", "--output", str(out), "--num-samples", "16", "--eval-samples",
