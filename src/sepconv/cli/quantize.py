@@ -147,10 +147,9 @@ def run(args: argparse.Namespace) -> int:
     if mean is None or std is None:
         mean, std = channel_stats(train.images)  # what `sepconv train` normalises with
     quantizer: Quantizer = args.quantizer
-    if quantizer == "nncf":  # NNCF handles CPUs without VNNI itself
-        reduce_range = {"on": True}.get(args.reduce_range, False)
-    else:
-        reduce_range = {"on": True, "off": False}.get(args.reduce_range, needs_reduce_range())
+    # auto: NNCF handles CPUs without VNNI itself; ONNX Runtime needs 7-bit weights there.
+    auto = quantizer == "onnxruntime" and needs_reduce_range()
+    reduce_range = {"on": True, "off": False}.get(args.reduce_range, auto)
     output = args.output or Path(f"{args.model.rpartition(':')[2]}.int8.onnx")
 
     start = time.perf_counter()

@@ -17,8 +17,9 @@ Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", eq
   post-ops (:func:`openvino_layers` lists what runs in which precision). OpenVINO reading ONNX
   Runtime's file instead keeps every int8 <-> float conversion that file asks for: on
   EfficientNet-B0 that is 131 reorders and 66 conversions, and the int8 model ran slower than
-  the fp32 one (13.2 ms against 10.1 ms at batch 1, 224x224, 2 threads, 2-core Intel Xeon; 8.3 ms
-  with NNCF's file, in the same run).
+  the best fp32 one (11.05 ms against 9.83 ms; NNCF's file 7.54 ms; batch 1, 224x224, 2
+  threads, 2-core Intel Xeon, all in one run of ``python benchmarks/inference.py --rounds 4``,
+  ``results/inference.md``).
 
 ONNX Runtime's quantizer is the default for both runtimes: on a MobileNetV2-0.5 trained on
 Fashion-MNIST (``results/int8_fashion_mnist``), its file agrees with fp32 on 99.38% of the test
@@ -237,16 +238,12 @@ def quantize(
         prepared = Path(tmp) / "fp32.pre.onnx"
         export_onnx(model, fp32, input_size=size, dynamic_batch=True, check_batches=(1,))
         quantization.quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        reader = _calibration_reader(quantization, INPUT_NAME, inputs.split(_CALIBRATION_BATCH))
 
-        def write(tmp_file: Path) -> None:
-            if quantizer == "nncf":
-                _nncf_quantize(prepared, tmp_file, inputs)
-                return
+        def write_onnxruntime(tmp_file: Path) -> None:
             quantization.quantize_static(
                 str(prepared),
                 str(tmp_file),
-                reader,
+                _calibration_reader(quantization, INPUT_NAME, inputs.split(_CALIBRATION_BATCH)),
                 quant_format=quantization.QuantFormat.QDQ,
                 per_channel=per_channel,
                 reduce_range=needs_reduce_range() if reduce_range is None else reduce_range,
@@ -255,7 +252,10 @@ def quantize(
                 calibrate_method=quantization.CalibrationMethod.MinMax,
             )
 
-        write_atomic(target, write)
+        if quantizer == "nncf":
+            write_atomic(target, lambda tmp_file: _nncf_quantize(prepared, tmp_file, inputs))
+        else:
+            write_atomic(target, write_onnxruntime)
     int8 = load_onnx(target, backend=backend, batch_size=batch_size, threads=threads)
     sample = inputs[:batch_size]
     if sample.shape[0] < batch_size:  # fewer calibration images than one batch: repeat them
