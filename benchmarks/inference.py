@@ -4,7 +4,11 @@ inference path, and int8 ONNX Runtime / OpenVINO, at batch 1, 224x224, on the CP
 For each model (MobileNetV1, MobileNetV2, EfficientNet-B0 and ResNet-50 for reference), one
 randomly initialised torchvision / timm model provides the weights, and the sepconv model of the
 same architecture loads them (``sepconv.load_weights``), so every row computes the same function
-(outputs are compared). Rows:
+(outputs are compared). Its BatchNorm statistics are first measured on the calibration images
+(``measure_bn_statistics``): with the initial running statistics (mean 0, variance 1) a random
+network's activations shrink stage by stage, to outputs near 1e-14 for EfficientNet-B0, and
+subnormal floats slow some kernels down (PyTorch eager on EfficientNet-B0 by about 1.6x), which
+a trained network never sees. Every row is timed on one held-out real image. Rows:
 
 - ``torchvision eager`` / ``timm eager``: the reference model as users run it, eval mode,
   ``inference_mode``, NCHW.
@@ -21,7 +25,8 @@ same architecture loads them (``sepconv.load_weights``), so every row computes t
 - ``sepconv compile_for_inference``: ``backend="auto"``: the fastest of its eager, ONNX Runtime
   and OpenVINO backends on this machine (the one chosen is named), fp32.
 - ``sepconv compile_for_inference (bf16)``: the same with ``precision="bf16"``, only on a CPU
-  with native bf16; compared with the best plain row of any precision.
+  with native bf16; compared with the best plain row of any precision. A bf16 backend that
+  differs from fp32 by more than ``BF16_RTOL`` is left out, so this row can end on fp32.
 - ``int8 ONNX Runtime`` / ``int8 OpenVINO``: ``sepconv.deploy.quantize`` (static QDQ, per-channel
   weights) for each backend, by its own quantizer (ONNX Runtime's ``quantize_static``;
   ``quantizer="nncf"`` for OpenVINO), calibrated on Fashion-MNIST test images resized to
@@ -29,6 +34,10 @@ same architecture loads them (``sepconv.load_weights``), so every row computes t
   random, so only speed is measured).
 - ``int8 OpenVINO (ORT's file)``: OpenVINO running ONNX Runtime's int8 file, to show what the
   quantizer's placement of the int8 ops costs.
+
+Where the time goes: OpenVINO's own per-layer counters (``PERF_COUNT``) for the f32 and the int8
+(NNCF) model, summed by layer type and the precision it ran in, so that a missed int8 target
+shows which layers int8 does not speed up.
 
 All rows of a model are timed in interleaved rounds (row 1..n, then again), so that load from
 other processes spreads over all of them, each after a 0.1 s pause: ONNX Runtime's worker
@@ -47,6 +56,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import json
 import os
 import sys
 import tempfile
@@ -105,9 +115,12 @@ def eager(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
-def plain_onnxruntime(model: nn.Module, folder: Path, threads: int) -> Callable:
-    path = export_onnx(model, folder / "plain.onnx", input_size=SIZE, fold_bn=False,
-                       check_batches=(1,)).path  # fmt: skip
+def plain_onnxruntime(model: nn.Module, folder: Path, threads: int, x: torch.Tensor) -> Callable:
+    exported = export_onnx(
+        model, folder / "plain.onnx", input_size=SIZE, fold_bn=False, check_batches=(1,),
+        check_inputs=x,
+    )  # fmt: skip
+    path = exported.path
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -134,15 +147,57 @@ def plain_openvino(
 
 
 def calibration_images(count: int) -> tuple[torch.Tensor, str]:
-    """Real images at 224x224x3 for int8 calibration, and what they are."""
+    """``count + 1`` real images at 224x224x3 (calibration, then the held-out timed input), and
+    what they are."""
     try:
         test = load_fashion_mnist("test")
     except FileNotFoundError:
-        noise = torch.randn(count, *SIZE, generator=torch.Generator().manual_seed(0))
+        noise = torch.randn(count + 1, *SIZE, generator=torch.Generator().manual_seed(0))
         return noise, f"{count} standard-normal images (Fashion-MNIST not found)"
-    grey = test.images[:count]
+    grey = test.images[: count + 1]
     images = prepare_images(grey.expand(-1, 3, -1, -1).contiguous(), input_size=SIZE)
     return images, f"{count} Fashion-MNIST test images, resized to 224x224, grey repeated x3"
+
+
+def measure_bn_statistics(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Replace every BatchNorm's running statistics by those of ``images`` (the average over
+    batches of 8), the rest of the model in eval mode; return the model in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
+    model.eval()
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the batches
+        bn.train()
+    with torch.no_grad():
+        for batch in images.split(8):
+            model(batch)
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    return model.eval()
+
+
+def openvino_profile(graph: Any, x: torch.Tensor, threads: int, f32: bool) -> dict[str, float]:
+    """OpenVINO's per-layer times on ``x``, summed by ``"<layer type> <precision>"``, in ms
+    (the median over 20 calls of each key's sum, after 10 warm-up calls)."""
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True}
+    if f32:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    request = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
+    calls: list[dict[str, float]] = []
+    for call in range(30):
+        request.infer({0: x.numpy()})
+        if call < 10:
+            continue
+        sums: dict[str, float] = {}
+        for layer in request.profiling_info:
+            if layer.status == layer.Status.EXECUTED:
+                key = f"{layer.node_type} {layer.exec_type.rsplit('_', 1)[-1].lower()}"
+                sums[key] = sums.get(key, 0.0) + layer.real_time.total_seconds() * 1e3
+        calls.append(sums)
+    keys = sorted({k for sums in calls for k in sums})
+    medians = {k: float(np.median([sums.get(k, 0.0) for sums in calls])) for k in keys}
+    return dict(sorted(medians.items(), key=lambda item: -item[1]))
 
 
 def interleaved(
@@ -172,12 +227,13 @@ def interleaved(
     }
 
 
-def bench_model(name: str, args: argparse.Namespace, calib: torch.Tensor) -> dict[str, Any]:
+def bench_model(
+    name: str, args: argparse.Namespace, calib: torch.Tensor, x: torch.Tensor
+) -> dict[str, Any]:
     library, ref_name = MODELS[name]
     torch.manual_seed(0)
-    reference = reference_model(library, ref_name)
+    reference = measure_bn_statistics(reference_model(library, ref_name), calib)
     model = sepconv.load_weights(sepconv.create_model(name), reference.state_dict()).eval()
-    x = torch.randn(1, *SIZE, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         expected = reference(x)
     macs = sepconv.analyze(model, (1, *SIZE)).macs
@@ -192,11 +248,11 @@ def bench_model(name: str, args: argparse.Namespace, calib: torch.Tensor) -> dic
         start = time.perf_counter()
         if args.compile:
             rows["torch.compile"] = compile_for_inference(
-                model, backend="compile", threads=args.threads
+                model, backend="compile", threads=args.threads, example=x
             )
             build_s["torch.compile"] = time.perf_counter() - start
         start = time.perf_counter()
-        rows["ONNX Runtime (plain)"] = plain_onnxruntime(reference, folder, args.threads)
+        rows["ONNX Runtime (plain)"] = plain_onnxruntime(reference, folder, args.threads, x)
         build_s["ONNX Runtime (plain)"] = time.perf_counter() - start
         for row, f32 in (("OpenVINO (plain, f32)", True), (OV_DEFAULT_ROW, False)):
             start = time.perf_counter()
@@ -208,7 +264,9 @@ def bench_model(name: str, args: argparse.Namespace, calib: torch.Tensor) -> dic
             auto_rows.append((SEPCONV_BF16_ROW, "bf16"))
         for row, precision in auto_rows:
             start = time.perf_counter()
-            auto = compile_for_inference(model, threads=args.threads, precision=precision)
+            auto = compile_for_inference(
+                model, threads=args.threads, precision=precision, example=x
+            )
             rows[row] = auto
             build_s[row] = time.perf_counter() - start
             extra.setdefault("auto", {})[row] = {
@@ -237,6 +295,12 @@ def bench_model(name: str, args: argparse.Namespace, calib: torch.Tensor) -> dic
             rows[INT8_CROSS_ROW] = load_onnx(
                 folder / "int8.onnxruntime.onnx", backend="openvino", threads=args.threads
             )
+            f32_graph = ov.convert_model(copy.deepcopy(reference), example_input=x)
+            int8_graph = ov.Core().read_model(str(folder / "int8.openvino.onnx"))
+            extra["openvino_profile_ms"] = {
+                "OpenVINO (plain, f32)": openvino_profile(f32_graph, x, args.threads, f32=True),
+                "int8 OpenVINO": openvino_profile(int8_graph, x, args.threads, f32=False),
+            }
 
     errors = {row: relative_error(fn(x), expected) for row, fn in rows.items()}
     timings = interleaved(rows, x, rounds=args.rounds, repeats=args.repeats, threads=args.threads)
@@ -362,6 +426,54 @@ def targets(results: list[dict[str, Any]], peak_gmacs: float) -> list[str]:
     return lines
 
 
+def profile_section(results: list[dict[str, Any]]) -> str:
+    """Markdown: per model, OpenVINO's layer time by layer type and precision, f32 beside int8."""
+    parts = [
+        "## Where the time goes (OpenVINO's per-layer counters)\n\n"
+        "Per model: the summed time of OpenVINO's CPU layers by layer type and the precision "
+        "it ran in (`PERF_COUNT`, median over 20 calls, each model compiled once more for this), "
+        "f32 model beside the int8 (NNCF) one. The layers' sum is below the call's latency "
+        "(the rest is the runtime's own overhead). Convolution is the 1x1 and the dense convs, "
+        "GroupConvolution the depthwise ones; ReduceMean and Multiply are squeeze-excite's pool "
+        "and scaling in EfficientNet.\n"
+    ]
+    for result in results:
+        profile = result.get("openvino_profile_ms")
+        if not profile:
+            continue
+        f32, int8 = profile["OpenVINO (plain, f32)"], profile["int8 OpenVINO"]
+        layers = sorted({k.split()[0] for k in (*f32, *int8)})
+
+        def by_layer(sums: dict[str, float]) -> dict[str, tuple[float, str]]:
+            out: dict[str, tuple[float, str]] = {}
+            for key, ms in sums.items():
+                layer, precision = key.split()
+                total, names = out.get(layer, (0.0, ""))
+                out[layer] = (total + ms, f"{names}, {precision}" if names else precision)
+            return out
+
+        a, b = by_layer(f32), by_layer(int8)
+        rows = sorted(layers, key=lambda k: -a.get(k, (0.0, ""))[0])
+        table = [
+            [
+                layer,
+                f"{a.get(layer, (0.0, ''))[0]:.2f}",
+                f"{b.get(layer, (0.0, ''))[0]:.2f}",
+                b.get(layer, (0.0, "-"))[1],
+                f"{a[layer][0] / b[layer][0]:.2f}x" if layer in a and layer in b else "",
+            ]
+            for layer in rows
+        ]
+        f32_ms, int8_ms = sum(f32.values()), sum(int8.values())
+        table.append(["total", f"{f32_ms:.2f}", f"{int8_ms:.2f}", "", f"{f32_ms / int8_ms:.2f}x"])
+        parts.append(
+            f"\n### {result['model']}\n\n"
+            + markdown_table(["layer", "f32 ms", "int8 ms", "int8 run in", "f32 / int8"], table)
+            + "\n"
+        )
+    return "".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -372,34 +484,62 @@ def main() -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--no-int8", dest="int8", action="store_false")
     parser.add_argument("--out", default="inference", help="results/OUT.{json,md}")
+    parser.add_argument(
+        "--report-only", action="store_true",
+        help="measure nothing: rewrite results/OUT.md (and print the table) from results/OUT.json",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.report_only:
+        report(json.loads((RESULTS / f"{args.out}.json").read_text(encoding="utf-8")), args.out)
+        return
     command = " ".join(["python", "benchmarks/inference.py", *sys.argv[1:]])
     load_start, started = os.getloadavg(), time.perf_counter()
     torch.set_num_threads(args.threads)
 
     # A ceiling is a maximum: measured before and after the models, the higher one is kept.
     peak_start, _ = measure_peak_gflops(threads=args.threads)
-    calib, calib_text = calibration_images(args.calib_samples)
+    images, calib_text = calibration_images(args.calib_samples)
+    calib, x = images[:-1], images[-1:]
     results = []
     for name in args.models:
         print(f"{name} ...", flush=True)
-        results.append(bench_model(name, args, calib))
+        results.append(bench_model(name, args, calib, x))
     peak_end, _ = measure_peak_gflops(threads=args.threads)
-    peak_gflops = max(peak_start, peak_end)
-    peak_gmacs = peak_gflops / 2  # 1 MAC = 2 FLOPs
     load_end, elapsed = os.getloadavg(), time.perf_counter() - started
-
-    env = environment(args.threads)
-    versions = {
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
-        "onnxruntime": ort.__version__,
-        "openvino": ov.__version__,
-        "sepconv": sepconv.__version__,
+    data = {
+        "command": command,
+        "environment": environment(args.threads),
+        "versions": {
+            "torchvision": torchvision.__version__,
+            "timm": timm.__version__,
+            "onnxruntime": ort.__version__,
+            "openvino": ov.__version__,
+            "sepconv": sepconv.__version__,
+        },
+        "loadavg_start": list(load_start),
+        "loadavg_end": list(load_end),
+        "elapsed_s": elapsed,
+        "input_shape": [1, *SIZE],
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "repeats": args.repeats,
+        "matmul_peak_gflops": max(peak_start, peak_end),
+        "matmul_peak_gflops_start_end": [peak_start, peak_end],
+        "calibration": calib_text,
+        "models": results,
     }
+    write_json(RESULTS / f"{args.out}.json", data)
+    report(data, args.out)
+
+
+def report(data: dict[str, Any], out: str) -> None:
+    """Print the table and the targets, and write results/OUT.md, from the measured data."""
+    results, threads = data["models"], data["threads"]
+    peak_gflops = data["matmul_peak_gflops"]
+    peak_gmacs = peak_gflops / 2  # 1 MAC = 2 FLOPs
     table_rows = [row for result in results for row in summarise(result, peak_gmacs)]
     console = Console(width=180)
-    table = Table(title=f"batch 1, {SIZE[1]}x{SIZE[2]}, {args.threads} thread(s), CPU")
+    table = Table(title=f"batch 1, {SIZE[1]}x{SIZE[2]}, {threads} thread(s), CPU")
     for h in HEADERS:
         table.add_column(h)
     for row in table_rows:
@@ -408,50 +548,35 @@ def main() -> None:
     goal_lines = targets(results, peak_gmacs)
     for line in goal_lines:
         console.print(line)
-
-    write_json(
-        RESULTS / f"{args.out}.json",
-        {
-            "command": command,
-            "environment": env,
-            "versions": versions,
-            "loadavg_start": list(load_start),
-            "loadavg_end": list(load_end),
-            "elapsed_s": elapsed,
-            "input_shape": [1, *SIZE],
-            "matmul_peak_gflops": peak_gflops,
-            "matmul_peak_gflops_start_end": [peak_start, peak_end],
-            "calibration": calib_text,
-            "models": results,
-        },
-    )
-    loads = (", ".join(f"{v:.2f}" for v in load) for load in (load_start, load_end))
+    loads = (", ".join(f"{v:.2f}" for v in data[key]) for key in ("loadavg_start", "loadavg_end"))
     write_text(
-        RESULTS / f"{args.out}.md",
+        RESULTS / f"{out}.md",
         "# Inference backends side by side\n\n"
-        f"{markdown_environment(env, command)}  \n"
-        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        f"{markdown_environment(data['environment'], data['command'])}  \n"
+        + ", ".join(f"{k} {v}" for k, v in data["versions"].items())
         + f"  \nLoad average (1, 5, 15 min) at start: {next(loads)}; at end: {next(loads)}. "
-        f"Whole run: {elapsed / 60:.1f} min.\n\n"
+        f"Whole run: {data['elapsed_s'] / 60:.1f} min.\n\n"
         f"Batch 1, {SIZE[1]}x{SIZE[2]}, randomly initialised weights (the same in every row: "
-        "the sepconv model loads the reference model's). *precision*: what the row computes "
+        "the sepconv model loads the reference model's), BatchNorm statistics measured on the "
+        "calibration images (with the initial ones a random network's activations shrink to "
+        "subnormal floats, which slow some kernels down), timed on one held-out image of the "
+        "same kind. *precision*: what the row computes "
         "in (OpenVINO's default is bf16 on a CPU with native bf16). Median and interquartile "
-        f"range of {args.rounds} interleaved rounds x {args.repeats} timed blocks. *speed-up "
+        f"range of {data['rounds']} interleaved rounds x {data['repeats']} timed blocks. *speed-up "
         "vs eager*: against the torchvision/timm model in eager PyTorch. *ratio*: for sepconv's "
         "fp32 path, its time over the best of the two plain fp32 runtimes (ONNX Runtime, "
         "OpenVINO f32; target <= 1); for its bf16 path, over the best plain runtime of any "
         "precision; for int8, over the best fp32 row (target <= 0.5); the backend sepconv's "
-        "path chose is in brackets. GMAC/s: MACs counted by `sepconv.analyze` "
+        "path chose is in brackets; a bf16 backend whose output differs from fp32 by more "
+        "than 5e-2 fails the path's check and is left out, so the bf16 path can end on a fp32 "
+        "backend (its precision column says so). GMAC/s: MACs counted by `sepconv.analyze` "
         f"(1 MAC = one multiply-add) per second; matmul peak measured here: "
         f"{peak_gmacs:.1f} GMAC/s ({peak_gflops:.1f} GFLOP/s, 2048x2048 fp32 matmul, "
-        f"{args.threads} threads). *rel. error*: max|out - reference| / max|reference|; "
-        "for int8 it says little here: a randomly initialised network in eval mode shrinks "
-        "its activations stage by stage (its BatchNorms' running statistics are still 0 and 1, "
-        "so they do not normalise), to outputs near 1e-14 for EfficientNet-B0, and int8 "
-        "accuracy is checked on trained models instead (results/int8_fashion_mnist). "
-        f"int8 calibration: {calib_text}.\n\n"
+        f"{threads} threads). *rel. error*: max|out - reference| / max|reference| on the "
+        "timed image; int8 accuracy is measured on trained models (results/int8_fashion_mnist). "
+        f"int8 calibration: {data['calibration']}.\n\n"
         f"{markdown_table(HEADERS, table_rows)}\n\n"
-        "Targets:\n\n" + "\n".join(goal_lines) + "\n",
+        "Targets:\n\n" + "\n".join(goal_lines) + "\n\n" + profile_section(results),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -145,10 +146,26 @@ def test_failed_check_leaves_no_file_and_keeps_the_old_one(tmp_path):
     path.write_bytes(b"previous export")
     model = create_model("mobilenet_v1_025", num_classes=10, small_input=True)
     # No float32 export matches eager to 1e-12: the check fails after the file was written.
-    with pytest.raises(ExportError, match=r"mobilenet_v1_025 disagrees .* batch 1: .* > rtol"):
+    with pytest.raises(
+        ExportError, match=r"mobilenet_v1_025 disagrees .* batch 1: .* > rtol"
+    ) as err:
         export_onnx(model, path, input_size=SIZE, rtol=1e-12)
+    # The message measures what float32 alone costs on that input, to tell noise from a bug.
+    own = re.search(r"float64 on this input is (\S+?)\. If", str(err.value))
+    assert own is not None and 0 < float(own.group(1)) < 1e-4
     assert path.read_bytes() == b"previous export"
     assert os.listdir(tmp_path) == ["m.onnx"]
+
+
+def test_check_inputs_replace_the_random_ones(tmp_path):
+    """The file is compared on the images given: a NaN image fails a check that noise passes."""
+    model = create_model("mobilenet_v1_025", num_classes=10, small_input=True).eval()
+    export_onnx(model, tmp_path / "ok.onnx", input_size=SIZE, check_inputs=torch.rand(3, *SIZE))
+    nan = torch.full((1, *SIZE), math.nan)
+    with pytest.raises(ExportError, match=r"batch 8: max relative error nan > rtol"):
+        export_onnx(model, tmp_path / "nan.onnx", input_size=SIZE, check_batches=(8,),
+                    check_inputs=nan)  # fmt: skip
+    assert os.listdir(tmp_path) == ["ok.onnx"]
 
 
 @pytest.mark.parametrize(
@@ -159,6 +176,10 @@ def test_failed_check_leaves_no_file_and_keeps_the_old_one(tmp_path):
         ({"check_batches": ()}, r"`check_batches`: expected a non-empty sequence"),
         ({"check_batches": (1, 0)}, r"`check_batches`: expected a positive integer"),
         ({"rtol": 0.0}, r"`rtol`: expected a positive number"),
+        (
+            {"check_inputs": torch.zeros(2, 1, 32, 32)},
+            r"`check_inputs`: expected a float tensor \(N, 3, 32, 32\), received .*\[2, 1, 32",
+        ),
         ({"input_size": (1, 32, 32)}, r"`input_size`: mobilenet_v1_025 fails on an input"),
     ],
 )

@@ -18,7 +18,13 @@ from torch import nn
 
 from sepconv import export_onnx
 from sepconv.bench.timing import bf16_native
-from sepconv.deploy import InferenceModel, compile_for_inference, load_onnx
+from sepconv.deploy import (
+    BackendMismatchError,
+    InferenceModel,
+    compile_for_inference,
+    load_onnx,
+    runtime,
+)
 from sepconv.deploy.onnx import relative_error
 from sepconv.deploy.runtime import AUTO_BACKENDS, BF16_RTOL
 
@@ -114,6 +120,26 @@ def test_auto_skips_a_runtime_that_is_not_installed(
     )
     assert compiled.backend == "eager" and set(compiled.timings) == {"eager"}
     assert "sepconv[openvino]" in compiled.skipped["openvino"]
+
+
+def test_auto_leaves_out_a_backend_that_disagrees(
+    net: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tolerance below zero fails every check: a named backend raises, auto skips each one and
+    # raises only when none is left, naming every backend's error.
+    monkeypatch.setattr(runtime, "FP32_RTOL", -1.0)
+    with pytest.raises(BackendMismatchError, match=r"The onnxruntime backend \(fp32\) disagrees"):
+        compile_for_inference(net, backend="onnxruntime", input_size=SIZE, threads=1)
+    with pytest.raises(BackendMismatchError, match=r"eager: The eager backend .* onnxruntime: The"):
+        compile_for_inference(net, input_size=SIZE, threads=1, candidates=("eager", "onnxruntime"))
+
+
+def test_example_input_is_checked_and_used(net: nn.Module) -> None:
+    image = torch.rand(1, *SIZE)
+    compiled = compile_for_inference(net, backend="onnxruntime", input_size=SIZE, example=image)
+    assert compiled.max_rel_error == relative_error(compiled(image), eager(net, image))
+    with pytest.raises(ValueError, match=r"`example`: expected a float tensor of shape .*\[2, 3"):
+        compile_for_inference(net, input_size=SIZE, example=torch.rand(2, *SIZE))
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,16 @@ from sepconv.deploy.quantize import (
     quantize,
     quantized_ops,
 )
-from sepconv.deploy.runtime import InferenceModel, compile_for_inference, load_onnx
+from sepconv.deploy.runtime import (
+    BackendMismatchError,
+    InferenceModel,
+    compile_for_inference,
+    load_onnx,
+)
 
 __all__ = [
     "Agreement",
+    "BackendMismatchError",
     "ExportError",
     "InferenceModel",
     "OnnxExport",

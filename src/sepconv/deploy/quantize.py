@@ -17,7 +17,7 @@ Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", eq
   post-ops (:func:`openvino_layers` lists what runs in which precision). OpenVINO reading ONNX
   Runtime's file instead keeps every int8 <-> float conversion that file asks for: on
   EfficientNet-B0 that is 131 reorders and 66 conversions, and the int8 model ran slower than
-  the best fp32 one (11.05 ms against 9.83 ms; NNCF's file 7.54 ms; batch 1, 224x224, 2
+  the best fp32 one (11.78 ms against 9.88 ms; NNCF's file 8.51 ms; batch 1, 224x224, 2
   threads, 2-core Intel Xeon, all in one run of ``python benchmarks/inference.py --rounds 4``,
   ``results/inference.md``).
 
@@ -145,7 +145,8 @@ def quantize(
 
     Steps: ``num_samples`` calibration images are drawn (seeded, without replacement) and
     prepared by :func:`prepare_images`; the model is exported
-    with :func:`sepconv.export_onnx` (BatchNorm folded, dynamic batch, checked against PyTorch);
+    with :func:`sepconv.export_onnx` (BatchNorm folded, dynamic batch, checked against PyTorch
+    on the first calibration image: noise inputs can be ill-conditioned for a trained model);
     ONNX Runtime's ``quant_pre_process`` runs shape inference and graph clean-up; then the
     quantizer records every activation's range on the calibration images and writes the int8
     file: ONNX Runtime's ``quantize_static`` (QDQ format, MinMax calibration) or NNCF's
@@ -236,7 +237,7 @@ def quantize(
     with tempfile.TemporaryDirectory(prefix="sepconv-quantize-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         prepared = Path(tmp) / "fp32.pre.onnx"
-        export_onnx(model, fp32, input_size=size, dynamic_batch=True, check_batches=(1,))
+        export_onnx(model, fp32, input_size=size, check_batches=(1,), check_inputs=inputs[:1])
         quantization.quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
 
         def write_onnxruntime(tmp_file: Path) -> None:

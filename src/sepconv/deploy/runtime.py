@@ -61,6 +61,10 @@ BF16_RTOL = 5e-2
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
+class BackendMismatchError(RuntimeError):
+    """A compiled backend's output disagrees with eager PyTorch beyond the tolerance."""
+
+
 @dataclass(frozen=True, eq=False)
 class InferenceModel:
     """A model compiled for one input shape on one backend; call it like the model.
@@ -74,9 +78,10 @@ class InferenceModel:
             quantized ONNX file.
         timings: Backend -> median latency in milliseconds, for every candidate ``auto``
             measured (empty when the backend was named).
-        skipped: Backend -> why ``auto`` could not build it (e.g. the runtime is not installed).
-        max_rel_error: ``max|out - eager| / max|eager|`` measured at build time on a seeded
-            random input (``None`` when there was no PyTorch model to compare with).
+        skipped: Backend -> why ``auto`` left it out: the runtime is not installed, or its
+            output disagreed with eager PyTorch.
+        max_rel_error: ``max|out - eager| / max|eager|`` measured at build time on the example
+            input (``None`` when there was no PyTorch model to compare with).
         path: The ONNX file the runtime loaded, when it is kept on disk (:func:`load_onnx`).
 
     Example:
@@ -122,6 +127,7 @@ def compile_for_inference(
     threads: int | None = None,
     candidates: Sequence[str] | None = None,
     precision: Precision = "fp32",
+    example: torch.Tensor | None = None,
 ) -> InferenceModel:
     """Compile ``model`` for CPU inference on ``backend``, or on the fastest one (``"auto"``).
 
@@ -147,12 +153,13 @@ def compile_for_inference(
     - ``"auto"``: build each backend of ``candidates`` that is installed, time each on the same
       input (:func:`sepconv.bench.timing.measure`: two interleaved rounds of 5 blocks, so that
       load from elsewhere hits all alike) and keep the lowest median. The medians are in
-      :attr:`InferenceModel.timings`, the backends that could not be built and why in
-      :attr:`InferenceModel.skipped`.
+      :attr:`InferenceModel.timings`; the backends that could not be built or failed the check
+      below, and why, in :attr:`InferenceModel.skipped`.
 
-    Each built backend is run once on a seeded random input and compared with the eager fp32
-    model in eval mode; a relative error above :data:`FP32_RTOL` (:data:`BF16_RTOL` for a bf16
-    backend) raises instead of returning a wrong model.
+    Each built backend is run once on ``example`` (default: a seeded random input) and
+    compared with the eager fp32 model in eval mode; a relative error above :data:`FP32_RTOL`
+    (:data:`BF16_RTOL` for a bf16 backend) raises instead of returning a wrong model (with
+    ``"auto"``: leaves that backend out, and raises only when none is left).
 
     Args:
         model: A module mapping one ``(N, C, H, W)`` float tensor to one tensor.
@@ -165,6 +172,10 @@ def compile_for_inference(
         precision: ``"fp32"`` or ``"bf16"``: the precision the eager, compile and OpenVINO
             backends compute in (ONNX Runtime stays fp32). :attr:`InferenceModel.precision`
             says what the returned backend uses.
+        example: A real input of shape ``(batch_size, *input_size)``, on which every backend
+            is checked (the ONNX export too) and ``"auto"`` times them. Pass one for a trained
+            model: noise can take its activations where float32 itself loses the digits the
+            check compares, and subnormal activations slow some kernels down.
 
     Returns:
         An :class:`InferenceModel`; ``model(x)`` returns a float32 CPU tensor.
@@ -174,8 +185,8 @@ def compile_for_inference(
             argument, or a model whose output is not a single tensor.
         ImportError: a named backend's runtime is not installed; the message names the extra
             (``pip install 'sepconv[onnx]'`` / ``'sepconv[openvino]'``).
-        RuntimeError: a backend disagrees with eager PyTorch (see :data:`FP32_RTOL`,
-            :data:`BF16_RTOL`).
+        BackendMismatchError: (a ``RuntimeError``) the named backend, or with ``"auto"`` every
+            candidate, disagrees with eager PyTorch (see :data:`FP32_RTOL`, :data:`BF16_RTOL`).
 
     Example:
         >>> import sepconv
@@ -196,7 +207,26 @@ def compile_for_inference(
         raise invalid("precision", f"one of {_choices(get_args(Precision))}", precision)
     names = _check_candidates(AUTO_BACKENDS if candidates is None else candidates)
     shape = (batch_size, *size)
-    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    if example is None:
+        example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    elif (
+        not isinstance(example, torch.Tensor)
+        or not example.is_floating_point()
+        or tuple(example.shape) != shape
+    ):
+        got = (
+            f"{example.dtype} tensor of shape {list(example.shape)}"
+            if isinstance(example, torch.Tensor)
+            else type(example).__name__
+        )
+        raise invalid(
+            "example",
+            f"a float tensor of shape (batch_size, *input_size) = {list(shape)} (pass "
+            "`input_size` and `batch_size` to match it)",
+            got,
+        )
+    else:
+        example = example.detach().to("cpu", torch.float32).contiguous()
     reference = _reference_output(model, example)
 
     with tempfile.TemporaryDirectory(prefix="sepconv-deploy-") as tmp:
@@ -211,6 +241,7 @@ def compile_for_inference(
                     input_size=size,
                     dynamic_batch=False,
                     check_batches=(batch_size,),
+                    check_inputs=example,
                 )
             runner, used = _build_runner(name, model, example, onnx_file, used_threads, precision)
             return _checked(name, runner, used, shape, used_threads, example, reference)
@@ -220,13 +251,18 @@ def compile_for_inference(
 
         built: dict[str, InferenceModel] = {}
         skipped: dict[str, str] = {}
+        mismatched = False
         for name in names:
             try:
                 built[name] = build(name)
             except ImportError as err:
                 skipped[name] = str(err)
+            except BackendMismatchError as err:
+                skipped[name] = str(err)
+                mismatched = True
     if not built:
-        raise ImportError(
+        error = BackendMismatchError if mismatched else ImportError
+        raise error(
             "Cannot compile for inference: no backend of `candidates` could be built: "
             + "; ".join(f"{k}: {v}" for k, v in skipped.items())
         )
@@ -465,7 +501,7 @@ def _checked(
     error = relative_error(output, reference) if output.shape == reference.shape else math.inf
     rtol = BF16_RTOL if precision == "bf16" else FP32_RTOL
     if not error <= rtol:
-        raise RuntimeError(
+        raise BackendMismatchError(
             f"The {name} backend ({precision}) disagrees with eager PyTorch: max relative error "
             f"{error:.3g} > {rtol:g} (output shape {list(output.shape)}, eager "
             f"{list(reference.shape)}); use another backend."
