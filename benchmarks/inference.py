@@ -5,10 +5,10 @@ For each model (MobileNetV1, MobileNetV2, EfficientNet-B0 and ResNet-50 for refe
 randomly initialised torchvision / timm model provides the weights, and the sepconv model of the
 same architecture loads them (``sepconv.load_weights``), so every row computes the same function
 (outputs are compared). Its BatchNorm statistics are first measured on the calibration images
-(``measure_bn_statistics``): with the initial running statistics (mean 0, variance 1) a random
-network's activations shrink stage by stage, to outputs near 1e-14 for EfficientNet-B0, and
-subnormal floats slow some kernels down (PyTorch eager on EfficientNet-B0 by about 1.6x), which
-a trained network never sees. Every row is timed on one held-out real image. Rows:
+(``sepconv.train.update_bn_statistics``): with the initial running statistics (mean 0,
+variance 1) a random network's activations shrink stage by stage, to outputs near 1e-14 for
+EfficientNet-B0, a scale no trained network computes at, at which int8 calibration and
+relative errors mean nothing. Every row is timed on one held-out real image. Rows:
 
 - ``torchvision eager`` / ``timm eager``: the reference model as users run it, eval mode,
   ``inference_mode``, NCHW.
@@ -83,6 +83,7 @@ from sepconv.data import load_fashion_mnist
 from sepconv.deploy import compile_for_inference, export_onnx, load_onnx, prepare_images, quantize
 from sepconv.deploy.onnx import relative_error
 from sepconv.deploy.runtime import Precision
+from sepconv.train import update_bn_statistics
 
 # sepconv name -> (library, its name for the same architecture)
 MODELS: dict[str, tuple[str, str]] = {
@@ -159,24 +160,6 @@ def calibration_images(count: int) -> tuple[torch.Tensor, str]:
     return images, f"{count} Fashion-MNIST test images, resized to 224x224, grey repeated x3"
 
 
-def measure_bn_statistics(model: nn.Module, images: torch.Tensor) -> nn.Module:
-    """Replace every BatchNorm's running statistics by those of ``images`` (the average over
-    batches of 8), the rest of the model in eval mode; return the model in eval mode."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in norms]
-    model.eval()
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # a cumulative average over the batches
-        bn.train()
-    with torch.no_grad():
-        for batch in images.split(8):
-            model(batch)
-    for bn, momentum in zip(norms, momenta, strict=True):
-        bn.momentum = momentum
-    return model.eval()
-
-
 def openvino_profile(graph: Any, x: torch.Tensor, threads: int, f32: bool) -> dict[str, float]:
     """OpenVINO's per-layer times on ``x``, summed by ``"<layer type> <precision>"``, in ms
     (the median over 20 calls of each key's sum, after 10 warm-up calls)."""
@@ -232,7 +215,7 @@ def bench_model(
 ) -> dict[str, Any]:
     library, ref_name = MODELS[name]
     torch.manual_seed(0)
-    reference = measure_bn_statistics(reference_model(library, ref_name), calib)
+    reference = update_bn_statistics(reference_model(library, ref_name), calib.split(8))
     model = sepconv.load_weights(sepconv.create_model(name), reference.state_dict()).eval()
     with torch.inference_mode():
         expected = reference(x)
@@ -558,8 +541,8 @@ def report(data: dict[str, Any], out: str) -> None:
         f"Whole run: {data['elapsed_s'] / 60:.1f} min.\n\n"
         f"Batch 1, {SIZE[1]}x{SIZE[2]}, randomly initialised weights (the same in every row: "
         "the sepconv model loads the reference model's), BatchNorm statistics measured on the "
-        "calibration images (with the initial ones a random network's activations shrink to "
-        "subnormal floats, which slow some kernels down), timed on one held-out image of the "
+        "calibration images (with the initial ones a random network's activations shrink, to "
+        "outputs near 1e-14 for EfficientNet-B0), timed on one held-out image of the "
         "same kind. *precision*: what the row computes "
         "in (OpenVINO's default is bf16 on a CPU with native bf16). Median and interquartile "
         f"range of {data['rounds']} interleaved rounds x {data['repeats']} timed blocks. *speed-up "

@@ -175,7 +175,7 @@ def compile_for_inference(
         example: A real input of shape ``(batch_size, *input_size)``, on which every backend
             is checked (the ONNX export too) and ``"auto"`` times them. Pass one for a trained
             model: noise can take its activations where float32 itself loses the digits the
-            check compares, and subnormal activations slow some kernels down.
+            check compares.
 
     Returns:
         An :class:`InferenceModel`; ``model(x)`` returns a float32 CPU tensor.

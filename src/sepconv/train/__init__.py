@@ -3,6 +3,7 @@ set-up."""
 
 from __future__ import annotations
 
+from sepconv.train.batchnorm import update_bn_statistics
 from sepconv.train.checkpoint import load_tensors, save_tensors
 from sepconv.train.config import TrainConfig
 from sepconv.train.distributed import DistributedContext, cleanup_distributed, init_distributed
@@ -26,4 +27,5 @@ __all__ = [
     "param_groups",
     "plot_confusion_matrix",
     "save_tensors",
+    "update_bn_statistics",
 ]
