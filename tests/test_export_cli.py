@@ -12,6 +12,9 @@ import torch
 
 from sepconv import create_model, save_model
 from sepconv.cli import main
+from sepconv.data import load_fashion_mnist
+from sepconv.deploy import prepare_images
+from sepconv.train import update_bn_statistics
 
 
 def test_export_mobilenet_v2_writes_a_checked_file(tmp_path, capsys):
@@ -106,3 +109,28 @@ def test_console_script_help():
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "--static-batch" in result.stdout and "{onnx}" in result.stdout
+
+
+def test_export_checks_on_real_images_when_asked(tmp_path, capsys):
+    """--check-data: the check runs on test images, normalised by their own statistics here."""
+    try:
+        test = load_fashion_mnist("test")
+    except FileNotFoundError as err:
+        pytest.skip(f"Fashion-MNIST is not installed: {err}")
+    torch.manual_seed(0)
+    model = create_model("efficientnet_b0", num_classes=10, in_chans=1, small_input=True)
+    update_bn_statistics(model, prepare_images(test.images[:64]).split(32))
+    weights = tmp_path / "w.safetensors"
+    save_model(model, weights)
+    argv = ["export", "efficientnet_b0", "--format", "onnx", "--weights", str(weights),
+            "--num-classes", "10", "--small-input", "--input-size", "28"]  # fmt: skip
+    out = tmp_path / "m.onnx"
+    code = main([*argv, "--in-chans", "1", "--output", str(out), "--check-data", "fashion-mnist"])
+    assert code == 0 and out.is_file()
+    assert "test images of fashion-mnist" in capsys.readouterr().out
+    rgb = ["export", "mobilenet_v1_025", "--format", "onnx", "--input-size", "28"]
+    code = main([*rgb, "--output", str(tmp_path / "rgb.onnx"), "--check-data", "fashion-mnist"])
+    assert code != 0 and not (tmp_path / "rgb.onnx").exists()
+    assert "`--check-data`: 'fashion-mnist' has images of 1 channel(s), the model takes 3" in (
+        capsys.readouterr().err
+    )

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 FORMATS = ("onnx",)
+CHECK_IMAGES = 8  # test images of --check-data; batch b is checked on the first b
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fix the batch axis to 1 instead of leaving it dynamic",
     )  # fmt: skip
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 18 (default: 18)")
+    parser.add_argument(
+        "--check-data", metavar="SPEC",
+        help="check on the first 8 test images of fashion-mnist[:DIR] | cifar10:DIR | "
+        "cifar100:DIR | imagefolder:DIR instead of random noise, normalised as in the weights' "
+        "training (`sepconv train` records it) or by the images' own statistics: for trained "
+        "models, on which noise can be ill-conditioned",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -75,6 +85,39 @@ def _build(args: argparse.Namespace) -> tuple[nn.Module, str, int | None]:
     return create_model(args.model, **options), args.model, get_model_info(args.model).input_size
 
 
+def _check_images(args: argparse.Namespace, size: int) -> torch.Tensor:
+    """The first 8 test images of ``--check-data``, as the model takes them."""
+    from sepconv.data import channel_stats, load_dataset
+    from sepconv.deploy import prepare_images
+
+    test = load_dataset(args.check_data, "test", image_size=size)
+    channels = int(test.images.shape[1])
+    if channels != args.in_chans:
+        raise ValueError(
+            f"Invalid value for argument `--check-data`: {args.check_data!r} has images of "
+            f"{channels} channel(s), the model takes {args.in_chans} (`--in-chans`)."
+        )
+    normalization = _trained_normalization(args.weights)
+    mean, std = normalization or channel_stats(test.images)
+    return prepare_images(
+        test.images[:CHECK_IMAGES], input_size=(channels, size, size), mean=mean, std=std
+    )
+
+
+def _trained_normalization(weights: Path | None) -> tuple[list[float], list[float]] | None:
+    """The mean and std a ``sepconv train`` weights file records, else ``None``."""
+    if weights is None or weights.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    from sepconv.train.checkpoint import META_KEY
+
+    with safe_open(str(weights), framework="pt") as fh:
+        header = fh.metadata() or {}
+    norm = json.loads(header.get(META_KEY, "{}")).get("normalization", {})
+    return (norm["mean"], norm["std"]) if "mean" in norm and "std" in norm else None
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -91,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         load_weights(model, args.weights)
     size = args.input_size or default_size or 224
     output = args.output if args.output is not None else Path(f"{name}.onnx")
+    check_inputs = _check_images(args, size) if args.check_data is not None else None
 
     start = time.perf_counter()
     try:
@@ -101,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
             dynamic_batch=args.dynamic_batch,
             fold_bn=args.fold_bn,
             opset=args.opset,
+            check_inputs=check_inputs,
         )
     except (ExportError, ImportError) as err:
         print(f"sepconv export: error: {err}", file=sys.stderr)
@@ -123,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
     )
     for b, error in result.max_rel_error.items():
         table.add_row(f"max rel error, batch {b}", f"{error:.2e}")
+    checked = (
+        "random normal inputs" if args.check_data is None else f"test images of {args.check_data}"
+    )
+    table.add_row("checked on", checked)
     table.add_row("export + check time", f"{seconds:.1f} s")
     out = console()
     out.print(table)

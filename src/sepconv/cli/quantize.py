@@ -81,7 +81,7 @@ def _load(
     from sepconv.cli._model import resolve_model
     from sepconv.models import create_model, load_weights
     from sepconv.train import load_tensors
-    from sepconv.train.checkpoint import unprefixed
+    from sepconv.train.checkpoint import META_KEY, unprefixed
 
     weights: Path | None = args.weights
     if weights is not None and not weights.is_file():
@@ -91,7 +91,7 @@ def _load(
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="pt") as fh:
-            trained = "sepconv" in (fh.metadata() or {})
+            trained = META_KEY in (fh.metadata() or {})
         if trained:
             tensors, meta = load_tensors(weights)
     if meta:  # written by `sepconv train`: it knows its architecture and normalisation

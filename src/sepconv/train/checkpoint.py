@@ -19,7 +19,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from sepconv.bench.output import write_atomic
 
-_META_KEY = "sepconv"
+META_KEY = "sepconv"
 
 
 def save_tensors(
@@ -32,7 +32,7 @@ def save_tensors(
     """
     # Copies: safetensors needs contiguous tensors without shared storage (tied weights).
     body = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
-    header = {_META_KEY: json.dumps(meta)}
+    header = {META_KEY: json.dumps(meta)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(Path(path), lambda tmp: save_file(body, tmp, metadata=header))
 
@@ -53,12 +53,12 @@ def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
         tensors = load_file(str(file))
     except (SafetensorError, OSError) as err:
         raise ValueError(f"File {file} is not a readable safetensors file: {err}.") from err
-    if _META_KEY not in header:
+    if META_KEY not in header:
         raise ValueError(
             f"File {file} has no sepconv metadata; expected a checkpoint or weights file "
             "written by `sepconv train`."
         )
-    return tensors, json.loads(header[_META_KEY])
+    return tensors, json.loads(header[META_KEY])
 
 
 def prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
