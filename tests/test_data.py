@@ -15,9 +15,12 @@ import torch.nn.functional as F
 
 from sepconv.data import (
     BatchLoader,
+    Compose,
     ImageDataset,
     RandomCropFlip,
+    RandomErasing,
     channel_stats,
+    default_augment,
     load_cifar,
     load_dataset,
     load_fashion_mnist,
@@ -262,14 +265,77 @@ def test_crop_without_flip_never_mirrors() -> None:
         RandomCropFlip(padding=-1)
 
 
+def test_random_erasing_matches_per_image_reference() -> None:
+    images = torch.randint(0, 256, (64, 3, 9, 7), dtype=torch.uint8)
+    aug = RandomErasing(p=0.5)
+    params = aug.sample(64, (9, 7), torch.Generator().manual_seed(1))
+    out = aug.apply(images, params)
+    for i in range(64):
+        ref = images[i].clone()
+        top, left = int(params.top[i]), int(params.left[i])
+        height, width = int(params.height[i]), int(params.width[i])
+        assert height >= 1 and top + height <= 9 and width >= 1 and left + width <= 7
+        if params.erase[i]:
+            ref[:, top : top + height, left : left + width] = params.noise[
+                i, 0, top : top + height, left : left + width
+            ]
+        assert torch.equal(out[i], ref)
+    assert params.erase.any() and not params.erase.all()
+
+
+def test_random_erasing_rectangle_size_and_rate() -> None:
+    # A quarter of a 28x28 image at aspect ratio 1 is a 14x14 square.
+    square = RandomErasing(p=1.0, area=(0.25, 0.25), ratio=1.0)
+    params = square.sample(50, (28, 28), torch.Generator().manual_seed(0))
+    assert params.erase.all()
+    assert (params.height == 14).all() and (params.width == 14).all()
+    assert set(params.top.tolist()) | set(params.left.tolist()) <= set(range(15))
+    # Default: erased with probability 1/2, aspect ratio within [0.3, 1/0.3], at most 40%
+    # of the image (+ rounding of the sides).
+    params = RandomErasing().sample(4000, (28, 28), torch.Generator().manual_seed(0))
+    assert abs(params.erase.float().mean().item() - 0.5) < 0.03  # 4 sigma of a binomial
+    area = (params.height * params.width).double() / 784
+    assert area.max() <= 0.4 * (1 + 1 / 14) ** 2
+    unclipped = (params.height < 28) & (params.width < 28)
+    aspect = params.height[unclipped].double() / params.width[unclipped]
+    assert aspect.min() >= 0.3 * (1 - 2 / 5) and aspect.max() <= (1 / 0.3) * (1 + 2 / 5)
+
+
+def test_random_erasing_bad_arguments() -> None:
+    for kwargs, match in [
+        ({"p": 0.0}, r"argument `p`: expected 0 < p <= 1, received 0.0"),
+        ({"p": 1.5}, r"argument `p`: .* received 1.5"),
+        ({"area": (0.5, 0.2)}, r"argument `area`: .* received \(0.5, 0.2\)"),
+        ({"ratio": 2.0}, r"argument `ratio`: .* received 2.0"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            RandomErasing(**kwargs)  # type: ignore[arg-type]
+
+
+def test_random_erasing_follows_the_same_crops() -> None:
+    """Adding erasing leaves the crops and flips a seed draws unchanged."""
+    plain = default_augment("fashion-mnist", 28)
+    both = default_augment("fashion-mnist", 28, random_erasing=0.5)
+    assert isinstance(plain, RandomCropFlip) and isinstance(both, Compose)
+    crops = plain.sample(32, (28, 28), torch.Generator().manual_seed(7))
+    first = both.sample(32, (28, 28), torch.Generator().manual_seed(7)).parts[0]
+    assert torch.equal(crops.top, first.top) and torch.equal(crops.flip, first.flip)
+
+
 def _dataset(n: int = 30) -> ImageDataset:
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
     return ImageDataset(images, torch.arange(n) % 3, ("a", "b", "c"))
 
 
-def test_loader_rank_shards_rebuild_the_single_process_batches() -> None:
+@pytest.mark.parametrize(
+    "aug",
+    [RandomCropFlip(padding=1), Compose([RandomCropFlip(padding=1), RandomErasing(p=0.5)])],
+    ids=["crop-flip", "crop-flip-erase"],
+)
+def test_loader_rank_shards_rebuild_the_single_process_batches(
+    aug: RandomCropFlip | Compose,
+) -> None:
     ds = _dataset()
-    aug = RandomCropFlip(padding=1)
     single = BatchLoader(ds, 8, seed=5, augment=aug)
     shards = [BatchLoader(ds, 8, seed=5, augment=aug, rank=r, world_size=2) for r in range(2)]
     for loader in (single, *shards):

@@ -138,7 +138,7 @@ def test_example_input_is_checked_and_used(net: nn.Module) -> None:
     image = torch.rand(1, *SIZE)
     compiled = compile_for_inference(net, backend="onnxruntime", input_size=SIZE, example=image)
     assert compiled.max_rel_error == relative_error(compiled(image), eager(net, image))
-    with pytest.raises(ValueError, match=r"`example`: expected a float tensor of shape .*\[2, 3"):
+    with pytest.raises(ValueError, match=r"`example`: expected a float tensor \(1, 3, .*\[2, 3"):
         compile_for_inference(net, input_size=SIZE, example=torch.rand(2, *SIZE))
 
 

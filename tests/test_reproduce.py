@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from sepconv.cli import main
+from sepconv.data import Compose, RandomCropFlip
 from sepconv.layers import make_divisible
 from sepconv.reproduce import (
     RowCost,
@@ -22,7 +23,7 @@ from sepconv.reproduce import (
     plan_runs,
     run_sweep,
 )
-from sepconv.reproduce.sweep import SweepData, row_cost
+from sepconv.reproduce.sweep import SweepData, row_cost, run_identity, training_augment
 from sepconv.train import load_tensors
 
 # ---------------------------------------------------------------------------- helpers
@@ -102,6 +103,21 @@ def test_config_loads_rows_recipe_and_twin_partner(tmp_path: Path) -> None:
     assert config.latency.batch_sizes == (1, 4)
 
 
+def test_random_erasing_enters_the_run_identity_only_when_on(tmp_path: Path) -> None:
+    plain = load_config(write_config(tmp_path))
+    erasing = load_config(
+        write_config(
+            tmp_path, SWEEP.replace("augment = true", "augment = true\nrandom_erasing = 0.25")
+        )
+    )
+    assert plain.random_erasing == 0.0 and erasing.random_erasing == 0.25
+    run = plan_runs(plain, tmp_path / "runs")[0]
+    assert "random_erasing" not in run_identity(run, plain)
+    assert run_identity(plan_runs(erasing, tmp_path / "runs")[0], erasing)["random_erasing"] == 0.25
+    assert isinstance(training_augment(erasing, 28), Compose)
+    assert isinstance(training_augment(plain, 28), RandomCropFlip)
+
+
 BAD_CONFIGS = [
     ("data = 'fashion-mnist'\nepochs = 3\n", r"unknown key\(s\) 'epochs'; expected some of: data"),
     ("[[row]]\nname = 'a'\nmodel = 'mobilenet_v1'\n", r"key `data` is missing"),
@@ -160,6 +176,15 @@ BAD_CONFIGS = [
         "data = 'fashion-mnist'\n[latency]\nbatch_sizes = [1, 0]\n"
         "[[row]]\nname = 'a'\nmodel = 'vgg16'\n",
         r"key `latency.batch_sizes`: expected a non-empty list of positive integers",
+    ),
+    (
+        "data = 'fashion-mnist'\nrandom_erasing = 1.5\n[[row]]\nname = 'a'\nmodel = 'vgg16'\n",
+        r"key `random_erasing`: expected a number from 0 to 1, received 1.5",
+    ),
+    (
+        "data = 'fashion-mnist'\naugment = false\nrandom_erasing = 0.5\n"
+        "[[row]]\nname = 'a'\nmodel = 'vgg16'\n",
+        r"key `random_erasing`: expected 0 when augment = false",
     ),
     ("data = [\n", r"is not valid TOML"),
 ]

@@ -100,6 +100,19 @@ def test_interrupted_and_resumed_run_is_bit_exact(
     assert torch.equal(weights["0.weight"], straight.ema.module.state_dict()["0.weight"])
 
 
+def test_ema_run_logs_the_raw_weights_beside_the_average(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, TrainConfig(epochs=1, batch_size=16, ema_decay=0.5))
+    record = trainer.fit()[-1]
+    assert trainer.ema is not None and record["evaluated"] == "ema"
+    test = tiny_data(32, seed=1)
+    for model, key in ((trainer.ema.module, "test_acc"), (trainer.model, "model_test_acc")):
+        ref = evaluate(model, test, mean=trainer.mean, std=trainer.std, batch_size=512)
+        assert record[key] == ref.accuracy
+    assert record["test_loss"] != record["model_test_loss"]
+    plain = make_trainer(tmp_path / "plain", TrainConfig(epochs=1, batch_size=16)).fit()[-1]
+    assert plain["evaluated"] == "model" and "model_test_acc" not in plain
+
+
 def test_resume_refuses_other_config_and_weights_file(tmp_path: Path) -> None:
     config = TrainConfig(epochs=1, batch_size=16)
     make_trainer(tmp_path, config).fit(max_steps=2)
@@ -194,7 +207,10 @@ def test_cli_train_then_evaluate(tmp_path: Path) -> None:
     out = tmp_path / "run"
     common = ["--data", f"imagefolder:{tmp_path / 'imgs'}", "--image-size", "16"]
     args = ["train", "--model", "mobilenet_v1_025", *common, "--epochs", "1"]
-    assert main([*args, "--batch-size", "8", "--out", str(out)]) == 0
+    assert main([*args, "--random-erasing", "1.5", "--out", str(out)]) == 2
+    assert not out.exists()
+    erase = ["--random-erasing", "0.5"]
+    assert main([*args, *erase, "--batch-size", "8", "--out", str(out)]) == 0
     assert json.loads((out / "log.jsonl").read_text())["step"] == 2
     plot, metrics = tmp_path / "cm.png", tmp_path / "m.json"
     weights = ["--weights", str(out / "model.safetensors")]

@@ -33,6 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=int, default=32, help="image-folder resize side")
     parser.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     parser.add_argument(
+        "--random-erasing",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="after crop and flip, erase a random rectangle of an image with probability P "
+        "(Zhong et al. 2020; default 0: never)",
+    )
+    parser.add_argument(
         "--resume",
         nargs="?",
         const="auto",
@@ -73,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.models import create_model
     from sepconv.train import Trainer, cleanup_distributed, init_distributed
 
+    if not 0.0 <= args.random_erasing <= 1.0 or (args.random_erasing and args.no_augment):
+        raise ValueError(
+            "Invalid value for argument `--random-erasing`: expected a probability from 0 to 1, "
+            f"without --no-augment, received {args.random_erasing}"
+            f"{' with --no-augment' if args.no_augment else ''}."
+        )
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -110,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
             train_set,
             test_set,
             out_dir=out,
-            augment=None if args.no_augment else default_augment(args.data, side),
+            augment=None
+            if args.no_augment
+            else default_augment(args.data, side, random_erasing=args.random_erasing),
             context=context,
             metadata={"model": args.model, "model_kwargs": model_kwargs, "data": args.data},
         )

@@ -1,4 +1,5 @@
-"""Datasets held in memory as ``uint8`` tensors, batch-wise augmentation and batching.
+"""Datasets held in memory as ``uint8`` tensors, batch-wise augmentation (crop and flip,
+random erasing) and batching.
 
 Loaders: :func:`load_fashion_mnist` (IDX files), :func:`load_cifar` (python pickle batches),
 :func:`load_image_folder` (one folder per class, Pillow), and :func:`load_dataset`, which
@@ -8,7 +9,15 @@ the command line uses.
 
 from __future__ import annotations
 
-from sepconv.data.augment import CropFlipParams, RandomCropFlip
+from sepconv.data.augment import (
+    BatchAugment,
+    Compose,
+    ComposeParams,
+    CropFlipParams,
+    EraseParams,
+    RandomCropFlip,
+    RandomErasing,
+)
 from sepconv.data.cifar import load_cifar
 from sepconv.data.dataset import BatchLoader, ImageDataset, channel_stats
 from sepconv.data.folder import load_image_folder
@@ -17,10 +26,15 @@ from sepconv.data.spec import default_augment, load_dataset
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
+    "BatchAugment",
     "BatchLoader",
+    "Compose",
+    "ComposeParams",
     "CropFlipParams",
+    "EraseParams",
     "ImageDataset",
     "RandomCropFlip",
+    "RandomErasing",
     "channel_stats",
     "default_augment",
     "load_cifar",

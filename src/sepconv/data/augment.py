@@ -1,17 +1,45 @@
-"""Batch-wise augmentation of ``uint8`` image tensors: random crop with padding and flip.
+"""Batch-wise augmentation of ``uint8`` image tensors: random crop with padding and flip, and
+random erasing.
 
 One gather over a padded batch produces every crop and flip at once, so the cost is a single
 indexing kernel per batch instead of a Python loop over images (the per-image
 ``transforms.RandomCrop`` path in torchvision). Used for CIFAR by He et al., "Deep Residual
 Learning for Image Recognition" (CVPR 2016), §4.2: pad 4, random 32x32 crop, horizontal flip.
+
+Every augmentation draws its random choices for a whole (global) batch with :meth:`sample`,
+then applies a slice of them with :meth:`apply`, so a process of a torchrun job augments its
+share of the batch exactly as one process would (see :class:`~sepconv.data.BatchLoader`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+
+
+class BatchAugment(Protocol):
+    """What :class:`~sepconv.data.BatchLoader` and the trainer call: draw the random choices
+    for ``n`` images, then apply (a slice of) them. The choices have ``slice(start, stop)``."""
+
+    def sample(self, n: int, size: tuple[int, int] | torch.Size, generator: torch.Generator) -> Any:
+        """Draw the random choices for ``n`` images of spatial ``size``."""
+        ...
+
+    def apply(self, images: torch.Tensor, params: Any) -> torch.Tensor:
+        """Augment ``images`` (``(N, C, H, W)``) as ``params`` say."""
+        ...
+
+
+def _check_count(images: torch.Tensor, count: int) -> None:
+    if count != images.shape[0]:
+        raise ValueError(
+            f"Invalid value for argument `params`: expected choices for {images.shape[0]} "
+            f"images, received {count}."
+        )
 
 
 @dataclass(frozen=True)
@@ -75,11 +103,7 @@ class RandomCropFlip:
     def apply(self, images: torch.Tensor, params: CropFlipParams) -> torch.Tensor:
         """Crop and flip ``images`` (``(N, C, H, W)``) as ``params`` say."""
         n, c, h, w = images.shape
-        if params.top.shape != (n,):
-            raise ValueError(
-                f"Invalid value for argument `params`: expected choices for {n} images, "
-                f"received {params.top.shape[0]}."
-            )
+        _check_count(images, params.top.shape[0])
         p = self.padding
         padded = F.pad(images, (p, p, p, p)) if p else images  # (N, C, H+2p, W+2p)
         padded_w = w + 2 * p
@@ -91,3 +115,149 @@ class RandomCropFlip:
         flat = (rows[:, :, None] * padded_w + cols[:, None, :]).view(n, 1, h * w)
         out = padded.reshape(n, c, -1).gather(2, flat.expand(n, c, h * w))
         return out.view(n, c, h, w)
+
+
+@dataclass(frozen=True)
+class EraseParams:
+    """Per-image random choices of :class:`RandomErasing`: whether to erase, the rectangle
+    (rows ``top:top+height``, columns ``left:left+width``) and the noise that fills it."""
+
+    erase: torch.Tensor  # (N,) bool
+    top: torch.Tensor  # (N,) int64
+    left: torch.Tensor  # (N,) int64
+    height: torch.Tensor  # (N,) int64, >= 1
+    width: torch.Tensor  # (N,) int64, >= 1
+    noise: torch.Tensor  # (N, 1, H, W) uint8; the same value in every channel of a pixel
+
+    def slice(self, start: int, stop: int) -> EraseParams:
+        """Parameters of images ``start:stop`` of the batch."""
+        part = slice(start, stop)
+        return EraseParams(
+            self.erase[part],
+            self.top[part],
+            self.left[part],
+            self.height[part],
+            self.width[part],
+            self.noise[part],
+        )
+
+
+class RandomErasing:
+    """Random erasing (Zhong et al., "Random Erasing Data Augmentation", AAAI 2020, Alg. 1):
+    with probability ``p`` an image gets one rectangle of uniform random pixel values.
+
+    The rectangle's area is a fraction ``s ~ U(area[0], area[1])`` of the image's and its
+    aspect ratio ``r ~ U(ratio, 1 / ratio)``, so it is ``sqrt(s*H*W*r)`` high and
+    ``sqrt(s*H*W/r)`` wide, clipped to the image (the paper redraws instead), and placed
+    uniformly inside it. The defaults are the paper's (``p`` = 0.5, ``s_l`` = 0.02,
+    ``s_h`` = 0.4, ``r_1`` = 0.3).
+
+    Args:
+        p: probability of erasing an image, in ``(0, 1]``.
+        area: ``(s_l, s_h)``, the range of the erased fraction, ``0 < s_l <= s_h <= 1``.
+        ratio: ``r_1`` in ``(0, 1]``; aspect ratios lie in ``[r_1, 1 / r_1]``.
+
+    Shape:
+        ``apply``: ``(N, C, H, W)`` ``uint8`` -> the same.
+
+    Example:
+        >>> aug = RandomErasing(p=1.0)
+        >>> x = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+        >>> params = aug.sample(4, (28, 28), torch.Generator().manual_seed(0))
+        >>> bool((aug.apply(x, params) != x).any())
+        True
+    """
+
+    def __init__(
+        self, p: float = 0.5, area: tuple[float, float] = (0.02, 0.4), ratio: float = 0.3
+    ) -> None:
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"Invalid value for argument `p`: expected 0 < p <= 1, received {p}.")
+        if not 0.0 < area[0] <= area[1] <= 1.0:
+            raise ValueError(
+                "Invalid value for argument `area`: expected (low, high) with "
+                f"0 < low <= high <= 1, received {area}."
+            )
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(
+                f"Invalid value for argument `ratio`: expected 0 < ratio <= 1, received {ratio}."
+            )
+        self.p = p
+        self.area = area
+        self.ratio = ratio
+
+    def __repr__(self) -> str:
+        return f"RandomErasing(p={self.p}, area={self.area}, ratio={self.ratio})"
+
+    def sample(
+        self, n: int, size: tuple[int, int] | torch.Size, generator: torch.Generator
+    ) -> EraseParams:
+        """Draw the random choices for ``n`` images of spatial ``size``."""
+        h, w = int(size[0]), int(size[1])
+        erase = torch.rand(n, generator=generator) < self.p
+        low, high = self.area
+        fraction = low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+        aspect = self.ratio + (1 / self.ratio - self.ratio) * torch.rand(
+            n, generator=generator, dtype=torch.float64
+        )
+        area = fraction * h * w
+        height = (area * aspect).sqrt().round().long().clamp(1, h)
+        width = (area / aspect).sqrt().round().long().clamp(1, w)
+        # Offsets uniform over the positions where the rectangle fits.
+        top = (torch.rand(n, generator=generator, dtype=torch.float64) * (h - height + 1)).long()
+        left = (torch.rand(n, generator=generator, dtype=torch.float64) * (w - width + 1)).long()
+        noise = torch.randint(0, 256, (n, 1, h, w), generator=generator, dtype=torch.uint8)
+        return EraseParams(erase, top, left, height, width, noise)
+
+    def apply(self, images: torch.Tensor, params: EraseParams) -> torch.Tensor:
+        """Erase the rectangles ``params`` chose in ``images`` (``(N, C, H, W)``)."""
+        _check_count(images, params.erase.shape[0])
+        h, w = images.shape[-2:]
+        rows = torch.arange(h)
+        cols = torch.arange(w)
+        inside_rows = (rows >= params.top[:, None]) & (rows < (params.top + params.height)[:, None])
+        inside_cols = (cols >= params.left[:, None]) & (
+            cols < (params.left + params.width)[:, None]
+        )
+        mask = inside_rows[:, :, None] & inside_cols[:, None, :] & params.erase[:, None, None]
+        return torch.where(mask[:, None], params.noise.to(images.dtype), images)
+
+
+class Compose:
+    """Several batch augmentations applied in order, each drawing from the same generator.
+
+    Example:
+        >>> aug = Compose([RandomCropFlip(padding=2), RandomErasing()])
+        >>> x = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+        >>> aug.apply(x, aug.sample(4, (28, 28), torch.Generator().manual_seed(0))).shape
+        torch.Size([4, 1, 28, 28])
+    """
+
+    def __init__(self, augments: Sequence[BatchAugment]) -> None:
+        self.augments = tuple(augments)
+
+    def __repr__(self) -> str:
+        return f"Compose({list(self.augments)})"
+
+    def sample(
+        self, n: int, size: tuple[int, int] | torch.Size, generator: torch.Generator
+    ) -> ComposeParams:
+        """Draw every augmentation's choices, in order."""
+        return ComposeParams(tuple(a.sample(n, size, generator) for a in self.augments))
+
+    def apply(self, images: torch.Tensor, params: ComposeParams) -> torch.Tensor:
+        """Apply every augmentation with its own choices."""
+        for augment, own in zip(self.augments, params.parts, strict=True):
+            images = augment.apply(images, own)
+        return images
+
+
+@dataclass(frozen=True)
+class ComposeParams:
+    """The choices of each augmentation of a :class:`Compose`."""
+
+    parts: tuple[Any, ...]
+
+    def slice(self, start: int, stop: int) -> ComposeParams:
+        """Parameters of images ``start:stop`` of the batch."""
+        return ComposeParams(tuple(part.slice(start, stop) for part in self.parts))

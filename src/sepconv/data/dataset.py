@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sepconv.data.augment import RandomCropFlip
+from sepconv.data.augment import BatchAugment
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class BatchLoader:
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = True,
-        augment: RandomCropFlip | None = None,
+        augment: BatchAugment | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:

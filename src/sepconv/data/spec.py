@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sepconv.data.augment import RandomCropFlip
+from sepconv.data.augment import BatchAugment, Compose, RandomCropFlip, RandomErasing
 from sepconv.data.cifar import load_cifar
 from sepconv.data.dataset import ImageDataset
 from sepconv.data.folder import load_image_folder
@@ -55,11 +55,15 @@ def load_dataset(spec: str, split: str, *, image_size: int = 32) -> ImageDataset
     return load_image_folder(folder, size=image_size)
 
 
-def default_augment(spec: str, image_size: int) -> RandomCropFlip:
+def default_augment(spec: str, image_size: int, random_erasing: float = 0.0) -> BatchAugment:
     """The augmentation a dataset is usually trained with: crop with padding of 1/8 of the
     side (4 px on 32 px CIFAR, He et al. 2016) or 2 px on 28 px Fashion-MNIST, plus
-    horizontal flips (garments and natural images stay in their class when mirrored)."""
+    horizontal flips (garments and natural images stay in their class when mirrored).
+    ``random_erasing`` > 0 adds :class:`~sepconv.data.RandomErasing` with that probability
+    after the crop and flip."""
     kind, _ = _parse(spec)
-    if kind == "fashion-mnist":
-        return RandomCropFlip(padding=2, flip=True)
-    return RandomCropFlip(padding=max(1, image_size // 8), flip=True)
+    padding = 2 if kind == "fashion-mnist" else max(1, image_size // 8)
+    crop_flip = RandomCropFlip(padding=padding, flip=True)
+    if random_erasing == 0.0:
+        return crop_flip
+    return Compose([crop_flip, RandomErasing(p=random_erasing)])

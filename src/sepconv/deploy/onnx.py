@@ -150,7 +150,7 @@ def export_onnx(
         )
     batches = _check_batches(check_batches)
     if check_inputs is not None:
-        _check_images(check_inputs, size)
+        check_images("check_inputs", check_inputs, size)
     if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol > 0:
         raise invalid("rtol", "a positive number", rtol)
     target = Path(path)
@@ -258,20 +258,33 @@ def _check_batches(check_batches: Sequence[int]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(batches))  # drop repeats, keep the order
 
 
-def _check_images(images: torch.Tensor, size: tuple[int, int, int]) -> None:
+def check_images(
+    argument: str,
+    images: object,
+    size: tuple[int, int, int],
+    *,
+    batch: int | None = None,
+    hint: str = "",
+) -> torch.Tensor:
+    """``images``, a non-empty float ``(N, *size)`` tensor (``N == batch`` when given), as
+    contiguous float32 on the CPU; otherwise a ValueError naming ``argument``, ending with
+    ``hint``."""
     if (
         not isinstance(images, torch.Tensor)
         or not images.is_floating_point()
         or images.dim() != 4
         or tuple(images.shape[1:]) != size
         or len(images) == 0
+        or (batch is not None and len(images) != batch)
     ):
         got = (
             f"{images.dtype} tensor of shape {list(images.shape)}"
             if isinstance(images, torch.Tensor)
             else type(images).__name__
         )
-        raise invalid("check_inputs", f"a float tensor (N, {size[0]}, {size[1]}, {size[2]})", got)
+        n = "N" if batch is None else batch
+        raise invalid(argument, f"a float tensor ({n}, {size[0]}, {size[1]}, {size[2]}){hint}", got)
+    return images.detach().to("cpu", torch.float32).contiguous()
 
 
 def _first_images(images: torch.Tensor, count: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ from torch import nn
 from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, bf16_native, measure, pinned_threads
 from sepconv.deploy._extras import require
 from sepconv.deploy.fuse import fuse
-from sepconv.deploy.onnx import _check_input_size, export_onnx, relative_error
+from sepconv.deploy.onnx import _check_input_size, check_images, export_onnx, relative_error
 from sepconv.layers._validate import invalid, positive_int
 
 __all__ = [
@@ -209,24 +209,14 @@ def compile_for_inference(
     shape = (batch_size, *size)
     if example is None:
         example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    elif (
-        not isinstance(example, torch.Tensor)
-        or not example.is_floating_point()
-        or tuple(example.shape) != shape
-    ):
-        got = (
-            f"{example.dtype} tensor of shape {list(example.shape)}"
-            if isinstance(example, torch.Tensor)
-            else type(example).__name__
-        )
-        raise invalid(
-            "example",
-            f"a float tensor of shape (batch_size, *input_size) = {list(shape)} (pass "
-            "`input_size` and `batch_size` to match it)",
-            got,
-        )
     else:
-        example = example.detach().to("cpu", torch.float32).contiguous()
+        example = check_images(
+            "example",
+            example,
+            size,
+            batch=batch_size,
+            hint=" (pass `input_size` and `batch_size` to match it)",
+        )
     reference = _reference_output(model, example)
 
     with tempfile.TemporaryDirectory(prefix="sepconv-deploy-") as tmp:

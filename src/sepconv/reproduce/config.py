@@ -8,6 +8,7 @@ the file and the key, says what was expected and what was received. Layout::
     data = "fashion-mnist"        # a `sepconv train --data` spec
     threads = 2                   # intra-op threads for training
     augment = true                # random crop + horizontal flip (the dataset's default)
+    random_erasing = 0.0          # probability of random erasing after them (0: none)
 
     [recipe]                      # any TrainConfig field except `seed`
     epochs = 10
@@ -54,7 +55,16 @@ TWIN_KINDS = ("standard",)
 # Set by the sweep from the data, never by a row: the model must fit the dataset.
 SWEEP_MODEL_ARGS = ("num_classes", "in_chans", "small_input", "features_only")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_TOP_KEYS = ("data", "threads", "augment", "test_images", "recipe", "latency", "row")
+_TOP_KEYS = (
+    "data",
+    "threads",
+    "augment",
+    "random_erasing",
+    "test_images",
+    "recipe",
+    "latency",
+    "row",
+)
 _ROW_KEYS = ("name", "model", "model_kwargs", "twin", "seeds", "train_images", "recipe", "note")
 _LATENCY_KEYS = ("batch_sizes", "threads", "warmup", "repeats", "max_time_s")
 
@@ -90,6 +100,12 @@ class _Checker:
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise self.error(f"{where}{key}", "a positive number", value)
+        return float(value)
+
+    def fraction(self, table: Mapping[str, Any], key: str, where: str) -> float:
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise self.error(f"{where}{key}", "a number from 0 to 1", value)
         return float(value)
 
     def string(self, table: Mapping[str, Any], key: str, where: str) -> str:
@@ -195,6 +211,8 @@ class ReproduceConfig:
         recipe: The shared training recipe.
         latency: How latency is measured.
         rows: The rows, in table order.
+        random_erasing: Probability of :class:`sepconv.data.RandomErasing` after the default
+            augmentation, ``0 <= p <= 1``; 0 (the default) erases nothing.
     """
 
     name: str
@@ -207,6 +225,7 @@ class ReproduceConfig:
     recipe: TrainConfig
     latency: LatencyConfig
     rows: tuple[RowConfig, ...] = field(default_factory=tuple)
+    random_erasing: float = 0.0
 
     def row(self, name: str) -> RowConfig:
         """The row called ``name``."""
@@ -413,17 +432,22 @@ def load_config(path: str | Path) -> ReproduceConfig:
         if row.name in seen:
             raise check.error(f"row[{i}].name", "a name no other row has", row.name)
         seen.add(row.name)
+    augment = check.boolean(raw, "augment", "") if "augment" in raw else True
+    erasing = check.fraction(raw, "random_erasing", "") if "random_erasing" in raw else 0.0
+    if erasing and not augment:
+        raise check.error("random_erasing", "0 when augment = false (it follows the crop)", erasing)
     return ReproduceConfig(
         name=source.stem,
         path=source,
         text=text,
         data=check.string(raw, "data", ""),
         threads=check.integer(raw, "threads", "", minimum=1) if "threads" in raw else 1,
-        augment=check.boolean(raw, "augment", "") if "augment" in raw else True,
+        augment=augment,
         test_images=(
             check.integer(raw, "test_images", "", minimum=1) if "test_images" in raw else None
         ),
         recipe=recipe,
         latency=_latency(check, check.table(raw, "latency", "")),
         rows=rows,
+        random_erasing=erasing,
     )

@@ -31,7 +31,7 @@ from sepconv.analysis import analyze
 from sepconv.bench.output import write_json
 from sepconv.bench.timing import Timing, environment, measure, pinned_threads
 from sepconv.bench.twin import standard_twin
-from sepconv.data import ImageDataset, default_augment, load_dataset
+from sepconv.data import BatchAugment, ImageDataset, default_augment, load_dataset
 from sepconv.layers._validate import positive_int
 from sepconv.models import create_model
 from sepconv.models._features import init_weights
@@ -211,6 +211,13 @@ def build_row_model(
     return twin.train()
 
 
+def training_augment(config: ReproduceConfig, side: int) -> BatchAugment | None:
+    """The augmentation every run of ``config`` trains with, for images ``side`` px high."""
+    if not config.augment:
+        return None
+    return default_augment(config.data, side, random_erasing=config.random_erasing)
+
+
 def run_identity(run: RunSpec, config: ReproduceConfig) -> dict[str, Any]:
     """What decides a run's outcome, as JSON: compared before a run folder is reused."""
     identity = {
@@ -220,6 +227,9 @@ def run_identity(run: RunSpec, config: ReproduceConfig) -> dict[str, Any]:
         "augment": config.augment,
         "test_images": config.test_images,
     }
+    if config.random_erasing:
+        # Absent means none: runs recorded before the option existed keep their identity.
+        identity["random_erasing"] = config.random_erasing
     normalised: dict[str, Any] = json.loads(json.dumps(identity))
     return normalised
 
@@ -295,7 +305,7 @@ def train_run(
         train_set,
         data.test,
         out_dir=run.directory,
-        augment=default_augment(config.data, side) if config.augment else None,
+        augment=training_augment(config, side),
         context=DistributedContext(rank=0, world_size=1, device=torch.device(device)),
         metadata={
             "model": run.row.model,
@@ -451,7 +461,7 @@ def time_row(
         row.recipe,
         data.train_set(row),
         None,
-        augment=default_augment(data.config.data, side) if data.config.augment else None,
+        augment=training_augment(data.config, side),
         context=DistributedContext(rank=0, world_size=1, device=dev),
     )
     trainer.fit(max_steps=1)

@@ -193,6 +193,7 @@ class ResultsTable:
     test_images: int | None
     rows: tuple[RowSummary, ...]
     twins: tuple[TwinSummary, ...]
+    random_erasing: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -202,11 +203,22 @@ class ResultsTable:
             "input_shape": list(self.input_shape),
             "recipe": dict(self.recipe),
             "augment": self.augment,
+            "random_erasing": self.random_erasing,
             "test_images": self.test_images,
             "rows": [row.to_dict() for row in self.rows],
             "twins": [twin.to_dict() for twin in self.twins],
             "references": [HOWARD_TABLE_4, FASHION_MNIST_BENCHMARK],
         }
+
+    def _augmentation(self) -> str:
+        if not self.augment:
+            return "none"
+        erasing = (
+            f" + random erasing (p={self.random_erasing}, Zhong et al. 2020)"
+            if self.random_erasing
+            else ""
+        )
+        return "random crop + horizontal flip" + erasing
 
     def to_markdown(self, header: str) -> str:
         """The table as Markdown under ``header`` (command, machine, versions)."""
@@ -220,7 +232,7 @@ class ResultsTable:
             header,
             "",
             f"Recipe of every row (a row's `changes` column says where it departs): `{recipe}`; "
-            f"augmentation: {'random crop + horizontal flip' if self.augment else 'none'}. "
+            f"augmentation: {self._augmentation()}. "
             "Test accuracy is the last epoch's (no selection on the test set), on "
             f"{'all' if self.test_images is None else f'the first {self.test_images}'} test "
             "images; mean, sample standard deviation and min-max over seeds. Params and MACs: "
@@ -371,6 +383,7 @@ def summarize(
         test_images=config.test_images,
         rows=tuple(rows),
         twins=tuple(twins),
+        random_erasing=config.random_erasing,
     )
 
 

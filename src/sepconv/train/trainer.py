@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from sepconv.bench.output import write_atomic
 from sepconv.convert.distill import distillation_loss
-from sepconv.data.augment import RandomCropFlip
+from sepconv.data.augment import BatchAugment
 from sepconv.data.dataset import BatchLoader, ImageDataset, _mix, channel_stats
 from sepconv.train.checkpoint import (
     load_tensors,
@@ -35,7 +35,7 @@ from sepconv.train.checkpoint import (
 from sepconv.train.config import TrainConfig
 from sepconv.train.distributed import DistributedContext
 from sepconv.train.ema import ModelEma
-from sepconv.train.evaluate import evaluate, to_model_input
+from sepconv.train.evaluate import EvalResult, evaluate, to_model_input
 from sepconv.train.optim import WarmupCosine, build_optimizer
 
 CHECKPOINT_NAME = "last.safetensors"
@@ -83,7 +83,7 @@ class Trainer:
         test_set: ImageDataset | None = None,
         *,
         out_dir: str | os.PathLike[str] | None = None,
-        augment: RandomCropFlip | None = None,
+        augment: BatchAugment | None = None,
         context: DistributedContext | None = None,
         metadata: dict[str, Any] | None = None,
         teacher: nn.Module | None = None,
@@ -266,21 +266,16 @@ class Trainer:
             "epoch_time_s": self._epoch_time,
         }
         if self.test_set is not None and self.ctx.is_main:
-            result = evaluate(
-                self.eval_model,
-                self.test_set,
-                mean=self.mean,
-                std=self.std,
-                batch_size=self.config.eval_batch_size,
-                device=self.ctx.device,
-                channels_last=self.config.channels_last,
-                autocast_bf16=self.bf16,
-            )
+            result = self._evaluate(self.eval_model, self.test_set)
             record.update(
                 test_loss=result.loss,
                 test_acc=result.accuracy,
                 evaluated="ema" if self.ema is not None else "model",
             )
+            if self.ema is not None:
+                # The raw weights too, so one run shows what the average adds.
+                raw = self._evaluate(self.model, self.test_set)
+                record.update(model_test_loss=raw.loss, model_test_acc=raw.accuracy)
         self.history.append(record)
         if self.ctx.is_main:
             tqdm.write(json.dumps(record))
@@ -289,6 +284,18 @@ class Trainer:
         self.step_in_epoch = 0
         self._running.zero_()
         self._epoch_time = 0.0
+
+    def _evaluate(self, model: nn.Module, test_set: ImageDataset) -> EvalResult:
+        return evaluate(
+            model,
+            test_set,
+            mean=self.mean,
+            std=self.std,
+            batch_size=self.config.eval_batch_size,
+            device=self.ctx.device,
+            channels_last=self.config.channels_last,
+            autocast_bf16=self.bf16,
+        )
 
     @property
     def eval_model(self) -> nn.Module:
