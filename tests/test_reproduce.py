@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -23,8 +24,15 @@ from sepconv.reproduce import (
     plan_runs,
     run_sweep,
 )
-from sepconv.reproduce.sweep import SweepData, row_cost, run_identity, training_augment
-from sepconv.train import load_tensors
+from sepconv.reproduce.sweep import (
+    LATENCY_BN_IMAGES,
+    SweepData,
+    latency_model,
+    row_cost,
+    run_identity,
+    training_augment,
+)
+from sepconv.train import load_tensors, save_tensors
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -391,11 +399,60 @@ def test_sweep_resumes_interrupted_runs_bit_exactly_and_skips_finished_ones(
     assert "## Standard convolutions against depthwise separable ones" in markdown
     assert "the standard twin of sep" in markdown
 
+    # A results folder keeps each run's result and log, not its weights: copied into a fresh
+    # runs folder it rebuilds the table without training; a row without weights is timed on
+    # initial weights.
+    restored = tmp_path / "restored"
+    shutil.copytree(out / "runs", restored)
+    shutil.copy(runs / "sep" / "seed1" / "model.safetensors", restored / "sep" / "seed1")
+    rebuilt = run_sweep(config, runs_dir=restored, out_dir=tmp_path / "rebuilt", command="x")
+    assert set(rebuilt.statuses.values()) == {"skipped"}
+    again_rows = json.loads((tmp_path / "rebuilt" / "results.json").read_text())["rows"]
+    assert [r["test_acc"] for r in again_rows] == [
+        rows["sep"]["test_acc"],
+        rows["conv"]["test_acc"],
+    ]
+    assert [r["latency_trained_weights"] for r in again_rows] == [True, False]
+    assert rows["conv"]["latency_trained_weights"] is True
+    assert (
+        "except `conv`, whose run folders keep no weights"
+        in (tmp_path / "rebuilt" / "results.md").read_text()
+    )
+    assert "on the trained weights of one run per row." in markdown
+
     # A finished run is not reused under other settings.
     changed = config.path.read_text().replace("lr = 0.05", "lr = 0.02")
     config.path.write_text(changed)
     with pytest.raises(ValueError, match=r"sep/seed0/result.json records a run with other"):
         run_sweep(load_config(config.path), runs_dir=runs, out_dir=out)
+
+
+def test_latency_model_measures_batchnorm_statistics_without_weights(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    data = SweepData.load(config)
+    row = config.row("sep")
+    model = latency_model(row, data)
+    assert not model.training
+    # The first BatchNorm's statistics, computed here by hand: the mean over batches of 128 of
+    # each batch's per-channel mean of the stem conv's output on normalised training images.
+    stem = data.build(row, 0).eval()
+    conv = next(m for m in stem.modules() if isinstance(m, nn.Conv2d))
+    images = data.train.images[:LATENCY_BN_IMAGES].float() / 255
+    x = (images - images.mean()) / images.std(unbiased=False)
+    with torch.no_grad():
+        means = [conv(b).mean(dim=(0, 2, 3)) for b in x.split(128)]
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert torch.allclose(bn.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
+    assert bn.running_mean.abs().max() > 1e-3  # not the initial zeros
+
+    # With a run's weights it is the trained model.
+    trained = data.build(row, 1)
+    save_tensors(tmp_path / "model.safetensors", dict(trained.state_dict()), {})
+    loaded = latency_model(row, data, tmp_path / "model.safetensors")
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), trained.state_dict().values(), strict=True)
+    )
 
 
 def test_plan_counts_rows_and_seeds(tmp_path: Path) -> None:

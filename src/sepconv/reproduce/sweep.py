@@ -31,19 +31,27 @@ from sepconv.analysis import analyze
 from sepconv.bench.output import write_json
 from sepconv.bench.timing import Timing, environment, measure, pinned_threads
 from sepconv.bench.twin import standard_twin
-from sepconv.data import BatchAugment, ImageDataset, default_augment, load_dataset
+from sepconv.data import (
+    BatchAugment,
+    ImageDataset,
+    channel_stats,
+    default_augment,
+    load_dataset,
+)
 from sepconv.layers._validate import positive_int
 from sepconv.models import create_model
 from sepconv.models._features import init_weights
 from sepconv.reproduce.config import LatencyConfig, ReproduceConfig, RowConfig
-from sepconv.train import Trainer, evaluate, load_tensors
+from sepconv.train import Trainer, evaluate, load_tensors, update_bn_statistics
 from sepconv.train.distributed import DistributedContext
+from sepconv.train.evaluate import to_model_input
 from sepconv.train.trainer import CHECKPOINT_NAME, LOG_NAME, WEIGHTS_NAME
 
 RESULT_NAME = "result.json"
 SPEC_NAME = "run.json"
 LATENCY_NAME = "latency.json"
 SMALL_INPUT_MAX = 64  # images up to this side get small_input=True, as in `sepconv train`
+LATENCY_BN_IMAGES = 512  # training images an untrained latency model's BatchNorm statistics use
 
 
 @dataclass(frozen=True)
@@ -372,6 +380,32 @@ def row_cost(row: RowConfig, data: SweepData) -> RowCost:
     )
 
 
+def latency_model(row: RowConfig, data: SweepData, weights: Path | None = None) -> nn.Module:
+    """The eval-mode model whose latency stands for ``row``.
+
+    With ``weights`` (a run's ``model.safetensors``) it is the trained model. Without them (a
+    committed results folder keeps each run's result and log, not its weights) it is the
+    row's architecture with the initial weights of seed 0, its BatchNorm statistics measured
+    on the first :data:`LATENCY_BN_IMAGES` training images: the initial statistics (mean 0,
+    variance 1) do not normalise, and the activations of such a model shrink from layer to
+    layer, unlike a trained model's. The time of an fp32 CPU kernel depends on the shapes,
+    not on the values, so both stand for the same row.
+    """
+    model = data.build(row, 0)
+    if weights is not None:
+        tensors, _ = load_tensors(weights)
+        model.load_state_dict(tensors)
+        return model.eval()
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model.eval()
+    train = data.train_set(row)
+    mean, std = channel_stats(train.images)
+    images = to_model_input(
+        train.images[:LATENCY_BN_IMAGES], mean, std, device=torch.device("cpu"), channels_last=False
+    )
+    return update_bn_statistics(model, images.split(128))
+
+
 def measure_row_latency(
     row: RowConfig,
     data: SweepData,
@@ -382,14 +416,10 @@ def measure_row_latency(
 ) -> dict[int, Timing]:
     """CPU latency of ``row`` in eval mode at each batch size of ``latency``.
 
-    The model runs in the memory format it was trained in (``recipe.channels_last``), on a
-    random input; ``weights`` (a ``model.safetensors``) are loaded when given.
+    The model is :func:`latency_model` (trained when ``weights`` are given), run in the memory
+    format it was trained in (``recipe.channels_last``) on a random input.
     """
-    model = data.build(row, 0)
-    if weights is not None:
-        tensors, _ = load_tensors(weights)
-        model.load_state_dict(tensors)
-    model.eval()
+    model = latency_model(row, data, weights)
     fmt = torch.channels_last if row.recipe.channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
     timings = {}
@@ -589,48 +619,59 @@ class SweepOutcome:
         return "stopped" not in self.statuses.values()
 
 
+def _trained_weights(runs: Sequence[RunSpec]) -> Path | None:
+    """The ``model.safetensors`` of the first of ``runs`` that kept one."""
+    return next(
+        (run.directory / WEIGHTS_NAME for run in runs if (run.directory / WEIGHTS_NAME).is_file()),
+        None,
+    )
+
+
 def _latencies(
     config: ReproduceConfig,
     data: SweepData,
     finished: dict[str, list[RunSpec]],
     runs_dir: Path,
     threads: int,
-) -> dict[str, dict[int, Timing]]:
-    """Latency of every row with a finished run, measured now in this one process unless
-    ``runs_dir/latency.json`` already holds all of them under the same settings."""
+) -> tuple[dict[str, dict[int, Timing]], dict[str, bool]]:
+    """Latency of every row with a finished run, and whether it was timed on trained weights
+    (:func:`latency_model`): measured now in this one process unless ``runs_dir/latency.json``
+    already holds all of them under the same settings."""
     path = runs_dir / LATENCY_NAME
     settings = {
         "latency": json.loads(json.dumps(asdict(config.latency))),
         "threads": threads,
         "environment": environment(threads),
     }
-    wanted = {name: config.row(name).identity() for name in finished}
+    weights = {name: _trained_weights(runs) for name, runs in finished.items()}
+    wanted = {
+        name: {"identity": config.row(name).identity(), "trained": weights[name] is not None}
+        for name in finished
+    }
     wanted = json.loads(json.dumps(wanted))
+    trained = {name: weights[name] is not None for name in finished}
     if path.is_file():
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("settings") == settings and all(
-            cached["rows"].get(name, {}).get("identity") == identity
-            for name, identity in wanted.items()
+            {k: cached["rows"].get(name, {}).get(k) for k in want} == want
+            for name, want in wanted.items()
         ):
-            return {
+            timings = {
                 name: {
                     int(b): Timing(**{**t, "samples_s": tuple(t["samples_s"])})
                     for b, t in cached["rows"][name]["timings"].items()
                 }
                 for name in wanted
             }
+            return timings, trained
     measured = {}
-    for name, runs in tqdm(finished.items(), desc="latency", unit="row"):
+    for name in tqdm(finished, desc="latency", unit="row"):
         measured[name] = measure_row_latency(
-            config.row(name),
-            data,
-            config.latency,
-            threads=threads,
-            weights=runs[0].directory / WEIGHTS_NAME,
+            config.row(name), data, config.latency, threads=threads, weights=weights[name]
         )
     rows = {
         name: {
-            "identity": wanted[name],
+            **wanted[name],
             "timings": {
                 str(b): {k: v for k, v in t.to_dict().items() if k not in ("median_ms", "iqr_ms")}
                 for b, t in timings.items()
@@ -639,7 +680,7 @@ def _latencies(
         for name, timings in measured.items()
     }
     write_json(path, {"settings": settings, "rows": rows})
-    return measured
+    return measured, trained
 
 
 def run_sweep(
@@ -728,8 +769,15 @@ def run_sweep(
     if not outcome.complete:
         return outcome
     latency_threads = config.latency.threads or train_threads
-    latencies = _latencies(config, data, finished, runs_path, latency_threads)
-    table = summarize(config, outcome.results, costs, latencies, input_shape=data.input_shape)
+    latencies, trained = _latencies(config, data, finished, runs_path, latency_threads)
+    table = summarize(
+        config,
+        outcome.results,
+        costs,
+        latencies,
+        input_shape=data.input_shape,
+        latency_trained=trained,
+    )
     run_files = {
         run.key: {
             "result.json": run.directory / RESULT_NAME,

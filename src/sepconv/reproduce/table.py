@@ -54,6 +54,8 @@ class RowSummary:
         accuracies: Their final test accuracies (fractions, seed order).
         train_time_s: Their training times (evaluation excluded).
         latency: Median-based CPU latency per batch size (empty when not measured).
+        latency_trained: Whether ``latency`` was timed on a run's trained weights, rather than
+            on initial weights with measured BatchNorm statistics (``latency_model``).
     """
 
     name: str
@@ -66,6 +68,7 @@ class RowSummary:
     accuracies: tuple[float, ...]
     train_time_s: tuple[float, ...]
     latency: Mapping[int, Timing]
+    latency_trained: bool = True
 
     @property
     def acc_mean(self) -> float | None:
@@ -108,6 +111,7 @@ class RowSummary:
             "test_acc_min_max_pct": list(self.acc_range) if self.acc_range else None,
             "train_time_s": list(self.train_time_s),
             "latency": {str(b): t.to_dict() for b, t in self.latency.items()},
+            "latency_trained_weights": self.latency_trained,
             "imagenet_top1_published": info.top1,
             "imagenet_top1_source": info.source,
         }
@@ -220,6 +224,25 @@ class ResultsTable:
         )
         return "random crop + horizontal flip" + erasing
 
+    def _latency_weights(self) -> str:
+        timed = [row for row in self.rows if row.latency]
+        untrained = [f"`{row.name}`" for row in timed if not row.latency_trained]
+        stand_in = (
+            "initial weights with BatchNorm statistics measured on training images "
+            "(`sepconv.reproduce.latency_model`), the same shapes and operations"
+        )
+        if not untrained:
+            return "on the trained weights of one run per row."
+        if len(untrained) == len(timed):
+            return (
+                f"on {stand_in}: the run folders keep no weights (a results folder keeps "
+                "results and logs)."
+            )
+        return (
+            f"on the trained weights of one run per row, except {', '.join(untrained)}, whose "
+            f"run folders keep no weights (a results folder keeps results and logs): on {stand_in}."
+        )
+
     def to_markdown(self, header: str) -> str:
         """The table as Markdown under ``header`` (command, machine, versions)."""
         batches = sorted({b for row in self.rows for b in row.latency})
@@ -239,7 +262,7 @@ class ResultsTable:
             f"`sepconv.analyze` at 1x{shape} (1 MAC = one multiply-add; conv + linear). "
             "Latency: median per call of `sepconv.bench.timing.measure`, eval mode, fp32, CPU, "
             f"{'/'.join(map(str, sorted(threads))) or '-'} thread(s), measured for all rows in "
-            "one process after training.",
+            f"one process after training, {self._latency_weights()}",
             "",
         ]
         headers = [
@@ -341,6 +364,7 @@ def summarize(
     latency: Mapping[str, Mapping[int, Timing]],
     *,
     input_shape: tuple[int, int, int],
+    latency_trained: Mapping[str, bool] | None = None,
 ) -> ResultsTable:
     """Aggregate finished runs into a :class:`ResultsTable`.
 
@@ -350,6 +374,8 @@ def summarize(
         costs: Per row name, params and MACs.
         latency: Per row name, timing per batch size.
         input_shape: ``(C, H, W)`` the models were trained at.
+        latency_trained: Per row name, whether its latency was timed on trained weights
+            (default: all were).
     """
     rows = []
     for row in config.rows:
@@ -366,6 +392,7 @@ def summarize(
                 accuracies=tuple(r["test_acc"] for r in done),
                 train_time_s=tuple(r["train_time_s"] for r in done),
                 latency=dict(latency.get(row.name, {})),
+                latency_trained=(latency_trained or {}).get(row.name, True),
             )
         )
     by_name = {row.name: row for row in rows}
