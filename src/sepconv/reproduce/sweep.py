@@ -388,8 +388,7 @@ def latency_model(row: RowConfig, data: SweepData, weights: Path | None = None) 
     row's architecture with the initial weights of seed 0, its BatchNorm statistics measured
     on the first :data:`LATENCY_BN_IMAGES` training images: the initial statistics (mean 0,
     variance 1) do not normalise, and the activations of such a model shrink from layer to
-    layer, unlike a trained model's. The time of an fp32 CPU kernel depends on the shapes,
-    not on the values, so both stand for the same row.
+    layer, unlike a trained model's. Both run the same shapes and operations.
     """
     model = data.build(row, 0)
     if weights is not None:
@@ -644,12 +643,12 @@ def _latencies(
         "environment": environment(threads),
     }
     weights = {name: _trained_weights(runs) for name, runs in finished.items()}
+    trained = {name: path is not None for name, path in weights.items()}
     wanted = {
-        name: {"identity": config.row(name).identity(), "trained": weights[name] is not None}
+        name: {"identity": config.row(name).identity(), "trained": trained[name]}
         for name in finished
     }
     wanted = json.loads(json.dumps(wanted))
-    trained = {name: weights[name] is not None for name in finished}
     if path.is_file():
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("settings") == settings and all(
