@@ -132,6 +132,7 @@ def test_builders_record_architecture_and_metadata() -> None:
         ({"num_classes": 0}, r"`num_classes`: expected a positive integer, received 0"),
         ({"drop_rate": 1.5}, r"`drop_rate`"),
         ({"bn_eps": -1.0}, r"`bn_eps`: expected a positive number, received -1.0"),
+        ({"stem_stride": 4}, r"`stem_stride`: expected 1, 2 or None .*received 4"),
     ],
 )
 def test_invalid_arguments_are_named(kwargs: dict[str, object], match: str) -> None:
@@ -199,6 +200,16 @@ def test_bn_eps_reaches_every_norm() -> None:
 def test_small_input_reduces_to_eight() -> None:
     model = create_model("mobilenet_v2", small_input=True, features_only=True)
     assert [i.reduction for i in model.feature_info] == [1, 1, 2, 4, 8]
+
+
+# stem_stride is shared by the three depthwise-separable families
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "efficientnet_b0"])
+def test_stem_stride_overrides_small_input(name: str) -> None:
+    wide = create_model(name, small_input=True, stem_stride=2, features_only=True)
+    assert [i.reduction for i in wide.feature_info] == [2, 2, 4, 8, 16]
+    full = create_model(name, small_input=False, stem_stride=1, features_only=True)
+    assert [i.reduction for i in full.feature_info] == [1, 2, 4, 8, 16]
+    assert count_params(name, small_input=True, stem_stride=2) == count_params(name)
 
 
 def test_forward_features_and_head_compose() -> None:

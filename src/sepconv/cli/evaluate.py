@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from sepconv.data import ImageDataset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -10,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="accuracy, per-class accuracy and confusion matrix of trained weights",
         description="Evaluate weights written by `sepconv train` (model.safetensors, or a "
-        "checkpoint, whose EMA is used when present) on a dataset split.",
+        "checkpoint, whose EMA is used when present) on a dataset split. With --backend, also "
+        "run the split through `sepconv.deploy.compile_for_inference` and report the deployed "
+        "model's accuracy and its top-1 agreement with eager fp32.",
     )
     parser.add_argument("model", help="registered model name the weights belong to")
     parser.add_argument("--weights", required=True, help="model.safetensors or last.safetensors")
@@ -21,6 +30,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--plot", default=None, help="write the confusion matrix image here")
     parser.add_argument("--json", default=None, help="write the metrics as JSON here")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "eager", "compile", "onnxruntime", "openvino"),
+        default=None,
+        help="also evaluate the model compiled for inference on this backend (CPU)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="with --backend: what it may compute in (bf16 where the CPU has it natively)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="with --backend: threads")
     parser.set_defaults(func=run)
 
 
@@ -34,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.train import evaluate, load_tensors, plot_confusion_matrix
     from sepconv.train.checkpoint import unprefixed
 
+    if args.backend is not None and args.device != "cpu":
+        raise ValueError(
+            f"Invalid value for argument `--device`: --backend compiles for the CPU, received "
+            f"{args.device!r}; drop --device or --backend."
+        )
     tensors, meta = load_tensors(args.weights)
     if meta.get("model") not in (None, args.model):
         raise ValueError(
@@ -74,6 +101,71 @@ def run(args: argparse.Namespace) -> int:
     console().print(table)
     if args.plot:
         plot_confusion_matrix(result, args.plot)
+    metrics: dict[str, Any] = result.to_dict()
+    if args.backend is not None:
+        from sepconv.deploy import BackendMismatchError
+
+        try:
+            metrics["deployed"] = _deployed(args, model, dataset, norm["mean"], norm["std"])
+        except (ImportError, BackendMismatchError) as err:
+            print(f"sepconv evaluate: error: {err}", file=sys.stderr)
+            return 1
     if args.json:
-        write_json(args.json, result.to_dict())
+        write_json(args.json, metrics)
     return 0
+
+
+def _deployed(
+    args: argparse.Namespace,
+    model: nn.Module,
+    dataset: ImageDataset,
+    mean: list[float],
+    std: list[float],
+) -> dict[str, Any]:
+    """Run ``dataset`` through ``model`` compiled for ``args.backend`` and print and return how
+    it compares with eager fp32 (accuracies, agreement, the first batch's relative error)."""
+    from rich.table import Table
+
+    from sepconv.bench.timing import environment
+    from sepconv.cli._console import console
+    from sepconv.deploy import compare_top1, compile_for_inference, prepare_images
+
+    inputs = prepare_images(dataset, mean=mean, std=std)
+    batch = min(args.batch_size, len(inputs))
+    fast = compile_for_inference(
+        model,
+        backend=args.backend,
+        input_size=(inputs.shape[1], inputs.shape[2], inputs.shape[3]),
+        batch_size=batch,
+        threads=args.threads,
+        precision=args.precision,
+        example=inputs[:batch],
+    )
+    check = compare_top1(model, fast, inputs, dataset.labels, batch_size=batch)
+    table = Table(title=f"deployed: {fast.backend} ({fast.precision})", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    if fast.timings:
+        table.add_row(
+            "auto measured (ms)", ", ".join(f"{k} {v:.2f}" for k, v in fast.timings.items())
+        )
+    for name, why in fast.skipped.items():
+        table.add_row(f"left out: {name}", why)
+    table.add_row("max relative error (first batch)", f"{fast.max_rel_error:.2e}")
+    table.add_row("eager fp32 top-1", f"{check.reference_accuracy:.4f}")
+    table.add_row(f"{fast.backend} {fast.precision} top-1", f"{check.candidate_accuracy:.4f}")
+    table.add_row("accuracy drop", f"{check.accuracy_drop:.2f} points")
+    table.add_row("top-1 agreement with eager fp32", f"{check.agreement:.4f}")
+    console().print(table)
+    return {
+        "command": " ".join(["sepconv", *sys.argv[1:]]),
+        "environment": environment(fast.threads),
+        "backend": fast.backend,
+        "precision": fast.precision,
+        "threads": fast.threads,
+        "batch_size": batch,
+        "max_rel_error_first_batch": fast.max_rel_error,
+        "auto_timings_ms": dict(fast.timings),
+        "skipped": dict(fast.skipped),
+        **check.to_dict(),
+    }

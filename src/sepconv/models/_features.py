@@ -56,6 +56,16 @@ def check_width(width_mult: float) -> float:
     return float(width_mult)
 
 
+def check_stem_stride(stem_stride: int | None, small_input: bool) -> int:
+    """Return the stem's stride: ``stem_stride`` if given (1 or 2), else 1 for ``small_input``
+    and 2 otherwise; raise naming ``stem_stride`` for any other value."""
+    if stem_stride is None:
+        return 1 if small_input else 2
+    if isinstance(stem_stride, bool) or stem_stride not in (1, 2):
+        raise invalid("stem_stride", "1, 2 or None (the stride small_input implies)", stem_stride)
+    return stem_stride
+
+
 def norm_with_eps(bn_eps: float) -> NormFactory:
     """Return a BatchNorm2d factory with ``eps=bn_eps`` (torchvision and timm use 1e-5, weights
     ported from TensorFlow 1e-3)."""

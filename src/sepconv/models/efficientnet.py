@@ -15,6 +15,7 @@ from sepconv.models._features import (
     Backbone,
     FeatureInfo,
     check_common,
+    check_stem_stride,
     init_weights,
     norm_with_eps,
 )
@@ -100,6 +101,8 @@ class EfficientNet(Backbone):
         in_chans: Input channels (1 for grayscale).
         small_input: For 28-64 px inputs: stride 1 in the stem and in stage 1 (overall reduction 8
             instead of 32); the parameter count does not change.
+        stem_stride: Stride of the stem conv, overriding the one ``small_input`` implies (1 with
+            it, 2 without); ``small_input=True, stem_stride=2`` gives overall reduction 16.
         drop_rate: Dropout before the classifier.
         drop_path_rate: Stochastic depth of the last block; block ``i`` of ``N`` uses
             ``drop_path_rate * i / N`` (as torchvision does).
@@ -125,6 +128,7 @@ class EfficientNet(Backbone):
         num_classes: int = 1000,
         in_chans: int = 3,
         small_input: bool = False,
+        stem_stride: int | None = None,
         drop_rate: float = 0.2,
         drop_path_rate: float = 0.2,
         features_only: bool = False,
@@ -136,7 +140,7 @@ class EfficientNet(Backbone):
         norm = norm_with_eps(bn_eps)
         table = scale_stages(B0_STAGES, width_mult, depth_mult)
         channels = make_divisible(B0_STEM * width_mult)
-        reduction = 1 if small_input else 2
+        reduction = check_stem_stride(stem_stride, small_input)
         self.stem = ConvNormAct(in_chans, channels, 3, stride=reduction, norm=norm, act=nn.SiLU)
         total_blocks = sum(row.repeats for row in table)
         block_index = 0
@@ -187,6 +191,7 @@ def _variant(name: str) -> Callable[..., EfficientNet]:
         num_classes: int = 1000,
         in_chans: int = 3,
         small_input: bool = False,
+        stem_stride: int | None = None,
         drop_rate: float = coeffs.dropout,
         drop_path_rate: float = 0.2,
         features_only: bool = False,
@@ -198,6 +203,7 @@ def _variant(name: str) -> Callable[..., EfficientNet]:
             num_classes=num_classes,
             in_chans=in_chans,
             small_input=small_input,
+            stem_stride=stem_stride,
             drop_rate=drop_rate,
             drop_path_rate=drop_path_rate,
             features_only=features_only,

@@ -13,6 +13,7 @@ from sepconv.models._features import (
     Backbone,
     FeatureInfo,
     check_common,
+    check_stem_stride,
     check_width,
     init_weights,
     norm_with_eps,
@@ -55,6 +56,8 @@ class MobileNetV1(Backbone):
         width_mult: Width multiplier alpha (> 0).
         small_input: For 28-64 px inputs: stride 1 in the stem and in stage 1 (overall reduction 8
             instead of 32); the parameter count does not change.
+        stem_stride: Stride of the stem conv, overriding the one ``small_input`` implies (1 with
+            it, 2 without); ``small_input=True, stem_stride=2`` gives overall reduction 16.
         drop_rate: Dropout before the classifier (Keras uses 1e-3).
         features_only: Return the 5 stage outputs (reductions 2-32) instead of logits.
         bn_eps: BatchNorm epsilon.
@@ -75,6 +78,7 @@ class MobileNetV1(Backbone):
         in_chans: int = 3,
         width_mult: float = 1.0,
         small_input: bool = False,
+        stem_stride: int | None = None,
         drop_rate: float = 0.001,
         features_only: bool = False,
         bn_eps: float = 1e-5,
@@ -84,7 +88,7 @@ class MobileNetV1(Backbone):
         width_mult = check_width(width_mult)
         norm = norm_with_eps(bn_eps)
         channels = make_divisible(V1_STEM * width_mult)
-        reduction = 1 if small_input else 2
+        reduction = check_stem_stride(stem_stride, small_input)
         self.stem = ConvNormAct(in_chans, channels, 3, stride=reduction, norm=norm, act=nn.ReLU6)
         stages, feature_info = [], []
         for index, row in enumerate(V1_STAGES):
@@ -123,6 +127,7 @@ def mobilenet_v1(
     in_chans: int = 3,
     width_mult: float = 1.0,
     small_input: bool = False,
+    stem_stride: int | None = None,
     drop_rate: float = 0.001,
     features_only: bool = False,
     bn_eps: float = 1e-5,
@@ -133,6 +138,7 @@ def mobilenet_v1(
         in_chans=in_chans,
         width_mult=width_mult,
         small_input=small_input,
+        stem_stride=stem_stride,
         drop_rate=drop_rate,
         features_only=features_only,
         bn_eps=bn_eps,
@@ -148,6 +154,7 @@ def _fixed_width(width_mult: float, top1: float, name: str) -> Callable[..., Mob
         num_classes: int = 1000,
         in_chans: int = 3,
         small_input: bool = False,
+        stem_stride: int | None = None,
         drop_rate: float = 0.001,
         features_only: bool = False,
         bn_eps: float = 1e-5,
@@ -157,6 +164,7 @@ def _fixed_width(width_mult: float, top1: float, name: str) -> Callable[..., Mob
             in_chans=in_chans,
             width_mult=width_mult,
             small_input=small_input,
+            stem_stride=stem_stride,
             drop_rate=drop_rate,
             features_only=features_only,
             bn_eps=bn_eps,
