@@ -55,6 +55,33 @@ def test_reference_weights_give_same_outputs(
     assert (got - expected).abs().max() <= 1e-5
 
 
+# (sepconv name, reference with a 10-class head); timm's MobileNetV2 is left out: it starts its
+# classifier as timm's MobileNetV1 does, while sepconv follows torchvision's MobileNetV2.
+INIT_CASES: list[tuple[str, Callable[[], nn.Module]]] = [
+    ("mobilenet_v1", lambda: timm.create_model("mobilenetv1_100", num_classes=10)),
+    ("mobilenet_v2", lambda: torchvision.models.mobilenet_v2(num_classes=10)),
+    ("efficientnet_b0", lambda: torchvision.models.efficientnet_b0(num_classes=10)),
+    ("vgg16", lambda: torchvision.models.vgg16(num_classes=10)),
+    ("resnet50", lambda: torchvision.models.resnet50(num_classes=10)),
+    ("xception", lambda: timm.create_model("legacy_xception", num_classes=10)),
+]
+
+
+@pytest.mark.parametrize(("name", "reference"), INIT_CASES, ids=[c[0] for c in INIT_CASES])
+def test_linear_layers_start_as_in_the_reference(
+    name: str, reference: Callable[[], nn.Module]
+) -> None:
+    torch.manual_seed(0)
+    ref = [m for m in reference().modules() if isinstance(m, nn.Linear)]
+    ours = [m for m in create_model(name, num_classes=10).modules() if isinstance(m, nn.Linear)]
+    assert [m.weight.shape for m in ours] == [m.weight.shape for m in ref]
+    for got, expected in zip(ours, ref, strict=True):
+        # Same distribution, different draws: the spreads agree to sampling error (>= 10,240
+        # weights each, so well under 5%), and a zero bias is zero in both.
+        assert got.weight.std().item() == pytest.approx(expected.weight.std().item(), rel=0.05)
+        assert bool(got.bias.eq(0).all()) == bool(expected.bias.eq(0).all())
+
+
 def test_auto_detects_format_from_file(tmp_path: pytest.TempPathFactory) -> None:
     ref = timm.create_model("mobilenetv1_100").eval()
     path = tmp_path / "mobilenetv1_100.pth"  # type: ignore[operator]

@@ -176,7 +176,7 @@ class EfficientNet(Backbone):
             drop_rate=drop_rate,
             features_only=features_only,
         )
-        init_weights(self)
+        init_weights(self, linear="fan_out_uniform")
 
 
 def _variant(name: str) -> Callable[..., EfficientNet]:

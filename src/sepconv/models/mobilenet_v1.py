@@ -114,7 +114,7 @@ class MobileNetV1(Backbone):
             drop_rate=drop_rate,
             features_only=features_only,
         )
-        init_weights(self)
+        init_weights(self, linear="fan_out_uniform")
 
 
 _HOWARD = "Howard et al. 2017, Table 6 (MobileNet-224)"

@@ -123,7 +123,7 @@ class MobileNetV2(Backbone):
             drop_rate=drop_rate,
             features_only=features_only,
         )
-        init_weights(self)
+        init_weights(self, linear="normal")
 
 
 _SLIM = "TF-Slim MobileNetV2 checkpoints, research/slim/nets/mobilenet/README.md"

@@ -128,7 +128,7 @@ class ResNet(Backbone):
             drop_rate=drop_rate,
             features_only=features_only,
         )
-        init_weights(self)
+        init_weights(self, linear="torch_default")
 
 
 @register_model(

@@ -104,7 +104,7 @@ class VGG(Backbone):
                 nn.Dropout(drop_rate),
                 nn.Linear(VGG_HIDDEN, num_classes),
             )
-        init_weights(self)
+        init_weights(self, linear="normal")
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 512, H, W) -> (N, num_classes)`` through the 7x7 pool and the MLP."""

@@ -181,7 +181,7 @@ class Xception(Backbone):
             drop_rate=drop_rate,
             features_only=features_only,
         )
-        init_weights(self)
+        init_weights(self, linear="torch_default")
 
 
 @register_model(input_size=299, top1=79.0, source="Chollet 2017, Table 1; Keras Applications table")

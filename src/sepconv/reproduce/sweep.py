@@ -40,7 +40,7 @@ from sepconv.data import (
 )
 from sepconv.layers._validate import positive_int
 from sepconv.models import create_model
-from sepconv.models._features import init_weights
+from sepconv.models._features import init_conv
 from sepconv.reproduce.config import LatencyConfig, ReproduceConfig, RowConfig
 from sepconv.train import Trainer, evaluate, load_tensors, update_bn_statistics
 from sepconv.train.distributed import DistributedContext
@@ -173,7 +173,7 @@ def build_row_model(
     depthwise + pointwise pairs are then replaced by standard convs
     (:func:`sepconv.bench.standard_twin`, found from a pass in eval mode so that BatchNorm
     statistics stay untouched), and the new convs are re-drawn from the seed with the rule the
-    builders apply to every conv (Kaiming-normal, fan-out; ``init_weights``) instead of
+    builders apply to every conv (Kaiming-normal, fan-out; ``init_conv``) instead of
     PyTorch's default, so both twins start from the same initialisation scheme and share every
     other initial weight.
 
@@ -215,7 +215,7 @@ def build_row_model(
             and isinstance(before, nn.Conv2d)
             and before.groups != module.groups
         ):
-            init_weights(module)
+            init_conv(module)
     return twin.train()
 
 
