@@ -177,10 +177,9 @@ def init_weights(model: nn.Module, *, linear: LinearInit) -> None:
     """Start ``model`` for training from scratch as its reference implementation does.
 
     Convs start as :func:`init_conv` and norms at weight 1, bias 0, as in every torchvision and
-    timm model of these families. Linear layers differ
-    between the references, and with few classes the difference decides the first losses: a
-    ``U(+-1/sqrt(out_features))`` classifier over 10 classes starts a ResNet-50 at a loss of
-    about 12 instead of ln(10) = 2.3.
+    timm model of these families. Linear layers differ between the references, and with few
+    classes the difference decides the first losses: a ``U(+-1/sqrt(out_features))`` classifier
+    over 10 classes starts a ResNet-50 at a loss of about 12 instead of ln(10) = 2.3.
 
     Args:
         model: The model, initialised in place.
