@@ -3,6 +3,7 @@ their state dicts load into sepconv's models and give the same outputs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -80,6 +81,36 @@ def test_linear_layers_start_as_in_the_reference(
         # weights each, so well under 5%), and a zero bias is zero in both.
         assert got.weight.std().item() == pytest.approx(expected.weight.std().item(), rel=0.05)
         assert bool(got.bias.eq(0).all()) == bool(expected.bias.eq(0).all())
+
+
+def zeroed_batchnorms(model: nn.Module) -> list[str]:
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.BatchNorm2d) and bool(m.weight.eq(0).all())
+    ]
+
+
+def test_zero_init_residual_zeroes_the_batchnorms_torchvision_does() -> None:
+    ours = create_model("resnet50", num_classes=10, zero_init_residual=True)
+    ref = torchvision.models.resnet50(num_classes=10, zero_init_residual=True)
+    # The same 16 layers, each bottleneck's last BatchNorm: stages.{i}.{b}.conv3.bn in sepconv,
+    # layer{i + 1}.{b}.bn3 in torchvision.
+    ours_blocks = [
+        re.fullmatch(r"stages\.(\d)\.(\d)\.conv3\.bn", n) for n in zeroed_batchnorms(ours)
+    ]
+    ref_blocks = [re.fullmatch(r"layer(\d)\.(\d)\.bn3", n) for n in zeroed_batchnorms(ref)]
+    assert len(ours_blocks) == len(ref_blocks) == 16
+    assert all(ours_blocks) and all(ref_blocks)
+    assert [(int(m[1]) + 1, int(m[2])) for m in ours_blocks if m] == [
+        (int(m[1]), int(m[2])) for m in ref_blocks if m
+    ]
+    assert zeroed_batchnorms(create_model("resnet50", num_classes=10)) == []
+    # So every bottleneck starts as its shortcut: an identity block passes its input through.
+    block = ours.eval().stages[1][1]
+    x = torch.randn(2, 512, 6, 6).relu()
+    with torch.no_grad():
+        assert torch.equal(block(x), x)
 
 
 def test_auto_detects_format_from_file(tmp_path: pytest.TempPathFactory) -> None:

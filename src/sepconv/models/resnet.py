@@ -79,6 +79,10 @@ class ResNet(Backbone):
         drop_rate: Dropout before the classifier.
         features_only: Return the 4 stage outputs (reductions 4-32).
         bn_eps: BatchNorm epsilon.
+        zero_init_residual: Start the last BatchNorm of every bottleneck at scale 0, so each
+            block starts as its shortcut (Goyal et al. 2017, section 5.1; torchvision's
+            ``zero_init_residual``, on by default in timm as ``zero_init_last``). Off by
+            default, as in torchvision.
 
     Shape:
         ``(N, in_chans, H, W) -> (N, num_classes)``.
@@ -98,6 +102,7 @@ class ResNet(Backbone):
         drop_rate: float = 0.0,
         features_only: bool = False,
         bn_eps: float = 1e-5,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         check_common(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
@@ -129,6 +134,10 @@ class ResNet(Backbone):
             features_only=features_only,
         )
         init_weights(self, linear="torch_default")
+        if zero_init_residual:
+            for module in self.modules():
+                if isinstance(module, Bottleneck):
+                    nn.init.zeros_(module.conv3.bn.get_parameter("weight"))
 
 
 @register_model(
@@ -142,6 +151,7 @@ def resnet50(
     drop_rate: float = 0.0,
     features_only: bool = False,
     bn_eps: float = 1e-5,
+    zero_init_residual: bool = False,
 ) -> ResNet:
     """ResNet-50; see :class:`ResNet`."""
     return ResNet(
@@ -151,4 +161,5 @@ def resnet50(
         drop_rate=drop_rate,
         features_only=features_only,
         bn_eps=bn_eps,
+        zero_init_residual=zero_init_residual,
     )
