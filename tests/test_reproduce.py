@@ -28,6 +28,7 @@ from sepconv.reproduce.sweep import (
     LATENCY_BN_IMAGES,
     SweepData,
     latency_model,
+    longest_first,
     row_cost,
     run_identity,
     training_augment,
@@ -194,6 +195,10 @@ BAD_CONFIGS = [
         "[[row]]\nname = 'a'\nmodel = 'vgg16'\n",
         r"key `random_erasing`: expected 0 when augment = false",
     ),
+    (
+        "data = 'fashion-mnist'\njobs = 0\n[[row]]\nname = 'a'\nmodel = 'vgg16'\n",
+        r"key `jobs`: expected an integer >= 1, received 0",
+    ),
     ("data = [\n", r"is not valid TOML"),
 ]
 
@@ -318,10 +323,20 @@ def test_sweep_resumes_interrupted_runs_bit_exactly_and_skips_finished_ones(
     tmp_path: Path,
 ) -> None:
     config = load_config(write_config(tmp_path))
+    # Two runs at a time, each in a worker process; the runs below train one after the other
+    # in this process, and must end with the same weights bit for bit.
     straight = run_sweep(
-        config, runs_dir=tmp_path / "straight", out_dir=tmp_path / "out_straight", command="x"
+        config,
+        runs_dir=tmp_path / "straight",
+        out_dir=tmp_path / "out_straight",
+        jobs=2,
+        command="x",
     )
     assert set(straight.statuses.values()) == {"trained"}
+    for run in plan_runs(config, tmp_path / "straight"):
+        assert "epoch 2/2" in (run.directory / "console.log").read_text(), run.key
+    straight_env = json.loads((tmp_path / "out_straight" / "environment.json").read_text())
+    assert straight_env["jobs"] == 2 and straight_env["train_threads"] == 1
 
     # Interrupted: every run stops at step 4 of 6 (mid-epoch 2), leaving a checkpoint only.
     runs = tmp_path / "runs"
@@ -427,6 +442,33 @@ def test_sweep_resumes_interrupted_runs_bit_exactly_and_skips_finished_ones(
         run_sweep(load_config(config.path), runs_dir=runs, out_dir=out)
 
 
+def test_parallel_jobs_start_the_runs_with_the_most_images_first(tmp_path: Path) -> None:
+    # Batches of 64, 2 epochs: sep trains 2 x 3 batches of its 192 images, conv 2 x 2 of 128;
+    # at 4 epochs conv trains 4 x 2.
+    text = SWEEP.replace('twin = "standard"\n', 'twin = "standard"\ntrain_images = 128\n')
+    config = load_config(write_config(tmp_path, text))
+    data = SweepData.load(config)
+    runs = plan_runs(config, tmp_path / "runs")
+    assert [r.key for r in longest_first(runs, data)] == ["sep/seed0", "sep/seed1", "conv/seed0"]
+    longer = text.replace("note =", "recipe = {{ epochs = 4 }}\nnote =")
+    config = load_config(write_config(tmp_path, longer))
+    runs = plan_runs(config, tmp_path / "runs")
+    assert [r.key for r in longest_first(runs, SweepData.load(config))] == [
+        "conv/seed0",
+        "sep/seed0",
+        "sep/seed1",
+    ]
+
+
+def test_parallel_runs_are_refused_off_the_cpu(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    with pytest.raises(ValueError, match=r"argument `jobs`: expected 1 when training on cuda"):
+        run_sweep(
+            config, runs_dir=tmp_path / "runs", out_dir=tmp_path / "out", jobs=2, device="cuda"
+        )
+    assert not (tmp_path / "runs").exists()
+
+
 def test_latency_model_measures_batchnorm_statistics_without_weights(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path))
     data = SweepData.load(config)
@@ -481,12 +523,17 @@ def test_cli_dry_run_prints_the_plan_with_measured_step_time(
             "1",
             "--runs-dir",
             str(tmp_path / "r"),
+            "--jobs",
+            "2",
         ]
     )
     assert code == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
     assert "sep" in out and "conv (standard twin)" in out and "0/0/2" in out
-    assert "Estimated training time of the pending runs" in out
+    serial = re.search(r"Estimated training time of the pending runs: ([\d.]+) min at 1 ", out)
+    parallel = re.search(r"With 2 runs at a time: about ([\d.]+) min of wall time", out)
+    assert serial and parallel, out
+    assert float(parallel[1]) == pytest.approx(float(serial[1]) / 2, abs=0.06)
     assert not (tmp_path / "r").exists()
 
 
@@ -495,9 +542,9 @@ def test_cli_records_the_command_it_stands_for() -> None:
     from sepconv.cli.reproduce import _command
 
     args = build_parser().parse_args(
-        ["reproduce", "c.toml", "--only", "a", "b", "--threads", "2", "--out", "my results"]
+        ["reproduce", "c.toml", "--only", "a", "b", "--threads", "2", "--jobs", "2", "--out", "o"]
     )
-    assert _command(args) == "sepconv reproduce c.toml --out 'my results' --threads 2 --only a b"
+    assert _command(args) == "sepconv reproduce c.toml --out o --threads 2 --jobs 2 --only a b"
 
 
 def test_cli_unknown_row_is_a_user_error(

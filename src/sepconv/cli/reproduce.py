@@ -31,7 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per row (all rows)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="training threads (default: the config's)"
+        "--threads",
+        type=int,
+        default=None,
+        help="training threads in all, shared by the jobs (default: the config's)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs trained at once, each in its own process with THREADS // JOBS threads "
+        "(default: the config's jobs, else 1); logs go to RUNS_DIR/<row>/seed<k>/console.log",
     )
     parser.add_argument(
         "--device", default="cpu", help="where to train: cpu or cuda (latency: always CPU)"
@@ -64,6 +74,7 @@ def _command(args: argparse.Namespace) -> str:
         ("--runs-dir", args.runs_dir),
         ("--seeds", args.seeds),
         ("--threads", args.threads),
+        ("--jobs", args.jobs),
         ("--max-steps", args.max_steps),
     ):
         if value is not None:
@@ -91,6 +102,12 @@ def run(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir or f"runs/reproduce/{config.name}")
     out_dir = Path(args.out or f"results/{config.name}")
     if args.dry_run:
+        jobs = config.jobs if args.jobs is None else args.jobs
+        if jobs < 1:
+            raise ValueError(
+                f"Invalid value for argument `--jobs`: expected an integer >= 1, received {jobs}."
+            )
+        threads = max(1, (args.threads or config.threads) // jobs)
         if args.time_steps < 0:
             raise ValueError(
                 "Invalid value for argument `--time-steps`: expected an integer >= 0, "
@@ -101,11 +118,10 @@ def run(args: argparse.Namespace) -> int:
             runs_dir,
             only=args.only,
             seeds=args.seeds,
-            threads=args.threads,
+            threads=threads,
             time_steps=args.time_steps,
             device=args.device,
         )
-        threads = args.threads or config.threads
         table = Table(
             title=f"{config.name}: plan ({runs_dir}), step times measured at {threads} "
             f"thread(s) on {args.device}"
@@ -150,6 +166,12 @@ def run(args: argparse.Namespace) -> int:
                 f"{threads} thread(s) (steps x measured step time + one test-set evaluation per "
                 "epoch; latency measurement after training not included)."
             )
+            if jobs > 1:
+                out.print(
+                    f"With {jobs} runs at a time: about {total / jobs / 60:.1f} min of wall time "
+                    "if the runs keep their step times when they share the machine (each was "
+                    "timed alone; parallel runs share memory bandwidth, so expect more)."
+                )
         return 0
     outcome = run_sweep(
         config,
@@ -158,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         only=args.only,
         seeds=args.seeds,
         threads=args.threads,
+        jobs=args.jobs,
         device=args.device,
         max_steps=args.max_steps,
         command=_command(args),

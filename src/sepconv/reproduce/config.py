@@ -6,7 +6,8 @@ in a stated way (fewer epochs, a training subset). Every key is checked on load;
 the file and the key, says what was expected and what was received. Layout::
 
     data = "fashion-mnist"        # a `sepconv train --data` spec
-    threads = 2                   # intra-op threads for training
+    threads = 2                   # intra-op threads for training, shared by the jobs
+    jobs = 1                      # runs trained at once, each in its own process
     augment = true                # random crop + horizontal flip (the dataset's default)
     random_erasing = 0.0          # probability of random erasing after them (0: none)
 
@@ -58,6 +59,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TOP_KEYS = (
     "data",
     "threads",
+    "jobs",
     "augment",
     "random_erasing",
     "test_images",
@@ -204,7 +206,8 @@ class ReproduceConfig:
         path: Where the config was read from.
         text: The file's text, copied next to the results.
         data: Dataset spec as ``sepconv train --data`` takes it.
-        threads: Intra-op threads for training.
+        threads: Intra-op threads for training, in all: with ``jobs > 1`` each run gets
+            ``threads // jobs`` of them (at least 1).
         augment: Train with the dataset's default augmentation
             (:func:`sepconv.data.default_augment`).
         test_images: Evaluate on the first N test images only (``None``: all of them).
@@ -213,6 +216,9 @@ class ReproduceConfig:
         rows: The rows, in table order.
         random_erasing: Probability of :class:`sepconv.data.RandomErasing` after the default
             augmentation, ``0 <= p <= 1``; 0 (the default) erases nothing.
+        jobs: Runs trained at the same time, each in its own worker process (1: one after the
+            other in this process). On a small CPU, small models train faster as parallel
+            single-thread runs than one after the other on all cores.
     """
 
     name: str
@@ -226,6 +232,7 @@ class ReproduceConfig:
     latency: LatencyConfig
     rows: tuple[RowConfig, ...] = field(default_factory=tuple)
     random_erasing: float = 0.0
+    jobs: int = 1
 
     def row(self, name: str) -> RowConfig:
         """The row called ``name``."""
@@ -450,4 +457,5 @@ def load_config(path: str | Path) -> ReproduceConfig:
         latency=_latency(check, check.table(raw, "latency", "")),
         rows=rows,
         random_erasing=erasing,
+        jobs=check.integer(raw, "jobs", "", minimum=1) if "jobs" in raw else 1,
     )
