@@ -25,10 +25,15 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from sepconv.bench import environment
-from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
+from sepconv.bench.output import (
+    markdown_environment,
+    markdown_table,
+    terminal_table,
+    write_json,
+    write_text,
+)
 from sepconv.reproduce import load_config, run_sweep
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -137,21 +142,17 @@ def main() -> int:
         f"Sweep wall time: 3 rows x {args.seeds} seeds, {args.train_images} training images, "
         f"1 epoch each, {args.threads} threads in all"
     )
-    table = Table(title=title)
-    for column in headers:
-        table.add_column(column, justify="left" if column == "contender" else "right")
-    md_rows = []
-    for row in rows:
-        cells = [
+    md_rows = [
+        [
             row["contender"],
             f"{row['median_s']:.1f}",
             " / ".join(f"{v:.1f}" for v in row["runs_s"]),
             f"{row['train_images_per_s']:.0f}",
             f"{row['speedup']:.2f}",
         ]
-        table.add_row(*cells)
-        md_rows.append(cells)
-    Console().print(table)
+        for row in rows
+    ]
+    Console().print(terminal_table(title, headers, md_rows))
     command = "python benchmarks/sweep_jobs.py " + " ".join(sys.argv[1:])
     env = environment(args.threads)
     write_json(

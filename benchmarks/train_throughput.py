@@ -26,13 +26,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 import sepconv
 from sepconv.bench import environment
-from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
+from sepconv.bench.output import (
+    markdown_environment,
+    markdown_table,
+    terminal_table,
+    write_json,
+    write_text,
+)
 from sepconv.data import ImageDataset, RandomCropFlip, channel_stats, load_fashion_mnist
 from sepconv.train import TrainConfig, Trainer, build_optimizer
 
@@ -130,29 +135,24 @@ def main() -> int:
         for name, values in runs.items()
     ]
     command = "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:])
-    table = Table(title=f"Training throughput, {MODEL} on Fashion-MNIST ({args.images} images)")
-    for column in ("contender", "median img/s", "runs", "x plain"):
-        table.add_column(column, justify="left" if column == "contender" else "right")
-    md_rows = []
-    for row in rows:
-        cells = [
+    headers = ["contender", "median img/s", "runs", "x plain"]
+    md_rows = [
+        [
             row["contender"],
             f"{row['median_images_per_s']:.0f}",
             " / ".join(f"{v:.0f}" for v in row["runs_images_per_s"]),
             f"{row['ratio_to_plain']:.2f}",
         ]
-        table.add_row(*cells)
-        md_rows.append(cells)
-    Console().print(table)
+        for row in rows
+    ]
+    title = f"Training throughput, {MODEL} on Fashion-MNIST ({args.images} images)"
+    Console().print(terminal_table(title, headers, md_rows))
     env = environment()
     payload = {"command": command, "environment": env, "args": vars(args), "results": rows}
     write_json(RESULTS / "train_throughput.json", payload)
     write_text(
         RESULTS / "train_throughput.md",
-        markdown_environment(env, command)
-        + "\n"
-        + markdown_table(["contender", "median img/s", "runs", "x plain"], md_rows)
-        + "\n",
+        markdown_environment(env, command) + "\n" + markdown_table(headers, md_rows) + "\n",
     )
     return 0
 

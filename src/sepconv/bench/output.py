@@ -1,4 +1,5 @@
-"""Atomic result files: nothing half-written is ever left at the destination."""
+"""Result files, written atomically (nothing half-written is ever left at the destination), and
+the tables they and the terminal show."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from rich.table import Table
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -67,6 +70,16 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def terminal_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+    """The rows of :func:`markdown_table` as a rich table: first column left, the rest right."""
+    table = Table(title=title)
+    for index, header in enumerate(headers):
+        table.add_column(header, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    return table
 
 
 def markdown_environment(env: Mapping[str, Any], command: str) -> str:
