@@ -97,17 +97,13 @@ def run(args: argparse.Namespace) -> int:
 
     from sepconv.cli._console import console
     from sepconv.reproduce import dry_run, load_config, run_sweep
+    from sepconv.reproduce.sweep import split_threads
 
     config = load_config(args.config)
     runs_dir = Path(args.runs_dir or f"runs/reproduce/{config.name}")
     out_dir = Path(args.out or f"results/{config.name}")
     if args.dry_run:
-        jobs = config.jobs if args.jobs is None else args.jobs
-        if jobs < 1:
-            raise ValueError(
-                f"Invalid value for argument `--jobs`: expected an integer >= 1, received {jobs}."
-            )
-        threads = max(1, (args.threads or config.threads) // jobs)
+        jobs, threads = split_threads(config, args.threads, args.jobs, args.device)
         if args.time_steps < 0:
             raise ValueError(
                 "Invalid value for argument `--time-steps`: expected an integer >= 0, "

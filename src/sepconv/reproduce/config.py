@@ -217,8 +217,8 @@ class ReproduceConfig:
         random_erasing: Probability of :class:`sepconv.data.RandomErasing` after the default
             augmentation, ``0 <= p <= 1``; 0 (the default) erases nothing.
         jobs: Runs trained at the same time, each in its own worker process (1: one after the
-            other in this process). On a small CPU, small models train faster as parallel
-            single-thread runs than one after the other on all cores.
+            other in this process). Small CNNs use a second core poorly, so on a small CPU
+            long runs of them can finish sooner side by side at one thread each.
     """
 
     name: str

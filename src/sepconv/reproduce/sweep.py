@@ -474,6 +474,27 @@ def _images_to_train(row: RowConfig, data: SweepData) -> int:
     return _steps_per_run(row, len(data.train_set(row))) * row.recipe.batch_size
 
 
+def split_threads(
+    config: ReproduceConfig,
+    threads: int | None = None,
+    jobs: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[int, int]:
+    """``(jobs, threads of each run)`` for a sweep: ``threads`` (default: the config's) shared
+    by ``jobs`` runs at a time (default: the config's ``jobs``), at least one thread each.
+
+    Raises:
+        ValueError: ``jobs`` is not a positive integer, or above 1 off the CPU.
+    """
+    jobs = config.jobs if jobs is None else positive_int("jobs", jobs)
+    if jobs > 1 and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"Invalid value for argument `jobs`: expected 1 when training on {device} (parallel "
+            f"runs share the CPU cores), received {jobs}; pass jobs=1 (--jobs 1)."
+        )
+    return jobs, max(1, (threads or config.threads) // jobs)
+
+
 def longest_first(runs: Sequence[RunSpec], data: SweepData) -> list[RunSpec]:
     """``runs`` by images to train, most first (ties keep their order): the order parallel
     jobs start them in, so that the longest run does not end alone on one core. Images, not
@@ -773,13 +794,7 @@ def run_sweep(
     if max_steps is not None:
         positive_int("max_steps", max_steps)
     train_threads = threads or config.threads
-    jobs = config.jobs if jobs is None else positive_int("jobs", jobs)
-    if jobs > 1 and torch.device(device).type != "cpu":
-        raise ValueError(
-            f"Invalid value for argument `jobs`: expected 1 when training on {device} (parallel "
-            f"runs share the CPU cores), received {jobs}; pass jobs=1 (--jobs 1)."
-        )
-    run_threads = max(1, train_threads // jobs)
+    jobs, run_threads = split_threads(config, threads, jobs, device)
     load_start = os.getloadavg()
     data = SweepData.load(config)
     costs = {row.name: row_cost(row, data) for row in config.rows}
