@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 import sepconv
 from sepconv.bench import environment
-from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
+from sepconv.bench.output import markdown_environment, markdown_table
+from sepconv.utils.files import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 SIZE = (1, 3, 600, 600)

@@ -43,7 +43,7 @@ from torch import nn
 
 from sepconv.analysis import analyze
 from sepconv.bench import environment
-from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
+from sepconv.bench.output import markdown_environment, markdown_table
 from sepconv.bench.timing import measure
 from sepconv.convert import separabilize
 from sepconv.data import default_augment, load_dataset
@@ -51,6 +51,7 @@ from sepconv.data.dataset import ImageDataset, channel_stats
 from sepconv.layers import ConvNormAct, DepthwiseSeparableConv2d
 from sepconv.reproduce import RowConfig, build_row_model
 from sepconv.train import TrainConfig, Trainer, evaluate, load_tensors
+from sepconv.utils.files import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUT_SIZE = (1, 1, 28, 28)

@@ -76,7 +76,7 @@ from rich.table import Table
 from torch import nn
 
 import sepconv
-from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
+from sepconv.bench.output import markdown_environment, markdown_table
 from sepconv.bench.roofline import measure_peak_gflops
 from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, bf16_native, environment, measure
 from sepconv.data import load_fashion_mnist
@@ -84,6 +84,7 @@ from sepconv.deploy import compile_for_inference, export_onnx, load_onnx, prepar
 from sepconv.deploy.onnx import relative_error
 from sepconv.deploy.runtime import Precision
 from sepconv.train import update_bn_statistics
+from sepconv.utils.files import write_json, write_text
 
 # sepconv name -> (library, its name for the same architecture)
 MODELS: dict[str, tuple[str, str]] = {

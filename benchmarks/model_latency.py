@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 import sepconv
 from sepconv.bench import compare_twin, environment, measure_latency
-from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
+from sepconv.bench.output import markdown_environment, markdown_table
 from sepconv.bench.plots import plot_latency_vs_macs
+from sepconv.utils.files import write_json, write_text
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")
 TWINS = ("mobilenet_v1", "mobilenet_v2")

@@ -30,8 +30,9 @@ from sepconv.bench import (
     per_layer_latency,
     standard_twin,
 )
-from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
+from sepconv.bench.output import markdown_environment, markdown_table
 from sepconv.bench.plots import plot_roofline
+from sepconv.utils.files import write_json, write_text
 
 # C_in -> C_out @ input side: the seed's layer shapes, stride 1, 3x3.
 SPECS = (

@@ -28,10 +28,11 @@ from rich.console import Console
 from rich.table import Table
 
 import sepconv
-from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
+from sepconv.bench.output import markdown_environment, markdown_table
 from sepconv.bench.timing import RUNTIME_SETTLE_S, bf16_native, environment, measure
 from sepconv.deploy import compile_for_inference
 from sepconv.deploy.runtime import Precision
+from sepconv.utils.files import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 SIZE = (3, 224, 224)

@@ -27,14 +27,9 @@ from pathlib import Path
 from rich.console import Console
 
 from sepconv.bench import environment
-from sepconv.bench.output import (
-    markdown_environment,
-    markdown_table,
-    terminal_table,
-    write_json,
-    write_text,
-)
+from sepconv.bench.output import markdown_environment, markdown_table, terminal_table
 from sepconv.reproduce import load_config, run_sweep
+from sepconv.utils.files import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 SWEEP = """\

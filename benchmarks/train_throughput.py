@@ -31,15 +31,10 @@ from torchvision.transforms import v2
 
 import sepconv
 from sepconv.bench import environment
-from sepconv.bench.output import (
-    markdown_environment,
-    markdown_table,
-    terminal_table,
-    write_json,
-    write_text,
-)
+from sepconv.bench.output import markdown_environment, markdown_table, terminal_table
 from sepconv.data import ImageDataset, RandomCropFlip, channel_stats, load_fashion_mnist
 from sepconv.train import TrainConfig, Trainer, build_optimizer
+from sepconv.utils.files import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 MODEL = "mobilenet_v1_025"

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from sepconv.bench.latency import benchmark, measure_latency
-from sepconv.bench.output import write_atomic, write_json
 from sepconv.bench.per_layer import per_layer_latency
 from sepconv.bench.plots import plot_latency_vs_macs, plot_roofline
 from sepconv.bench.roofline import Ceilings
 from sepconv.cli import main
+from sepconv.utils.files import write_atomic, write_json
 
 
 def tiny() -> nn.Module:

@@ -11,10 +11,11 @@ from torch import nn
 
 import sepconv
 from sepconv.analysis import HEADLINE_KINDS, analyze
-from sepconv.bench.capture import capture
 from sepconv.bench.per_layer import costs_from_analysis, per_layer_latency
 from sepconv.bench.roofline import Ceilings
-from sepconv.bench.twin import LayerSpec, compare_twin, standard_twin
+from sepconv.bench.twin import LayerSpec, compare_twin
+from sepconv.convert.twin import standard_twin
+from sepconv.utils.capture import capture
 
 
 def _odd_net() -> nn.Sequential:

@@ -269,9 +269,9 @@ def test_distillation_with_alpha_zero_is_plain_training_bit_for_bit() -> None:
 
 
 def test_distillation_loss_is_computed_on_the_augmented_batch() -> None:
-    from sepconv.convert.distill import distillation_loss
     from sepconv.data import BatchLoader, channel_stats
     from sepconv.train.evaluate import to_model_input
+    from sepconv.train.losses import distillation_loss
 
     # One batch per epoch: the epoch's training loss is the loss of step 0.
     data = tiny_data(16)

@@ -2,15 +2,16 @@
 
 :func:`measure` is the one timing harness; on it stand whole-model latency sweeps
 (:func:`benchmark`, :func:`measure_latency`), per-layer latency (:func:`per_layer_latency`), the
-measured roofline (:func:`measure_ceilings`) and the standard-conv twin
-(:func:`standard_twin`, :func:`compare_twin`). Plots live in :mod:`sepconv.bench.plots`.
+measured roofline (:func:`measure_ceilings`) and the comparison with the standard-conv twin
+(:func:`compare_twin`; the twin itself is :func:`sepconv.convert.standard_twin`). Plots live
+in :mod:`sepconv.bench.plots`.
 """
 
 from sepconv.bench.latency import LatencyPoint, benchmark, measure_latency
 from sepconv.bench.per_layer import LayerTiming, PerLayerReport, per_layer_latency
 from sepconv.bench.roofline import Ceilings, RooflinePoint, measure_ceilings, place
 from sepconv.bench.timing import Timing, environment, measure
-from sepconv.bench.twin import LayerSpec, TwinComparison, compare_twin, standard_twin
+from sepconv.bench.twin import LayerSpec, TwinComparison, compare_twin
 
 __all__ = [
     "Ceilings",
@@ -29,5 +30,4 @@ __all__ = [
     "measure_latency",
     "per_layer_latency",
     "place",
-    "standard_twin",
 ]

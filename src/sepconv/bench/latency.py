@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sepconv.bench.timing import Timing, bf16_native, measure
-from sepconv.layers._validate import invalid
+from sepconv.utils.validation import invalid
 
 DTYPES: Final[dict[str, torch.dtype]] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -1,6 +1,6 @@
 """Per-layer latency that does not perturb what it measures.
 
-Each leaf module's real input is captured once (:func:`sepconv.bench.capture.capture`), then the
+Each leaf module's real input is captured once (:func:`sepconv.utils.capture.capture`), then the
 leaf is replayed on that input in isolation by the timing harness, with no hooks installed. Each
 row carries the analyzer's counted cost of that layer next to its measured time, the achieved
 GMAC/s and GB/s, and, given measured :class:`~sepconv.bench.roofline.Ceilings`, its place on the
@@ -19,9 +19,9 @@ from torch import nn
 from tqdm import tqdm
 
 from sepconv.analysis import HEADLINE_KINDS, CostReport, analyze
-from sepconv.bench.capture import ModuleCall, capture
 from sepconv.bench.roofline import Ceilings, RooflinePoint, place
 from sepconv.bench.timing import Timing, measure
+from sepconv.utils.capture import ModuleCall, capture
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sepconv.bench.output import write_atomic
 from sepconv.bench.per_layer import LayerTiming
 from sepconv.bench.roofline import Ceilings
-from sepconv.layers._validate import invalid
+from sepconv.utils.files import write_atomic
+from sepconv.utils.validation import invalid
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -31,7 +31,7 @@ KIND_COLOURS = {
 }
 
 
-def _figure() -> Figure:
+def new_figure() -> Figure:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +40,7 @@ def _figure() -> Figure:
     return Figure(figsize=(7.5, 5.0), layout="constrained")
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     if Path(path).suffix.lower() not in SUFFIXES:
         raise invalid("path", f"a file name ending in {' or '.join(SUFFIXES)}", str(path))
     return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
@@ -62,7 +62,7 @@ def plot_roofline(
         >>> plot_roofline(report.rows, report.ceilings, "roofline.png")  # doctest: +SKIP
     """
     placed = [row for row in rows if row.roofline is not None and row.cost is not None]
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     lo = min([p.roofline.intensity for p in placed if p.roofline] + [ceilings.ridge / 20])
     hi = max([p.roofline.intensity for p in placed if p.roofline] + [ceilings.ridge * 20])
@@ -91,7 +91,7 @@ def plot_roofline(
         f"{ceilings.threads} thread(s)"
     )
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latency_vs_macs(
@@ -108,7 +108,7 @@ def plot_latency_vs_macs(
         >>> plot_latency_vs_macs([("mobilenet_v2", 300e6, 9.1), ("resnet50", 4.1e9, 60.0)],
         ...                      "latency.png")  # doctest: +SKIP
     """
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.scatter([m[1] / 1e9 for m in models], [m[2] for m in models], color="tab:blue")
     for name, macs, ms in models:
@@ -118,4 +118,4 @@ def plot_latency_vs_macs(
     ax.set_xlabel("GMACs (counted, 1 MAC = one multiply-add)")
     ax.set_ylabel("median latency (ms)")
     ax.set_title(title or "latency vs MACs")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 
 from sepconv.bench.timing import Timing, measure
-from sepconv.layers._validate import invalid
+from sepconv.utils.validation import invalid
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sepconv.layers._validate import invalid
+from sepconv.utils.validation import invalid
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from sepconv import __version__
+from sepconv.utils.version import __version__
 
 # Module names under ``sepconv.cli``, in the order ``sepconv --help`` lists them.
 COMMANDS: tuple[str, ...] = (

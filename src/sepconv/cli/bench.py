@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
         measure_ceilings,
         per_layer_latency,
     )
-    from sepconv.bench.output import write_json
     from sepconv.bench.plots import plot_roofline
     from sepconv.cli._console import console
+    from sepconv.utils.files import write_json
 
     if args.plot is not None and not args.per_layer:
         raise ValueError(

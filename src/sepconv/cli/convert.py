@@ -57,10 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
-    from sepconv.bench.output import write_atomic, write_json
     from sepconv.cli._console import console
     from sepconv.convert import separabilize
     from sepconv.models import create_model, load_weights
+    from sepconv.utils.files import write_atomic, write_json
 
     for path in (args.output, args.report):
         if path is not None and not path.parent.is_dir():

@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
     from torch import nn
 
-    from sepconv import DepthwiseSeparableConv2d
     from sepconv.cli._console import console
+    from sepconv.layers import DepthwiseSeparableConv2d
 
     k = args.kernel_size
     table = Table(

@@ -49,12 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from sepconv.bench.output import write_json
     from sepconv.cli._console import console
     from sepconv.data import load_dataset
     from sepconv.models import create_model
     from sepconv.train import evaluate, load_tensors, plot_confusion_matrix
     from sepconv.train.checkpoint import unprefixed
+    from sepconv.utils.files import write_json
 
     if args.backend is not None and args.device != "cpu":
         raise ValueError(

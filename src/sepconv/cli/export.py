@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
     from sepconv.cli._console import console
     from sepconv.deploy import ExportError, export_onnx, fuse
-    from sepconv.layers._validate import positive_int
     from sepconv.models import load_weights
+    from sepconv.utils.validation import positive_int
 
     positive_int("--in-chans", args.in_chans)
     if args.input_size is not None:

@@ -71,8 +71,8 @@ def emit(result: Renderable, fmt: str, output: str | None) -> None:
     """Print ``result`` in ``fmt`` to stdout, or write it atomically to ``output``."""
     from rich.console import Console
 
-    from sepconv.bench.output import write_text
     from sepconv.cli._console import console
+    from sepconv.utils.files import write_text
 
     if fmt == "table":
         if output is None:

@@ -116,7 +116,6 @@ def _load(
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from sepconv.bench.output import write_json
     from sepconv.bench.timing import environment
     from sepconv.cli._console import console
     from sepconv.data import channel_stats, load_dataset
@@ -130,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         quantize,
         quantized_ops,
     )
-    from sepconv.layers._validate import positive_int
+    from sepconv.utils.files import write_json
+    from sepconv.utils.validation import positive_int
 
     positive_int("--num-samples", args.num_samples)
     positive_int("--batch-size", args.batch_size)

@@ -5,7 +5,8 @@
 Decoupling", BMVC 2018); :func:`separabilize` does it for every eligible convolution of a model
 and reports the cost. Accuracy lost to truncation is recovered by fine-tuning with knowledge
 distillation from the original: :class:`sepconv.train.Trainer` with ``teacher=original``, whose
-loss is :func:`sepconv.convert.distill.distillation_loss`.
+loss is :func:`sepconv.train.losses.distillation_loss`. :func:`standard_twin` goes the other way:
+every depthwise + pointwise pair of a model becomes one standard conv, for comparison.
 """
 
 from sepconv.convert.decouple import (
@@ -22,6 +23,7 @@ from sepconv.convert.separabilize import (
     Separabilized,
     separabilize,
 )
+from sepconv.convert.twin import standard_twin
 
 __all__ = [
     "ConversionReport",
@@ -34,4 +36,5 @@ __all__ = [
     "rank_for_energy",
     "separabilize",
     "singular_values",
+    "standard_twin",
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from sepconv.data.augment import BatchAugment
+from sepconv.utils.seeding import mix_seed
 
 
 @dataclass(frozen=True)
@@ -96,15 +97,6 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     mean = total / count
     std = (total_sq / count - mean.square()).clamp_min(0.0).sqrt()
     return tuple(mean.tolist()), tuple(std.tolist())
-
-
-def _mix(*values: int) -> int:
-    """Combine integers into one 63-bit generator seed (splitmix64 finaliser per value)."""
-    state = 0
-    for value in values:
-        state = (state ^ (value & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        state = (state ^ (state >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-    return state >> 1
 
 
 class BatchLoader:
@@ -191,7 +183,7 @@ class BatchLoader:
         """Yield this rank's batches of the current epoch, beginning at step ``start``."""
         n = len(self.dataset)
         if self.shuffle:
-            order_gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+            order_gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
             order = torch.randperm(n, generator=order_gen)
         else:
             order = torch.arange(n)
@@ -202,7 +194,7 @@ class BatchLoader:
             lo, hi = int(bounds[self.rank]), int(bounds[self.rank + 1])
             images = self.dataset.images[global_idx[lo:hi]]
             if self.augment is not None:
-                aug_gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch, step, 1))
+                aug_gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, step, 1))
                 params = self.augment.sample(len(global_idx), images.shape[-2:], aug_gen)
                 images = self.augment.apply(images, params.slice(lo, hi))
             yield images, self.dataset.labels[global_idx[lo:hi]]

@@ -15,7 +15,7 @@ from typing import cast
 import torch
 from torch import fx, nn
 
-from sepconv.layers._validate import check_input_channels
+from sepconv.utils.validation import check_input_channels
 
 __all__ = ["fuse"]
 

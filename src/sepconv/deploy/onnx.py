@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sepconv.bench.output import write_atomic
 from sepconv.deploy._extras import require
 from sepconv.deploy.fuse import fuse
-from sepconv.layers._validate import invalid, positive_int
+from sepconv.utils.files import write_atomic
+from sepconv.utils.validation import invalid, positive_int
 
 __all__ = ["ExportError", "OnnxExport", "export_onnx", "relative_error"]
 

@@ -45,13 +45,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepconv.bench.output import write_atomic
 from sepconv.data.dataset import ImageDataset, channel_stats
 from sepconv.deploy._extras import require
 from sepconv.deploy.onnx import INPUT_NAME, _check_input_size, export_onnx, relative_error
 from sepconv.deploy.runtime import InferenceModel, OnnxBackend, load_onnx
-from sepconv.layers._validate import invalid, positive_int
 from sepconv.train.evaluate import to_model_input
+from sepconv.utils.files import write_atomic
+from sepconv.utils.validation import invalid, positive_int
 
 __all__ = [
     "Agreement",

@@ -31,7 +31,7 @@ from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, bf16_native, measure,
 from sepconv.deploy._extras import require
 from sepconv.deploy.fuse import fuse
 from sepconv.deploy.onnx import _check_input_size, check_images, export_onnx, relative_error
-from sepconv.layers._validate import invalid, positive_int
+from sepconv.utils.validation import invalid, positive_int
 
 __all__ = [
     "AUTO_BACKENDS",

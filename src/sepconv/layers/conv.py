@@ -23,14 +23,36 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from sepconv.layers._validate import (
+from sepconv.layers.squeeze_excite import SqueezeExcite
+from sepconv.utils.validation import (
     check_input_channels,
     divisible,
     invalid,
-    kernel_padding,
     positive_int,
 )
-from sepconv.layers.squeeze_excite import SqueezeExcite
+
+
+def kernel_padding(kernel_size: int, padding: int | None, dilation: int) -> int:
+    """Validate a square kernel and return its padding (default: keep the size at stride 1).
+
+    The default ``(kernel_size - 1) // 2 * dilation`` is symmetric only for odd kernels, so an even
+    kernel needs an explicit ``padding``.
+    """
+    positive_int("kernel_size", kernel_size)
+    positive_int("dilation", dilation)
+    if padding is None:
+        if kernel_size % 2 == 0:
+            raise invalid(
+                "kernel_size",
+                "an odd size when `padding` is not given (an even kernel cannot be padded "
+                "symmetrically; pass `padding` explicitly)",
+                kernel_size,
+            )
+        return (kernel_size - 1) // 2 * dilation
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise invalid("padding", "a non-negative integer or None", padding)
+    return padding
+
 
 NormFactory = Callable[[int], nn.Module]
 """Builds a normalisation layer for a number of channels, e.g. ``nn.BatchNorm2d``."""

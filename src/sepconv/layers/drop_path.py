@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sepconv.layers._validate import probability
+from sepconv.utils.validation import probability
 
 
 class DropPath(nn.Module):

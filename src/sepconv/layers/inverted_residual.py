@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sepconv.layers._validate import check_input_channels, invalid, positive_int, probability
 from sepconv.layers.conv import ActFactory, ConvNormAct, NormFactory, squeeze_channels
 from sepconv.layers.drop_path import DropPath
 from sepconv.layers.squeeze_excite import SqueezeExcite
+from sepconv.utils.validation import check_input_channels, invalid, positive_int, probability
 
 
 class InvertedResidual(nn.Module):

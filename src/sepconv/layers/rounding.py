@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sepconv.layers._validate import invalid
+from sepconv.utils.validation import invalid
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from sepconv.layers._validate import check_input_channels, positive_int
+from sepconv.utils.validation import check_input_channels, positive_int
 
 
 class SqueezeExcite(nn.Module):

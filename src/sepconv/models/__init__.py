@@ -3,7 +3,6 @@
 Importing this package registers every model; see :func:`list_models`.
 """
 
-from sepconv.models._features import Backbone, FeatureInfo
 from sepconv.models._registry import (
     ModelInfo,
     create_model,
@@ -11,6 +10,7 @@ from sepconv.models._registry import (
     list_models,
     register_model,
 )
+from sepconv.models.backbone import Backbone, FeatureInfo
 from sepconv.models.efficientnet import (
     EfficientNet,
     efficientnet_b0,

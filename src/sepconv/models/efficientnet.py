@@ -10,16 +10,11 @@ from dataclasses import dataclass, replace
 from torch import nn
 
 from sepconv.layers import ConvNormAct, MBConv, make_divisible
-from sepconv.layers._validate import probability
-from sepconv.models._features import (
-    Backbone,
-    FeatureInfo,
-    check_common,
-    check_stem_stride,
-    init_weights,
-    norm_with_eps,
-)
 from sepconv.models._registry import register_model
+from sepconv.models.backbone import Backbone, FeatureInfo
+from sepconv.models.init import init_weights
+from sepconv.models.options import check_common, check_stem_stride, norm_with_eps
+from sepconv.utils.validation import probability
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from sepconv.layers import ConvNormAct, DepthwiseSeparableConv2d, make_divisible
-from sepconv.models._features import (
-    Backbone,
-    FeatureInfo,
-    check_common,
-    check_stem_stride,
-    check_width,
-    init_weights,
-    norm_with_eps,
-)
 from sepconv.models._registry import register_model
+from sepconv.models.backbone import Backbone, FeatureInfo
+from sepconv.models.init import init_weights
+from sepconv.models.options import check_common, check_stem_stride, check_width, norm_with_eps
 
 
 @dataclass(frozen=True)

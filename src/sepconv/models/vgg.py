@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from sepconv.layers import ConvNormAct
-from sepconv.models._features import Backbone, FeatureInfo, check_common, init_weights
 from sepconv.models._registry import register_model
+from sepconv.models.backbone import Backbone, FeatureInfo
+from sepconv.models.init import init_weights
+from sepconv.models.options import check_common
 
 
 @dataclass(frozen=True)

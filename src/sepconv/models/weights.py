@@ -52,16 +52,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sepconv.bench.output import write_atomic
 from sepconv.layers import DepthwiseSeparableConv2d
-from sepconv.models._features import Backbone
 from sepconv.models._registry import create_model
+from sepconv.models.backbone import Backbone
 from sepconv.models.efficientnet import EfficientNet
 from sepconv.models.mobilenet_v1 import MobileNetV1
 from sepconv.models.mobilenet_v2 import MobileNetV2
 from sepconv.models.resnet import ResNet
 from sepconv.models.vgg import VGG
 from sepconv.models.xception import Xception
+from sepconv.utils.files import write_atomic
 
 WeightFormat = Literal["auto", "torchvision", "timm", "sepconv"]
 StateDict = Mapping[str, torch.Tensor]

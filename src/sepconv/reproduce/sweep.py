@@ -34,9 +34,8 @@ from torch import nn
 from tqdm import tqdm
 
 from sepconv.analysis import analyze
-from sepconv.bench.output import write_json
 from sepconv.bench.timing import Timing, environment, measure, pinned_threads
-from sepconv.bench.twin import standard_twin
+from sepconv.convert.twin import standard_twin
 from sepconv.data import (
     BatchAugment,
     ImageDataset,
@@ -44,14 +43,15 @@ from sepconv.data import (
     default_augment,
     load_dataset,
 )
-from sepconv.layers._validate import positive_int
 from sepconv.models import create_model
-from sepconv.models._features import init_conv
+from sepconv.models.init import init_conv
 from sepconv.reproduce.config import LatencyConfig, ReproduceConfig, RowConfig
 from sepconv.train import Trainer, evaluate, load_tensors, update_bn_statistics
 from sepconv.train.distributed import DistributedContext
 from sepconv.train.evaluate import to_model_input
 from sepconv.train.trainer import CHECKPOINT_NAME, LOG_NAME, WEIGHTS_NAME
+from sepconv.utils.files import write_json
+from sepconv.utils.validation import positive_int
 
 RESULT_NAME = "result.json"
 SPEC_NAME = "run.json"

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sepconv.bench.output import markdown_environment, markdown_table, write_json, write_text
-from sepconv.bench.plots import _figure, _save
+from sepconv.bench.output import markdown_environment, markdown_table
+from sepconv.bench.plots import new_figure, save_figure
 from sepconv.bench.timing import Timing
 from sepconv.models import get_model_info
 from sepconv.reproduce.config import ReproduceConfig
 from sepconv.reproduce.sweep import RowCost
+from sepconv.utils.files import write_json, write_text
 
 # Howard et al., "MobileNets" (arXiv:1704.04861), Table 4: the same network with standard
 # convolutions ("Conv MobileNet") against depthwise separable ones, ImageNet top-1.
@@ -424,7 +425,7 @@ def _plot(
     a dashed line joining each twin pair, log-scaled x."""
     from matplotlib.lines import Line2D
 
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     colours = {"separable": "tab:blue", "standard": "tab:red"}
     points: dict[str, tuple[float, float]] = {}
@@ -459,7 +460,7 @@ def _plot(
     if table.twins:
         handles.append(Line2D([], [], linestyle="--", color="grey", label="twin pair"))
     ax.legend(handles=handles, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_results(table: ResultsTable, out_dir: str | Path) -> list[Path]:
@@ -496,10 +497,10 @@ def _versions() -> dict[str, str]:
     import torch
     import tqdm
 
-    import sepconv
+    from sepconv.utils.version import __version__
 
     return {
-        "sepconv": sepconv.__version__,
+        "sepconv": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,

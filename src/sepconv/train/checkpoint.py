@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from sepconv.bench.output import write_atomic
+from sepconv.utils.files import write_atomic
 
 META_KEY = "sepconv"
 

@@ -35,7 +35,7 @@ class TrainConfig:
         eval_batch_size: batch size of evaluation.
         distill_temperature: softening temperature ``T`` of knowledge distillation, used only
             when the :class:`~sepconv.train.Trainer` is given a ``teacher`` (see
-            :func:`sepconv.convert.distill.distillation_loss`).
+            :func:`sepconv.train.losses.distillation_loss`).
         distill_alpha: weight of the teacher term in ``[0, 1]`` (the rest goes to the
             label-smoothed cross-entropy); used only with a ``teacher``.
 

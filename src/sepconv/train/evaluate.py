@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepconv.bench.output import write_atomic
 from sepconv.data.dataset import BatchLoader, ImageDataset
+from sepconv.utils.files import write_atomic
 
 
 def to_model_input(

@@ -20,10 +20,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from sepconv.bench.output import write_atomic
-from sepconv.convert.distill import distillation_loss
 from sepconv.data.augment import BatchAugment
-from sepconv.data.dataset import BatchLoader, ImageDataset, _mix, channel_stats
+from sepconv.data.dataset import BatchLoader, ImageDataset, channel_stats
 from sepconv.train.checkpoint import (
     load_tensors,
     pack_optimizer,
@@ -36,7 +34,10 @@ from sepconv.train.config import TrainConfig
 from sepconv.train.distributed import DistributedContext
 from sepconv.train.ema import ModelEma
 from sepconv.train.evaluate import EvalResult, evaluate, to_model_input
+from sepconv.train.losses import distillation_loss
 from sepconv.train.optim import WarmupCosine, build_optimizer
+from sepconv.utils.files import write_atomic
+from sepconv.utils.seeding import mix_seed
 
 CHECKPOINT_NAME = "last.safetensors"
 WEIGHTS_NAME = "model.safetensors"
@@ -63,7 +64,7 @@ class Trainer:
             2015), or ``None`` for plain cross-entropy training. It is moved to the device, put
             in eval mode and frozen (``requires_grad_(False)``); on every step its logits are
             computed without gradients on the same augmented batch as the model's, and the
-            loss is :func:`~sepconv.convert.distill.distillation_loss` with
+            loss is :func:`~sepconv.train.losses.distillation_loss` with
             ``config.distill_temperature``, ``config.distill_alpha`` and
             ``config.label_smoothing``. Checkpoints do not hold the teacher: resume with the
             same one. Under torchrun every rank runs it on its own slice of the batch.
@@ -160,7 +161,7 @@ class Trainer:
             self.load_checkpoint(resume)
         else:
             # Dropout draws from the global generator: one stream per rank, from the seed.
-            torch.manual_seed(_mix(self.config.seed, self.ctx.rank))
+            torch.manual_seed(mix_seed(self.config.seed, self.ctx.rank))
         while self.epoch < self.config.epochs:
             if not self._train_epoch(max_steps):
                 self.save_checkpoint()
@@ -404,7 +405,7 @@ class Trainer:
         cpu_state = tensors.get(f"rng.cpu.{self.ctx.rank}")
         if cpu_state is None:
             # Resumed with more processes than saved: a fresh, still deterministic stream.
-            torch.manual_seed(_mix(self.config.seed, self.ctx.rank, self.global_step))
+            torch.manual_seed(mix_seed(self.config.seed, self.ctx.rank, self.global_step))
         else:
             torch.set_rng_state(cpu_state)
         cuda_state = tensors.get(f"rng.cuda.{self.ctx.rank}")

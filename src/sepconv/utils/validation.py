@@ -1,4 +1,9 @@
-"""Argument checks shared by the blocks: each raises ``ValueError`` naming the argument."""
+"""Checks of user input, in the one wording the library uses.
+
+Every check raises ``ValueError`` from :func:`invalid`: it names the argument, says what was
+expected and echoes what was received. The command line turns argument names into flags
+(``lr`` -> ``--lr``) where it reports them. This module imports nothing from the rest of sepconv.
+"""
 
 from __future__ import annotations
 
@@ -17,28 +22,6 @@ def positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise invalid(name, "a positive integer", value)
     return value
-
-
-def kernel_padding(kernel_size: int, padding: int | None, dilation: int) -> int:
-    """Validate a square kernel and return its padding (default: keep the size at stride 1).
-
-    The default ``(kernel_size - 1) // 2 * dilation`` is symmetric only for odd kernels, so an even
-    kernel needs an explicit ``padding``.
-    """
-    positive_int("kernel_size", kernel_size)
-    positive_int("dilation", dilation)
-    if padding is None:
-        if kernel_size % 2 == 0:
-            raise invalid(
-                "kernel_size",
-                "an odd size when `padding` is not given (an even kernel cannot be padded "
-                "symmetrically; pass `padding` explicitly)",
-                kernel_size,
-            )
-        return (kernel_size - 1) // 2 * dilation
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise invalid("padding", "a non-negative integer or None", padding)
-    return padding
 
 
 def probability(name: str, value: float) -> float:

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
-
-from sepconv.layers import NormFactory
-from sepconv.layers._validate import invalid, positive_int, probability
 
 
 @dataclass(frozen=True)
@@ -41,48 +37,6 @@ class FeatureInfo:
         """Pyramid level ``log2(reduction)``: EfficientDet's BiFPN reads levels 3-5 (P3-P5) and
         builds P6, P7 by downsampling P5."""
         return int(math.log2(self.reduction))
-
-
-def check_common(*, num_classes: int, in_chans: int, drop_rate: float) -> None:
-    """Validate the arguments every builder takes, raising ``ValueError`` naming the argument."""
-    positive_int("num_classes", num_classes)
-    positive_int("in_chans", in_chans)
-    probability("drop_rate", drop_rate)
-
-
-def check_width(width_mult: float) -> float:
-    """Return ``width_mult`` if it is a positive number, else raise naming it."""
-    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
-        raise invalid("width_mult", "a positive number", width_mult)
-    return float(width_mult)
-
-
-def check_stem_stride(stem_stride: int | None, small_input: bool) -> int:
-    """Return the stem's stride: ``stem_stride`` if given (1 or 2), else 1 for ``small_input``
-    and 2 otherwise; raise naming ``stem_stride`` for any other value."""
-    if stem_stride is None:
-        return 1 if small_input else 2
-    if isinstance(stem_stride, bool) or stem_stride not in (1, 2):
-        raise invalid("stem_stride", "1, 2 or None (the stride small_input implies)", stem_stride)
-    return stem_stride
-
-
-def norm_with_eps(bn_eps: float) -> NormFactory:
-    """Return a BatchNorm2d factory with ``eps=bn_eps`` (torchvision and timm use 1e-5, weights
-    ported from TensorFlow 1e-3)."""
-    if isinstance(bn_eps, bool) or not isinstance(bn_eps, (int, float)) or bn_eps <= 0:
-        raise invalid("bn_eps", "a positive number", bn_eps)
-    return nn.BatchNorm2d if bn_eps == 1e-5 else _BatchNormEps(float(bn_eps))
-
-
-@dataclass(frozen=True)
-class _BatchNormEps:
-    """A picklable ``BatchNorm2d`` factory with a fixed ``eps``."""
-
-    eps: float
-
-    def __call__(self, channels: int) -> nn.BatchNorm2d:
-        return nn.BatchNorm2d(channels, eps=self.eps)
 
 
 class Backbone(nn.Module):
@@ -160,47 +114,3 @@ class Backbone(nn.Module):
         if self.features_only:
             return self.forward_feature_maps(x)
         return self.forward_head(self.forward_features(x))
-
-
-def init_conv(conv: nn.Conv2d) -> None:
-    """Kaiming-normal weights (fan-out, ReLU gain) and zero bias, as in torchvision and timm."""
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
-
-
-LinearInit = Literal["fan_out_uniform", "normal", "torch_default"]
-"""How an architecture's reference implementation starts its linear layers (see init_weights)."""
-
-
-def init_weights(model: nn.Module, *, linear: LinearInit) -> None:
-    """Start ``model`` for training from scratch as its reference implementation does.
-
-    Convs start as :func:`init_conv` and norms at weight 1, bias 0, as in every torchvision and
-    timm model of these families. Linear layers differ between the references, and with few
-    classes the difference decides the first losses: a ``U(+-1/sqrt(out_features))`` classifier
-    over 10 classes starts a ResNet-50 at a loss of about 12 instead of ln(10) = 2.3.
-
-    Args:
-        model: The model, initialised in place.
-        linear: ``"fan_out_uniform"``: ``U(+-1/sqrt(out_features))``, zero bias (TensorFlow's
-            dense initialiser; torchvision's EfficientNet, timm's MobileNetV1). ``"normal"``:
-            ``N(0, 0.01)``, zero bias (torchvision's MobileNetV2 and VGG). ``"torch_default"``:
-            ``nn.Linear``'s own ``U(+-1/sqrt(in_features))`` for weight and bias (torchvision's
-            ResNet, timm's legacy Xception).
-    """
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            init_conv(module)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear) and linear == "torch_default":
-            module.reset_parameters()
-        elif isinstance(module, nn.Linear):
-            if linear == "normal":
-                nn.init.normal_(module.weight, 0.0, 0.01)
-            else:
-                bound = 1.0 / math.sqrt(module.out_features)
-                nn.init.uniform_(module.weight, -bound, bound)
-            nn.init.zeros_(module.bias)

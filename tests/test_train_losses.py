@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sepconv.convert.distill import distillation_loss
+from sepconv.train.losses import distillation_loss
 
 
 def test_loss_matches_hinton_formula_by_hand():

@@ -1,0 +1,9 @@
+"""Leaf utilities every package of sepconv uses; nothing here imports the rest of sepconv.
+
+- :mod:`sepconv.utils.validation`: checks of user input, each raising ``ValueError`` from
+  :func:`~sepconv.utils.validation.invalid` (argument, what was expected, what was received).
+- :mod:`sepconv.utils.files`: atomic writes (:func:`~sepconv.utils.files.write_atomic`).
+- :mod:`sepconv.utils.capture`: the module calls one forward pass really makes.
+- :mod:`sepconv.utils.seeding`: seeds derived from (seed, epoch, step, ...).
+- :mod:`sepconv.utils.version`: ``__version__``.
+"""
