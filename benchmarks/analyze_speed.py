@@ -9,7 +9,7 @@ printed side by side as a check.
 Run:
     .venv/bin/python benchmarks/analyze_speed.py [--threads 2] [--repeats 3]
 
-Writes results/analyze_speed.{json,md}.
+Writes results/benchmarks/analyze_speed.{json,md}.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from sepconv.bench import environment
 from sepconv.bench.output import markdown_environment, markdown_table
 from sepconv.utils.files import write_json, write_text
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 SIZE = (1, 3, 600, 600)
 MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "sepconv efficientnet_b7": lambda: sepconv.create_model("efficientnet_b7"),

@@ -16,13 +16,13 @@ separable twin trained from scratch with the original's recipe. Two originals (`
 
     .venv/bin/python benchmarks/convert_fashion_mnist.py [--epochs 12] [--threads 1]
     .venv/bin/python benchmarks/convert_fashion_mnist.py --arch mobilenet_v1 --epochs 8 \
-        --threads 2 --channels-last --out results/convert_fashion_mnist_mobilenet_v1
+        --threads 2 --channels-last --out results/convert/convert_fashion_mnist_mobilenet_v1
 
 Every training run is a Trainer output folder under ``--runs`` (default
 ``runs/convert_fashion_mnist``, git-ignored): a finished run is loaded from its
 ``model.safetensors``, an interrupted one resumes from ``last.safetensors``, so a rerun after an
-interruption repeats no finished training. Writes ``results/convert_fashion_mnist/results.json``
-and ``results.md``.
+interruption repeats no finished training. Writes
+``results/convert/convert_fashion_mnist/results.json`` and ``results.md``.
 """
 
 from __future__ import annotations
@@ -180,7 +180,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads, all phases")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "convert_fashion_mnist")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "convert_fashion_mnist")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "results" / "convert" / "convert_fashion_mnist"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     command = "python benchmarks/convert_fashion_mnist.py " + shlex.join(sys.argv[1:])
@@ -224,12 +226,12 @@ def main() -> None:
     original = make(separable=False)
     runs["original"] = run_trainer(
         original, recipe, train, test, args.runs / f"original_{trained_name}",
-        metadata={"model": "standard", "arch": args.arch, **size},
+        metadata={"role": "standard", "arch": args.arch, **size},
     )  # fmt: skip
     twin = make(separable=True)
     runs["twin"] = run_trainer(
         twin, recipe, train, test, args.runs / f"twin_{trained_name}",
-        metadata={"model": "separable twin", "arch": args.arch, **size},
+        metadata={"role": "separable twin", "arch": args.arch, **size},
     )  # fmt: skip
 
     base_macs = analyze(original, INPUT_SIZE).macs
@@ -259,7 +261,7 @@ def main() -> None:
         name = f"decoupled rank {rank}"
         runs[name] = run_trainer(
             student, finetune, train, test, args.runs / f"{trained_name}_rank{rank}_{tuned_name}",
-            teacher=original, metadata={"model": name, "arch": args.arch, **size},
+            teacher=original, metadata={"role": name, "arch": args.arch, **size},
         )  # fmt: skip
         row(
             name,

@@ -48,7 +48,7 @@ are counted by ``sepconv.analyze``; the matmul peak is measured at the same thre
 Run:
     .venv/bin/python benchmarks/inference.py [--threads 2] [--no-compile] [--no-int8]
 
-Writes results/inference.{json,md}.
+Writes results/benchmarks/inference.{json,md}.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ MODELS: dict[str, tuple[str, str]] = {
     "resnet50": ("torchvision", "resnet50"),
 }
 SIZE = (3, 224, 224)
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 OV_DEFAULT_ROW = "OpenVINO (plain, default)"
 REFERENCE_ROWS = ("ONNX Runtime (plain)", "OpenVINO (plain, f32)")  # the fp32 runtimes
 SEPCONV_ROW = "sepconv compile_for_inference"
@@ -467,10 +467,11 @@ def main() -> None:
     parser.add_argument("--calib-samples", type=int, default=32)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--no-int8", dest="int8", action="store_false")
-    parser.add_argument("--out", default="inference", help="results/OUT.{json,md}")
+    parser.add_argument("--out", default="inference", help="results/benchmarks/OUT.{json,md}")
     parser.add_argument(
         "--report-only", action="store_true",
-        help="measure nothing: rewrite results/OUT.md (and print the table) from results/OUT.json",
+        help="measure nothing: rewrite results/benchmarks/OUT.md (and print the table) "
+        "from results/benchmarks/OUT.json",
     )  # fmt: skip
     args = parser.parse_args()
     if args.report_only:
@@ -517,7 +518,7 @@ def main() -> None:
 
 
 def report(data: dict[str, Any], out: str) -> None:
-    """Print the table and the targets, and write results/OUT.md, from the measured data."""
+    """Print the table and the targets, and write results/benchmarks/OUT.md, from the data."""
     results, threads = data["models"], data["threads"]
     peak_gflops = data["matmul_peak_gflops"]
     peak_gmacs = peak_gflops / 2  # 1 MAC = 2 FLOPs
@@ -557,7 +558,8 @@ def report(data: dict[str, Any], out: str) -> None:
         f"(1 MAC = one multiply-add) per second; matmul peak measured here: "
         f"{peak_gmacs:.1f} GMAC/s ({peak_gflops:.1f} GFLOP/s, 2048x2048 fp32 matmul, "
         f"{threads} threads). *rel. error*: max|out - reference| / max|reference| on the "
-        "timed image; int8 accuracy is measured on trained models (results/int8_fashion_mnist). "
+        "timed image; int8 accuracy is measured on trained models "
+        "(results/deploy/int8_fashion_mnist). "
         f"int8 calibration: {data['calibration']}.\n\n"
         f"{markdown_table(HEADERS, table_rows)}\n\n"
         "Targets:\n\n" + "\n".join(goal_lines) + "\n\n" + profile_section(results),

@@ -8,7 +8,7 @@ standard-conv twins (each depthwise+pointwise pair made one 3x3 conv), batch 1.
 Run:
     .venv/bin/python benchmarks/model_latency.py [--threads 1]
 
-Writes results/model_latency.{json,md} and results/model_latency.png.
+Writes results/benchmarks/model_latency.{json,md} and results/benchmarks/model_latency.png.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ MODELS = ("mobilenet_v1", "mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16"
 TWINS = ("mobilenet_v1", "mobilenet_v2")
 BATCHES = (1, 32)
 SIZE = 224
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 
 
 def main() -> None:
@@ -159,7 +159,7 @@ def main() -> None:
         f"{markdown_table(latency_headers, latency)}\n\n"
         "## Separable models against their standard-conv twins (batch 1)\n\n"
         "Each depthwise+pointwise pair replaced by one standard 3x3 conv with the same "
-        "channels, stride and dilation (`sepconv.bench.standard_twin`).\n\n"
+        "channels, stride and dilation (`sepconv.convert.standard_twin`).\n\n"
         f"{markdown_table(twin_headers, twin_rows)}\n\n"
         f"![latency vs MACs]({png.name})\n",
     )

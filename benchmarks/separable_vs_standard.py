@@ -8,7 +8,8 @@ in the same run.
 Run:
     .venv/bin/python benchmarks/separable_vs_standard.py [--threads 1] [--repeats 15]
 
-Writes results/separable_vs_standard.{json,md} and results/separable_vs_standard_roofline.png.
+Writes results/benchmarks/separable_vs_standard.{json,md} and
+results/benchmarks/separable_vs_standard_roofline.png.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ SPECS = (
     LayerSpec(256, 512, 28),
     LayerSpec(512, 512, 14),
 )
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ Runtime is higher than after eager. Medians over ``--rounds`` rounds of 5 timed 
 Run:
     .venv/bin/python benchmarks/settle.py [--threads 2] [--rounds 4] [--precision bf16]
 
-Writes results/settle.{json,md}.
+Writes results/benchmarks/settle.{json,md}.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from sepconv.deploy import compile_for_inference
 from sepconv.deploy.runtime import Precision
 from sepconv.utils.files import write_json, write_text
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 SIZE = (3, 224, 224)
 HEADERS = ["OpenVINO timed after", "settle s", "median ms", "IQR ms", "vs after eager"]
 

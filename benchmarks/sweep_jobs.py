@@ -12,7 +12,7 @@ few calls, the same for both), training images per second over the sweep, and th
 Run:
     .venv/bin/python benchmarks/sweep_jobs.py [--threads 2] [--jobs 2] [--repeats 2]
 
-Writes results/sweep_jobs.{json,md}.
+Writes results/benchmarks/sweep_jobs.{json,md}.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from sepconv.bench.output import markdown_environment, markdown_table, terminal_
 from sepconv.reproduce import load_config, run_sweep
 from sepconv.utils.files import write_json, write_text
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 SWEEP = """\
 data = "fashion-mnist"
 test_images = {test_images}

@@ -239,6 +239,8 @@ def test_channel_stats_match_numpy() -> None:
     ref = images.numpy().astype(np.float64) / 255.0
     np.testing.assert_allclose(mean, ref.mean(axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(std, ref.std(axis=(0, 2, 3)), rtol=1e-10)
+    with pytest.raises(ValueError, match=r"argument `images`: expected a uint8 tensor"):
+        channel_stats(images.float())
 
 
 def test_crop_flip_matches_per_image_reference() -> None:

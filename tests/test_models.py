@@ -221,10 +221,30 @@ def test_forward_features_and_head_compose() -> None:
         torch.testing.assert_close(model.forward_head(features), model(x), rtol=0, atol=0)
 
 
-def test_drop_path_grows_linearly_in_efficientnet() -> None:
-    model = create_model("efficientnet_b0", drop_path_rate=0.2)
-    rates = [b.drop_path.p for stage in model.stages for b in stage if b.has_residual]
-    assert rates == sorted(rates) and 0 < rates[-1] < 0.2
+@pytest.mark.parametrize(("name", "blocks"), [("efficientnet_b0", 16), ("efficientnet_b2", 23)])
+def test_drop_path_grows_linearly_in_efficientnet(name: str, blocks: int) -> None:
+    """Block ``i`` of ``N`` (counted over the whole network, from 0) drops its residual branch
+    with probability ``rate * i / N``: torchvision's ``stochastic_depth_prob * block_id /
+    total_blocks`` and timm's ``drop_path_rate * block_idx / block_count``. Blocks without a
+    residual have nothing to drop; torchvision still builds them a (never used) StochasticDepth.
+    """
+    import torchvision
+
+    rate = 0.3
+    model = create_model(name, drop_path_rate=rate)
+    ours = [b for stage in model.stages for b in stage]
+    assert len(ours) == blocks  # B0's 16 blocks; B2's depth multiplier 1.2 rounds up to 23
+    expected = [rate * i / blocks for i in range(blocks)]
+    reference = getattr(torchvision.models, name)(stochastic_depth_prob=rate)
+    theirs = [b for stage in reference.features[1:-1] for b in stage]
+    assert len(theirs) == blocks
+    for i, (block, twin) in enumerate(zip(ours, theirs, strict=True)):
+        assert block.has_residual == twin.use_res_connect
+        assert twin.stochastic_depth.p == pytest.approx(expected[i], rel=1e-12)
+        if block.has_residual and i > 0:
+            assert block.drop_path.p == pytest.approx(expected[i], rel=1e-12)
+        else:  # no residual, or the first block's rate of 0: nothing to drop
+            assert isinstance(block.drop_path, nn.Identity)
 
 
 def test_zoo_prints_sourced_table(capsys: pytest.CaptureFixture[str]) -> None:

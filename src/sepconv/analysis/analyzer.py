@@ -22,6 +22,7 @@ from torch.utils._pytree import tree_flatten
 
 from sepconv.analysis.counting import IGNORED_OPS, SHAPE_PRESERVING_OPS, op_cost, op_name
 from sepconv.analysis.report import CostReport, LayerCost, Shape
+from sepconv.utils.validation import invalid, invalid_type
 
 
 def _tensors(tree: Any) -> list[torch.Tensor]:
@@ -140,10 +141,8 @@ def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
         or not input_size
         or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_size)
     ):
-        raise ValueError(
-            "Invalid value for argument `input_size`: expected a non-empty sequence of positive "
-            f"integers such as (1, 3, 224, 224), received {input_size!r}."
-        )
+        expected = "a non-empty sequence of positive integers such as (1, 3, 224, 224)"
+        raise invalid("input_size", expected, input_size)
     return tuple(input_size)
 
 
@@ -189,15 +188,10 @@ def analyze(
         300.8
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"Invalid value for argument `model`: expected a torch.nn.Module, received "
-            f"{type(model).__name__}."
-        )
+        raise invalid_type("model", "a torch.nn.Module", model)
     if not isinstance(dtype, torch.dtype):
-        raise TypeError(
-            f"Invalid value for argument `dtype`: expected a torch.dtype such as torch.float32, "
-            f"received {dtype!r}."
-        )
+        expected = "a torch.dtype such as torch.float32"
+        raise invalid_type("dtype", expected, dtype, show_type=False)
     size = _check_input_size(input_size)
     element_size = torch.empty((), dtype=dtype).element_size()
     modes = {module: module.training for module in model.modules()}

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from sepconv.analysis.counting import CONVENTIONS, conv_kind, conv_macs
 from sepconv.analysis.report import format_count
+from sepconv.utils.validation import invalid, positive_int
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,7 @@ class ConvComparison:
         for row in self.rows:
             if row.label == label:
                 return row
-        raise ValueError(
-            f"Invalid value for argument `label`: expected one of "
-            f"{[r.label for r in self.rows]}, received {label!r}."
-        )
+        raise invalid("label", f"one of {[r.label for r in self.rows]}", label)
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON types, conventions first."""
@@ -147,14 +145,6 @@ class ConvComparison:
         return header, body
 
 
-def _positive(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a positive integer, received {value!r}."
-        )
-    return value
-
-
 def compare_conv(
     in_channels: int,
     out_channels: int,
@@ -190,19 +180,17 @@ def compare_conv(
         >>> round(c.row("standard").macs / 1e6, 1), round(c.row("separable").macs / 1e6, 1)
         (231.2, 27.5)
     """
-    c_in = _positive("in_channels", in_channels)
-    c_out = _positive("out_channels", out_channels)
-    k = _positive("kernel_size", kernel_size)
-    h = _positive("height", height)
-    w = _positive("width", height if width is None else width)
-    s = _positive("stride", stride)
+    c_in = positive_int("in_channels", in_channels)
+    c_out = positive_int("out_channels", out_channels)
+    k = positive_int("kernel_size", kernel_size)
+    h = positive_int("height", height)
+    w = positive_int("width", height if width is None else width)
+    s = positive_int("stride", stride)
     for g in groups:
-        _positive("groups", g)
+        positive_int("groups", g)
         if c_in % g or c_out % g:
-            raise ValueError(
-                f"Invalid value for argument `groups`: expected divisors of in_channels={c_in} "
-                f"and out_channels={c_out}, received {g}."
-            )
+            expected = f"divisors of in_channels={c_in} and out_channels={c_out}"
+            raise invalid("groups", expected, g)
     element_size = torch.empty((), dtype=dtype).element_size()
     pad = (k - 1) // 2
     h_out, w_out = ((n + 2 * pad - k) // s + 1 for n in (h, w))

@@ -4,7 +4,8 @@
 (:func:`benchmark`, :func:`measure_latency`), per-layer latency (:func:`per_layer_latency`), the
 measured roofline (:func:`measure_ceilings`) and the comparison with the standard-conv twin
 (:func:`compare_twin`; the twin itself is :func:`sepconv.convert.standard_twin`). Plots live
-in :mod:`sepconv.bench.plots`.
+in :mod:`sepconv.bench.plots`. Each takes a ``device``: on CUDA every timed block is bracketed
+by CUDA events and synchronised, and the ceilings are measured on the GPU itself.
 """
 
 from sepconv.bench.latency import LatencyPoint, benchmark, measure_latency

@@ -40,4 +40,11 @@ def markdown_environment(env: Mapping[str, Any], command: str) -> str:
         f"Machine: {env['cpu']}, {env['logical_cpus']} logical CPUs "
         f"({env['cpu_capability']}, native bf16: {env['bf16_native']}), {env['platform']}  \n"
         f"PyTorch {env['torch']}, Python {env['python']}, {env['threads']} intra-op thread(s)"
+        + (
+            f"  \nGPU: {env['gpu']} ({env['gpu_memory_gib']} GiB, compute capability "
+            f"{env['gpu_capability']}), driver {env['gpu_driver']}, CUDA {env['cuda_runtime']}, "
+            f"cuDNN {env['cudnn']}"
+            if env.get("gpu")
+            else ""
+        )
     )

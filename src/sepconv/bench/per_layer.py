@@ -187,8 +187,9 @@ def per_layer_latency(
 
     Args:
         model: The model, in the mode to measure (call ``.eval()`` for inference).
-        example: One input batch, e.g. ``torch.randn(1, 3, 224, 224)``; its memory format and
-            dtype are those the layers see.
+        example: One input batch, e.g. ``torch.randn(1, 3, 224, 224)``; its memory format,
+            dtype and device are those the layers see (``model`` must be on the same device).
+            On CUDA every layer and the whole model are timed with CUDA events.
         costs: Counted cost per module name; default: :func:`sepconv.analyze` of ``model`` at
             ``example``'s shape and dtype, summed by :func:`costs_from_analysis`.
         ceilings: Measured ceilings; when given, layers with a cost are placed on the roofline.
@@ -206,12 +207,15 @@ def per_layer_latency(
         >>> [row.input_shape for row in report.rows]
         [(1, 3, 16, 16), (1, 8, 14, 14)]
     """
+    device = example.device
     leaves = [call for call in capture(model, example) if call.is_leaf]
     if costs is None:
         costs = costs_from_analysis(analyze(model, tuple(example.shape), dtype=example.dtype))
     rows = []
     for call in tqdm(leaves, desc="layers", disable=not progress, leave=False):
-        timing = measure(_replayable(call), warmup=warmup, repeats=repeats, threads=threads)
+        timing = measure(
+            _replayable(call), warmup=warmup, repeats=repeats, threads=threads, device=device
+        )
         cost = costs.get(call.name)
         point = None
         if (
@@ -233,5 +237,7 @@ def per_layer_latency(
                 roofline=point,
             )
         )
-    model_timing = measure(lambda: model(example), warmup=warmup, repeats=repeats, threads=threads)
+    model_timing = measure(
+        lambda: model(example), warmup=warmup, repeats=repeats, threads=threads, device=device
+    )
     return PerLayerReport(tuple(rows), model_timing, ceilings)

@@ -8,6 +8,10 @@ Both ceilings come from measurement here: a large matrix product for ``P`` and a
 ``B``, timed by the same harness as the layers. A ceiling is a maximum, so it is taken from the
 fastest timed block, not the median: on a shared machine the median of a 10-block run drifts
 below what the hardware attains. FLOPs are 2 x MACs throughout.
+
+On a GPU the same three measurements run on the device itself, timed with CUDA events: an fp32
+matmul (TF32 as PyTorch is configured), a bf16 matmul (the tensor-core peak mixed-precision
+models can reach) and a device-to-device copy of a buffer far larger than the L2 cache.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Literal
 import torch
 
 from sepconv.bench.timing import Timing, measure
+from sepconv.utils.devices import check_device
 from sepconv.utils.validation import invalid
 
 
@@ -29,13 +34,18 @@ class Ceilings:
         peak_gflops: Attainable compute, GFLOP/s (FLOP = 2 x MAC), from a square matmul.
         bandwidth_gbs: Attainable memory bandwidth, GB/s (1e9 bytes), from a large copy.
         threads: Intra-op threads used for both measurements.
-        dtype: The element type measured (``"float32"``…).
+        dtype: The element type of the compute peak (``"float32"``…).
+        device: Where both were measured (``"cpu"``, ``"cuda:0"``…).
+        bf16_peak_gflops: On CUDA, the bf16 matmul peak as well (``None`` elsewhere); the
+            roofline itself uses ``peak_gflops``.
     """
 
     peak_gflops: float
     bandwidth_gbs: float
     threads: int
     dtype: str
+    device: str = "cpu"
+    bf16_peak_gflops: float | None = None
 
     @property
     def ridge(self) -> float:
@@ -52,7 +62,11 @@ class Ceilings:
 
 
 def measure_peak_gflops(
-    *, size: int = 2048, dtype: torch.dtype = torch.float32, threads: int | None = None
+    *,
+    size: int = 2048,
+    dtype: torch.dtype = torch.float32,
+    threads: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[float, Timing]:
     """Measure the compute ceiling: GFLOP/s of a ``size x size`` matrix product.
 
@@ -62,15 +76,18 @@ def measure_peak_gflops(
     Returns:
         ``(GFLOP/s from the fastest block, the timing)``; the product has ``2 * size**3`` FLOPs.
     """
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
-    out = torch.empty(size, size, dtype=dtype)
-    timing = measure(lambda: torch.mm(a, b, out=out), warmup=2, repeats=10, threads=threads)
+    dev = check_device(device)
+    a = torch.randn(size, size, dtype=dtype, device=dev)
+    b = torch.randn(size, size, dtype=dtype, device=dev)
+    out = torch.empty(size, size, dtype=dtype, device=dev)
+    timing = measure(
+        lambda: torch.mm(a, b, out=out), warmup=2, repeats=10, threads=threads, device=dev
+    )
     return 2 * size**3 / min(timing.samples_s) / 1e9, timing
 
 
 def measure_bandwidth_gbs(
-    *, megabytes: int = 128, threads: int | None = None
+    *, megabytes: int = 128, threads: int | None = None, device: torch.device | str = "cpu"
 ) -> tuple[float, Timing]:
     """Measure the memory ceiling: GB/s of copying a buffer far larger than the caches.
 
@@ -79,23 +96,45 @@ def measure_bandwidth_gbs(
     Returns:
         ``(GB/s from the fastest block, the timing)``.
     """
+    dev = check_device(device)
     numel = megabytes * 2**20 // 4
-    src = torch.ones(numel, dtype=torch.float32)
+    src = torch.ones(numel, dtype=torch.float32, device=dev)
     dst = torch.empty_like(src)
-    timing = measure(lambda: dst.copy_(src), warmup=2, repeats=10, threads=threads)
+    timing = measure(lambda: dst.copy_(src), warmup=2, repeats=10, threads=threads, device=dev)
     return 2 * src.nbytes / min(timing.samples_s) / 1e9, timing
 
 
-def measure_ceilings(*, threads: int | None = None, dtype: torch.dtype = torch.float32) -> Ceilings:
-    """Measure both ceilings at ``threads`` intra-op threads.
+def measure_ceilings(
+    *,
+    threads: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Ceilings:
+    """Measure both ceilings at ``threads`` intra-op threads, on ``device``.
+
+    On CUDA the matmul is 8192 x 8192 and the copy 1 GiB (an H100's 50 MB L2 would hold a
+    128 MB copy's reads long enough to flatter it), and the bf16 peak is measured too.
 
     Example:
         >>> c = measure_ceilings(threads=1)  # doctest: +SKIP
         >>> c.ridge  # FLOP/byte; a few tens on a desktop CPU  # doctest: +SKIP
     """
-    peak, timing = measure_peak_gflops(dtype=dtype, threads=threads)
-    bandwidth, _ = measure_bandwidth_gbs(threads=threads)
-    return Ceilings(peak, bandwidth, timing.threads, str(dtype).removeprefix("torch."))
+    dev = check_device(device)
+    cuda = dev.type == "cuda"
+    size, megabytes = (8192, 1024) if cuda else (2048, 128)
+    peak, timing = measure_peak_gflops(size=size, dtype=dtype, threads=threads, device=dev)
+    bandwidth, _ = measure_bandwidth_gbs(megabytes=megabytes, threads=threads, device=dev)
+    bf16 = None
+    if cuda:
+        bf16, _ = measure_peak_gflops(size=size, dtype=torch.bfloat16, device=dev)
+    return Ceilings(
+        peak,
+        bandwidth,
+        timing.threads,
+        str(dtype).removeprefix("torch."),
+        device=str(dev),
+        bf16_peak_gflops=bf16,
+    )
 
 
 @dataclass(frozen=True)

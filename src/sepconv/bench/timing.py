@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -182,7 +183,7 @@ def measure(
             after another, the worker threads of the previous one may still be spinning for
             work and take the cores: ONNX Runtime's intra-op pool slows an OpenVINO model
             timed right after it; :data:`RUNTIME_SETTLE_S` removes that
-            (``python benchmarks/settle.py``, results/settle.md).
+            (``python benchmarks/settle.py``, results/benchmarks/settle.md).
 
     Returns:
         A :class:`Timing` whose ``threads`` is the thread count actually in effect.
@@ -199,9 +200,7 @@ def measure(
     if max_time_s is not None:
         _positive("max_time_s", max_time_s, integer=False)
     if settle_s < 0:
-        raise ValueError(
-            f"Invalid value for argument `settle_s`: expected >= 0, received {settle_s}."
-        )
+        raise invalid("settle_s", ">= 0", settle_s)
     dev = torch.device(device)
     time_block = _block_timer(dev)
     time.sleep(settle_s)
@@ -260,4 +259,47 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "bf16_native": bf16_native(),
         "threads": torch.get_num_threads() if threads is None else threads,
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        **(gpu_environment() if torch.cuda.is_available() else {}),
+    }
+
+
+def _proc_driver_version() -> str | None:
+    """The NVIDIA kernel module's version from ``/proc/driver/nvidia/version`` (Linux), or
+    ``None``; e.g. ``"550.54.15"`` from "NVRM version: NVIDIA UNIX x86_64 Kernel Module
+    550.54.15 ..."."""
+    try:
+        with open("/proc/driver/nvidia/version", encoding="utf-8") as file:
+            first = file.readline()
+    except OSError:
+        return None
+    words = first.split("Kernel Module", 1)[-1].split()
+    return words[0] if "Kernel Module" in first and words else None
+
+
+def gpu_environment() -> dict[str, Any]:
+    """The GPU facts a CUDA result needs: name, memory, compute capability, CUDA runtime PyTorch
+    was built with, cuDNN, and the driver version (from ``nvidia-smi``, when it is on PATH)."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    driver: str | None
+    try:
+        driver = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+            .stdout.split("\n")[0]
+            .strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        driver = _proc_driver_version()  # no nvidia-smi: the kernel module says it
+    return {
+        "gpu": props.name,
+        "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+        "gpu_capability": f"{props.major}.{props.minor}",
+        "gpu_driver": driver,
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
     }

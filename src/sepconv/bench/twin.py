@@ -22,6 +22,8 @@ from sepconv.analysis import analyze
 from sepconv.bench.timing import Timing, measure
 from sepconv.convert.twin import standard_twin
 from sepconv.layers import DepthwiseSeparableConv2d
+from sepconv.utils.devices import check_device
+from sepconv.utils.validation import invalid
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def compare_twin(
     threads: int | None = None,
     warmup: int = 3,
     repeats: int = 20,
+    device: torch.device | str = "cpu",
 ) -> TwinComparison:
     """Count and time ``model`` and its :func:`standard_twin` on ``example``.
 
@@ -129,6 +132,8 @@ def compare_twin(
         label: Name for the report (default: the model's class name).
         channels_last: Time both in ``torch.channels_last`` memory format.
         threads, warmup, repeats: Passed to :func:`sepconv.bench.timing.measure`.
+        device: Where both are timed (``"cpu"`` or a CUDA device; CUDA-event timing there).
+            The twin is built and counted on the CPU first.
 
     Raises:
         ValueError: If ``model`` has no depthwise+pointwise pair to replace.
@@ -139,20 +144,25 @@ def compare_twin(
         >>> round(cmp.mac_ratio, 1)  # doctest: +SKIP
         8.4
     """
-    separable = copy.deepcopy(model).eval()
+    dev = check_device(device)
+    separable = copy.deepcopy(model).cpu().eval()
+    example = example.cpu()
     twin, pairs = standard_twin(separable, example)
     if pairs == 0:
-        raise ValueError(
-            f"Invalid value for argument `model`: expected a model with at least one depthwise "
-            f"conv followed by a pointwise conv, received {type(model).__name__} with none."
+        raise invalid(
+            "model",
+            "a model with at least one depthwise conv followed by a pointwise conv",
+            type(model).__name__,
+            note=" with none",
         )
     macs = [analyze(m, tuple(example.shape)).macs for m in (separable, twin)]
-    x = example
+    separable, twin = separable.to(dev), twin.to(dev)
+    x = example.to(dev)
     if channels_last:
         separable, twin = (m.to(memory_format=torch.channels_last) for m in (separable, twin))
-        x = example.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     timings = [
-        measure(partial(m, x), warmup=warmup, repeats=repeats, threads=threads)
+        measure(partial(m, x), warmup=warmup, repeats=repeats, threads=threads, device=dev)
         for m in (separable, twin)
     ]
     return TwinComparison(

@@ -3,12 +3,20 @@
 Each module named in :data:`COMMANDS` exposes ``register(subparsers)``, which adds its
 sub-parser and sets ``func`` to a callable taking the parsed arguments and returning an exit
 code. Heavy imports happen inside those callables so that ``sepconv --help`` stays fast.
+
+A user's mistake (a bad value, a missing file, a folder that cannot be written, memory that runs
+out) ends the command with one line on stderr and exit code 2, never a traceback; the library's
+"argument `batch_size`" becomes the flag the user typed, "`--batch-size`". ``--debug`` or
+``SEPCONV_DEBUG=1`` shows the traceback instead, for bug reports. Anything else is a bug in
+sepconv and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +37,10 @@ COMMANDS: tuple[str, ...] = (
     "reproduce",
 )
 
+# What the user controls: bad values, paths and files, and the memory their sizes ask for.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, MemoryError)
+OOM_HINT = "reduce --batch-size, --width-mult or the input size"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command registered."""
@@ -37,20 +49,69 @@ def build_parser() -> argparse.ArgumentParser:
         description="Depthwise separable convolutions: build, measure, convert, train and ship.",
     )
     parser.add_argument("--version", action="version", version=f"sepconv {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (also SEPCONV_DEBUG=1)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"sepconv.cli.{name}").register(subparsers)
     return parser
 
 
+def _flags(parser: argparse.ArgumentParser, command: str) -> set[str]:
+    """The long option strings of sub-command ``command`` (``{"--lr", "--batch-size", ...}``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return {
+                flag
+                for sub_action in action.choices[command]._actions
+                for flag in sub_action.option_strings
+                if flag.startswith("--")
+            }
+    return set()
+
+
+def user_message(err: BaseException, flags: set[str]) -> str | None:
+    """The one-line message for a user error, in the CLI's words; ``None`` for a bug."""
+    is_oom = isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError)
+        and ("out of memory" in str(err) or "can't allocate memory" in str(err))
+    )
+    if is_oom:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"out of memory ({first}); {OOM_HINT}"
+    if not isinstance(err, USER_ERRORS):
+        return None
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.strerror}: {err.filename!s}"
+    message = str(err)
+
+    def as_flag(match: re.Match[str]) -> str:
+        flag = "--" + match.group(1).replace("_", "-")
+        return f"`{flag}`" if flag in flags else match.group(0)
+
+    return re.sub(r"argument `([A-Za-z_][A-Za-z0-9_]*)`", as_flag, message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sepconv`` script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("SEPCONV_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as err:
-        # User errors carry a message written for people: show it without a traceback.
-        print(f"sepconv {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\nsepconv {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = None if debug else user_message(err, _flags(parser, args.command))
+        if message is None:
+            raise
+        # Start on a fresh line: a progress bar may have left the cursor mid-line.
+        prefix = "\n" if sys.stderr.isatty() else ""
+        print(f"{prefix}sepconv {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

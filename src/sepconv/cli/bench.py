@@ -42,7 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads to pin")
     parser.add_argument(
-        "--dtype", default="fp32", help="comma-separated dtypes to measure: fp32, bf16"
+        "--device",
+        default="cpu",
+        help="where to run: cpu (default), cuda or cuda:N (timed with CUDA events)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        help="comma-separated dtypes to measure: fp32, bf16, and on CUDA fp16",
     )
     parser.add_argument(
         "--channels-last", action="store_true", help="also measure channels_last (NHWC) memory"
@@ -81,13 +88,23 @@ def run(args: argparse.Namespace) -> int:
     )
     from sepconv.bench.plots import plot_roofline
     from sepconv.cli._console import console
-    from sepconv.utils.files import write_json
+    from sepconv.utils.devices import check_device
+    from sepconv.utils.files import check_writable, write_json
+    from sepconv.utils.validation import invalid, positive_int
 
     if args.plot is not None and not args.per_layer:
-        raise ValueError(
-            "Invalid value for argument `--plot`: expected it together with --per-layer (the "
-            f"plot is the per-layer roofline), received --plot {args.plot!r} alone."
+        raise invalid(
+            "--plot",
+            "it together with --per-layer (the plot is the per-layer roofline)",
+            args.plot,
+            note=" alone",
         )
+    device = check_device(args.device, "--device")
+    if args.threads is not None:
+        positive_int("--threads", args.threads)
+    for flag, path in (("--plot", args.plot), ("--json", args.json)):
+        if path is not None:
+            check_writable(path, flag)
     from sepconv.cli._model import resolve_model
 
     model, default_size = resolve_model(args.model)
@@ -103,11 +120,17 @@ def run(args: argparse.Namespace) -> int:
         compile=[False, True] if args.compile else [False],
         threads=args.threads,
         repeats=args.repeats,
+        device=device,
     )
     threads = points[0].timing.threads
+    where = (
+        f"on {torch.cuda.get_device_name(device)}"
+        if device.type == "cuda"
+        else f"{threads} thread(s)"
+    )
     table = Table(
         title=f"{args.model} at {size}x{size}: {macs / 1e9:.3f} GMACs per image (1 MAC = one "
-        f"multiply-add), {threads} thread(s)",
+        f"multiply-add), {where}",
         caption="median and interquartile range over repeated blocks",
     )
     for column in ("batch", "dtype", "memory", "mode", "median ms", "IQR ms", "img/s", "GMAC/s"):
@@ -129,15 +152,16 @@ def run(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "model": args.model,
         "input_size": size,
+        "device": str(device),
         "macs_per_image": macs,
         "environment": environment(threads),
         "points": [p.to_dict() for p in points],
     }
     if args.per_layer:
-        ceilings = measure_ceilings(threads=args.threads)
-        example = torch.randn(args.batch[0], 3, size, size)
+        ceilings = measure_ceilings(threads=args.threads, device=device)
+        example = torch.randn(args.batch[0], 3, size, size, device=device)
         report = per_layer_latency(
-            model, example, ceilings=ceilings, threads=args.threads, progress=True
+            model.to(device), example, ceilings=ceilings, threads=args.threads, progress=True
         )
         console().print(_layers_table(report))
         console().print(_roofline_table(report))
@@ -152,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
             label=args.model,
             threads=args.threads,
             repeats=args.repeats,
+            device=device,
         )
         console().print(_twin_table(twin, args.batch[0]))
         result["twin"] = twin.to_dict()
@@ -205,9 +230,11 @@ def _roofline_table(report: PerLayerReport) -> Table:
 
     from rich.table import Table
 
+    from sepconv.utils.validation import invalid
+
     c = report.ceilings
     if c is None:
-        raise ValueError("Invalid value for argument `report`: expected one with ceilings.")
+        raise invalid("report", "one with ceilings", report.ceilings)
     table = Table(
         title=f"per layer, batch {report.rows[0].input_shape[0]}: roofline peak "
         f"{c.peak_gflops:.1f} GFLOP/s, {c.bandwidth_gbs:.1f} GB/s, ridge {c.ridge:.1f} FLOP/byte",

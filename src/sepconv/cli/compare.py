@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sepconv.cli.profile import add_output_arguments
+from sepconv.utils.validation import invalid
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,17 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _parse_size(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(
-            "Invalid value for argument `--size`: expected H or HxW with positive integers, "
-            f"received {text!r}."
-        )
+        raise invalid("--size", "H or HxW with positive integers", text)
     return int(parts[0]), int(parts[-1])
 
 
 def run(args: argparse.Namespace) -> int:
     from sepconv.analysis import compare_conv
     from sepconv.cli.profile import emit
+    from sepconv.utils.files import check_writable
 
+    if args.output is not None:
+        check_writable(args.output, "--output")
     height, width = _parse_size(args.size)
     result = compare_conv(
         args.in_channels,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,21 +54,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safetensors.torch import save_file
-
     from sepconv.cli._console import console
     from sepconv.convert import separabilize
     from sepconv.models import create_model, load_weights
-    from sepconv.utils.files import write_atomic, write_json
+    from sepconv.models.modelfile import ModelRecord, write_model_file
+    from sepconv.utils.devices import check_device
+    from sepconv.utils.files import check_writable, write_json
+    from sepconv.utils.validation import non_negative_int
 
-    for path in (args.output, args.report):
-        if path is not None and not path.parent.is_dir():
-            raise FileNotFoundError(f"Output folder {path.parent} of {path} does not exist.")
-    if args.finetune_epochs < 0:
-        raise ValueError(
-            "Invalid value for argument `--finetune-epochs`: expected a non-negative integer, "
-            f"received {args.finetune_epochs}."
-        )
+    for flag, path in (("--output", args.output), ("--report", args.report)):
+        if path is not None:
+            check_writable(path, flag)
+    if args.device is not None:
+        check_device(args.device, "--device")
+    non_negative_int("--finetune-epochs", args.finetune_epochs)
     original = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans)
     if args.weights is not None:
         load_weights(original, args.weights)
@@ -92,10 +90,21 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None:
         write_json(args.report, summary)
     if args.output is not None:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        # The ranks let a reader rebuild the architecture: separabilize(create_model(...), ...).
-        meta = {"sepconv.convert": json.dumps({k: summary[k] for k in ("model", "layers")})}
-        write_atomic(args.output, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        # The ranks let load_model rebuild the architecture: the original's, each listed
+        # convolution decoupled at its rank.
+        provenance = {
+            "converted_from": args.model,
+            "weights": None if args.weights is None else str(args.weights),
+            "finetune_epochs": args.finetune_epochs,
+        }
+        if args.finetune_epochs:
+            provenance["data"] = args.data
+        record = ModelRecord.of(
+            original,
+            decoupled={layer.name: layer.rank for layer in report.layers},
+            provenance=provenance,
+        )
+        write_model_file(args.output, model.state_dict(), record)
         out.print(f"wrote {args.output}")
     return 0
 

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
 
     from sepconv.data import ImageDataset
+    from sepconv.models.modelfile import ModelRecord
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="accuracy, per-class accuracy and confusion matrix of trained weights",
-        description="Evaluate weights written by `sepconv train` (model.safetensors, or a "
-        "checkpoint, whose EMA is used when present) on a dataset split. With --backend, also "
+        description="Evaluate a model file written by sepconv (`sepconv train`'s "
+        "model.safetensors, or a checkpoint, whose EMA is used when present; save_model's or "
+        "`sepconv convert`'s files) on a dataset split. With --backend, also "
         "run the split through `sepconv.deploy.compile_for_inference` and report the deployed "
         "model's accuracy and its top-1 agreement with eager fp32.",
     )
@@ -50,36 +53,59 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from sepconv.cli._console import console
-    from sepconv.data import load_dataset
-    from sepconv.models import create_model
-    from sepconv.train import evaluate, load_tensors, plot_confusion_matrix
-    from sepconv.train.checkpoint import unprefixed
-    from sepconv.utils.files import write_json
+    from sepconv.cli._model import trained_model
+    from sepconv.data import channel_stats, load_dataset
+    from sepconv.models.options import small_input_for
+    from sepconv.train import evaluate, plot_confusion_matrix
+    from sepconv.utils.devices import check_device
+    from sepconv.utils.files import check_writable, write_json
+    from sepconv.utils.validation import invalid, positive_int
 
+    for flag, path in (("--plot", args.plot), ("--json", args.json)):
+        if path is not None:
+            check_writable(path, flag)
+    check_device(args.device, "--device")
+    positive_int("--batch-size", args.batch_size)
+    if args.threads is not None:
+        positive_int("--threads", args.threads)
+    positive_int("--image-size", args.image_size)
     if args.backend is not None and args.device != "cpu":
-        raise ValueError(
-            f"Invalid value for argument `--device`: --backend compiles for the CPU, received "
-            f"{args.device!r}; drop --device or --backend."
+        raise invalid(
+            "--device",
+            "cpu with --backend (it compiles for the CPU)",
+            args.device,
+            note="; drop --device or --backend",
         )
-    tensors, meta = load_tensors(args.weights)
-    if meta.get("model") not in (None, args.model):
-        raise ValueError(
-            f"Invalid value for argument `model`: weights {args.weights} were trained for "
-            f"{meta['model']!r}, received {args.model!r}."
+    dataset: ImageDataset | None = None
+
+    def split() -> ImageDataset:
+        nonlocal dataset
+        if dataset is None:
+            dataset = load_dataset(args.data, args.split, image_size=args.image_size)
+        return dataset
+
+    def fallback() -> dict[str, Any]:
+        """Builder arguments for files of models built by user code, which record none."""
+        images = split()
+        return {
+            "num_classes": images.num_classes,
+            "in_chans": images.num_channels,
+            "small_input": small_input_for(int(images.images.shape[-1])),
+        }
+
+    model, record = trained_model(args.model, Path(args.weights), fallback)
+    dataset = split()
+    _check_data_fits(args, record, dataset)
+    if record.mean is not None and record.std is not None:
+        norm = {"mean": list(record.mean), "std": list(record.std)}
+    else:  # e.g. save_model's files: the statistics `sepconv train` normalises with
+        train = (
+            dataset
+            if args.split == "train"
+            else load_dataset(args.data, "train", image_size=args.image_size)
         )
-    if meta.get("kind") == "checkpoint":
-        tensors = unprefixed(
-            "ema." if any(k.startswith("ema.") for k in tensors) else "model.", tensors
-        )
-    dataset = load_dataset(args.data, args.split, image_size=args.image_size)
-    kwargs = meta.get("model_kwargs") or {
-        "num_classes": dataset.num_classes,
-        "in_chans": dataset.num_channels,
-        "small_input": dataset.images.shape[-1] <= 64,
-    }
-    model = create_model(args.model, **kwargs)
-    model.load_state_dict(tensors)
-    norm = meta["normalization"]
+        mean, std = channel_stats(train.images)
+        norm = {"mean": list(mean), "std": list(std)}
     result = evaluate(
         model,
         dataset,
@@ -115,6 +141,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data_fits(args: argparse.Namespace, record: ModelRecord, data: ImageDataset) -> None:
+    """Refuse a dataset the weights were not trained for (channels, classes), before the run."""
+    from sepconv.utils.validation import invalid
+
+    chans = record.kwargs.get("in_chans")
+    if chans is not None and chans != data.num_channels:
+        raise invalid(
+            "--data",
+            f"images of {chans} channel(s), as the weights {args.weights} take",
+            args.data,
+            note=f", whose images have {data.num_channels}",
+        )
+    classes = record.classes
+    num_classes = record.kwargs.get("num_classes")
+    if (classes is not None and tuple(classes) != tuple(data.classes)) or (
+        classes is None and num_classes is not None and num_classes != data.num_classes
+    ):
+        wanted = ", ".join(classes[:10]) if classes is not None else f"{num_classes} classes"
+        raise invalid(
+            "--data",
+            f"the classes the weights {args.weights} were trained on ({wanted})",
+            args.data,
+            note=f", whose classes are {', '.join(data.classes[:10])}",
+        )
+
+
 def _deployed(
     args: argparse.Namespace,
     model: nn.Module,
@@ -132,15 +184,16 @@ def _deployed(
 
     inputs = prepare_images(dataset, mean=mean, std=std)
     batch = min(args.batch_size, len(inputs))
-    fast = compile_for_inference(
-        model,
-        backend=args.backend,
-        input_size=(inputs.shape[1], inputs.shape[2], inputs.shape[3]),
-        batch_size=batch,
-        threads=args.threads,
-        precision=args.precision,
-        example=inputs[:batch],
-    )
+    with console().status(f"compiling the model for {args.backend} and checking it"):
+        fast = compile_for_inference(
+            model,
+            backend=args.backend,
+            input_size=(inputs.shape[1], inputs.shape[2], inputs.shape[3]),
+            batch_size=batch,
+            threads=args.threads,
+            precision=args.precision,
+            example=inputs[:batch],
+        )
     check = compare_top1(model, fast, inputs, dataset.labels, batch_size=batch)
     table = Table(title=f"deployed: {fast.backend} ({fast.precision})", show_header=False)
     table.add_column(justify="left")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from sepconv.models.modelfile import ModelRecord
 
 FORMATS = ("onnx",)
 CHECK_IMAGES = 8  # test images of --check-data; batch b is checked on the first b
@@ -37,7 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--input-size", type=int, metavar="S",
         help="input side in pixels (default: the registered model's resolution, else 224)",
     )  # fmt: skip
-    parser.add_argument("--in-chans", type=int, default=3, help="input channels (default: 3)")
+    parser.add_argument(
+        "--in-chans", type=int,
+        help="input channels (default: the weights' own when sepconv wrote them, else 3)",
+    )  # fmt: skip
     parser.add_argument(
         "--num-classes", type=int, help="classes of a registered model (default: its own, 1000)"
     )
@@ -63,59 +67,73 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _build(args: argparse.Namespace) -> tuple[nn.Module, str, int | None]:
-    """The model, its display name and its registered input side (``None`` for user models)."""
-    from sepconv.cli._model import resolve_model
-    from sepconv.models import create_model, get_model_info
+def _build(args: argparse.Namespace) -> tuple[nn.Module, str, int | None, ModelRecord | None]:
+    """The model, its display name, its registered input side (``None`` for user models) and,
+    for weights sepconv wrote, their record (the model is then built from it, weights loaded)."""
+    from sepconv.cli._model import is_model_file, resolve_model, trained_model
+    from sepconv.models import create_model, get_model_info, load_weights
+    from sepconv.utils.validation import invalid
 
+    if ":" in args.model and (args.num_classes is not None or args.small_input):
+        raise ValueError(
+            "Invalid value for arguments `--num-classes`/`--small-input`: they configure "
+            f"registered models, but {args.model!r} is built by your own code; set them there."
+        )
+    if args.weights is not None and is_model_file(args.weights):
+        model, record = trained_model(args.model, args.weights)
+        for flag, key, value in (
+            ("--num-classes", "num_classes", args.num_classes),
+            ("--small-input", "small_input", args.small_input or None),
+            ("--in-chans", "in_chans", args.in_chans),
+        ):
+            if value is not None and key in record.kwargs and record.kwargs[key] != value:
+                raise invalid(
+                    flag,
+                    f"{record.kwargs[key]!r} as in the weights {args.weights}, or nothing",
+                    value,
+                )
+        name = args.model.rpartition(":")[2].rpartition(".")[2]
+        size = None if ":" in args.model else get_model_info(args.model).input_size
+        return model, name, size, record
     if ":" in args.model:
-        if args.num_classes is not None or args.small_input:
-            raise ValueError(
-                "Invalid value for arguments `--num-classes`/`--small-input`: they configure "
-                f"registered models, but {args.model!r} is built by your own code; set them "
-                "there."
-            )
         model, size = resolve_model(args.model)
-        return model, args.model.rpartition(":")[2].rpartition(".")[2], size
-    options: dict[str, Any] = {"in_chans": args.in_chans}
-    if args.num_classes is not None:
-        options["num_classes"] = args.num_classes
-    if args.small_input:
-        options["small_input"] = True
-    return create_model(args.model, **options), args.model, get_model_info(args.model).input_size
+        name = args.model.rpartition(":")[2].rpartition(".")[2]
+    else:
+        options: dict[str, Any] = {"in_chans": args.in_chans or 3}
+        if args.num_classes is not None:
+            options["num_classes"] = args.num_classes
+        if args.small_input:
+            options["small_input"] = True
+        model = create_model(args.model, **options)
+        name, size = args.model, get_model_info(args.model).input_size
+    if args.weights is not None:
+        load_weights(model, args.weights)
+    return model, name, size, None
 
 
-def _check_images(args: argparse.Namespace, size: int) -> torch.Tensor:
-    """The first 8 test images of ``--check-data``, as the model takes them."""
+def _check_images(
+    args: argparse.Namespace, size: int, in_chans: int, record: ModelRecord | None
+) -> torch.Tensor:
+    """The first 8 test images of ``--check-data``, as the model takes them: normalised as in
+    the weights' training when their file records it, else by the images' own statistics."""
     from sepconv.data import channel_stats, load_dataset
     from sepconv.deploy import prepare_images
 
     test = load_dataset(args.check_data, "test", image_size=size)
     channels = int(test.images.shape[1])
-    if channels != args.in_chans:
+    if channels != in_chans:
+        # The wording names the mismatch first: the data, not the flag, is usually the mistake.
         raise ValueError(
             f"Invalid value for argument `--check-data`: {args.check_data!r} has images of "
-            f"{channels} channel(s), the model takes {args.in_chans} (`--in-chans`)."
+            f"{channels} channel(s), the model takes {in_chans} (`--in-chans`)."
         )
-    normalization = _trained_normalization(args.weights)
-    mean, std = normalization or channel_stats(test.images)
+    if record is not None and record.mean is not None and record.std is not None:
+        mean, std = record.mean, record.std
+    else:
+        mean, std = channel_stats(test.images)
     return prepare_images(
         test.images[:CHECK_IMAGES], input_size=(channels, size, size), mean=mean, std=std
     )
-
-
-def _trained_normalization(weights: Path | None) -> tuple[list[float], list[float]] | None:
-    """The mean and std a ``sepconv train`` weights file records, else ``None``."""
-    if weights is None or weights.suffix != ".safetensors":
-        return None
-    from safetensors import safe_open
-
-    from sepconv.train.checkpoint import META_KEY
-
-    with safe_open(str(weights), framework="pt") as fh:
-        header = fh.metadata() or {}
-    norm = json.loads(header.get(META_KEY, "{}")).get("normalization", {})
-    return (norm["mean"], norm["std"]) if "mean" in norm and "std" in norm else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,30 +141,39 @@ def run(args: argparse.Namespace) -> int:
 
     from sepconv.cli._console import console
     from sepconv.deploy import ExportError, export_onnx, fuse
-    from sepconv.models import load_weights
-    from sepconv.utils.validation import positive_int
+    from sepconv.utils.files import check_writable
+    from sepconv.utils.validation import invalid, positive_int
 
-    positive_int("--in-chans", args.in_chans)
+    if args.in_chans is not None:
+        positive_int("--in-chans", args.in_chans)
     if args.input_size is not None:
         positive_int("--input-size", args.input_size)
-    model, name, default_size = _build(args)
-    if args.weights is not None:
-        load_weights(model, args.weights)
+    display = args.model.rpartition(":")[2].rpartition(".")[2]
+    output = check_writable(
+        args.output if args.output is not None else Path(f"{display}.onnx"), "--output"
+    )
+    if args.weights is not None and not args.weights.is_file():
+        raise invalid("--weights", "an existing weights file", str(args.weights))
+    model, name, default_size, record = _build(args)
+    recorded_chans = record.kwargs.get("in_chans") if record is not None else None
+    in_chans = int(args.in_chans or recorded_chans or 3)
     size = args.input_size or default_size or 224
-    output = args.output if args.output is not None else Path(f"{name}.onnx")
-    check_inputs = _check_images(args, size) if args.check_data is not None else None
+    check_inputs = None
+    if args.check_data is not None:
+        check_inputs = _check_images(args, size, in_chans, record)
 
     start = time.perf_counter()
     try:
-        result = export_onnx(
-            model,
-            output,
-            input_size=(args.in_chans, size, size),
-            dynamic_batch=args.dynamic_batch,
-            fold_bn=args.fold_bn,
-            opset=args.opset,
-            check_inputs=check_inputs,
-        )
+        with console().status(f"exporting {name} to {output} and checking it in ONNX Runtime"):
+            result = export_onnx(
+                model,
+                output,
+                input_size=(in_chans, size, size),
+                dynamic_batch=args.dynamic_batch,
+                fold_bn=args.fold_bn,
+                opset=args.opset,
+                check_inputs=check_inputs,
+            )
     except (ExportError, ImportError) as err:
         print(f"sepconv export: error: {err}", file=sys.stderr)
         return 1
@@ -161,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("size", f"{result.path.stat().st_size / 2**20:.2f} MiB")
     table.add_row("opset", str(result.opset))
     batch = "dynamic" if result.dynamic_batch else str(result.input_shape[0])
-    table.add_row("input", f"{batch} x {args.in_chans} x {size} x {size}")
+    table.add_row("input", f"{batch} x {in_chans} x {size} x {size}")
     table.add_row("params", f"{params:,}")
     table.add_row(
         "params after BN folding" if args.fold_bn else "params (BN not folded)", f"{folded:,}"

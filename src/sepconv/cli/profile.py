@@ -7,6 +7,8 @@ import io
 import sys
 from typing import TYPE_CHECKING, Protocol
 
+from sepconv.utils.validation import invalid
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
@@ -57,10 +59,8 @@ def parse_input_size(text: str) -> tuple[int, ...]:
     """
     parts = text.replace(",", "x").lower().split("x")
     if not all(p.strip().isdigit() and int(p) > 0 for p in parts) or len(parts) not in (1, 3, 4):
-        raise ValueError(
-            "Invalid value for argument `--input-size`: expected CxHxW, NxCxHxW, N,C,H,W or a "
-            f"single side such as 224, with positive integers, received {text!r}."
-        )
+        expected = "CxHxW, NxCxHxW, N,C,H,W or a single side such as 224, with positive integers"
+        raise invalid("--input-size", expected, text)
     dims = tuple(int(p) for p in parts)
     if len(dims) == 1:
         return (1, 3, dims[0], dims[0])
@@ -92,7 +92,10 @@ def emit(result: Renderable, fmt: str, output: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     from sepconv.analysis import analyze
     from sepconv.cli._model import resolve_model
+    from sepconv.utils.files import check_writable
 
+    if args.output is not None:
+        check_writable(args.output, "--output")
     model, side = resolve_model(args.model)
     side = side or 224
     size = parse_input_size(args.input_size) if args.input_size else (1, 3, side, side)

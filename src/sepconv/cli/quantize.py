@@ -78,35 +78,16 @@ def _load(
     args: argparse.Namespace,
 ) -> tuple[nn.Module, Sequence[float] | None, Sequence[float] | None]:
     """The fp32 model in eval mode and the normalisation it was trained with (if known)."""
-    from sepconv.cli._model import resolve_model
-    from sepconv.models import create_model, load_weights
-    from sepconv.train import load_tensors
-    from sepconv.train.checkpoint import META_KEY, unprefixed
+    from sepconv.cli._model import is_model_file, resolve_model, trained_model
+    from sepconv.models import load_weights
 
     weights: Path | None = args.weights
     if weights is not None and not weights.is_file():
         raise FileNotFoundError(f"Weights file {weights} does not exist.")
-    meta: dict[str, Any] = {}
-    if weights is not None and weights.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(weights), framework="pt") as fh:
-            trained = META_KEY in (fh.metadata() or {})
-        if trained:
-            tensors, meta = load_tensors(weights)
-    if meta:  # written by `sepconv train`: it knows its architecture and normalisation
-        if meta.get("model") not in (None, args.model):
-            raise ValueError(
-                f"Invalid value for argument `model`: weights {weights} were trained for "
-                f"{meta['model']!r}, received {args.model!r}."
-            )
-        if meta.get("kind") == "checkpoint":
-            prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "model."
-            tensors = unprefixed(prefix, tensors)
-        model = create_model(args.model, **meta.get("model_kwargs", {}))
-        model.load_state_dict(tensors)
-        norm = meta.get("normalization", {})
-        return model.eval(), norm.get("mean"), norm.get("std")
+    if weights is not None and is_model_file(weights):
+        # Written by sepconv: it knows its architecture and, from training, its normalisation.
+        model, record = trained_model(args.model, weights)
+        return model.eval(), record.mean, record.std
     model, _ = resolve_model(args.model)
     if weights is not None:
         load_weights(model, weights)
@@ -120,28 +101,23 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.cli._console import console
     from sepconv.data import channel_stats, load_dataset
     from sepconv.deploy import ExportError
-    from sepconv.deploy.quantize import (
-        Quantizer,
-        compare_top1,
-        needs_reduce_range,
-        openvino_layers,
-        prepare_images,
-        quantize,
-        quantized_ops,
-    )
-    from sepconv.utils.files import write_json
-    from sepconv.utils.validation import positive_int
+    from sepconv.deploy.agreement import compare_top1
+    from sepconv.deploy.quantize import Quantizer, needs_reduce_range, prepare_images, quantize
+    from sepconv.deploy.runtime_ops import openvino_layers, quantized_ops
+    from sepconv.utils.files import check_writable, write_json
+    from sepconv.utils.validation import non_negative_int, positive_int
 
     positive_int("--num-samples", args.num_samples)
     positive_int("--batch-size", args.batch_size)
-    if args.eval_samples is not None and args.eval_samples < 0:
-        raise ValueError(
-            "Invalid value for argument `--eval-samples`: expected a non-negative integer, "
-            f"received {args.eval_samples}."
-        )
-    for path in (args.output, args.json):
-        if path is not None and not path.parent.is_dir():
-            raise FileNotFoundError(f"Output folder {path.parent} of {path} does not exist.")
+    if args.threads is not None:
+        positive_int("--threads", args.threads)
+    if args.eval_samples is not None:
+        non_negative_int("--eval-samples", args.eval_samples)
+    output = check_writable(
+        args.output or Path(f"{args.model.rpartition(':')[2]}.int8.onnx"), "--output"
+    )
+    if args.json is not None:
+        check_writable(args.json, "--json")
     model, mean, std = _load(args)
     train = load_dataset(args.calib_data, "train", image_size=args.image_size)
     if mean is None or std is None:
@@ -150,24 +126,24 @@ def run(args: argparse.Namespace) -> int:
     # auto: NNCF handles CPUs without VNNI itself; ONNX Runtime needs 7-bit weights there.
     auto = quantizer == "onnxruntime" and needs_reduce_range()
     reduce_range = {"on": True, "off": False}.get(args.reduce_range, auto)
-    output = args.output or Path(f"{args.model.rpartition(':')[2]}.int8.onnx")
 
     start = time.perf_counter()
     try:
-        int8 = quantize(
-            model,
-            train,
-            output,
-            mean=mean,
-            std=std,
-            num_samples=args.num_samples,
-            per_channel=args.per_channel,
-            reduce_range=reduce_range,
-            backend=args.backend,
-            quantizer=quantizer,
-            batch_size=args.batch_size,
-            threads=args.threads,
-        )
+        with console().status(f"quantizing {args.model} to int8 ({output})"):
+            int8 = quantize(
+                model,
+                train,
+                output,
+                mean=mean,
+                std=std,
+                num_samples=args.num_samples,
+                per_channel=args.per_channel,
+                reduce_range=reduce_range,
+                backend=args.backend,
+                quantizer=quantizer,
+                batch_size=args.batch_size,
+                threads=args.threads,
+            )
     except (ExportError, ImportError) as err:
         print(f"sepconv quantize: error: {err}", file=sys.stderr)
         return 1

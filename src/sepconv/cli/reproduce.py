@@ -4,6 +4,26 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the config module loads torch: only when the command runs
+    from sepconv.reproduce.config import ReproduceConfig
+
+PLAN_COLUMNS = (
+    "row",
+    "params",
+    "MACs",
+    "runs (done/partial/todo)",
+    "epochs",
+    "steps/run",
+    "first step s",
+    "s/step",
+    "eval s",
+    "min/run",
+    "min pending",
+    "changes",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: the config's jobs, else 1); logs go to RUNS_DIR/<row>/seed<k>/console.log",
     )
     parser.add_argument(
-        "--device", default="cpu", help="where to train: cpu or cuda (latency: always CPU)"
+        "--device",
+        default=None,
+        help="where to train: cpu, cuda or cuda:N (default: the config's device, else cpu); "
+        "latency is always measured on the CPU, and after a sweep on a GPU its batch-256 "
+        "inference throughput too; with --jobs N the N runs share the GPU",
     )
     parser.add_argument(
         "--max-steps",
@@ -63,6 +87,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=3,
         help="with --dry-run: training steps timed per row after one warm-up (0: no timing)",
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="run every row once, seed 0, for 2 steps of at most 32 images on 256 test "
+        "images, through the whole pipeline (table, plots); results go to "
+        "results/NAME_smoke, runs to runs/reproduce/NAME_smoke",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="train every row for N epochs instead of the config's (to fit a time budget "
+        "once --dry-run has measured the step times)",
+    )
+    parser.add_argument(
+        "--plan-json",
+        default=None,
+        metavar="PATH",
+        help="with --dry-run: also write the plan and its time estimates to PATH as JSON",
+    )
     parser.set_defaults(func=run)
 
 
@@ -76,11 +120,13 @@ def _command(args: argparse.Namespace) -> str:
         ("--threads", args.threads),
         ("--jobs", args.jobs),
         ("--max-steps", args.max_steps),
+        ("--device", args.device),
+        ("--epochs", args.epochs),
     ):
         if value is not None:
             words += [flag, str(value)]
-    if args.device != "cpu":
-        words += ["--device", args.device]
+    if args.smoke:
+        words.append("--smoke")
     if args.only:
         words += ["--only", *args.only]
     return shlex.join(words)
@@ -90,85 +136,134 @@ def _minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f}"
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def _plan(args: argparse.Namespace, config: ReproduceConfig, runs_dir: Path) -> int:
+    """``--dry-run``: print the plan with each row's cost and measured step time."""
     from rich.table import Table
 
     from sepconv.cli._console import console
-    from sepconv.reproduce import dry_run, load_config, run_sweep
-    from sepconv.reproduce.sweep import split_threads
+    from sepconv.reproduce.plan import dry_run, split_threads
+    from sepconv.utils.validation import invalid
+
+    device = args.device or config.device
+    jobs, threads = split_threads(config, args.threads, args.jobs, device)
+    if args.time_steps < 0:
+        raise invalid("--time-steps", "an integer >= 0", args.time_steps)
+    entries = dry_run(
+        config,
+        runs_dir,
+        only=args.only,
+        seeds=args.seeds,
+        threads=threads,
+        time_steps=args.time_steps,
+        device=device,
+    )
+    table = Table(
+        title=f"{config.name}: plan ({runs_dir}), step times measured at {threads} "
+        f"thread(s) on {_device_name(device)}"
+    )
+    for column in PLAN_COLUMNS:
+        table.add_column(column, justify="left" if column in ("row", "changes") else "right")
+    total = 0.0
+    for entry in entries:
+        counts = "/".join(str(entry.statuses.count(s)) for s in ("done", "partial", "todo"))
+        changes = ", ".join(f"{k}={v}" for k, v in entry.row.changes.items())
+        table.add_row(
+            entry.row.name + (f" ({entry.row.twin} twin)" if entry.row.twin else ""),
+            f"{entry.cost.params:,}",
+            f"{entry.cost.macs / 1e6:,.1f}M",
+            counts,
+            str(entry.row.recipe.epochs),
+            str(entry.steps_per_run),
+            "-" if entry.first_s is None else f"{entry.first_s:.2f}",
+            "-" if entry.step_s is None else f"{entry.step_s:.4f}",
+            "-" if entry.eval_s is None else f"{entry.eval_s:.2f}",
+            _minutes(entry.run_s),
+            _minutes(entry.pending_s),
+            changes or "-",
+        )
+        total += entry.pending_s or 0.0
+    out = console()
+    out.print(table)
+    if args.time_steps:
+        out.print(
+            f"Estimated training time of the pending runs: {total / 60:.1f} min at "
+            f"{threads} thread(s) (first step, including one-time set-up such as "
+            "torch.compile, + the other steps x measured step time + one test-set evaluation "
+            "per epoch; latency measurement after training not included)."
+        )
+        if jobs > 1:
+            out.print(
+                f"With {jobs} runs at a time: about {total / jobs / 60:.1f} min of wall time "
+                "if the runs keep their step times when they share the machine (each was "
+                "timed alone; parallel runs share memory bandwidth, so expect more)."
+            )
+    if args.plan_json:
+        from sepconv.utils.files import write_json
+
+        rows = [
+            {
+                "row": entry.row.name,
+                "params": entry.cost.params,
+                "macs": entry.cost.macs,
+                "epochs": entry.row.recipe.epochs,
+                "steps_per_run": entry.steps_per_run,
+                "first_step_s": entry.first_s,
+                "step_s": entry.step_s,
+                "eval_s": entry.eval_s,
+                "run_s": entry.run_s,
+                "pending_runs": sum(s != "done" for s in entry.statuses),
+                "pending_s": entry.pending_s,
+            }
+            for entry in entries
+        ]
+        write_json(
+            Path(args.plan_json),
+            {
+                "config": config.name,
+                "device": _device_name(device),
+                "jobs": jobs,
+                "threads_per_run": threads,
+                "rows": rows,
+                "pending_s": total if args.time_steps else None,
+                "wall_s_if_jobs_keep_step_times": total / jobs if args.time_steps else None,
+            },
+        )
+    return 0
+
+
+def _device_name(device: str) -> str:
+    """``device``, with the GPU's name when it is a CUDA device."""
+    import torch
+
+    resolved = torch.device(device)
+    if resolved.type != "cuda":
+        return device
+    return f"{device} ({torch.cuda.get_device_name(resolved)})"
+
+
+def run(args: argparse.Namespace) -> int:
+    from sepconv.cli._console import console
+    from sepconv.reproduce.config import load_config
+    from sepconv.reproduce.sweep import run_sweep
+    from sepconv.reproduce.variants import smoke_config, with_epochs
+    from sepconv.utils.devices import check_device
 
     config = load_config(args.config)
+    # Before any data is read: `--device cuda` on a machine without a GPU is a one-line error.
+    check_device(args.device or config.device, "--device")
+    if args.epochs is not None:
+        config = with_epochs(config, args.epochs)
+    if args.smoke:
+        config = smoke_config(config)
     runs_dir = Path(args.runs_dir or f"runs/reproduce/{config.name}")
     out_dir = Path(args.out or f"results/{config.name}")
     if args.dry_run:
-        jobs, threads = split_threads(config, args.threads, args.jobs, args.device)
-        if args.time_steps < 0:
-            raise ValueError(
-                "Invalid value for argument `--time-steps`: expected an integer >= 0, "
-                f"received {args.time_steps}."
-            )
-        entries = dry_run(
-            config,
-            runs_dir,
-            only=args.only,
-            seeds=args.seeds,
-            threads=threads,
-            time_steps=args.time_steps,
-            device=args.device,
-        )
-        table = Table(
-            title=f"{config.name}: plan ({runs_dir}), step times measured at {threads} "
-            f"thread(s) on {args.device}"
-        )
-        for column in (
-            "row",
-            "params",
-            "MACs",
-            "runs (done/partial/todo)",
-            "epochs",
-            "steps/run",
-            "s/step",
-            "eval s",
-            "min/run",
-            "min pending",
-            "changes",
-        ):
-            table.add_column(column, justify="left" if column in ("row", "changes") else "right")
-        total = 0.0
-        for entry in entries:
-            counts = "/".join(str(entry.statuses.count(s)) for s in ("done", "partial", "todo"))
-            changes = ", ".join(f"{k}={v}" for k, v in entry.row.changes.items())
-            table.add_row(
-                entry.row.name + (f" ({entry.row.twin} twin)" if entry.row.twin else ""),
-                f"{entry.cost.params:,}",
-                f"{entry.cost.macs / 1e6:,.1f}M",
-                counts,
-                str(entry.row.recipe.epochs),
-                str(entry.steps_per_run),
-                "-" if entry.step_s is None else f"{entry.step_s:.3f}",
-                "-" if entry.eval_s is None else f"{entry.eval_s:.1f}",
-                _minutes(entry.run_s),
-                _minutes(entry.pending_s),
-                changes or "-",
-            )
-            total += entry.pending_s or 0.0
-        out = console()
-        out.print(table)
-        if args.time_steps:
-            out.print(
-                f"Estimated training time of the pending runs: {total / 60:.1f} min at "
-                f"{threads} thread(s) (steps x measured step time + one test-set evaluation per "
-                "epoch; latency measurement after training not included)."
-            )
-            if jobs > 1:
-                out.print(
-                    f"With {jobs} runs at a time: about {total / jobs / 60:.1f} min of wall time "
-                    "if the runs keep their step times when they share the machine (each was "
-                    "timed alone; parallel runs share memory bandwidth, so expect more)."
-                )
-        return 0
+        return _plan(args, config, runs_dir)
+    from sepconv.utils.files import check_writable
+
+    # Hours of training must not end in a folder that cannot be written.
+    check_writable(runs_dir, "--runs-dir", is_dir=True)
+    check_writable(out_dir, "--out", is_dir=True)
     outcome = run_sweep(
         config,
         runs_dir=runs_dir,
@@ -185,8 +280,13 @@ def run(args: argparse.Namespace) -> int:
     statuses = list(outcome.statuses.values())
     tally = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
     out.print(f"runs: {tally}")
+    for key, error in outcome.failures.items():
+        out.print(f"FAILED {key}: {error}", style="bold red", markup=False)
     if not outcome.complete:
         out.print("Some runs stopped at --max-steps; run the same command again to continue.")
         return 0
     out.print(f"results written to {out_dir}")
+    if outcome.failures:
+        out.print(f"{len(outcome.failures)} run(s) failed; their rows are marked FAILED there.")
+        return 1
     return 0

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a model on Fashion-MNIST, CIFAR-10/100 or an image folder",
         description="Train a registered model. Writes OUT/last.safetensors (checkpoint, every "
         "epoch and every --checkpoint-every steps), OUT/model.safetensors (final weights) and "
-        "OUT/log.jsonl (one JSON line per epoch). --resume continues bit-exactly.",
+        "OUT/log.jsonl (one JSON line per epoch); sepconv.load_model and `sepconv evaluate` "
+        "read both model files. --resume continues bit-exactly.",
     )
     parser.add_argument("--model", required=True, help="registered model name (sepconv zoo)")
     parser.add_argument(
@@ -75,17 +76,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import inspect
     from pathlib import Path
 
+    import torch
+
     from sepconv.data import default_augment, load_dataset
-    from sepconv.models import create_model
+    from sepconv.models import create_model, get_model_info
+    from sepconv.models.options import small_input_for
     from sepconv.train import Trainer, cleanup_distributed, init_distributed
+    from sepconv.train.checkpoint import CHECKPOINT_NAME
+    from sepconv.utils.devices import check_device
+    from sepconv.utils.files import check_writable
+    from sepconv.utils.validation import invalid, positive_int, positive_number
 
     if not 0.0 <= args.random_erasing <= 1.0 or (args.random_erasing and args.no_augment):
-        raise ValueError(
-            "Invalid value for argument `--random-erasing`: expected a probability from 0 to 1, "
-            f"without --no-augment, received {args.random_erasing}"
-            f"{' with --no-augment' if args.no_augment else ''}."
+        raise invalid(
+            "--random-erasing",
+            "a probability from 0 to 1, without --no-augment",
+            args.random_erasing,
+            note=" with --no-augment" if args.no_augment else "",
         )
     config = TrainConfig(
         epochs=args.epochs,
@@ -103,20 +113,41 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
     )
+    # Everything the user typed is checked here, before the data loads and the model trains.
+    if args.max_steps is not None:
+        positive_int("--max-steps", args.max_steps)
+    positive_int("--image-size", args.image_size)
+    if args.device is not None:
+        check_device(args.device, "--device")
+    builder_args = inspect.signature(get_model_info(args.model).builder).parameters
+    if args.width_mult is not None:
+        if "width_mult" not in builder_args:
+            raise invalid(
+                "--width-mult",
+                "no value: the width of this model is fixed by its name",
+                args.width_mult,
+                note=f" for {args.model!r}",
+            )
+        positive_number("--width-mult", args.width_mult)
+    out = check_writable(args.out or f"runs/{args.model}", "--out", is_dir=True)
+    resume = out / CHECKPOINT_NAME if args.resume == "auto" else args.resume
+    if resume is not None and not Path(resume).is_file():
+        raise invalid("--resume", "an existing checkpoint file", str(resume))
     train_set = load_dataset(args.data, "train", image_size=args.image_size)
     test_set = load_dataset(args.data, "test", image_size=args.image_size)
     side = int(train_set.images.shape[-1])
     model_kwargs: dict[str, object] = {
         "num_classes": train_set.num_classes,
         "in_chans": train_set.num_channels,
-        "small_input": side <= 64,
+        "small_input": small_input_for(side),
     }
     if args.width_mult is not None:
         model_kwargs["width_mult"] = args.width_mult
-    out = Path(args.out or f"runs/{args.model}")
-    resume = out / "last.safetensors" if args.resume == "auto" else args.resume
     context = init_distributed(args.device)
     try:
+        # The initial weights come from the global generator: seeded here, the same --seed
+        # gives the same run from step 0 (Trainer.fit seeds the training randomness itself).
+        torch.manual_seed(args.seed)
         model = create_model(args.model, **model_kwargs)
         trainer = Trainer(
             model,
@@ -128,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             if args.no_augment
             else default_augment(args.data, side, random_erasing=args.random_erasing),
             context=context,
-            metadata={"model": args.model, "model_kwargs": model_kwargs, "data": args.data},
+            metadata={"data": args.data},
         )
         history = trainer.fit(resume, max_steps=args.max_steps)
     finally:
@@ -139,5 +170,10 @@ def run(args: argparse.Namespace) -> int:
             f"epoch {last['epoch']}: train_acc {last['train_acc']:.4f}, "
             f"test_acc {last.get('test_acc', float('nan')):.4f}, "
             f"{last['images_per_s']:.0f} images/s; files in {out}"
+        )
+    if context.is_main and trainer.epoch < config.epochs:
+        print(
+            f"stopped at step {trainer.global_step} (--max-steps {args.max_steps}); checkpoint "
+            f"{out / CHECKPOINT_NAME}; continue with --resume --out {out}"
         )
     return 0

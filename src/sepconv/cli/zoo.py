@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sepconv.utils.validation import invalid
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -29,10 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern)
     if not names:
-        raise ValueError(
-            f"Invalid value for argument `pattern`: expected a pattern matching a registered "
-            f"model, received {args.pattern!r}; run `sepconv zoo` for the full list."
-        )
+        expected = "a pattern matching a registered model"
+        note = "; run `sepconv zoo` for the full list"
+        raise invalid("pattern", expected, args.pattern, note=note)
     table = Table(title="sepconv model zoo", caption="params at 1000 classes; top-1: ImageNet-1k")
     for column in ("model", "params", "input", "top-1 %", "source"):
         table.add_column(

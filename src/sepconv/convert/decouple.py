@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from sepconv.layers import DepthwiseSeparableConv2d
+from sepconv.utils.validation import finite_number, invalid, invalid_type
 
 
 class Decoupled(NamedTuple):
@@ -119,25 +120,21 @@ def rank_for_energy(conv: nn.Conv2d, energy: float) -> int:
 
 def check_energy(energy: float) -> None:
     """Raise unless ``energy`` is a retained-energy fraction in ``(0, 1]``."""
-    if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not 0 < energy <= 1:
-        raise ValueError(
-            "Invalid value for argument `energy`: expected a number in (0, 1], "
-            f"received {energy!r}."
-        )
+    finite_number(
+        "energy", energy, low=0, high=1, low_inclusive=False, expected="a number in (0, 1]"
+    )
 
 
 def _check(conv: nn.Module) -> None:
     if not isinstance(conv, nn.Conv2d):
-        raise TypeError(
-            "Invalid value for argument `conv`: expected a torch.nn.Conv2d, "
-            f"received {type(conv).__name__}."
-        )
+        raise invalid_type("conv", "a torch.nn.Conv2d", conv)
     reason = ineligibility(conv)
     if reason is not None:
-        raise ValueError(
-            "Invalid value for argument `conv`: expected a standard or grouped (not depthwise) "
-            f"KxK convolution (square kernel > 1, zero padding), received {conv!r}: {reason}."
+        expected = (
+            "a standard or grouped (not depthwise) KxK convolution "
+            "(square kernel > 1, zero padding)"
         )
+        raise invalid("conv", expected, conv, note=f": {reason}")
 
 
 def decouple(conv: nn.Conv2d, rank: int | None = None) -> Decoupled:
@@ -181,10 +178,8 @@ def decouple(conv: nn.Conv2d, rank: int | None = None) -> Decoupled:
     if rank is None:
         rank = most
     elif isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= most:
-        raise ValueError(
-            f"Invalid value for argument `rank`: expected an integer in [1, {most}] "
-            f"(min(out_channels/groups, K*K) for {conv!r}), received {rank!r}."
-        )
+        expected = f"an integer in [1, {most}] (min(out_channels/groups, K*K) for {conv!r})"
+        raise invalid("rank", expected, rank)
     # U (C_in, C_out/g, F), S (C_in, F), Vh (C_in, F, K*K) with F = min(C_out/g, K*K).
     u, s, vh = torch.linalg.svd(_matrices(conv), full_matrices=False)
     kernel, groups = conv.kernel_size[0], conv.groups

@@ -23,6 +23,7 @@ from sepconv.convert.decouple import (
     ineligibility,
     rank_for_energy,
 )
+from sepconv.utils.validation import invalid, positive_int
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -155,10 +156,8 @@ def _check_rank_choice(rank: int | None, energy: float | None) -> None:
             "Invalid combination of arguments `rank` and `energy`: expected at most one, "
             f"received rank={rank!r} and energy={energy!r}."
         )
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise ValueError(
-            f"Invalid value for argument `rank`: expected a positive integer, received {rank!r}."
-        )
+    if rank is not None:
+        positive_int("rank", rank)
     if energy is not None:
         check_energy(energy)
 
@@ -211,10 +210,8 @@ def separabilize(
     names = [name for name, _ in model.named_modules()]
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-            raise ValueError(
-                "Invalid value for argument `skip`: expected patterns that match module names "
-                f"of the model, received {pattern!r}, which matches none."
-            )
+            expected = "patterns that match module names of the model"
+            raise invalid("skip", expected, pattern, note=", which matches none")
 
     converted = copy.deepcopy(model)
     layers: list[LayerConversion] = []
@@ -255,6 +252,12 @@ def separabilize(
                 params_after=_count(block),
             )
         )
+    if layers and getattr(converted, "arch_name", None) is not None:
+        # The converted model's identity: its architecture plus what was decoupled, so a file
+        # written from it says how to rebuild it (sepconv.models.modelfile.ModelRecord.of).
+        decoupled = dict(getattr(converted, "arch_decoupled", {}) or {})
+        decoupled.update({layer.name: layer.rank for layer in layers})
+        setattr(converted, "arch_decoupled", decoupled)  # noqa: B010 (mypy: Module)
     report = ConversionReport(
         layers=tuple(layers),
         skipped=tuple(skipped),

@@ -1,5 +1,5 @@
-"""Datasets held in memory as ``uint8`` tensors, batch-wise augmentation (crop and flip,
-random erasing) and batching.
+"""Datasets held in memory (host or GPU) as ``uint8`` tensors, batch-wise augmentation (crop
+and flip, random erasing), normalisation and batching.
 
 Loaders: :func:`load_fashion_mnist` (IDX files), :func:`load_cifar` (python pickle batches),
 :func:`load_image_folder` (one folder per class, Pillow), and :func:`load_dataset`, which
@@ -22,6 +22,7 @@ from sepconv.data.cifar import load_cifar
 from sepconv.data.dataset import BatchLoader, ImageDataset, channel_stats
 from sepconv.data.folder import load_image_folder
 from sepconv.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
+from sepconv.data.normalize import Normalize
 from sepconv.data.spec import default_augment, load_dataset
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "CropFlipParams",
     "EraseParams",
     "ImageDataset",
+    "Normalize",
     "RandomCropFlip",
     "RandomErasing",
     "channel_stats",

@@ -9,6 +9,11 @@ Learning for Image Recognition" (CVPR 2016), §4.2: pad 4, random 32x32 crop, ho
 Every augmentation draws its random choices for a whole (global) batch with :meth:`sample`,
 then applies a slice of them with :meth:`apply`, so a process of a torchrun job augments its
 share of the batch exactly as one process would (see :class:`~sepconv.data.BatchLoader`).
+
+The choices are always drawn on the CPU, from a CPU ``torch.Generator``; :meth:`apply` moves
+them (a few small tensors) to wherever the images are and augments there. Images held on a
+GPU are therefore augmented on the GPU with exactly the choices, and so exactly the result,
+that the same images get on the CPU: every operation here (padding, gather, select) is exact.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import torch.nn.functional as F
 
 class BatchAugment(Protocol):
     """What :class:`~sepconv.data.BatchLoader` and the trainer call: draw the random choices
-    for ``n`` images, then apply (a slice of) them. The choices have ``slice(start, stop)``."""
+    for ``n`` images, then apply (a slice of) them. The choices have ``slice(start, stop)``;
+    ``apply`` must accept choices drawn on the CPU for images on any device."""
 
     def sample(self, n: int, size: tuple[int, int] | torch.Size, generator: torch.Generator) -> Any:
         """Draw the random choices for ``n`` images of spatial ``size``."""
@@ -32,6 +38,17 @@ class BatchAugment(Protocol):
     def apply(self, images: torch.Tensor, params: Any) -> torch.Tensor:
         """Augment ``images`` (``(N, C, H, W)``) as ``params`` say."""
         ...
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a small host tensor to ``device`` without making the host wait for the copy."""
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        # From pinned memory the copy is truly asynchronous; the caching host allocator keeps
+        # the buffer alive until the copy is done.
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 def _check_count(images: torch.Tensor, count: int) -> None:
@@ -53,6 +70,10 @@ class CropFlipParams:
     def slice(self, start: int, stop: int) -> CropFlipParams:
         """Parameters of images ``start:stop`` of the batch."""
         return CropFlipParams(self.top[start:stop], self.left[start:stop], self.flip[start:stop])
+
+    def to(self, device: torch.device) -> CropFlipParams:
+        """The same choices on ``device``."""
+        return CropFlipParams(*(_to_device(t, device) for t in (self.top, self.left, self.flip)))
 
 
 class RandomCropFlip:
@@ -104,11 +125,12 @@ class RandomCropFlip:
         """Crop and flip ``images`` (``(N, C, H, W)``) as ``params`` say."""
         n, c, h, w = images.shape
         _check_count(images, params.top.shape[0])
+        params = params.to(images.device)
         p = self.padding
         padded = F.pad(images, (p, p, p, p)) if p else images  # (N, C, H+2p, W+2p)
         padded_w = w + 2 * p
-        rows = params.top[:, None] + torch.arange(h)  # (N, H)
-        cols = torch.arange(w)
+        rows = params.top[:, None] + torch.arange(h, device=images.device)  # (N, H)
+        cols = torch.arange(w, device=images.device)
         # A flipped crop reads its columns right to left.
         cols = torch.where(params.flip[:, None], w - 1 - cols, cols) + params.left[:, None]
         # One gather with flat indices beats 4-D advanced indexing by ~1.5x on CPU.
@@ -140,6 +162,11 @@ class EraseParams:
             self.width[part],
             self.noise[part],
         )
+
+    def to(self, device: torch.device) -> EraseParams:
+        """The same choices on ``device``."""
+        fields = (self.erase, self.top, self.left, self.height, self.width, self.noise)
+        return EraseParams(*(_to_device(t, device) for t in fields))
 
 
 class RandomErasing:
@@ -212,9 +239,10 @@ class RandomErasing:
     def apply(self, images: torch.Tensor, params: EraseParams) -> torch.Tensor:
         """Erase the rectangles ``params`` chose in ``images`` (``(N, C, H, W)``)."""
         _check_count(images, params.erase.shape[0])
+        params = params.to(images.device)
         h, w = images.shape[-2:]
-        rows = torch.arange(h)
-        cols = torch.arange(w)
+        rows = torch.arange(h, device=images.device)
+        cols = torch.arange(w, device=images.device)
         inside_rows = (rows >= params.top[:, None]) & (rows < (params.top + params.height)[:, None])
         inside_cols = (cols >= params.left[:, None]) & (
             cols < (params.left + params.width)[:, None]
@@ -261,3 +289,7 @@ class ComposeParams:
     def slice(self, start: int, stop: int) -> ComposeParams:
         """Parameters of images ``start:stop`` of the batch."""
         return ComposeParams(tuple(part.slice(start, stop) for part in self.parts))
+
+    def to(self, device: torch.device) -> ComposeParams:
+        """The same choices on ``device`` (every part must have ``to(device)``)."""
+        return ComposeParams(tuple(part.to(device) for part in self.parts))

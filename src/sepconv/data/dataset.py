@@ -3,16 +3,24 @@
 Images live in memory as one ``uint8`` tensor of shape ``(N, C, H, W)``; a batch is a slice of
 it, so no DataLoader worker processes are needed. The order of every epoch is a pure function
 of ``(seed, epoch)``, which is what makes an interrupted run resumable bit for bit.
+
+The memory may be a GPU's (:meth:`ImageDataset.to`; Fashion-MNIST is 47 MB as ``uint8``). Then
+batches are gathered, augmented and normalised there: per step only the batch's indices and
+random choices, drawn on the CPU exactly as for a CPU dataset, travel to the device, and the
+batches are bit for bit those of the CPU dataset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from math import sqrt
 
 import torch
 
 from sepconv.data.augment import BatchAugment
+from sepconv.data.normalize import Normalize
 from sepconv.utils.seeding import mix_seed
 
 
@@ -22,14 +30,15 @@ class ImageDataset:
 
     Args:
         images: ``uint8`` tensor of shape ``(N, C, H, W)``.
-        labels: ``int64`` tensor of shape ``(N,)`` with values in ``[0, len(classes))``.
+        labels: ``int64`` tensor of shape ``(N,)`` with values in ``[0, len(classes))``, on
+            the same device as ``images``.
         classes: class names, index ``i`` naming label ``i``.
 
     Example:
         >>> ds = ImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8),
         ...                   torch.tensor([0, 1, 0, 1]), ("a", "b"))
-        >>> len(ds), ds.num_channels, ds.num_classes
-        (4, 1, 2)
+        >>> len(ds), ds.num_channels, ds.num_classes, ds.to("cpu").device
+        (4, 1, 2, device(type='cpu'))
     """
 
     images: torch.Tensor
@@ -49,6 +58,11 @@ class ImageDataset:
                 f"({self.images.shape[0]},) to match `images`, received "
                 f"{tuple(self.labels.shape)}."
             )
+        if self.labels.device != self.images.device:
+            raise ValueError(
+                "Invalid value for argument `labels`: expected a tensor on the device of "
+                f"`images` ({self.images.device}), received one on {self.labels.device}."
+            )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -63,15 +77,38 @@ class ImageDataset:
         """Number of classes."""
         return len(self.classes)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the images and labels are."""
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> ImageDataset:
+        """The same dataset with images (still ``uint8``) and labels on ``device``.
+
+        A :class:`BatchLoader` over the result yields batches on ``device``, gathered and
+        augmented there. Returns ``self`` when the data is there already.
+
+        Example:
+            >>> ds = ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
+            ...                   torch.tensor([0, 1]), ("a", "b"))
+            >>> ds.to("cpu") is ds
+            True
+        """
+        device = torch.device(device)
+        if device.type == self.device.type and device.index in (None, self.device.index):
+            return self
+        return replace(self, images=self.images.to(device), labels=self.labels.to(device))
+
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of ``uint8`` images, scaled to ``[0, 1]``.
 
-    Computed in float64 over every pixel of every image (population std), so normalisation
-    constants come from the training set instead of being typed in.
+    Computed from exact integer sums over every pixel of every image (population std), so
+    the constants are correctly rounded and the same whichever device holds the images; they
+    come from the training set instead of being typed in.
 
     Args:
-        images: ``uint8`` tensor of shape ``(N, C, H, W)``.
+        images: ``uint8`` tensor of shape ``(N, C, H, W)``, on any device.
 
     Returns:
         ``(mean, std)``, each a tuple of ``C`` floats.
@@ -80,23 +117,28 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
         >>> channel_stats(torch.tensor([[[[0, 255]]]], dtype=torch.uint8))
         ((0.5,), (0.5,))
     """
-    if images.dim() != 4:
+    if images.dim() != 4 or images.dtype != torch.uint8:
         raise ValueError(
-            "Invalid value for argument `images`: expected shape (N, C, H, W), received "
-            f"{tuple(images.shape)}."
+            "Invalid value for argument `images`: expected a uint8 tensor of shape "
+            f"(N, C, H, W), received dtype {images.dtype} and shape {tuple(images.shape)}."
         )
     channels = images.shape[1]
-    total = torch.zeros(channels, dtype=torch.float64)
-    total_sq = torch.zeros(channels, dtype=torch.float64)
-    # Chunked so that a float64 copy of a large set never exists at once.
+    total = torch.zeros(channels, dtype=torch.int64, device=images.device)
+    total_sq = torch.zeros(channels, dtype=torch.int64, device=images.device)
+    # Integer sums are exact in any order, so no device's reduction order shows in the result.
+    # Chunked so that an int64 copy of a large set never exists at once.
     for chunk in images.split(4096):
-        x = chunk.to(torch.float64).div_(255.0)
+        x = chunk.to(torch.int64)
         total += x.sum(dim=(0, 2, 3))
         total_sq += x.square().sum(dim=(0, 2, 3))
-    count = images.numel() / channels
-    mean = total / count
-    std = (total_sq / count - mean.square()).clamp_min(0.0).sqrt()
-    return tuple(mean.tolist()), tuple(std.tolist())
+    count = images.numel() // channels
+    means, stds = [], []
+    for s, s2 in zip(total.tolist(), total_sq.tolist(), strict=True):
+        # Exact rationals: mean = s / (n * 255), var = (n * s2 - s^2) / (n * 255)^2.
+        scale = max(count, 1) * 255
+        means.append(float(Fraction(s, scale)))
+        stds.append(sqrt(Fraction(count * s2 - s * s, scale * scale)))
+    return tuple(means), tuple(stds)
 
 
 class BatchLoader:
@@ -108,6 +150,11 @@ class BatchLoader:
     global batch from ``(seed, epoch, step)`` before slicing, so N processes see exactly the
     samples, crops and flips that one process with the same global batch would.
 
+    The batches are on the dataset's device (see :meth:`ImageDataset.to`). The order and the
+    augmentation choices are drawn on the CPU whatever that device is, so the batches of a
+    ``(seed, epoch, step)`` are bit for bit the same on every device; on a GPU, a step moves
+    only those choices and the epoch's order (once per epoch) to it, never image data.
+
     Args:
         dataset: the images and labels.
         batch_size: global batch size; must be divisible by ``world_size``.
@@ -117,9 +164,13 @@ class BatchLoader:
         augment: batch-wise augmentation applied to the ``uint8`` images, or ``None``.
         rank: index of this process, ``0 <= rank < world_size``.
         world_size: number of processes sharing each global batch.
+        normalize: applied after augmentation, on the dataset's device, to yield model
+            inputs instead of ``uint8`` images; ``None`` yields ``uint8``.
 
     Yields:
-        ``(images, labels)``: ``uint8`` ``(batch_size // world_size, C, H, W)`` and ``int64``.
+        ``(images, labels)`` on the dataset's device: ``uint8`` (or, with ``normalize``, its
+        floating dtype) ``(batch_size // world_size, C, H, W)`` and ``int64``
+        ``(batch_size // world_size,)``.
 
     Example:
         >>> ds = ImageDataset(torch.zeros(10, 1, 4, 4, dtype=torch.uint8),
@@ -127,6 +178,7 @@ class BatchLoader:
         >>> loader = BatchLoader(ds, batch_size=4, drop_last=True)
         >>> len(loader), [tuple(x.shape) for x, _ in loader][0]
         (2, (4, 1, 4, 4))
+        >>> # On a GPU: BatchLoader(ds.to("cuda"), 4, normalize=Normalize((0.5,), (0.25,)))
     """
 
     def __init__(
@@ -140,6 +192,7 @@ class BatchLoader:
         augment: BatchAugment | None = None,
         rank: int = 0,
         world_size: int = 1,
+        normalize: Normalize | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(
@@ -169,7 +222,13 @@ class BatchLoader:
         self.augment = augment
         self.rank = rank
         self.world_size = world_size
+        self.normalize = normalize
         self.epoch = 0
+
+    @property
+    def device(self) -> torch.device:
+        """Where the batches are: the dataset's device."""
+        return self.dataset.device
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order (and augmentation) the next iteration produces."""
@@ -187,16 +246,22 @@ class BatchLoader:
             order = torch.randperm(n, generator=order_gen)
         else:
             order = torch.arange(n)
+        # One copy per epoch; the per-step slices below are then views on the device.
+        order = order.to(self.device)
         for step in range(start, len(self)):
             global_idx = order[step * self.batch_size : (step + 1) * self.batch_size]
             # The last incomplete batch (evaluation only) is split as evenly as possible.
+            # (On the CPU: the batch length is a shape, so no device synchronisation.)
             bounds = torch.linspace(0, len(global_idx), self.world_size + 1).long()
             lo, hi = int(bounds[self.rank]), int(bounds[self.rank + 1])
             images = self.dataset.images[global_idx[lo:hi]]
             if self.augment is not None:
                 aug_gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, step, 1))
                 params = self.augment.sample(len(global_idx), images.shape[-2:], aug_gen)
+                # apply() moves the (CPU) choices of this rank's slice to the images' device.
                 images = self.augment.apply(images, params.slice(lo, hi))
+            if self.normalize is not None:
+                images = self.normalize(images)
             yield images, self.dataset.labels[global_idx[lo:hi]]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

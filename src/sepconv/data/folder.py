@@ -19,6 +19,30 @@ from sepconv.data.dataset import ImageDataset
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
+def class_names(root: str | os.PathLike[str]) -> list[str]:
+    """The class names of an image folder: its sub-folder names, sorted (``[]`` if missing)."""
+    base = Path(root)
+    return sorted(d.name for d in base.iterdir() if d.is_dir()) if base.is_dir() else []
+
+
+def check_same_classes(train_root: Path, test_root: Path) -> None:
+    """Raise a ``ValueError`` naming both folders unless they hold the same class sub-folders.
+
+    Labels are indices into the sorted class names, so a test folder with other or extra
+    classes would be scored against the wrong names, or crash the loss after a whole epoch.
+    """
+    train, test = class_names(train_root), class_names(test_root)
+    if train and test and train != test:
+        only_train = sorted(set(train) - set(test))
+        only_test = sorted(set(test) - set(train))
+        raise ValueError(
+            f"Invalid value for argument `data`: the class folders of {test_root} "
+            f"({', '.join(test[:10])}) differ from those of {train_root} "
+            f"({', '.join(train[:10])}): only in {train_root.name}/: {only_train[:5]}, only in "
+            f"{test_root.name}/: {only_test[:5]}; both splits need the same class sub-folders."
+        )
+
+
 def load_image_folder(
     root: str | os.PathLike[str], *, size: int | tuple[int, int] = 32, mode: str = "RGB"
 ) -> ImageDataset:
@@ -51,7 +75,7 @@ def load_image_folder(
     base = Path(root)
     if not base.is_dir():
         raise FileNotFoundError(f"Image folder {base} does not exist.")
-    classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+    classes = class_names(base)
     files = [
         (path, label)
         for label, name in enumerate(classes)

@@ -110,8 +110,8 @@ def _fashion_mnist_file(root: Path, stem: str) -> Path:
     raise FileNotFoundError(
         f"Fashion-MNIST file {stem}[.gz] not found in {root} (looked for {root / stem}.gz "
         f"and {root / stem}). Install it with `apt-get install dataset-fashion-mnist`, or "
-        f"point the `{FASHION_MNIST_ENV}` environment variable (CLI: --data-root) at a folder "
-        "holding the four IDX files."
+        f"point the `{FASHION_MNIST_ENV}` environment variable (or `--data fashion-mnist:DIR`) "
+        "at a folder holding the four IDX files."
     )
 
 

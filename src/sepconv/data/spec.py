@@ -8,7 +8,7 @@ from pathlib import Path
 from sepconv.data.augment import BatchAugment, Compose, RandomCropFlip, RandomErasing
 from sepconv.data.cifar import load_cifar
 from sepconv.data.dataset import ImageDataset
-from sepconv.data.folder import load_image_folder
+from sepconv.data.folder import check_same_classes, load_image_folder
 from sepconv.data.idx import load_fashion_mnist
 
 _KINDS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
@@ -52,6 +52,8 @@ def load_dataset(spec: str, split: str, *, image_size: int = 32) -> ImageDataset
     folder = base / split
     if split == "test" and not folder.is_dir() and (base / "val").is_dir():
         folder = base / "val"
+    if split == "test":
+        check_same_classes(base / "train", folder)  # before decoding any image
     return load_image_folder(folder, size=image_size)
 
 

@@ -6,22 +6,17 @@ missing one raises an ImportError naming the extra to install (``pip install 'se
 ``'sepconv[openvino]'``).
 """
 
+from sepconv.deploy.agreement import Agreement, compare_top1
 from sepconv.deploy.fuse import fuse
 from sepconv.deploy.onnx import ExportError, OnnxExport, export_onnx
-from sepconv.deploy.quantize import (
-    Agreement,
-    compare_top1,
-    openvino_layers,
-    prepare_images,
-    quantize,
-    quantized_ops,
-)
+from sepconv.deploy.quantize import prepare_images, quantize
 from sepconv.deploy.runtime import (
     BackendMismatchError,
     InferenceModel,
     compile_for_inference,
     load_onnx,
 )
+from sepconv.deploy.runtime_ops import openvino_layers, quantized_ops
 
 __all__ = [
     "Agreement",

@@ -15,7 +15,7 @@ from typing import cast
 import torch
 from torch import fx, nn
 
-from sepconv.utils.validation import check_input_channels
+from sepconv.utils.validation import check_input_channels, invalid_type
 
 __all__ = ["fuse"]
 
@@ -174,10 +174,7 @@ def fuse(model: nn.Module) -> nn.Module:
         True
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"Invalid value for argument `model`: expected an nn.Module, "
-            f"received {type(model).__name__}."
-        )
+        raise invalid_type("model", "an nn.Module", model)
     fused = copy.deepcopy(model).eval()
     # A module registered under two names may be called from two places: never fold it.
     seen: dict[int, int] = {}

@@ -25,8 +25,15 @@ from torch import nn
 
 from sepconv.deploy._extras import require
 from sepconv.deploy.fuse import fuse
+from sepconv.deploy.inputs import (
+    check_batch_sizes,
+    check_images,
+    check_input_size,
+    first_images,
+    random_inputs,
+)
 from sepconv.utils.files import write_atomic
-from sepconv.utils.validation import invalid, positive_int
+from sepconv.utils.validation import invalid
 
 __all__ = ["ExportError", "OnnxExport", "export_onnx", "relative_error"]
 
@@ -141,14 +148,14 @@ def export_onnx(
     ort = require("onnxruntime", "ONNX export check")
     if not isinstance(model, nn.Module):
         raise invalid("model", "an nn.Module", type(model).__name__)
-    size = _check_input_size(input_size)
+    size = check_input_size(input_size)
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
         raise invalid(
             "opset",
             f"an integer >= {MIN_OPSET} (the torch.export-based exporter starts at opset 18)",
             opset,
         )
-    batches = _check_batches(check_batches)
+    batches = check_batch_sizes(check_batches)
     if check_inputs is not None:
         check_images("check_inputs", check_inputs, size)
     if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol > 0:
@@ -166,10 +173,10 @@ def export_onnx(
     # Float32 CPU copies: the reference keeps its BatchNorms, the exported one has them folded.
     reference = copy.deepcopy(model).float().cpu().eval()
     exported = fuse(reference) if fold_bn else reference
-    inputs = _random_inputs((_DYNAMIC_EXAMPLE_BATCH, *batches) if dynamic_batch else batches, size)
+    inputs = random_inputs((_DYNAMIC_EXAMPLE_BATCH, *batches) if dynamic_batch else batches, size)
     example = inputs[_DYNAMIC_EXAMPLE_BATCH if dynamic_batch else batches[0]]
     if check_inputs is not None:
-        inputs = {b: _first_images(check_inputs, b) for b in batches}
+        inputs = {b: first_images(check_inputs, b) for b in batches}
     num_outputs = len(_run_eager(reference, example, name))
 
     program = _capture(exported, example, name, dynamic_batch=dynamic_batch)
@@ -235,68 +242,6 @@ def export_onnx(
         dynamic_batch=dynamic_batch,
         max_rel_error=errors,
     )
-
-
-def _check_input_size(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
-    if (
-        not isinstance(input_size, (tuple, list))
-        or len(input_size) != 3
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_size)
-    ):
-        raise invalid("input_size", "(C, H, W) as three positive integers", input_size)
-    return (input_size[0], input_size[1], input_size[2])
-
-
-def _check_batches(check_batches: Sequence[int]) -> tuple[int, ...]:
-    if isinstance(check_batches, (str, bytes)) or not isinstance(check_batches, Sequence):
-        raise invalid("check_batches", "a non-empty sequence of positive integers", check_batches)
-    batches = tuple(check_batches)
-    if not batches:
-        raise invalid("check_batches", "a non-empty sequence of positive integers", check_batches)
-    for batch in batches:
-        positive_int("check_batches", batch)
-    return tuple(dict.fromkeys(batches))  # drop repeats, keep the order
-
-
-def check_images(
-    argument: str,
-    images: object,
-    size: tuple[int, int, int],
-    *,
-    batch: int | None = None,
-    hint: str = "",
-) -> torch.Tensor:
-    """``images``, a non-empty float ``(N, *size)`` tensor (``N == batch`` when given), as
-    contiguous float32 on the CPU; otherwise a ValueError naming ``argument``, ending with
-    ``hint``."""
-    if (
-        not isinstance(images, torch.Tensor)
-        or not images.is_floating_point()
-        or images.dim() != 4
-        or tuple(images.shape[1:]) != size
-        or len(images) == 0
-        or (batch is not None and len(images) != batch)
-    ):
-        got = (
-            f"{images.dtype} tensor of shape {list(images.shape)}"
-            if isinstance(images, torch.Tensor)
-            else type(images).__name__
-        )
-        n = "N" if batch is None else batch
-        raise invalid(argument, f"a float tensor ({n}, {size[0]}, {size[1]}, {size[2]}){hint}", got)
-    return images.detach().to("cpu", torch.float32).contiguous()
-
-
-def _first_images(images: torch.Tensor, count: int) -> torch.Tensor:
-    """The first ``count`` images, cycled when there are fewer, as contiguous float32 on the CPU."""
-    picked = images[torch.arange(count) % len(images)]
-    return picked.detach().to("cpu", torch.float32).contiguous()
-
-
-def _random_inputs(batches: Sequence[int], size: tuple[int, int, int]) -> dict[int, torch.Tensor]:
-    """One seeded standard-normal input per batch size: the same inputs on every call."""
-    generator = torch.Generator().manual_seed(0)
-    return {b: torch.randn((b, *size), generator=generator) for b in dict.fromkeys(batches)}
 
 
 def _flat_outputs(output: Any, name: str) -> list[torch.Tensor]:

@@ -11,19 +11,22 @@ Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", eq
   uint8 with a scale and zero point per tensor from the min/max each reaches. ONNX Runtime fuses
   each DQ -> op -> Q group into one integer kernel when it loads the file: convolutions become
   ``QLinearConv``, EfficientNet's SiLU ``x * sigmoid(x)`` becomes ``QLinearSigmoid`` +
-  ``QLinearMul``, residual adds ``QLinearAdd`` (:func:`quantized_ops` lists them).
+  ``QLinearMul``, residual adds ``QLinearAdd`` (:mod:`sepconv.deploy.runtime_ops`
+  lists them).
 - OpenVINO (``quantizer="nncf"``, OpenVINO's NNCF on the ONNX graph): pairs where OpenVINO's
   CPU plugin fuses them into its int8 kernels, leaving activations such as SiLU as fused
-  post-ops (:func:`openvino_layers` lists what runs in which precision). OpenVINO reading ONNX
+  post-ops (:func:`~sepconv.deploy.runtime_ops.openvino_layers` lists what runs in which
+  precision). OpenVINO reading ONNX
   Runtime's file instead keeps every int8 <-> float conversion that file asks for: on
   EfficientNet-B0 that is 131 reorders and 66 conversions, and the int8 model ran slower than
   the best fp32 one (11.78 ms against 9.88 ms; NNCF's file 8.51 ms; batch 1, 224x224, 2
   threads, 2-core Intel Xeon, all in one run of ``python benchmarks/inference.py --rounds 4``,
-  ``results/inference.md``).
+  ``results/benchmarks/inference.md``).
 
 ONNX Runtime's quantizer is the default for both runtimes: on a MobileNetV2-0.5 trained on
-Fashion-MNIST (``results/int8_fashion_mnist``), its file agrees with fp32 on 99.38% of the test
-images in ONNX Runtime and 99.37% in OpenVINO, NNCF's on 98.24% (0.40 points of accuracy lost).
+Fashion-MNIST (``results/deploy/int8_fashion_mnist``), its file agrees with fp32 on 99.38% of
+the test images in ONNX Runtime and 99.37% in OpenVINO, NNCF's on 98.24% (0.40 points of
+accuracy lost).
 """
 
 from __future__ import annotations
@@ -35,9 +38,7 @@ import logging
 import os
 import platform
 import tempfile
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -47,20 +48,18 @@ from torch import nn
 
 from sepconv.data.dataset import ImageDataset, channel_stats
 from sepconv.deploy._extras import require
-from sepconv.deploy.onnx import INPUT_NAME, _check_input_size, export_onnx, relative_error
-from sepconv.deploy.runtime import InferenceModel, OnnxBackend, load_onnx
+from sepconv.deploy.backends import OnnxBackend, load_onnx
+from sepconv.deploy.compiled import InferenceModel
+from sepconv.deploy.inputs import check_input_size
+from sepconv.deploy.onnx import INPUT_NAME, export_onnx, relative_error
 from sepconv.train.evaluate import to_model_input
 from sepconv.utils.files import write_atomic
 from sepconv.utils.validation import invalid, positive_int
 
 __all__ = [
-    "Agreement",
-    "compare_top1",
     "needs_reduce_range",
-    "openvino_layers",
     "prepare_images",
     "quantize",
-    "quantized_ops",
 ]
 
 # Images run through the calibration session at a time (the exported file has a dynamic batch).
@@ -103,7 +102,7 @@ def prepare_images(
         shape = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
         raise invalid("images", "an ImageDataset or a non-empty (N, C, H, W) tensor", shape)
     channels, height, width = (int(v) for v in pixels.shape[1:])
-    size = (channels, height, width) if input_size is None else _check_input_size(input_size)
+    size = (channels, height, width) if input_size is None else check_input_size(input_size)
     if size[0] != channels:
         raise invalid("images", f"{size[0]} channels, as `input_size` {size}", pixels.shape)
     if (mean is None) != (std is None):
@@ -261,7 +260,7 @@ def quantize(
     sample = inputs[:batch_size]
     if sample.shape[0] < batch_size:  # fewer calibration images than one batch: repeat them
         sample = sample.repeat(-(-batch_size // sample.shape[0]), 1, 1, 1)[:batch_size]
-    reference = _copy_eval(model)
+    reference = copy.deepcopy(model).float().cpu().eval()
     with torch.inference_mode():
         error = relative_error(int8(sample), reference(sample))
     return dataclasses.replace(int8, max_rel_error=error)
@@ -288,162 +287,6 @@ def needs_reduce_range() -> bool:
     that weights must be quantized to 7 bits (see :func:`quantize`'s ``reduce_range``)."""
     x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
     return x86 and not torch.cpu._is_vnni_supported()
-
-
-def quantized_ops(path: str | os.PathLike[str]) -> dict[str, int]:
-    """Count the ops ONNX Runtime executes for an ONNX file, after its QDQ fusions.
-
-    The session is built with the hardware-independent ``ORT_ENABLE_EXTENDED`` optimisations,
-    which turn each ``DequantizeLinear -> op -> QuantizeLinear`` group with an int8 kernel into
-    that kernel (``QLinearConv``, ``QLinearAdd``, ``QLinearMul``, ``QLinearSigmoid``, ``QGemm``,
-    ...); ops left in float keep their names, with the Q/DQ pairs around them.
-
-    Example:
-        >>> quantized_ops("mobilenet_v2.int8.onnx")  # doctest: +SKIP
-        {'QLinearConv': 52, 'QLinearAdd': 10, 'QGemm': 1, ...}
-    """
-    ort = require("onnxruntime", "Counting the ops of an ONNX file")
-    onnx = require("onnx", "Counting the ops of an ONNX file")
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"ONNX file {str(file)!r} does not exist.")
-    with tempfile.TemporaryDirectory(prefix="sepconv-ops-") as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
-        graph = onnx.load(options.optimized_model_filepath).graph
-    return dict(Counter(node.op_type for node in graph.node).most_common())
-
-
-def openvino_layers(path: str | os.PathLike[str]) -> dict[str, int]:
-    """Count the layers OpenVINO's CPU plugin executes for an ONNX file, by type and precision.
-
-    The file is compiled for the CPU at fp32 inference precision; each layer of the compiled
-    (runtime) graph reports its type and the precision it runs in, counted as
-    ``"<type> <precision>"``: ``"Convolution i8"`` / ``"Convolution u8"`` is an int8
-    convolution on signed / unsigned (after ReLU) activations, its activation fused in;
-    ``"Reorder f32"`` a layout or precision conversion between kernels. Constants,
-    inputs and outputs are left out.
-
-    Example:
-        >>> openvino_layers("efficientnet_b0.int8.onnx")  # doctest: +SKIP
-        {'Convolution i8': 49, 'Convolution f32': 32, 'Reduce i8': 17, ...}
-    """
-    ov = require("openvino", "Counting the layers OpenVINO runs")
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"ONNX file {str(file)!r} does not exist.")
-    compiled = ov.Core().compile_model(
-        str(file), "CPU", {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
-    )
-    counts: Counter[str] = Counter()
-    for op in compiled.get_runtime_model().get_ops():
-        info = op.get_rt_info()
-        kind = info["layerType"].astype(str)
-        if kind not in ("Const", "Input", "Output"):
-            counts[f"{kind} {info['runtimePrecision'].astype(str)}"] += 1
-    return dict(counts.most_common())
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How a candidate model's top-1 predictions compare with a reference's on the same images.
-
-    Attributes:
-        samples: Images compared.
-        agreement: Fraction of images where both predict the same class.
-        reference_accuracy: Top-1 accuracy of the reference (``None`` without labels).
-        candidate_accuracy: Top-1 accuracy of the candidate (``None`` without labels).
-    """
-
-    samples: int
-    agreement: float
-    reference_accuracy: float | None
-    candidate_accuracy: float | None
-
-    @property
-    def accuracy_drop(self) -> float | None:
-        """Reference minus candidate accuracy, in percentage points."""
-        if self.reference_accuracy is None or self.candidate_accuracy is None:
-            return None
-        return 100.0 * (self.reference_accuracy - self.candidate_accuracy)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict, including the accuracy drop."""
-        return {**dataclasses.asdict(self), "accuracy_drop_points": self.accuracy_drop}
-
-
-def compare_top1(
-    reference: Callable[[torch.Tensor], torch.Tensor],
-    candidate: Callable[[torch.Tensor], torch.Tensor],
-    inputs: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    *,
-    batch_size: int = 1,
-) -> Agreement:
-    """Top-1 agreement of ``candidate`` with ``reference`` (and both accuracies, given labels).
-
-    Both are called on batches of exactly ``batch_size`` inputs, so an :class:`InferenceModel`
-    compiled for that batch works; the last batch is padded with zeros and the padding's
-    predictions dropped.
-
-    Args:
-        reference: E.g. the fp32 model (an ``nn.Module`` is run in eval mode under
-            ``inference_mode``) or its compiled form.
-        candidate: E.g. the int8 model from :func:`quantize`.
-        inputs: Float model inputs ``(N, C, H, W)`` (see :func:`prepare_images`).
-        labels: Optional ``(N,)`` integer labels.
-        batch_size: Batch both callables take.
-
-    Example:
-        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
-        >>> result = compare_top1(net, net, torch.randn(5, 1, 2, 2), batch_size=2)
-        >>> result.samples, result.agreement
-        (5, 1.0)
-    """
-    positive_int("batch_size", batch_size)
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or inputs.shape[0] == 0:
-        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else inputs
-        raise invalid("inputs", "a non-empty (N, C, H, W) float tensor", shape)
-    if labels is not None and tuple(labels.shape) != (inputs.shape[0],):
-        raise invalid("labels", f"shape ({inputs.shape[0]},) to match `inputs`", labels.shape)
-    if isinstance(reference, nn.Module):
-        reference = _copy_eval(reference)
-    if isinstance(candidate, nn.Module):
-        candidate = _copy_eval(candidate)
-    ref_top1 = _top1(reference, inputs, batch_size)
-    cand_top1 = _top1(candidate, inputs, batch_size)
-    n = int(inputs.shape[0])
-    accuracies: tuple[float | None, float | None] = (None, None)
-    if labels is not None:
-        accuracies = (
-            (ref_top1 == labels).float().mean().item(),
-            (cand_top1 == labels).float().mean().item(),
-        )
-    return Agreement(
-        samples=n,
-        agreement=(ref_top1 == cand_top1).float().mean().item(),
-        reference_accuracy=accuracies[0],
-        candidate_accuracy=accuracies[1],
-    )
-
-
-def _top1(
-    fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int
-) -> torch.Tensor:
-    predictions = []
-    with torch.inference_mode():
-        for batch in inputs.split(batch_size):
-            n = batch.shape[0]
-            if n < batch_size:
-                batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
-            predictions.append(fn(batch)[:n].argmax(dim=1))
-    return torch.cat(predictions)
-
-
-def _copy_eval(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model).float().cpu().eval()
 
 
 def _calibration_reader(quantization: Any, input_name: str, batches: Sequence[torch.Tensor]) -> Any:

@@ -1,5 +1,6 @@
-"""Inference on the fastest backend this machine has: eager PyTorch, torch.compile, ONNX Runtime
-or OpenVINO, each configured for low-latency CPU inference.
+"""Inference on the fastest backend this machine has: on a CPU eager PyTorch, torch.compile,
+ONNX Runtime or OpenVINO, each configured for low-latency CPU inference; on a GPU eager
+channels-last PyTorch in fp32/bf16/fp16, torch.compile (max-autotune) or a CUDA graph.
 
 :func:`compile_for_inference` turns a model into an :class:`InferenceModel`, a callable
 specialised to one input shape, thread count and precision. ``backend="auto"`` builds every
@@ -9,7 +10,8 @@ against the eager model before it is returned. fp32 is the default; ``precision=
 backends that can compute in bfloat16 do so (eager and torch.compile under CPU autocast, OpenVINO
 with its bf16 inference precision), which pays off on CPUs with native bf16 instructions
 (AVX512-BF16, AMX). :func:`load_onnx` runs an ONNX file (e.g. the int8 model of
-:func:`sepconv.deploy.quantize`) on ONNX Runtime or OpenVINO with the same settings.
+:func:`sepconv.deploy.quantize`) on ONNX Runtime or OpenVINO with the same settings. The CPU
+backends live in :mod:`sepconv.deploy.backends`, the CUDA ones in :mod:`sepconv.deploy.cuda`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ import copy
 import dataclasses
 import math
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -27,10 +28,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, bf16_native, measure, pinned_threads
-from sepconv.deploy._extras import require
-from sepconv.deploy.fuse import fuse
-from sepconv.deploy.onnx import _check_input_size, check_images, export_onnx, relative_error
+from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, measure
+from sepconv.deploy.backends import (
+    build_cpu_runner,
+    check_threads,
+    choices,
+    load_onnx,
+    require_runtime,
+)
+from sepconv.deploy.compiled import BackendMismatchError, InferenceModel, Runner, fastest_reason
+from sepconv.deploy.cuda import CUDA_BACKENDS, CUDA_PRECISIONS, compile_for_cuda
+from sepconv.deploy.inputs import check_images, check_input_size
+from sepconv.deploy.onnx import export_onnx, relative_error
+from sepconv.utils.devices import check_device
 from sepconv.utils.validation import invalid, positive_int
 
 __all__ = [
@@ -44,94 +54,41 @@ __all__ = [
 ]
 
 Backend = Literal["eager", "compile", "onnxruntime", "openvino"]
-OnnxBackend = Literal["onnxruntime", "openvino"]
 Precision = Literal["fp32", "bf16"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 # What "auto" measures by default. torch.compile is left out: compiling costs a minute or more
 # per model on a small CPU, and on the models measured here it does not beat the ONNX runtimes
-# (results/inference.md). Pass `candidates=BACKENDS` to include it.
+# (results/benchmarks/inference.md). Pass `candidates=BACKENDS` to include it.
 AUTO_BACKENDS: tuple[str, ...] = ("eager", "onnxruntime", "openvino")
 # Largest accepted max|backend - eager| / max|eager| of an fp32 backend. Folding BatchNorm and
 # reordering sums move float32 results by ~1e-6 relative; anything near 1e-3 is a wrong graph.
+# On CUDA the fp32 candidates run with TF32 off (sepconv.deploy.cuda), so the bound is the same.
 FP32_RTOL = 1e-3
 # The same for a backend computing in bfloat16 (8 significand bits, rounding error 2^-9 per
 # value). Trained Fashion-MNIST MobileNets land at 1.6e-2..3.0e-2 on real images, agreeing with
-# fp32 on 99.7-99.9% of the test set (results/bf16_fashion_mnist); random-weight ImageNet
-# models move by 0.11-0.19 and fail it (results/inference_amd_epyc.md).
+# fp32 on 99.7-99.9% of the test set (results/deploy/bf16_fashion_mnist); random-weight ImageNet
+# models move by 0.11-0.19 and fail it (results/benchmarks/inference_amd_epyc.md).
 BF16_RTOL = 5e-2
-
-Runner = Callable[[torch.Tensor], torch.Tensor]
-
-
-class BackendMismatchError(RuntimeError):
-    """A compiled backend's output disagrees with eager PyTorch beyond the tolerance."""
-
-
-@dataclass(frozen=True, eq=False)
-class InferenceModel:
-    """A model compiled for one input shape on one backend; call it like the model.
-
-    Attributes:
-        backend: The backend that runs it (one of :data:`BACKENDS`).
-        input_shape: The ``(N, C, H, W)`` it was compiled for; other shapes are refused.
-        threads: Intra-op threads the backend uses.
-        precision: What the backend computes in: ``"fp32"``, ``"bf16"`` (only when
-            ``precision="bf16"`` was asked for and the backend uses it), or ``"int8"`` for a
-            quantized ONNX file.
-        timings: Backend -> median latency in milliseconds, for every candidate ``auto``
-            measured (empty when the backend was named).
-        skipped: Backend -> why ``auto`` left it out: the runtime is not installed, or its
-            output disagreed with eager PyTorch.
-        max_rel_error: ``max|out - eager| / max|eager|`` measured at build time on the example
-            input (``None`` when there was no PyTorch model to compare with).
-        path: The ONNX file the runtime loaded, when it is kept on disk (:func:`load_onnx`).
-
-    Example:
-        >>> import sepconv
-        >>> net = compile_for_inference(sepconv.mobilenet_v2(num_classes=10),
-        ...                             backend="onnxruntime", input_size=(3, 64, 64))
-        >>> net(torch.randn(1, 3, 64, 64)).shape
-        torch.Size([1, 10])
-    """
-
-    backend: str
-    input_shape: tuple[int, int, int, int]
-    threads: int
-    run: Runner = field(repr=False)
-    precision: Literal["fp32", "bf16", "int8"] = "fp32"
-    timings: Mapping[str, float] = field(default_factory=dict)
-    skipped: Mapping[str, str] = field(default_factory=dict)
-    max_rel_error: float | None = None
-    path: Path | None = None
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Run one batch: ``x`` of shape :attr:`input_shape` (float32, CPU) -> the output."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(
-                f"InferenceModel ({self.backend}) expected a torch.Tensor, "
-                f"received {type(x).__name__}."
-            )
-        if tuple(x.shape) != self.input_shape:
-            raise ValueError(
-                f"InferenceModel ({self.backend}) was compiled for input shape "
-                f"{list(self.input_shape)}, received {list(x.shape)}; compile another with "
-                "the `batch_size` and `input_size` you need."
-            )
-        return self.run(x.detach().to("cpu", torch.float32))
+# The same for a CUDA candidate computing in float16: 11 significand bits (rounding error
+# 2^-11) put it ~8x closer than bf16 on the same model, so it is held to bf16's bound; its risk
+# is range (largest value 65504), and an overflow makes the error inf, which fails any bound.
+FP16_RTOL = 5e-2
 
 
 def compile_for_inference(
     model: nn.Module,
     *,
-    backend: Literal["auto", "eager", "compile", "onnxruntime", "openvino"] = "auto",
-    input_size: tuple[int, int, int] = (3, 224, 224),
+    backend: Literal["auto", "eager", "compile", "cudagraph", "onnxruntime", "openvino"] = "auto",
+    input_size: tuple[int, int, int] | tuple[int, int, int, int] = (3, 224, 224),
     batch_size: int = 1,
     threads: int | None = None,
     candidates: Sequence[str] | None = None,
-    precision: Precision = "fp32",
+    precision: Literal["fp32", "bf16", "fp16"] | None = None,
     example: torch.Tensor | None = None,
+    device: str | torch.device = "cpu",
+    compile_mode: str = "max-autotune",
 ) -> InferenceModel:
-    """Compile ``model`` for CPU inference on ``backend``, or on the fastest one (``"auto"``).
+    """Compile ``model`` for inference on ``backend``, or on the fastest one (``"auto"``).
 
     Every backend starts from the BatchNorm-folded copy :func:`sepconv.fuse` returns
     (``model`` itself is not modified) and is specialised to inputs of shape
@@ -163,24 +120,43 @@ def compile_for_inference(
     (:data:`BF16_RTOL` for a bf16 backend) raises instead of returning a wrong model (with
     ``"auto"``: leaves that backend out, and raises only when none is left).
 
+    With ``device="cuda"`` the backends are those of :mod:`sepconv.deploy.cuda`: ``"eager"``
+    (channels-last, cast to the precision), ``"compile"`` (``torch.compile(mode=compile_mode)``)
+    and ``"cudagraph"`` (the eager model captured once into a CUDA graph for the static shape).
+    ``precision=None`` there means all of fp32, bf16 and fp16 (fp32 for a named backend):
+    ``"auto"`` builds the eager candidate in each, times them, then builds the other
+    ``candidates`` (default all of :data:`~sepconv.deploy.cuda.CUDA_BACKENDS`) at the precision
+    whose eager candidate was fastest, and times everything again in alternating blocks with
+    CUDA events. Each candidate is checked against the CPU fp32 eager output with
+    :data:`FP32_RTOL`, :data:`BF16_RTOL` or :data:`FP16_RTOL`. Timings are keyed
+    ``"backend/precision"``, :attr:`InferenceModel.why` says why the winner won, and the
+    returned model takes inputs on any device and returns float32 on the GPU.
+
     Args:
         model: A module mapping one ``(N, C, H, W)`` float tensor to one tensor.
-        backend: ``"auto"`` or one of :data:`BACKENDS`.
-        input_size: ``(C, H, W)`` of one input image.
+        backend: ``"auto"`` or one of :data:`BACKENDS` (on CUDA: of
+            :data:`~sepconv.deploy.cuda.CUDA_BACKENDS`).
+        input_size: ``(C, H, W)`` of one input image, or ``(N, C, H, W)`` as
+            :func:`sepconv.analyze` takes it (``N`` is then the batch size; ``batch_size``
+            must be left at 1 or equal ``N``).
         batch_size: ``N``; the compiled model takes exactly this batch.
         threads: Intra-op threads for every backend (default: ``torch.get_num_threads()``).
         candidates: Backends ``"auto"`` measures (default :data:`AUTO_BACKENDS`, which leaves
             out the slow-to-build ``"compile"``); only with ``backend="auto"``.
-        precision: ``"fp32"`` or ``"bf16"``: the precision the eager, compile and OpenVINO
-            backends compute in (ONNX Runtime stays fp32). :attr:`InferenceModel.precision`
-            says what the returned backend uses.
+        precision: ``"fp32"`` (the CPU default) or ``"bf16"``: the precision the eager, compile
+            and OpenVINO backends compute in (ONNX Runtime stays fp32); on CUDA also
+            ``"fp16"``, and ``None`` (the CUDA default) measures all three.
+            :attr:`InferenceModel.precision` says what the returned backend uses.
         example: A real input of shape ``(batch_size, *input_size)``, on which every backend
             is checked (the ONNX export too) and ``"auto"`` times them. Pass one for a trained
             model: noise can take its activations where float32 itself loses the digits the
             check compares.
+        device: ``"cpu"`` (default) or a CUDA device (``"cuda"``, ``"cuda:1"``).
+        compile_mode: The ``torch.compile`` mode of the CUDA ``"compile"`` backend.
 
     Returns:
-        An :class:`InferenceModel`; ``model(x)`` returns a float32 CPU tensor.
+        An :class:`InferenceModel`; ``model(x)`` returns a float32 tensor on the CPU (on the GPU
+        for ``device="cuda"``).
 
     Raises:
         ValueError: an unknown backend name (the valid ones are listed) or another invalid
@@ -198,16 +174,22 @@ def compile_for_inference(
     """
     if not isinstance(model, nn.Module):
         raise invalid("model", "an nn.Module", type(model).__name__)
-    if backend != "auto" and backend not in BACKENDS:
-        raise invalid("backend", f"one of {_choices(('auto', *BACKENDS))}", backend)
-    size = _check_input_size(input_size)
+    dev = check_device(device)
+    cuda = dev.type == "cuda"
+    valid = CUDA_BACKENDS if cuda else BACKENDS
+    if backend != "auto" and backend not in valid:
+        raise invalid("backend", f"one of {choices(('auto', *valid))}", backend)
     positive_int("batch_size", batch_size)
-    used_threads = _check_threads(threads)
+    one_image, batch_size = _split_batch(input_size, batch_size)
+    size = check_input_size(one_image)  # type: ignore[arg-type]
+    used_threads = check_threads(threads)
     if candidates is not None and backend != "auto":
         raise invalid("candidates", "None unless backend='auto'", candidates)
-    if precision not in get_args(Precision):
-        raise invalid("precision", f"one of {_choices(get_args(Precision))}", precision)
-    names = _check_candidates(AUTO_BACKENDS if candidates is None else candidates)
+    precisions = CUDA_PRECISIONS if cuda else get_args(Precision)
+    if precision is not None and precision not in precisions:
+        raise invalid("precision", f"one of {choices(precisions)}", precision)
+    default = (CUDA_BACKENDS if cuda else AUTO_BACKENDS) if candidates is None else candidates
+    names = _check_candidates(default, valid)
     shape = (batch_size, *size)
     if example is None:
         example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
@@ -220,12 +202,25 @@ def compile_for_inference(
             hint=" (pass `input_size` and `batch_size` to match it)",
         )
     reference = _reference_output(model, example)
+    if cuda:
+        return compile_for_cuda(
+            model,
+            example,
+            reference,
+            dev,
+            backends=names if backend == "auto" else (backend,),
+            precisions=precisions if precision is None else (precision,),
+            auto=backend == "auto",
+            compile_mode=compile_mode,
+            check=_checked,
+        )
+    cpu_precision: Precision = "bf16" if precision == "bf16" else "fp32"
 
     with tempfile.TemporaryDirectory(prefix="sepconv-deploy-") as tmp:
         onnx_file = Path(tmp) / "model.onnx"
 
         def build(name: str) -> InferenceModel:
-            _require_runtime(name)  # before the export, which takes a while
+            require_runtime(name)  # before the export, which takes a while
             if name in ("onnxruntime", "openvino") and not onnx_file.exists():
                 export_onnx(
                     model,
@@ -235,8 +230,10 @@ def compile_for_inference(
                     check_batches=(batch_size,),
                     check_inputs=example,
                 )
-            runner, used = _build_runner(name, model, example, onnx_file, used_threads, precision)
-            return _checked(name, runner, used, shape, used_threads, example, reference)
+            runner, used = build_cpu_runner(
+                name, model, example, onnx_file, used_threads, cpu_precision
+            )
+            return _checked(name, runner, used, shape, example, reference, threads=used_threads)
 
         if backend != "auto":
             return build(backend)
@@ -264,214 +261,59 @@ def compile_for_inference(
             samples[name].extend(_time(candidate, example, used_threads).samples_s)
     timings = {name: float(np.median(s)) * 1e3 for name, s in samples.items()}
     best = min(timings, key=timings.__getitem__)
-    return dataclasses.replace(built[best], timings=timings, skipped=skipped)
+    why = fastest_reason(best, timings, skipped)
+    return dataclasses.replace(built[best], timings=timings, skipped=skipped, why=why)
 
 
-def load_onnx(
-    path: str | Path,
-    *,
-    backend: OnnxBackend = "onnxruntime",
-    batch_size: int = 1,
-    threads: int | None = None,
-) -> InferenceModel:
-    """Run an ONNX file on ONNX Runtime or OpenVINO with the settings of
-    :func:`compile_for_inference` (fp32 or int8 QDQ files alike).
-
-    The file must have one input of shape ``(N, C, H, W)`` with static ``C, H, W`` (``N`` may be
-    dynamic; it is fixed to ``batch_size``) and one output. A file containing QuantizeLinear
-    nodes is reported as ``precision="int8"``.
-
-    Args:
-        path: The ``.onnx`` file.
-        backend: ``"onnxruntime"`` or ``"openvino"``.
-        batch_size: ``N`` of the inputs the returned model takes.
-        threads: Intra-op threads (default: ``torch.get_num_threads()``).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: an invalid argument, or a file whose input or outputs do not fit.
-        ImportError: the runtime (or ``onnx``) is not installed; the message names the extra.
-
-    Example:
-        >>> int8 = load_onnx("mobilenet_v2.int8.onnx", backend="openvino")  # doctest: +SKIP
-        >>> int8.precision  # doctest: +SKIP
-        'int8'
-    """
-    if backend not in get_args(OnnxBackend):
-        raise invalid("backend", f"one of {_choices(get_args(OnnxBackend))}", backend)
-    positive_int("batch_size", batch_size)
-    used_threads = _check_threads(threads)
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"ONNX file {str(file)!r} does not exist.")
-    onnx = require("onnx", "reading an ONNX file")
-    try:
-        proto = onnx.load(str(file), load_external_data=False)
-    except Exception as err:  # protobuf raises DecodeError and others for a damaged file
-        raise ValueError(
-            f"File {str(file)!r} is not a readable ONNX model ({err}); re-export it."
-        ) from err
-    graph_inputs = {i.name for i in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in graph_inputs]
-    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
-    if len(dims) != 4 or min(dims[1:]) < 1 or len(proto.graph.output) != 1:
-        raise ValueError(
-            f"ONNX file {str(file)!r} does not fit: expected one input of shape (N, C, H, W) with "
-            f"fixed C, H, W and one output, received {len(inputs)} input(s) of dims {dims} and "
-            f"{len(proto.graph.output)} output(s)."
+def _split_batch(input_size: object, batch_size: int) -> tuple[object, int]:
+    """``(C, H, W)`` and the batch size from an ``input_size`` of either convention: the
+    ``(N, C, H, W)`` that :func:`sepconv.analyze` takes gives its ``N`` as the batch."""
+    if not isinstance(input_size, (tuple, list)) or len(input_size) != 4:
+        return input_size, batch_size
+    n = input_size[0]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or batch_size not in (1, n):
+        raise invalid(
+            "input_size",
+            f"(C, H, W), or (N, C, H, W) with N equal to `batch_size` ({batch_size})",
+            input_size,
         )
-    shape = (batch_size, dims[1], dims[2], dims[3])
-    int8 = any(node.op_type == "QuantizeLinear" for node in proto.graph.node)
-    runner = (
-        _onnxruntime(file, used_threads)
-        if backend == "onnxruntime"
-        else _openvino(file, shape, used_threads, "fp32")[0]
-    )
-    return InferenceModel(
-        backend=backend,
-        input_shape=shape,
-        threads=used_threads,
-        run=runner,
-        precision="int8" if int8 else "fp32",
-        path=file,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# The backends: each returns a function from a float32 CPU tensor of the compiled shape to the
-# output tensor.
-
-
-def _eager(model: nn.Module, example: torch.Tensor, threads: int, bf16: bool) -> Runner:
-    fused = fuse(model).float().cpu()
-    faster = _channels_last_faster(fused, example, threads, bf16)
-    layout = torch.channels_last if faster else torch.contiguous_format
-    fused = fused.to(memory_format=layout)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with pinned_threads(threads), torch.inference_mode(), _autocast(bf16):
-            return fused(x.contiguous(memory_format=layout)).float()
-
-    return run
-
-
-def _autocast(bf16: bool) -> torch.autocast:
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
-
-
-def _channels_last_faster(
-    model: nn.Module, example: torch.Tensor, threads: int, bf16: bool
-) -> bool:
-    """Whether ``model`` runs ``example`` faster in channels-last than in NCHW, measured."""
-    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    x_nhwc = example.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), _autocast(bf16):
-        nchw_ms = measure(lambda: model(example), warmup=2, repeats=5, threads=threads).median_ms
-        nhwc_ms = measure(lambda: nhwc(x_nhwc), warmup=2, repeats=5, threads=threads).median_ms
-    return nhwc_ms < nchw_ms
-
-
-def _compiled(model: nn.Module, example: torch.Tensor, threads: int, bf16: bool) -> Runner:
-    # freezing turns parameters into constants so that inductor can fold them and pre-pack conv
-    # weights for oneDNN; it is only valid for inference, which this copy is.
-    fused = fuse(model).float().cpu()
-    compiled = torch.compile(fused, dynamic=False, options={"freezing": True})
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with pinned_threads(threads), torch.inference_mode(), _autocast(bf16):
-            return compiled(x).float()
-
-    run(example)  # compile now (the generated kernels bake in the thread count), not on call 1
-    return run
-
-
-def _require_runtime(backend: str) -> None:
-    """Import the runtime ``backend`` needs, or raise the ImportError that names its extra."""
-    if backend in ("onnxruntime", "openvino"):
-        require(backend, f"The {backend} backend")
-
-
-def _onnxruntime(path: Path, threads: int) -> Runner:
-    ort = require("onnxruntime", "The onnxruntime backend")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # One image at a time: parallelism comes from inside each op, not from running ops side by
-    # side, so the inter-op pool would only add threads competing for the same cores.
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
-
-    return run
-
-
-def _openvino(
-    path: Path, shape: tuple[int, int, int, int], threads: int, precision: Precision
-) -> tuple[Runner, Precision]:
-    """The runner, and the precision OpenVINO compiled it for (bf16 only where asked for and the
-    CPU has it)."""
-    ov = require("openvino", "The openvino backend")
-    asked = "bf16" if precision == "bf16" and bf16_native() else "f32"
-    graph = ov.convert_model(str(path))
-    graph.reshape(list(shape))  # static shape: the CPU plugin plans memory and kernels once
-    compiled = ov.Core().compile_model(
-        graph,
-        "CPU",
-        {
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-            "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": asked,
-        },
-    )
-    # What the plugin compiled for, read back rather than assumed.
-    used: Precision = (
-        "bf16"
-        if compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
-        else "fp32"
-    )
-    request = compiled.create_infer_request()
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        request.infer({0: x.numpy()}, share_inputs=True)
-        # The output buffer belongs to the request and is overwritten by the next call.
-        return torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True))
-
-    return run, used
-
-
-def _build_runner(
-    name: str,
-    model: nn.Module,
-    example: torch.Tensor,
-    onnx_file: Path,
-    threads: int,
-    precision: Precision,
-) -> tuple[Runner, Precision]:
-    """The runner of backend ``name`` and the precision it computes in."""
-    bf16 = precision == "bf16"
-    if name == "eager":
-        return _eager(model, example, threads, bf16), precision
-    if name == "compile":
-        return _compiled(model, example, threads, bf16), precision
-    if name == "onnxruntime":
-        return _onnxruntime(onnx_file, threads), "fp32"
-    shape = tuple(example.shape)
-    return _openvino(onnx_file, shape, threads, precision)  # type: ignore[arg-type]
-
-
-# ---------------------------------------------------------------------------------------------
+    return tuple(input_size[1:]), n
 
 
 def _reference_output(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
-    """The eval-mode output of an unmodified copy of ``model``, which every backend must match."""
+    """The eval-mode output of an unmodified copy of ``model``, which every backend must match.
+
+    A model that cannot run on ``example`` (an input too small for its strides, a channel
+    count it does not take) raises a ``ValueError`` naming the innermost layer that failed, as
+    :func:`sepconv.analyze` does, before any backend is built.
+    """
     reference = copy.deepcopy(model).float().cpu().eval()
-    with torch.inference_mode():
-        output = reference(example)
+    running: list[str] = []
+    handles = []
+    for name, module in reference.named_modules():
+
+        def enter(mod: nn.Module, inputs: object, name: str = name) -> None:
+            running.append(name)
+
+        def leave(mod: nn.Module, inputs: object, output: object) -> None:
+            running.pop()
+
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        with torch.inference_mode():
+            output = reference(example)
+    except RuntimeError as err:
+        layer = running[-1] if running else ""
+        kind = type(reference.get_submodule(layer)).__name__
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"Invalid value for argument `input_size`: {type(reference).__name__} cannot run on "
+            f"inputs of shape {list(example.shape)}: layer `{layer or '(model)'}` ({kind}) "
+            f"raised: {first}"
+        ) from err
+    finally:
+        for handle in handles:
+            handle.remove()
     if not isinstance(output, torch.Tensor):
         raise ValueError(
             f"Invalid value for argument `model`: expected a model returning one tensor, its "
@@ -483,15 +325,19 @@ def _reference_output(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
 def _checked(
     name: str,
     runner: Runner,
-    precision: Precision,
+    precision: str,
     shape: tuple[int, ...],
-    threads: int,
     example: torch.Tensor,
     reference: torch.Tensor,
+    *,
+    threads: int | None = None,
+    device: str = "cpu",
 ) -> InferenceModel:
-    output = runner(example)
+    """Run ``runner`` on ``example``; the InferenceModel if it matches ``reference`` within the
+    tolerance of ``precision``, else a BackendMismatchError."""
+    output = runner(example).cpu()
     error = relative_error(output, reference) if output.shape == reference.shape else math.inf
-    rtol = BF16_RTOL if precision == "bf16" else FP32_RTOL
+    rtol = {"bf16": BF16_RTOL, "fp16": FP16_RTOL}.get(precision, FP32_RTOL)
     if not error <= rtol:
         raise BackendMismatchError(
             f"The {name} backend ({precision}) disagrees with eager PyTorch: max relative error "
@@ -501,10 +347,11 @@ def _checked(
     return InferenceModel(
         backend=name,
         input_shape=(shape[0], shape[1], shape[2], shape[3]),
-        threads=threads,
+        threads=torch.get_num_threads() if threads is None else threads,
         run=runner,
-        precision=precision,
+        precision=precision,  # type: ignore[arg-type]
         max_rel_error=error,
+        device=device,
     )
 
 
@@ -515,20 +362,10 @@ def _time(model: InferenceModel, example: torch.Tensor, threads: int) -> Timing:
     )
 
 
-def _choices(names: Sequence[str]) -> str:
-    return ", ".join(repr(n) for n in names)
-
-
-def _check_threads(threads: int | None) -> int:
-    if threads is None:
-        return torch.get_num_threads()
-    return positive_int("threads", threads)
-
-
-def _check_candidates(candidates: Sequence[str]) -> tuple[str, ...]:
+def _check_candidates(candidates: Sequence[str], valid: Sequence[str]) -> tuple[str, ...]:
     if isinstance(candidates, str) or not isinstance(candidates, Sequence) or not candidates:
-        raise invalid("candidates", f"a non-empty sequence of {_choices(BACKENDS)}", candidates)
+        raise invalid("candidates", f"a non-empty sequence of {choices(valid)}", candidates)
     for name in candidates:
-        if name not in BACKENDS:
-            raise invalid("candidates", f"backends among {_choices(BACKENDS)}", name)
+        if name not in valid:
+            raise invalid("candidates", f"backends among {choices(valid)}", name)
     return tuple(dict.fromkeys(candidates))

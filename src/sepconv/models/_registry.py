@@ -11,13 +11,16 @@ import difflib
 import fnmatch
 import functools
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from torch import nn
 
+from sepconv.utils.validation import invalid
+
 BuilderT = TypeVar("BuilderT", bound=Callable[..., nn.Module])
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,9 @@ def register_model(
     def decorator(builder: BuilderT) -> BuilderT:
         key = name or builder.__name__
         if key in _REGISTRY:
-            raise ValueError(
-                f"Invalid value for argument `name`: expected a name not yet registered, "
-                f"received {key!r} (already registered by {_REGISTRY[key].builder.__module__})."
+            owner = _REGISTRY[key].builder.__module__
+            raise invalid(
+                "name", "a name not yet registered", key, note=f" (already registered by {owner})"
             )
 
         @functools.wraps(builder)
@@ -88,18 +91,113 @@ def register_model(
     return decorator
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One registered variant of a model family: a row of that family's variant table.
+
+    Attributes:
+        name: Registered name, e.g. ``"mobilenet_v1_050"``.
+        kwargs: Builder arguments the variant fixes (``{"width_mult": 0.5}``); they are not
+            arguments of the variant's builder.
+        input_size: Default square input resolution in pixels.
+        top1: Published ImageNet-1k top-1 accuracy (%).
+        source: Citation for ``top1``.
+        defaults: Builder arguments the variant keeps but gives another default
+            (``{"drop_rate": 0.3}``).
+        doc: The builder's docstring; the family's ``describe`` writes it when omitted.
+    """
+
+    name: str
+    kwargs: Mapping[str, Any]
+    input_size: int
+    top1: float
+    source: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    doc: str | None = None
+
+
+def register_variants(
+    model: Callable[..., ModelT],
+    variants: Iterable[Variant],
+    *,
+    module: str,
+    describe: Callable[[Variant], str],
+) -> dict[str, Callable[..., ModelT]]:
+    """Register one keyword-only builder per row of a family's variant table.
+
+    Each builder takes the keyword arguments of ``model`` (a model class or function) except the
+    row's fixed ``kwargs``, with the row's ``defaults``; its signature, name, docstring and module
+    are those a hand-written ``def`` in ``module`` would have, so ``help()`` and
+    :func:`create_model`'s argument check see them.
+
+    Args:
+        model: Builds the model from keyword arguments, e.g. the class ``MobileNetV1``.
+        variants: The family's variant table.
+        module: The module the builders belong to (``__name__`` of the family's module).
+        describe: Writes the docstring of a row without ``doc``.
+
+    Returns:
+        The registered builders by name, in table order.
+
+    Example:
+        >>> class Tiny(nn.Linear):
+        ...     def __init__(self, *, width: int = 4, num_classes: int = 10) -> None:
+        ...         super().__init__(width, num_classes)
+        >>> rows = [Variant("tiny_w8", {"width": 8}, 32, float("nan"), "untrained")]
+        >>> builders = register_variants(Tiny, rows, module=__name__, describe=lambda v: v.name)
+        >>> builders["tiny_w8"](num_classes=3).in_features
+        8
+    """
+    return {row.name: _variant_builder(model, row, module, describe) for row in variants}
+
+
+def _variant_builder(
+    model: Callable[..., ModelT],
+    row: Variant,
+    module: str,
+    describe: Callable[[Variant], str],
+) -> Callable[..., ModelT]:
+    base = inspect.signature(model)
+    unknown = sorted(set(row.kwargs).union(row.defaults) - set(base.parameters))
+    if unknown:
+        raise invalid("variants", f"builder arguments of {model.__name__}", unknown)
+    parameters = [
+        p.replace(default=row.defaults.get(p.name, p.default))
+        for p in base.parameters.values()
+        if p.name not in row.kwargs
+    ]
+    # A class's signature has no return annotation; name the class as a hand-written def would.
+    returns = model.__name__ if isinstance(model, type) else base.return_annotation
+    signature = base.replace(parameters=parameters, return_annotation=returns)
+
+    def builder(**kwargs: Any) -> ModelT:
+        bound = signature.bind(**kwargs)  # TypeError for an unknown keyword, as a def raises
+        bound.apply_defaults()
+        return model(**row.kwargs, **bound.arguments)
+
+    builder.__signature__ = signature  # type: ignore[attr-defined]
+    builder.__name__ = builder.__qualname__ = row.name
+    builder.__module__ = module
+    builder.__doc__ = row.doc if row.doc is not None else describe(row)
+    register = register_model(input_size=row.input_size, top1=row.top1, source=row.source)
+    return register(builder)
+
+
 def get_model_info(name: str) -> ModelInfo:
     """Return the :class:`ModelInfo` of a registered model.
 
     Raises:
         ValueError: naming ``name`` and suggesting close registered names.
     """
+    if not isinstance(name, str):
+        raise invalid("name", "a registered model name such as 'mobilenet_v2'", name)
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        # Worded for both audiences: `sepconv zoo` and list_models print the same names.
         raise ValueError(
-            f"Unknown model name {name!r}: expected one of list_models() "
-            f"({len(_REGISTRY)} registered).{hint}"
+            f"Unknown model name {name!r}: expected one of the {len(_REGISTRY)} registered "
+            f"models (`sepconv zoo` lists them).{hint}"
         )
     return _REGISTRY[name]
 

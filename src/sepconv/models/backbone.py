@@ -109,8 +109,39 @@ class Backbone(nn.Module):
         x = torch.flatten(self.pool(x), 1)
         return self.classifier(self.drop(x))
 
+    def check_input(self, x: object) -> None:
+        """Raise a ``ValueError`` naming the model's stem unless ``x`` is an ``(N, C, H, W)``
+        floating-point tensor of the weights' dtype with non-empty images.
+
+        Called by :meth:`forward`: a uint8 image batch, a float64 tensor for float32 weights or a
+        0x0 image otherwise fails deep inside a convolution with a message naming no layer.
+        """
+        layer = f"{type(self).__name__}.stem"
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(
+                f"{layer} expected a float tensor (N, C, H, W), received {type(x).__name__}."
+            )
+        # The first parameter's dtype is the weights' (float32, or what .half()/.double() made
+        # it); the check costs one attribute lookup per call, not a pass over the weights.
+        weight = next(self.stem.parameters(), None)
+        wanted = weight.dtype if weight is not None else None
+        if not x.is_floating_point() or (wanted is not None and x.dtype != wanted):
+            want = str(wanted).removeprefix("torch.") if wanted is not None else "a float dtype"
+            raise ValueError(
+                f"{layer} expected a {want} input tensor (N, C, H, W) like its weights, "
+                f"received {str(x.dtype).removeprefix('torch.')}; convert images with "
+                f"`.to({wanted or 'torch.float32'})` (and normalise them) or the model with "
+                f"`.to(dtype)`."
+            )
+        if x.dim() != 4 or x.shape[-1] == 0 or x.shape[-2] == 0:
+            raise ValueError(
+                f"{layer} expected input of shape (N, C, H, W) with H, W >= 1, "
+                f"received {list(x.shape)}."
+            )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Logits ``(N, num_classes)``, or the list of feature maps when ``features_only``."""
+        self.check_input(x)
         if self.features_only:
             return self.forward_feature_maps(x)
         return self.forward_head(self.forward_features(x))

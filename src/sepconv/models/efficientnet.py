@@ -4,13 +4,12 @@ Neural Networks", ICML 2019): the B0 table of MBConv stages, scaled by compound 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from torch import nn
 
 from sepconv.layers import ConvNormAct, MBConv, make_divisible
-from sepconv.models._registry import register_model
+from sepconv.models._registry import Variant, register_variants
 from sepconv.models.backbone import Backbone, FeatureInfo
 from sepconv.models.init import init_weights
 from sepconv.models.options import check_common, check_stem_stride, norm_with_eps
@@ -43,30 +42,6 @@ B0_STAGES = (
 B0_STEM, B0_HEAD = 32, 1280
 # Stages whose outputs form the pyramid (reductions 2, 4, 8, 16, 32); levels 3-5 feed a BiFPN.
 EFFNET_LEVELS = (0, 1, 2, 4, 6)
-
-
-@dataclass(frozen=True)
-class Compound:
-    """Compound scaling coefficients of one variant (Tan & Le 2019, Section 3.3 and Table 2)."""
-
-    width: float
-    depth: float
-    resolution: int
-    dropout: float
-    top1: float  # Tan & Le 2019, Table 2
-
-
-#                            width depth  res  dropout top1
-VARIANTS = {
-    "efficientnet_b0": Compound(1.0, 1.0, 224, 0.2, 77.1),
-    "efficientnet_b1": Compound(1.0, 1.1, 240, 0.2, 79.1),
-    "efficientnet_b2": Compound(1.1, 1.2, 260, 0.3, 80.1),
-    "efficientnet_b3": Compound(1.2, 1.4, 300, 0.3, 81.6),
-    "efficientnet_b4": Compound(1.4, 1.8, 380, 0.4, 82.9),
-    "efficientnet_b5": Compound(1.6, 2.2, 456, 0.4, 83.6),
-    "efficientnet_b6": Compound(1.8, 2.6, 528, 0.5, 84.0),
-    "efficientnet_b7": Compound(2.0, 3.1, 600, 0.5, 84.3),
-}
 
 
 def scale_stages(stages: tuple[MBStage, ...], width: float, depth: float) -> tuple[MBStage, ...]:
@@ -174,50 +149,44 @@ class EfficientNet(Backbone):
         init_weights(self, linear="fan_out_uniform")
 
 
-def _variant(name: str) -> Callable[..., EfficientNet]:
-    """Build and register the builder of one EfficientNet variant from :data:`VARIANTS`."""
-    coeffs = VARIANTS[name]
+_TAN = "Tan & Le 2019, Table 2"
 
-    @register_model(
-        input_size=coeffs.resolution, top1=coeffs.top1, source="Tan & Le 2019, Table 2", name=name
+
+def _compound(
+    name: str, width: float, depth: float, px: int, dropout: float, top1: float
+) -> Variant:
+    """A row of Tan & Le 2019, Table 2: compound coefficients (Section 3.3) and the top-1."""
+    fixed = {"width_mult": width, "depth_mult": depth}
+    return Variant(name, fixed, px, top1, _TAN, defaults={"drop_rate": dropout})
+
+
+#                      name        width depth  px  dropout top1
+EFFNET_VARIANTS = (
+    _compound("efficientnet_b0", 1.0, 1.0, 224, 0.2, 77.1),
+    _compound("efficientnet_b1", 1.0, 1.1, 240, 0.2, 79.1),
+    _compound("efficientnet_b2", 1.1, 1.2, 260, 0.3, 80.1),
+    _compound("efficientnet_b3", 1.2, 1.4, 300, 0.3, 81.6),
+    _compound("efficientnet_b4", 1.4, 1.8, 380, 0.4, 82.9),
+    _compound("efficientnet_b5", 1.6, 2.2, 456, 0.4, 83.6),
+    _compound("efficientnet_b6", 1.8, 2.6, 528, 0.5, 84.0),
+    _compound("efficientnet_b7", 2.0, 3.1, 600, 0.5, 84.3),
+)
+
+
+def _describe(row: Variant) -> str:
+    return (
+        f"EfficientNet-{row.name[-2:].upper()}: width {row.kwargs['width_mult']}, depth "
+        f"{row.kwargs['depth_mult']}, {row.input_size} px, dropout {row.defaults['drop_rate']}; "
+        "see :class:`EfficientNet`."
     )
-    def builder(
-        *,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        small_input: bool = False,
-        stem_stride: int | None = None,
-        drop_rate: float = coeffs.dropout,
-        drop_path_rate: float = 0.2,
-        features_only: bool = False,
-        bn_eps: float = 1e-5,
-    ) -> EfficientNet:
-        return EfficientNet(
-            width_mult=coeffs.width,
-            depth_mult=coeffs.depth,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            small_input=small_input,
-            stem_stride=stem_stride,
-            drop_rate=drop_rate,
-            drop_path_rate=drop_path_rate,
-            features_only=features_only,
-            bn_eps=bn_eps,
-        )
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = (
-        f"EfficientNet-{name[-2:].upper()}: width {coeffs.width}, depth {coeffs.depth}, "
-        f"{coeffs.resolution} px, dropout {coeffs.dropout}; see :class:`EfficientNet`."
-    )
-    return builder
 
 
-efficientnet_b0 = _variant("efficientnet_b0")
-efficientnet_b1 = _variant("efficientnet_b1")
-efficientnet_b2 = _variant("efficientnet_b2")
-efficientnet_b3 = _variant("efficientnet_b3")
-efficientnet_b4 = _variant("efficientnet_b4")
-efficientnet_b5 = _variant("efficientnet_b5")
-efficientnet_b6 = _variant("efficientnet_b6")
-efficientnet_b7 = _variant("efficientnet_b7")
+_BUILDERS = register_variants(EfficientNet, EFFNET_VARIANTS, module=__name__, describe=_describe)
+efficientnet_b0 = _BUILDERS["efficientnet_b0"]
+efficientnet_b1 = _BUILDERS["efficientnet_b1"]
+efficientnet_b2 = _BUILDERS["efficientnet_b2"]
+efficientnet_b3 = _BUILDERS["efficientnet_b3"]
+efficientnet_b4 = _BUILDERS["efficientnet_b4"]
+efficientnet_b5 = _BUILDERS["efficientnet_b5"]
+efficientnet_b6 = _BUILDERS["efficientnet_b6"]
+efficientnet_b7 = _BUILDERS["efficientnet_b7"]

@@ -3,13 +3,12 @@ Vision Applications", 2017): a 3x3 stem and 13 depthwise separable blocks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
 
 from sepconv.layers import ConvNormAct, DepthwiseSeparableConv2d, make_divisible
-from sepconv.models._registry import register_model
+from sepconv.models._registry import Variant, register_variants
 from sepconv.models.backbone import Backbone, FeatureInfo
 from sepconv.models.init import init_weights
 from sepconv.models.options import check_common, check_stem_stride, check_width, norm_with_eps
@@ -113,62 +112,26 @@ class MobileNetV1(Backbone):
 
 _HOWARD = "Howard et al. 2017, Table 6 (MobileNet-224)"
 
+_V1_DOC = "MobileNetV1 with width multiplier ``width_mult`` (alpha); see :class:`MobileNetV1`."
 
-@register_model(input_size=224, top1=70.6, source=_HOWARD)
-def mobilenet_v1(
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    width_mult: float = 1.0,
-    small_input: bool = False,
-    stem_stride: int | None = None,
-    drop_rate: float = 0.001,
-    features_only: bool = False,
-    bn_eps: float = 1e-5,
-) -> MobileNetV1:
-    """MobileNetV1 with width multiplier ``width_mult`` (alpha); see :class:`MobileNetV1`."""
-    return MobileNetV1(
-        num_classes=num_classes,
-        in_chans=in_chans,
-        width_mult=width_mult,
-        small_input=small_input,
-        stem_stride=stem_stride,
-        drop_rate=drop_rate,
-        features_only=features_only,
-        bn_eps=bn_eps,
-    )
+# The registered variants of the family (one row each, see `Variant`).
+#       name, builder kwargs fixed by the variant, input px, top-1 (%), source of the top-1
+V1_VARIANTS = (
+    Variant("mobilenet_v1", {}, 224, 70.6, _HOWARD, doc=_V1_DOC),
+    Variant("mobilenet_v1_075", {"width_mult": 0.75}, 224, 68.4, _HOWARD),
+    Variant("mobilenet_v1_050", {"width_mult": 0.5}, 224, 63.7, _HOWARD),
+    Variant("mobilenet_v1_025", {"width_mult": 0.25}, 224, 50.6, _HOWARD),
+)
 
-
-def _fixed_width(width_mult: float, top1: float, name: str) -> Callable[..., MobileNetV1]:
-    """Register ``name``: MobileNetV1 at a fixed width multiplier, with its published top-1."""
-
-    @register_model(input_size=224, top1=top1, source=_HOWARD, name=name)
-    def builder(
-        *,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        small_input: bool = False,
-        stem_stride: int | None = None,
-        drop_rate: float = 0.001,
-        features_only: bool = False,
-        bn_eps: float = 1e-5,
-    ) -> MobileNetV1:
-        return MobileNetV1(
-            num_classes=num_classes,
-            in_chans=in_chans,
-            width_mult=width_mult,
-            small_input=small_input,
-            stem_stride=stem_stride,
-            drop_rate=drop_rate,
-            features_only=features_only,
-            bn_eps=bn_eps,
-        )
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"MobileNetV1 at width_mult={width_mult}; see :class:`MobileNetV1`."
-    return builder
-
-
-mobilenet_v1_075 = _fixed_width(0.75, 68.4, "mobilenet_v1_075")
-mobilenet_v1_050 = _fixed_width(0.5, 63.7, "mobilenet_v1_050")
-mobilenet_v1_025 = _fixed_width(0.25, 50.6, "mobilenet_v1_025")
+_BUILDERS = register_variants(
+    MobileNetV1,
+    V1_VARIANTS,
+    module=__name__,
+    describe=lambda v: (
+        f"MobileNetV1 at width_mult={v.kwargs['width_mult']}; see :class:`MobileNetV1`."
+    ),
+)
+mobilenet_v1 = _BUILDERS["mobilenet_v1"]
+mobilenet_v1_075 = _BUILDERS["mobilenet_v1_075"]
+mobilenet_v1_050 = _BUILDERS["mobilenet_v1_050"]
+mobilenet_v1_025 = _BUILDERS["mobilenet_v1_025"]

@@ -3,13 +3,12 @@ CVPR 2018): a 3x3 stem, 17 inverted residual blocks and a 1x1 head conv."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
 
 from sepconv.layers import ConvNormAct, InvertedResidual, make_divisible
-from sepconv.models._registry import register_model
+from sepconv.models._registry import Variant, register_variants
 from sepconv.models.backbone import Backbone, FeatureInfo
 from sepconv.models.init import init_weights
 from sepconv.models.options import check_common, check_stem_stride, check_width, norm_with_eps
@@ -121,62 +120,26 @@ class MobileNetV2(Backbone):
 
 
 _SLIM = "TF-Slim MobileNetV2 checkpoints, research/slim/nets/mobilenet/README.md"
+_SANDLER = "Sandler et al. 2018, Table 4"
 
+_V2_DOC = "MobileNetV2 with width multiplier ``width_mult``; see :class:`MobileNetV2`."
 
-@register_model(input_size=224, top1=72.0, source="Sandler et al. 2018, Table 4")
-def mobilenet_v2(
-    *,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    width_mult: float = 1.0,
-    small_input: bool = False,
-    stem_stride: int | None = None,
-    drop_rate: float = 0.2,
-    features_only: bool = False,
-    bn_eps: float = 1e-5,
-) -> MobileNetV2:
-    """MobileNetV2 with width multiplier ``width_mult``; see :class:`MobileNetV2`."""
-    return MobileNetV2(
-        num_classes=num_classes,
-        in_chans=in_chans,
-        width_mult=width_mult,
-        small_input=small_input,
-        stem_stride=stem_stride,
-        drop_rate=drop_rate,
-        features_only=features_only,
-        bn_eps=bn_eps,
-    )
+# The registered variants of the family (one row each, see `Variant`).
+#       name, builder kwargs fixed by the variant, input px, top-1 (%), source of the top-1
+V2_VARIANTS = (
+    Variant("mobilenet_v2", {}, 224, 72.0, _SANDLER, doc=_V2_DOC),
+    Variant("mobilenet_v2_075", {"width_mult": 0.75}, 224, 69.8, _SLIM),
+    Variant("mobilenet_v2_050", {"width_mult": 0.5}, 224, 65.4, _SLIM),
+)
 
-
-def _fixed_width(width_mult: float, top1: float, name: str) -> Callable[..., MobileNetV2]:
-    """Register ``name``: MobileNetV2 at a fixed width multiplier, with its published top-1."""
-
-    @register_model(input_size=224, top1=top1, source=_SLIM, name=name)
-    def builder(
-        *,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        small_input: bool = False,
-        stem_stride: int | None = None,
-        drop_rate: float = 0.2,
-        features_only: bool = False,
-        bn_eps: float = 1e-5,
-    ) -> MobileNetV2:
-        return MobileNetV2(
-            num_classes=num_classes,
-            in_chans=in_chans,
-            width_mult=width_mult,
-            small_input=small_input,
-            stem_stride=stem_stride,
-            drop_rate=drop_rate,
-            features_only=features_only,
-            bn_eps=bn_eps,
-        )
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"MobileNetV2 at width_mult={width_mult}; see :class:`MobileNetV2`."
-    return builder
-
-
-mobilenet_v2_075 = _fixed_width(0.75, 69.8, "mobilenet_v2_075")
-mobilenet_v2_050 = _fixed_width(0.5, 65.4, "mobilenet_v2_050")
+_BUILDERS = register_variants(
+    MobileNetV2,
+    V2_VARIANTS,
+    module=__name__,
+    describe=lambda v: (
+        f"MobileNetV2 at width_mult={v.kwargs['width_mult']}; see :class:`MobileNetV2`."
+    ),
+)
+mobilenet_v2 = _BUILDERS["mobilenet_v2"]
+mobilenet_v2_075 = _BUILDERS["mobilenet_v2_075"]
+mobilenet_v2_050 = _BUILDERS["mobilenet_v2_050"]

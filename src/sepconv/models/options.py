@@ -10,7 +10,26 @@ from dataclasses import dataclass
 from torch import nn
 
 from sepconv.layers import NormFactory
-from sepconv.utils.validation import invalid, positive_int, probability
+from sepconv.utils.validation import invalid, positive_int, positive_number, probability
+
+SMALL_INPUT_MAX_SIDE = 64
+"""Largest image side (px) built with ``small_input=True``: 28-64 px inputs keep more resolution."""
+
+
+def small_input_for(side: int) -> bool:
+    """Return whether images of side ``side`` px get a model built with ``small_input=True``.
+
+    The one rule every tool uses to pick ``small_input`` from the data: images up to
+    ``SMALL_INPUT_MAX_SIDE`` (64) px (Fashion-MNIST, CIFAR) keep more resolution in the stem.
+
+    Args:
+        side: Input side in pixels (square images).
+
+    Example:
+        >>> small_input_for(28), small_input_for(224)
+        (True, False)
+    """
+    return side <= SMALL_INPUT_MAX_SIDE
 
 
 def check_common(*, num_classes: int, in_chans: int, drop_rate: float) -> None:
@@ -21,10 +40,10 @@ def check_common(*, num_classes: int, in_chans: int, drop_rate: float) -> None:
 
 
 def check_width(width_mult: float) -> float:
-    """Return ``width_mult`` if it is a positive number, else raise naming it."""
-    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
-        raise invalid("width_mult", "a positive number", width_mult)
-    return float(width_mult)
+    """Return ``width_mult`` if it is a finite positive number, else raise naming it."""
+    # finite_number refuses NaN and infinity too: `nan <= 0` is False, and int(nan) fails later
+    # with no argument named.
+    return positive_number("width_mult", width_mult)
 
 
 def check_stem_stride(stem_stride: int | None, small_input: bool) -> int:
@@ -40,8 +59,7 @@ def check_stem_stride(stem_stride: int | None, small_input: bool) -> int:
 def norm_with_eps(bn_eps: float) -> NormFactory:
     """Return a BatchNorm2d factory with ``eps=bn_eps`` (torchvision and timm use 1e-5, weights
     ported from TensorFlow 1e-3)."""
-    if isinstance(bn_eps, bool) or not isinstance(bn_eps, (int, float)) or bn_eps <= 0:
-        raise invalid("bn_eps", "a positive number", bn_eps)
+    positive_number("bn_eps", bn_eps)
     return nn.BatchNorm2d if bn_eps == 1e-5 else _BatchNormEps(float(bn_eps))
 
 

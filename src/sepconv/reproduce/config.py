@@ -10,6 +10,8 @@ the file and the key, says what was expected and what was received. Layout::
     jobs = 1                      # runs trained at once, each in its own process
     augment = true                # random crop + horizontal flip (the dataset's default)
     random_erasing = 0.0          # probability of random erasing after them (0: none)
+    device = "cpu"                # where to train: "cpu", "cuda" or "cuda:N" (CLI: --device)
+    target_accuracy = 0.95        # optional: report each run's training time to this accuracy
 
     [recipe]                      # any TrainConfig field except `seed`
     epochs = 10
@@ -28,21 +30,25 @@ the file and the key, says what was expected and what was received. Layout::
     name = "conv_mobilenet_v1_025"
     model = "mobilenet_v1"
     model_kwargs = { width_mult = 0.25 }
-    twin = "standard"             # its standard-conv twin (sepconv.bench.standard_twin)
+    twin = "standard"             # its standard-conv twin (sepconv.convert.twin.standard_twin)
     seeds = 3
+
+A row may also set ``train_images`` (a training subset), ``recipe = { ... }`` (its changes to the
+recipe), ``random_erasing`` (its own probability), and ``note`` (one line under the table).
 """
 
 from __future__ import annotations
 
-import inspect
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sepconv.reproduce.checks import KeyChecker, model_kwargs_from, recipe_from
 from sepconv.train.config import TrainConfig
+from sepconv.utils.validation import invalid
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,7 +60,6 @@ else:  # Python 3.10: the same parser, packaged as tomli
 
 TWIN_KINDS = ("standard",)
 # Set by the sweep from the data, never by a row: the model must fit the dataset.
-SWEEP_MODEL_ARGS = ("num_classes", "in_chans", "small_input", "features_only")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TOP_KEYS = (
     "data",
@@ -63,70 +68,25 @@ _TOP_KEYS = (
     "augment",
     "random_erasing",
     "test_images",
+    "device",
+    "target_accuracy",
     "recipe",
     "latency",
     "row",
 )
-_ROW_KEYS = ("name", "model", "model_kwargs", "twin", "seeds", "train_images", "recipe", "note")
+_ROW_KEYS = (
+    "name",
+    "model",
+    "model_kwargs",
+    "twin",
+    "seeds",
+    "train_images",
+    "recipe",
+    "note",
+    "random_erasing",
+)
 _LATENCY_KEYS = ("batch_sizes", "threads", "warmup", "repeats", "max_time_s")
-
-
-class _Checker:
-    """Builds the one error wording of this module: file, key, expected, received."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def error(self, key: str, expected: str, received: object) -> ValueError:
-        return ValueError(
-            f"{self.path}: invalid value for key `{key}`: expected {expected}, received "
-            f"{received!r}. Fix the key in the config file."
-        )
-
-    def known(self, table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-        unknown = sorted(set(table) - set(allowed))
-        if unknown:
-            place = f" in {where}" if where else ""
-            raise ValueError(
-                f"{self.path}: unknown key(s) {', '.join(map(repr, unknown))}{place}; expected "
-                f"some of: {', '.join(allowed)}."
-            )
-
-    def integer(self, table: Mapping[str, Any], key: str, where: str, *, minimum: int) -> int:
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(f"{where}{key}", f"an integer >= {minimum}", value)
-        return value
-
-    def number(self, table: Mapping[str, Any], key: str, where: str) -> float:
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise self.error(f"{where}{key}", "a positive number", value)
-        return float(value)
-
-    def fraction(self, table: Mapping[str, Any], key: str, where: str) -> float:
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise self.error(f"{where}{key}", "a number from 0 to 1", value)
-        return float(value)
-
-    def string(self, table: Mapping[str, Any], key: str, where: str) -> str:
-        value = table[key]
-        if not isinstance(value, str) or not value:
-            raise self.error(f"{where}{key}", "a non-empty string", value)
-        return value
-
-    def boolean(self, table: Mapping[str, Any], key: str, where: str) -> bool:
-        value = table[key]
-        if not isinstance(value, bool):
-            raise self.error(f"{where}{key}", "true or false", value)
-        return value
-
-    def table(self, table: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
-        value = table.get(key, {})
-        if not isinstance(value, dict):
-            raise self.error(f"{where}{key}", "a table", value)
-        return value
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -159,12 +119,14 @@ class RowConfig:
             ``in_chans`` and ``small_input`` come from the data.
         twin: ``None`` for the model itself, ``"standard"`` for its standard-conv twin: every
             depthwise + pointwise pair replaced by one standard conv
-            (:func:`sepconv.bench.standard_twin`; Howard et al. 2017, Table 4).
+            (:func:`sepconv.convert.twin.standard_twin`; Howard et al. 2017, Table 4).
         seeds: Number of seeds, ``0 .. seeds - 1``.
         train_images: Train on the first N training images (file order) instead of all.
         recipe: The sweep recipe with this row's overrides applied (``seed`` is set per run).
         overrides: The row's recipe overrides, as written.
         note: Free text printed under the table (why a row is reduced, for instance).
+        random_erasing: This row's probability of random erasing, replacing the sweep's
+            (``None``: the sweep's).
     """
 
     name: str
@@ -176,6 +138,7 @@ class RowConfig:
     recipe: TrainConfig
     overrides: Mapping[str, Any]
     note: str = ""
+    random_erasing: float | None = None
 
     @property
     def changes(self) -> dict[str, Any]:
@@ -183,6 +146,8 @@ class RowConfig:
         out = dict(self.overrides)
         if self.train_images is not None:
             out["train_images"] = self.train_images
+        if self.random_erasing is not None:
+            out["random_erasing"] = self.random_erasing
         return out
 
     def identity(self) -> dict[str, Any]:
@@ -218,7 +183,12 @@ class ReproduceConfig:
             augmentation, ``0 <= p <= 1``; 0 (the default) erases nothing.
         jobs: Runs trained at the same time, each in its own worker process (1: one after the
             other in this process). Small CNNs use a second core poorly, so on a small CPU
-            long runs of them can finish sooner side by side at one thread each.
+            long runs of them can finish sooner side by side at one thread each; on one GPU,
+            several small models fill it better than one.
+        device: Where the runs train by default: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        target_accuracy: A test accuracy (fraction) whose time to reach, in training time from
+            the first step (evaluation and one-time compilation excluded), every run reports;
+            ``None``: not reported.
     """
 
     name: str
@@ -233,16 +203,20 @@ class ReproduceConfig:
     rows: tuple[RowConfig, ...] = field(default_factory=tuple)
     random_erasing: float = 0.0
     jobs: int = 1
+    device: str = "cpu"
+    target_accuracy: float | None = None
 
     def row(self, name: str) -> RowConfig:
         """The row called ``name``."""
         for row in self.rows:
             if row.name == name:
                 return row
-        raise ValueError(
-            f"Invalid value for argument `row`: expected one of "
-            f"{', '.join(r.name for r in self.rows)} (rows of {self.path}), received {name!r}."
-        )
+        names = ", ".join(r.name for r in self.rows)
+        raise invalid("row", f"one of {names} (rows of {self.path})", name)
+
+    def erasing(self, row: RowConfig) -> float:
+        """The probability of random erasing ``row`` trains with: its own, else the sweep's."""
+        return self.random_erasing if row.random_erasing is None else row.random_erasing
 
     def twin_partner(self, row: RowConfig) -> RowConfig | None:
         """The separable row a ``twin = "standard"`` row is compared with: same model,
@@ -258,47 +232,13 @@ class ReproduceConfig:
                 and dict(other.model_kwargs) == dict(row.model_kwargs)
                 and other.recipe == row.recipe
                 and other.train_images == row.train_images
+                and other.random_erasing == row.random_erasing
             ),
             None,
         )
 
 
-_FIELD_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
-
-
-def _recipe(
-    check: _Checker, table: Mapping[str, Any], where: str, base: TrainConfig
-) -> TrainConfig:
-    """``base`` with the keys of ``table`` applied, each type-checked against TrainConfig."""
-    # Fields of other types are left to TrainConfig's own checks.
-    kinds = {f.name: _FIELD_TYPES.get(str(f.type)) for f in fields(TrainConfig)}
-    if "seed" in table:
-        raise ValueError(
-            f"{check.path}: key `{where}seed` is not allowed: each run's seed comes from the "
-            "row's `seeds` (runs use seeds 0 .. seeds-1); remove the key."
-        )
-    check.known(table, tuple(k for k in kinds if k != "seed"), f"`{where.rstrip('.')}`")
-    for key, value in table.items():
-        kind = kinds[key]
-        if kind is None:
-            continue
-        ok = (
-            isinstance(value, bool)
-            if kind is bool
-            else isinstance(value, (int, float)) and not isinstance(value, bool)
-            if kind is float
-            else isinstance(value, kind) and not isinstance(value, bool)
-        )
-        if not ok:
-            raise check.error(f"{where}{key}", f"a value of type {kind.__name__}", value)
-    values: dict[str, Any] = {k: float(v) if kinds[k] is float else v for k, v in table.items()}
-    try:
-        return replace(base, **values)
-    except ValueError as err:
-        raise ValueError(f"{check.path}: in `{where.rstrip('.')}`: {err}") from err
-
-
-def _latency(check: _Checker, table: Mapping[str, Any]) -> LatencyConfig:
+def _latency(check: KeyChecker, table: Mapping[str, Any]) -> LatencyConfig:
     check.known(table, _LATENCY_KEYS, "`latency`")
     defaults = LatencyConfig()
     batch_sizes = table.get("batch_sizes", list(defaults.batch_sizes))
@@ -333,28 +273,9 @@ def _latency(check: _Checker, table: Mapping[str, Any]) -> LatencyConfig:
     )
 
 
-def _model_kwargs(
-    check: _Checker, row: Mapping[str, Any], where: str, model: str
-) -> dict[str, Any]:
-    from sepconv.models import get_model_info
-
-    kwargs = check.table(row, "model_kwargs", where)
-    try:
-        builder = get_model_info(model).builder
-    except ValueError as err:
-        raise ValueError(f"{check.path}: invalid value for key `{where}model`: {err}") from err
-    valid = [p for p in inspect.signature(builder).parameters if p not in SWEEP_MODEL_ARGS]
-    for key in kwargs:
-        if key in SWEEP_MODEL_ARGS:
-            raise ValueError(
-                f"{check.path}: key `{where}model_kwargs.{key}` is not allowed: the sweep sets "
-                f"{', '.join(SWEEP_MODEL_ARGS)} from the data; remove it."
-            )
-    check.known(kwargs, tuple(valid), f"`{where}model_kwargs` (arguments of {model})")
-    return kwargs
-
-
-def _row(check: _Checker, row: Any, index: int, base: TrainConfig, default_seeds: int) -> RowConfig:
+def _row(
+    check: KeyChecker, row: Any, index: int, base: TrainConfig, default_seeds: int
+) -> RowConfig:
     where = f"row[{index}]."
     if not isinstance(row, dict):
         raise check.error(f"row[{index}]", "a table ([[row]])", row)
@@ -378,15 +299,18 @@ def _row(check: _Checker, row: Any, index: int, base: TrainConfig, default_seeds
     return RowConfig(
         name=name,
         model=model,
-        model_kwargs=_model_kwargs(check, row, where, model),
+        model_kwargs=model_kwargs_from(check, row, where, model),
         twin=twin,
         seeds=check.integer(row, "seeds", where, minimum=1) if "seeds" in row else default_seeds,
         train_images=(
             check.integer(row, "train_images", where, minimum=1) if "train_images" in row else None
         ),
-        recipe=_recipe(check, overrides, f"{where}recipe.", base),
+        recipe=recipe_from(check, overrides, f"{where}recipe.", base),
         overrides=overrides,
         note=check.string(row, "note", where) if "note" in row else "",
+        random_erasing=(
+            check.fraction(row, "random_erasing", where) if "random_erasing" in row else None
+        ),
     )
 
 
@@ -425,11 +349,11 @@ def load_config(path: str | Path) -> ReproduceConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{source} is not valid TOML: {err}. Fix the file.") from err
-    check = _Checker(source)
+    check = KeyChecker(source)
     check.known(raw, _TOP_KEYS, "")
     if "data" not in raw:
         raise ValueError(f'{source}: key `data` is missing; set it, e.g. data = "fashion-mnist".')
-    recipe = _recipe(check, check.table(raw, "recipe", ""), "recipe.", TrainConfig())
+    recipe = recipe_from(check, check.table(raw, "recipe", ""), "recipe.", TrainConfig())
     rows_raw = raw.get("row", [])
     if not isinstance(rows_raw, list) or not rows_raw:
         raise check.error("row", "at least one [[row]] table", rows_raw)
@@ -441,8 +365,16 @@ def load_config(path: str | Path) -> ReproduceConfig:
         seen.add(row.name)
     augment = check.boolean(raw, "augment", "") if "augment" in raw else True
     erasing = check.fraction(raw, "random_erasing", "") if "random_erasing" in raw else 0.0
-    if erasing and not augment:
-        raise check.error("random_erasing", "0 when augment = false (it follows the crop)", erasing)
+    for where, p in [("", erasing)] + [
+        (f"row[{i}].", row.random_erasing or 0.0) for i, row in enumerate(rows, start=1)
+    ]:
+        if p and not augment:
+            raise check.error(
+                f"{where}random_erasing", "0 when augment = false (it follows the crop)", p
+            )
+    device = check.string(raw, "device", "") if "device" in raw else "cpu"
+    if not _DEVICE.fullmatch(device):
+        raise check.error("device", "'cpu', 'cuda' or 'cuda:N'", device)
     return ReproduceConfig(
         name=source.stem,
         path=source,
@@ -458,4 +390,8 @@ def load_config(path: str | Path) -> ReproduceConfig:
         rows=rows,
         random_erasing=erasing,
         jobs=check.integer(raw, "jobs", "", minimum=1) if "jobs" in raw else 1,
+        device=device,
+        target_accuracy=(
+            check.fraction(raw, "target_accuracy", "") if "target_accuracy" in raw else None
+        ),
     )

@@ -7,6 +7,7 @@ from sepconv.train.batchnorm import update_bn_statistics
 from sepconv.train.checkpoint import load_tensors, save_tensors
 from sepconv.train.config import TrainConfig
 from sepconv.train.distributed import DistributedContext, cleanup_distributed, init_distributed
+from sepconv.train.divergence import TrainingDiverged
 from sepconv.train.ema import ModelEma
 from sepconv.train.evaluate import EvalResult, evaluate, plot_confusion_matrix
 from sepconv.train.optim import WarmupCosine, build_optimizer, param_groups
@@ -18,6 +19,7 @@ __all__ = [
     "ModelEma",
     "TrainConfig",
     "Trainer",
+    "TrainingDiverged",
     "WarmupCosine",
     "build_optimizer",
     "cleanup_distributed",

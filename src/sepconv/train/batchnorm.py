@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from sepconv.utils.validation import invalid
+
 
 def update_bn_statistics(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
     """Replace every BatchNorm's running mean and variance by those of ``batches``.
@@ -62,8 +64,5 @@ def update_bn_statistics(model: nn.Module, batches: Iterable[torch.Tensor]) -> n
             bn.momentum = momentum
         model.eval()
     if seen == 0:
-        raise ValueError(
-            "Invalid value for argument `batches`: expected at least one input batch, received "
-            "none."
-        )
+        raise invalid("batches", "at least one input batch", seen, note=" batches")
     return model

@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from sepconv.utils.validation import (
+    finite_number,
+    invalid,
+    non_negative_int,
+    one_of,
+    positive_int,
+)
+
 _OPTIMIZERS = ("sgd", "adamw")
 _AMP = ("auto", "bf16", "off")
 
@@ -29,6 +37,10 @@ class TrainConfig:
         amp: ``"auto"`` (bf16 autocast on CUDA devices that support it, off on CPU where most
             chips lack bf16 arithmetic), ``"bf16"`` (always), ``"off"``.
         channels_last: run model and inputs in NHWC memory format.
+        compile: train through ``torch.compile(model)`` (the forward and backward passes;
+            the optimizer step and evaluation stay eager). The one-time compilation runs on a
+            warm-up batch before the first step, whose effects on weights, BatchNorm statistics
+            and random state are undone, so it is not counted in ``epoch_time_s``.
         clip_grad_norm: max global gradient norm, 0 disables clipping.
         seed: seed of weights-independent randomness: data order, augmentation, dropout.
         checkpoint_every: also checkpoint every this many steps (0: at epoch ends only).
@@ -61,57 +73,28 @@ class TrainConfig:
     eval_batch_size: int = 512
     distill_temperature: float = 4.0
     distill_alpha: float = 0.9
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        # Type, finiteness and range of every field, so that a bad value fails here, naming
+        # its argument, and not as a NaN loss or a crash epochs later.
         for name in ("epochs", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Invalid value for argument `{name}`: expected a positive integer, "
-                    f"received {value!r}."
-                )
-        if self.optimizer not in _OPTIMIZERS:
-            raise ValueError(
-                f"Invalid value for argument `optimizer`: expected one of {_OPTIMIZERS}, "
-                f"received {self.optimizer!r}."
-            )
-        if self.amp not in _AMP:
-            raise ValueError(
-                f"Invalid value for argument `amp`: expected one of {_AMP}, received {self.amp!r}."
-            )
-        if self.lr <= 0:
-            raise ValueError(f"Invalid value for argument `lr`: expected > 0, received {self.lr}.")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(
-                "Invalid value for argument `ema_decay`: expected 0 <= ema_decay < 1, "
-                f"received {self.ema_decay}."
-            )
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(
-                "Invalid value for argument `label_smoothing`: expected a value in [0, 1), "
-                f"received {self.label_smoothing}."
-            )
-        for name in ("weight_decay", "warmup_epochs", "clip_grad_norm", "momentum"):
-            if getattr(self, name) < 0:
-                raise ValueError(
-                    f"Invalid value for argument `{name}`: expected >= 0, "
-                    f"received {getattr(self, name)}."
-                )
-        if self.distill_temperature <= 0:
-            raise ValueError(
-                "Invalid value for argument `distill_temperature`: expected > 0, received "
-                f"{self.distill_temperature}."
-            )
-        if not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(
-                "Invalid value for argument `distill_alpha`: expected a value in [0, 1], "
-                f"received {self.distill_alpha}."
-            )
-        if self.checkpoint_every < 0:
-            raise ValueError(
-                "Invalid value for argument `checkpoint_every`: expected >= 0, received "
-                f"{self.checkpoint_every}."
-            )
+            positive_int(name, getattr(self, name))
+        for name in ("seed", "checkpoint_every"):
+            non_negative_int(name, getattr(self, name))
+        one_of("optimizer", self.optimizer, _OPTIMIZERS)
+        one_of("amp", self.amp, _AMP)
+        for name in ("channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise invalid(name, "True or False", getattr(self, name))
+        finite_number("lr", self.lr, low=0, low_inclusive=False)
+        finite_number("distill_temperature", self.distill_temperature, low=0, low_inclusive=False)
+        # weight_decay 0 turns decay off, warmup_epochs 0 warm-up, clip_grad_norm 0 clipping.
+        for name in ("weight_decay", "warmup_epochs", "clip_grad_norm"):
+            finite_number(name, getattr(self, name), low=0)
+        for name in ("momentum", "label_smoothing", "ema_decay"):
+            finite_number(name, getattr(self, name), low=0, high=1, high_inclusive=False)
+        finite_number("distill_alpha", self.distill_alpha, low=0, high=1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from sepconv.utils.devices import check_device
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -41,7 +43,12 @@ def init_distributed(device: str | None = None) -> DistributedContext:
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # A device this machine lacks fails here, named, not at the first tensor moved to it.
+    dev = (
+        check_device(device)
+        if device
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     if dev.type == "cuda" and world_size > 1:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)

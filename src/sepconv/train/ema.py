@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from sepconv.utils.validation import finite_number
+
 
 class ModelEma:
     """A frozen copy of a model whose floating-point parameters and buffers track
@@ -25,10 +27,7 @@ class ModelEma:
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(
-                f"Invalid value for argument `decay`: expected 0 < decay < 1, received {decay}."
-            )
+        finite_number("decay", decay, low=0, high=1, low_inclusive=False, high_inclusive=False)
         self.decay = decay
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 

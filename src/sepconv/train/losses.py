@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sepconv.utils.validation import finite_number, invalid, positive_number
+
 
 def distillation_loss(
     student_logits: torch.Tensor,
@@ -48,33 +50,19 @@ def distillation_loss(
         >>> distillation_loss(s, t, torch.randint(0, 10, (8,))).shape
         torch.Size([])
     """
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or temperature <= 0
-    ):
-        raise ValueError(
-            "Invalid value for argument `temperature`: expected a positive number, "
-            f"received {temperature!r}."
-        )
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ValueError(
-            f"Invalid value for argument `alpha`: expected a number in [0, 1], received {alpha!r}."
-        )
-    if (
-        isinstance(label_smoothing, bool)
-        or not isinstance(label_smoothing, (int, float))
-        or not 0 <= label_smoothing < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `label_smoothing`: expected a number in [0, 1), "
-            f"received {label_smoothing!r}."
-        )
+    positive_number("temperature", temperature)
+    finite_number("alpha", alpha, low=0, high=1, expected="a number in [0, 1]")
+    finite_number(
+        "label_smoothing",
+        label_smoothing,
+        low=0,
+        high=1,
+        high_inclusive=False,
+        expected="a number in [0, 1)",
+    )
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            "Invalid value for argument `teacher_logits`: expected the shape of `student_logits` "
-            f"{tuple(student_logits.shape)}, received {tuple(teacher_logits.shape)}."
-        )
+        expected = f"the shape of `student_logits` {tuple(student_logits.shape)}"
+        raise invalid("teacher_logits", expected, tuple(teacher_logits.shape))
     soft = F.kl_div(
         F.log_softmax(student_logits / temperature, dim=1),
         F.log_softmax(teacher_logits.detach() / temperature, dim=1),

@@ -2,8 +2,10 @@
 
 - :mod:`sepconv.utils.validation`: checks of user input, each raising ``ValueError`` from
   :func:`~sepconv.utils.validation.invalid` (argument, what was expected, what was received).
-- :mod:`sepconv.utils.files`: atomic writes (:func:`~sepconv.utils.files.write_atomic`).
+- :mod:`sepconv.utils.files`: atomic writes (:func:`~sepconv.utils.files.write_atomic`) and
+  output paths checked writable before the work (:func:`~sepconv.utils.files.check_writable`).
 - :mod:`sepconv.utils.capture`: the module calls one forward pass really makes.
+- :mod:`sepconv.utils.devices`: the device a user asks for, checked to exist.
 - :mod:`sepconv.utils.seeding`: seeds derived from (seed, epoch, step, ...).
 - :mod:`sepconv.utils.version`: ``__version__``.
 """

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sepconv.utils.validation import invalid
+
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
@@ -58,3 +60,42 @@ def write_json(path: str | Path, data: Any) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8), atomically."""
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def check_writable(path: str | Path, name: str, *, is_dir: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be written; return it as a ``Path``.
+
+    A file path needs an existing, writable parent directory and must not be a directory; a
+    directory path (``is_dir=True``) must be a directory or creatable under a writable existing
+    ancestor. Raises ``ValueError`` naming the argument ``name``, so a long run never ends by
+    failing to save its result.
+    """
+    target = Path(path)
+    if is_dir:
+        if target.exists() and not target.is_dir():
+            raise invalid(name, "a directory (this path is a file)", str(target))
+        probe = target
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise invalid(
+                name, f"a directory that can be created ({str(probe)!r} is a file)", str(target)
+            )
+    else:
+        if target.is_dir():
+            raise invalid(name, "a file path (this path is a directory)", str(target))
+        probe = target.parent
+        if not probe.is_dir():
+            raise invalid(
+                name, f"a path in an existing directory ({str(probe)!r} is not one)", str(target)
+            )
+    # Try it: permission bits say nothing to root, and a read-only mount says no to everyone.
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".sepconv-write-check.")
+    except OSError as err:
+        raise invalid(
+            name, f"a writable location ({str(probe)!r}: {err.strerror})", str(target)
+        ) from err
+    os.close(fd)
+    os.unlink(tmp)
+    return target

@@ -1,0 +1,116 @@
+"""Top-1 agreement of a compiled or quantized model with its reference, on the same images."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sepconv.utils.validation import invalid, positive_int
+
+__all__ = ["Agreement", "compare_top1"]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How a candidate model's top-1 predictions compare with a reference's on the same images.
+
+    Attributes:
+        samples: Images compared.
+        agreement: Fraction of images where both predict the same class.
+        reference_accuracy: Top-1 accuracy of the reference (``None`` without labels).
+        candidate_accuracy: Top-1 accuracy of the candidate (``None`` without labels).
+    """
+
+    samples: int
+    agreement: float
+    reference_accuracy: float | None
+    candidate_accuracy: float | None
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        """Reference minus candidate accuracy, in percentage points."""
+        if self.reference_accuracy is None or self.candidate_accuracy is None:
+            return None
+        return 100.0 * (self.reference_accuracy - self.candidate_accuracy)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict, including the accuracy drop."""
+        return {**dataclasses.asdict(self), "accuracy_drop_points": self.accuracy_drop}
+
+
+def compare_top1(
+    reference: Callable[[torch.Tensor], torch.Tensor],
+    candidate: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    batch_size: int = 1,
+) -> Agreement:
+    """Top-1 agreement of ``candidate`` with ``reference`` (and both accuracies, given labels).
+
+    Both are called on batches of exactly ``batch_size`` inputs, so an :class:`InferenceModel`
+    compiled for that batch works; the last batch is padded with zeros and the padding's
+    predictions dropped.
+
+    Args:
+        reference: E.g. the fp32 model (an ``nn.Module`` is run in eval mode under
+            ``inference_mode``) or its compiled form.
+        candidate: E.g. the int8 model from :func:`quantize`.
+        inputs: Float model inputs ``(N, C, H, W)`` (see :func:`prepare_images`).
+        labels: Optional ``(N,)`` integer labels.
+        batch_size: Batch both callables take.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> result = compare_top1(net, net, torch.randn(5, 1, 2, 2), batch_size=2)
+        >>> result.samples, result.agreement
+        (5, 1.0)
+    """
+    positive_int("batch_size", batch_size)
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or inputs.shape[0] == 0:
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else inputs
+        raise invalid("inputs", "a non-empty (N, C, H, W) float tensor", shape)
+    if labels is not None and tuple(labels.shape) != (inputs.shape[0],):
+        raise invalid("labels", f"shape ({inputs.shape[0]},) to match `inputs`", labels.shape)
+    if isinstance(reference, nn.Module):
+        reference = _copy_eval(reference)
+    if isinstance(candidate, nn.Module):
+        candidate = _copy_eval(candidate)
+    ref_top1 = _top1(reference, inputs, batch_size)
+    cand_top1 = _top1(candidate, inputs, batch_size)
+    n = int(inputs.shape[0])
+    accuracies: tuple[float | None, float | None] = (None, None)
+    if labels is not None:
+        accuracies = (
+            (ref_top1 == labels).float().mean().item(),
+            (cand_top1 == labels).float().mean().item(),
+        )
+    return Agreement(
+        samples=n,
+        agreement=(ref_top1 == cand_top1).float().mean().item(),
+        reference_accuracy=accuracies[0],
+        candidate_accuracy=accuracies[1],
+    )
+
+
+def _top1(
+    fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    predictions = []
+    with torch.inference_mode():
+        for batch in inputs.split(batch_size):
+            n = batch.shape[0]
+            if n < batch_size:
+                batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
+            predictions.append(fn(batch)[:n].argmax(dim=1))
+    return torch.cat(predictions)
+
+
+def _copy_eval(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).float().cpu().eval()

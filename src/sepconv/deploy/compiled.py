@@ -1,0 +1,111 @@
+"""What :func:`sepconv.deploy.runtime.compile_for_inference` returns: a model compiled for one
+input shape on one backend, and the error raised when a backend disagrees with eager PyTorch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+__all__ = ["BackendMismatchError", "InferenceModel", "Runner", "fastest_reason"]
+
+#: A backend's forward: a batch of the compiled shape -> the float32 output.
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+class BackendMismatchError(RuntimeError):
+    """A compiled backend's output disagrees with eager PyTorch beyond the tolerance."""
+
+
+@dataclass(frozen=True, eq=False)
+class InferenceModel:
+    """A model compiled for one input shape on one backend; call it like the model.
+
+    Attributes:
+        backend: The backend that runs it (one of :data:`BACKENDS`).
+        input_shape: The ``(N, C, H, W)`` it was compiled for; other shapes are refused.
+        threads: Intra-op threads the backend uses.
+        precision: What the backend computes in: ``"fp32"``, ``"bf16"`` (only when
+            ``precision="bf16"`` was asked for and the backend uses it), or ``"int8"`` for a
+            quantized ONNX file.
+        timings: Backend -> median latency in milliseconds, for every candidate ``auto``
+            measured (empty when the backend was named).
+        skipped: Backend -> why ``auto`` left it out: the runtime is not installed, or its
+            output disagreed with eager PyTorch.
+        max_rel_error: ``max|out - eager| / max|eager|`` measured at build time on the example
+            input (``None`` when there was no PyTorch model to compare with).
+        path: The ONNX file the runtime loaded, when it is kept on disk (:func:`load_onnx`).
+        device: Where it runs: ``"cpu"`` or a CUDA device such as ``"cuda:0"``.
+        why: Why ``auto`` picked this backend, in one sentence (empty when it was named).
+
+    Example:
+        >>> import sepconv
+        >>> from sepconv.deploy.runtime import compile_for_inference
+        >>> net = compile_for_inference(sepconv.mobilenet_v2(num_classes=10),
+        ...                             backend="onnxruntime", input_size=(3, 64, 64))
+        >>> net(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 10])
+    """
+
+    backend: str
+    input_shape: tuple[int, int, int, int]
+    threads: int
+    run: Runner = field(repr=False)
+    precision: Literal["fp32", "bf16", "fp16", "int8"] = "fp32"
+    timings: Mapping[str, float] = field(default_factory=dict)
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    max_rel_error: float | None = None
+    path: Path | None = None
+    device: str = "cpu"
+    why: str = ""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Run one batch: ``x`` of shape :attr:`input_shape` -> the float32 output.
+
+        On the CPU ``x`` is taken as float32 and the output is a CPU tensor; on CUDA ``x`` may
+        live anywhere (it is copied to :attr:`device`) and the output stays on the GPU.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"InferenceModel ({self.backend}) expected a torch.Tensor, "
+                f"received {type(x).__name__}."
+            )
+        if not x.is_floating_point():
+            # Casting uint8 pixels 0-255 to float would return confident logits for inputs the
+            # model never saw; the eager model refuses them too.
+            raise ValueError(
+                f"Invalid value for argument `x`: expected a float tensor of shape "
+                f"{list(self.input_shape)} (normalised images), received a {x.dtype} tensor; "
+                "convert and normalise the images first (sepconv.deploy.prepare_images)."
+            )
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(
+                f"InferenceModel ({self.backend}) was compiled for input shape "
+                f"{list(self.input_shape)}, received {list(x.shape)}; compile another with "
+                "the `batch_size` and `input_size` you need."
+            )
+        if self.device != "cpu":
+            return self.run(x.detach())
+        return self.run(x.detach().to("cpu", torch.float32))
+
+
+def fastest_reason(best: str, timings: Mapping[str, float], skipped: Mapping[str, str]) -> str:
+    """Why ``best`` was picked, in one sentence: its median next to the runners-up.
+
+    Example:
+        >>> fastest_reason("b", {"a": 2.0, "b": 1.0}, {"c": "not installed"})[:40]
+        'b: 1 ms median, fastest of 2 candidates '
+    """
+    others = sorted((ms, name) for name, ms in timings.items() if name != best)
+    text = (
+        f"{best}: {timings[best]:.3g} ms median, fastest of {len(timings)} candidates that "
+        "matched eager fp32"
+    )
+    if others:
+        text += " (next: " + ", ".join(f"{name} {ms:.3g} ms" for ms, name in others[:3]) + ")"
+    if skipped:
+        text += "; left out: " + ", ".join(skipped)
+    return text + "."

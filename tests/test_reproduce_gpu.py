@@ -1,0 +1,314 @@
+"""The comparison table on a GPU: its configs, the smoke path on the CPU, the device checks,
+``torch.compile`` in the trainer, time to accuracy, the GPU columns; and, on a CUDA machine,
+real device runs of a few steps (``@pytest.mark.cuda``, skipped without a GPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_reproduce import write_config
+from torch import nn
+
+from sepconv.cli import main
+from sepconv.data import ImageDataset, Normalize
+from sepconv.data.idx import fashion_mnist_root
+from sepconv.reproduce import (
+    RowCost,
+    load_config,
+    run_sweep,
+    smoke_config,
+    summarize,
+    time_to_accuracy,
+    with_epochs,
+)
+from sepconv.reproduce.plan import split_threads, steps_per_run
+from sepconv.reproduce.speed import format_reached
+from sepconv.train import TrainConfig, Trainer
+from sepconv.train.distributed import DistributedContext
+from sepconv.utils.seeding import mix_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_CONFIG = ROOT / "configs" / "reproduce_gpu.toml"
+FAST_CONFIG = ROOT / "configs" / "reproduce_gpu_fast.toml"
+HAS_FASHION = all(
+    (fashion_mnist_root() / f"{stem}-ubyte.gz").is_file()
+    for stem in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")
+)
+needs_fashion = pytest.mark.skipif(not HAS_FASHION, reason="needs the Fashion-MNIST .gz files")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+SMALL_ROWS = ["mobilenet_v1_025", "conv_mobilenet_v1_025"]
+
+
+def _tiny_set(n: int = 128, classes: int = 3) -> ImageDataset:
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (n, 1, 12, 12), generator=gen, dtype=torch.uint8)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    return ImageDataset(images, labels, tuple("abc"[:classes]))
+
+
+def _tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
+
+
+# ---------------------------------------------------------------------------- the configs
+
+
+def test_gpu_config_trains_every_row_on_all_images_with_the_twin_pairs_at_two_widths() -> None:
+    config = load_config(GPU_CONFIG)
+    rows = {row.name: row for row in config.rows}
+    assert config.device == "cuda" and config.jobs > 1
+    assert all(row.train_images is None for row in config.rows)
+    assert rows["mobilenet_v2"].model_kwargs.get("width_mult", 1.0) == 1.0
+    assert rows["vgg16"].recipe.lr == 0.01
+    assert rows["resnet50"].model_kwargs["zero_init_residual"] is True
+    assert rows["resnet50"].recipe.warmup_epochs >= 1
+    pairs = {(config.twin_partner(r).name, r.name) for r in config.rows if r.twin}  # type: ignore[union-attr]
+    assert pairs == {
+        ("mobilenet_v1_025", "conv_mobilenet_v1_025"),
+        ("mobilenet_v1", "conv_mobilenet_v1"),
+    }
+    twins = [rows[name] for pair in pairs for name in pair]
+    assert {row.model_kwargs.get("width_mult", 1.0) for row in twins} == {0.25, 1.0}
+    # Three seeds each, on one schedule: the rows' recipes are the sweep's.
+    assert all(row.seeds == 3 and row.recipe == config.recipe for row in twins)
+    fast = load_config(FAST_CONFIG)
+    assert [row.model for row in fast.rows] == ["mobilenet_v2"]
+    assert fast.recipe.compile and fast.target_accuracy == 0.95
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('device = "gpu"', r"key `device`: expected 'cpu', 'cuda' or 'cuda:N', received 'gpu'"),
+        ("target_accuracy = 1.5", r"key `target_accuracy`"),
+    ],
+)
+def test_device_and_target_keys_are_checked(tmp_path: Path, line: str, message: str) -> None:
+    path = write_config(tmp_path)
+    path.write_text(line + "\n" + path.read_text())
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
+
+
+def test_smoke_and_epochs_variants_keep_every_row_and_pair() -> None:
+    config = load_config(GPU_CONFIG)
+    smoke = smoke_config(config)
+    assert smoke.name == "reproduce_gpu_smoke"
+    for before, after in zip(config.rows, smoke.rows, strict=True):
+        assert (after.model, after.twin, after.model_kwargs) == (
+            before.model,
+            before.twin,
+            before.model_kwargs,
+        )
+        assert after.seeds == 1 and after.recipe.epochs == 1
+        assert after.recipe.lr == before.recipe.lr
+        assert steps_per_run(after, after.train_images or 0) == 2
+    assert [r.name for r in smoke.rows if smoke.twin_partner(r)] == [
+        r.name for r in config.rows if config.twin_partner(r)
+    ]
+    shorter = with_epochs(config, 12)
+    assert shorter.recipe.epochs == 12
+    assert {row.recipe.epochs for row in shorter.rows} == {12}
+    assert shorter.row("vgg16").recipe.lr == 0.01
+    with pytest.raises(ValueError, match=r"argument `epochs`: expected a positive integer"):
+        with_epochs(config, 0)
+
+
+# ---------------------------------------------------------------------------- devices
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_cuda_without_a_gpu_is_a_one_line_error_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The config asks for cuda itself; --dry-run would time rows if it got that far.
+    code = main(["reproduce", str(GPU_CONFIG), "--dry-run", "--runs-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "argument `--device`" in err and "no CUDA GPU" in err
+    # The API checks too, before a run folder exists, --jobs or not.
+    config = load_config(write_config(tmp_path))
+    with pytest.raises(ValueError, match=r"argument `device`: expected a device this machine"):
+        run_sweep(config, runs_dir=tmp_path / "r", out_dir=tmp_path / "o", jobs=2, device="cuda")
+    assert not (tmp_path / "r").exists()
+
+
+def test_parallel_runs_share_a_gpu_but_no_other_accelerator(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    assert split_threads(config, threads=8, jobs=4, device="cuda") == (4, 2)
+    with pytest.raises(ValueError, match=r"argument `jobs`: expected 1 when training on mps"):
+        split_threads(config, jobs=2, device="mps")
+
+
+# ---------------------------------------------------------------------------- the trainer
+
+
+def test_trainer_feeds_normalised_batches_from_the_data_on_its_device() -> None:
+    train = _tiny_set()
+    trainer = Trainer(_tiny_net(), TrainConfig(epochs=1, batch_size=32), train)
+    assert trainer.train_set.device == trainer.ctx.device
+    norm = trainer.loader.normalize
+    assert isinstance(norm, Normalize)
+    assert (norm.mean, norm.std) == (trainer.mean, trainer.std)
+    x, y = next(iter(trainer.loader))
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    # Independent oracle: the epoch-0 order of seed 0, and (x / 255 - mean) / std in float64.
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(mix_seed(0, 0)))
+    index = order[:32]
+    mean = torch.tensor(trainer.mean, dtype=torch.float64).view(1, -1, 1, 1)
+    std = torch.tensor(trainer.std, dtype=torch.float64).view(1, -1, 1, 1)
+    expected = (train.images[index].double() / 255 - mean) / std
+    assert torch.equal(y, train.labels[index])
+    torch.testing.assert_close(x.double(), expected, rtol=0, atol=1e-5)
+
+
+def test_compile_must_be_true_or_false() -> None:
+    with pytest.raises(ValueError, match=r"argument `compile`: expected True or False"):
+        TrainConfig(compile=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_compile_warm_up_leaves_weights_statistics_and_random_state_unchanged() -> None:
+    trainer = Trainer(_tiny_net(), TrainConfig(epochs=1, batch_size=32, compile=True), _tiny_set())
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    trainer._compile_warm_up()
+    after = trainer.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert all(p.grad is None for p in trainer.model.parameters())
+    history = trainer.fit()
+    assert history[-1]["step"] == 4 and torch.isfinite(torch.tensor(history[-1]["train_loss"]))
+
+
+# ---------------------------------------------------------------------------- time and table
+
+
+def test_time_to_accuracy_counts_training_time_up_to_the_first_epoch_at_target() -> None:
+    history = [
+        {"epoch_time_s": 2.0, "test_acc": 0.90},
+        {"epoch_time_s": 3.0, "test_acc": 0.95},
+        {"epoch_time_s": 4.0, "test_acc": 0.96},
+    ]
+    assert time_to_accuracy(history, 0.95) == 5.0
+    assert time_to_accuracy(history, 0.91) == 5.0
+    assert time_to_accuracy(history, 0.97) is None
+    assert format_reached([7.0, None, 5.04]) == "5.0 (2/3)"
+    assert format_reached([None]) == "- (0/1)"
+
+
+def test_table_shows_gpu_throughput_and_time_to_target(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text("target_accuracy = 0.9\n" + path.read_text())
+    config = load_config(path)
+    history = [{"epoch_time_s": 1.5, "test_acc": 0.85}, {"epoch_time_s": 1.0, "test_acc": 0.92}]
+    results = {
+        "sep": [{"seed": 0, "test_acc": 0.92, "train_time_s": 2.5, "history": history}],
+        "conv": [{"seed": 0, "test_acc": 0.85, "train_time_s": 2.5, "history": history[:1]}],
+    }
+    costs = {
+        "sep": RowCost(params=10, macs=100, separable=True),
+        "conv": RowCost(params=80, macs=800, separable=False),
+    }
+    table = summarize(
+        config,
+        results,
+        costs,
+        {},
+        input_shape=(1, 16, 16),
+        gpu_throughput={"sep": 12345.6},
+        gpu="NVIDIA H200",
+    )
+    text = table.to_markdown("header")
+    assert "GPU img/s b256" in text and "s to 90%" in text and "on NVIDIA H200" in text
+    sep_line = next(line for line in text.splitlines() if line.startswith("| sep |"))
+    conv_line = next(line for line in text.splitlines() if line.startswith("| conv |"))
+    assert "| 12,346 |" in sep_line and "| 2.5 (1/1) |" in sep_line
+    assert "| - (0/1) |" in conv_line
+    row = table.to_dict()["rows"][0]
+    assert row["gpu_images_per_s_b256"] == 12345.6 and row["time_to_target_s"] == [2.5]
+
+
+# ---------------------------------------------------------------------------- smoke runs
+
+
+@needs_fashion
+def test_smoke_run_of_the_gpu_config_passes_on_the_cpu(tmp_path: Path) -> None:
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    args = ["reproduce", str(GPU_CONFIG), "--device", "cpu", "--smoke", "--only", *SMALL_ROWS]
+    code = main(
+        [*args, "--jobs", "1", "--threads", "2", "--runs-dir", str(runs), "--out", str(out)]
+    )
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["name"] == "reproduce_gpu_smoke" and results["target_accuracy"] == 0.95
+    rows = {row["name"]: row for row in results["rows"]}
+    for name in SMALL_ROWS:
+        assert rows[name]["seeds"] == [0] and len(rows[name]["time_to_target_s"]) == 1
+        result = json.loads((runs / name / "seed0" / "result.json").read_text())
+        assert (result["steps"], result["train_images"], result["device"]) == (2, 64, "cpu")
+        assert result["train_time_s"] == sum(r["epoch_time_s"] for r in result["history"])
+    assert "s to 95%" in (out / "results.md").read_text()
+    assert json.loads((out / "environment.json").read_text())["device"] == "cpu"
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_trainer_on_cuda_keeps_the_data_there_and_learns() -> None:
+    device = torch.device("cuda")
+    context = DistributedContext(rank=0, world_size=1, device=device)
+    train, test = _tiny_set(256), _tiny_set(64)
+    trainer = Trainer(
+        _tiny_net(), TrainConfig(epochs=2, batch_size=32), train, test, context=context
+    )
+    assert trainer.train_set.images.is_cuda and trainer.train_set.labels.is_cuda
+    x, y = next(iter(trainer.loader))
+    assert x.is_cuda and y.is_cuda
+    history = trainer.fit()
+    assert history[-1]["step"] == 16 and 0.0 <= history[-1]["test_acc"] <= 1.0
+    assert trainer.bf16 == torch.cuda.is_bf16_supported()
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_compiled_training_on_cuda_runs_a_few_steps() -> None:
+    context = DistributedContext(rank=0, world_size=1, device=torch.device("cuda"))
+    cfg = TrainConfig(epochs=1, batch_size=32, compile=True)
+    trainer = Trainer(_tiny_net(), cfg, _tiny_set(256), context=context)
+    trainer.fit(max_steps=3)
+    assert trainer.global_step == 3
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+@pytest.mark.cuda
+@needs_cuda
+@needs_fashion
+def test_smoke_sweep_on_cuda_with_two_jobs_sharing_the_gpu(tmp_path: Path) -> None:
+    out, runs, plan = tmp_path / "out", tmp_path / "runs", tmp_path / "plan.json"
+    args = ["reproduce", str(GPU_CONFIG), "--smoke", "--only", *SMALL_ROWS, "--runs-dir", str(runs)]
+    assert main([*args, "--dry-run", "--time-steps", "2", "--plan-json", str(plan)]) == 0
+    timed = json.loads(plan.read_text())
+    assert all(row["step_s"] > 0 for row in timed["rows"]) and "cuda" in timed["device"]
+    assert main([*args, "--jobs", "2", "--threads", "4", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert all(row["gpu_images_per_s_b256"] > 0 for row in results["rows"] if row["seeds"])
+    assert results["gpu"] == torch.cuda.get_device_name()
+    environment = json.loads((out / "environment.json").read_text())["environment"]
+    assert environment["gpu"] == torch.cuda.get_device_name() and environment["cuda_runtime"]
+    assert "GPU img/s b256" in (out / "results.md").read_text()
+    for name in SMALL_ROWS:
+        result = json.loads((runs / name / "seed0" / "result.json").read_text())
+        assert result["device"].startswith("cuda")
