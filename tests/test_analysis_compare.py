@@ -99,7 +99,7 @@ def test_cli_compare_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_compare_bad_size(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--in", "8", "--out", "8", "--size", "7y7"]) == 2
-    assert "argument `--size`" in capsys.readouterr().err
+    assert "`--size`" in capsys.readouterr().err
 
 
 def test_cli_profile_registry_model_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,7 +127,7 @@ def test_cli_profile_module_attr_table_and_csv_file(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["profile", "mobilenet_v1_025", "--input-size", "3x64"], "argument `--input-size`"),
+        (["profile", "mobilenet_v1_025", "--input-size", "3x64"], "`--input-size`"),
         (["profile", "no_such_module_xyz:net"], "cannot import module 'no_such_module_xyz'"),
         (["profile", "torch.nn:NoSuchNet"], "has no attribute 'NoSuchNet'"),
         (["profile", "math:pi"], "nn.Module or a callable"),

@@ -138,7 +138,7 @@ def test_cuda_without_a_gpu_is_a_one_line_error_before_any_work(
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
-    assert "argument `--device`" in err and "no CUDA GPU" in err
+    assert "`--device`" in err and "no CUDA GPU" in err
     # The API checks too, before a run folder exists, --jobs or not.
     config = load_config(write_config(tmp_path))
     with pytest.raises(ValueError, match=r"argument `device`: expected a device this machine"):

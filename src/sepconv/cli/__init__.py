@@ -92,7 +92,9 @@ def user_message(err: BaseException, flags: set[str]) -> str | None:
         flag = "--" + match.group(1).replace("_", "-")
         return f"`{flag}`" if flag in flags else match.group(0)
 
-    return re.sub(r"argument `([A-Za-z_][A-Za-z0-9_]*)`", as_flag, message)
+    message = re.sub(r"argument `([A-Za-z_][A-Za-z0-9_]*)`", as_flag, message)
+    # A check that already names the flag says it the same way.
+    return re.sub(r"argument `(--[A-Za-z0-9-]+)`", r"`\1`", message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
