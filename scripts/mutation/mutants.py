@@ -48,25 +48,25 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "clip-grad-no-op",
-        "train/trainer.py",
-        "nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)",
+        "train/loop.py",
+        "nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.clip_grad_norm)",
         "pass",
         TRAIN,
     ),
     Mutant(
         "clip-grad-doubled-limit",
-        "train/trainer.py",
-        "nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)",
-        "nn.utils.clip_grad_norm_(self.model.parameters(), 2 * cfg.clip_grad_norm)",
+        "train/loop.py",
+        "nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.clip_grad_norm)",
+        "nn.utils.clip_grad_norm_(trainer.model.parameters(), 2 * cfg.clip_grad_norm)",
         TRAIN,
     ),
     Mutant(
         "ema-updated-before-step",
-        "train/trainer.py",
-        "            self.optimizer.step()\n            self.scheduler.step()\n"
-        "            if self.ema is not None:\n                self.ema.update(self.model)\n",
-        "            if self.ema is not None:\n                self.ema.update(self.model)\n"
-        "            self.optimizer.step()\n            self.scheduler.step()\n",
+        "train/loop.py",
+        "        trainer.optimizer.step()\n        trainer.scheduler.step()\n"
+        "        if trainer.ema is not None:\n            trainer.ema.update(trainer.model)\n",
+        "        if trainer.ema is not None:\n            trainer.ema.update(trainer.model)\n"
+        "        trainer.optimizer.step()\n        trainer.scheduler.step()\n",
         TRAIN,
     ),
     Mutant(
