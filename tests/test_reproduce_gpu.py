@@ -28,6 +28,7 @@ from sepconv.reproduce.plan import split_threads, steps_per_run
 from sepconv.reproduce.speed import format_reached
 from sepconv.train import TrainConfig, Trainer
 from sepconv.train.distributed import DistributedContext
+from sepconv.train.loop import compile_warm_up
 from sepconv.utils.seeding import mix_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +186,7 @@ def test_compile_warm_up_leaves_weights_statistics_and_random_state_unchanged() 
     trainer = Trainer(_tiny_net(), TrainConfig(epochs=1, batch_size=32, compile=True), _tiny_set())
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     rng = torch.get_rng_state()
-    trainer._compile_warm_up()
+    compile_warm_up(trainer)
     after = trainer.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert torch.equal(rng, torch.get_rng_state())

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sepconv.utils.validation import invalid
+from sepconv.utils.validation import invalid, positive_int, positive_number
 
 
 @dataclass(frozen=True)
@@ -114,13 +114,6 @@ def pinned_threads(threads: int | None) -> Iterator[int]:
         torch.set_num_threads(previous)
 
 
-def _positive(name: str, value: float, *, integer: bool) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        expected = "a positive integer" if integer else "a positive number"
-        raise invalid(name, expected, value)
-
-
 def _block_timer(device: torch.device) -> Callable[[Callable[[], object], int], float]:
     """Return ``time_block(fn, calls) -> seconds`` suited to ``device``."""
     if device.type == "cuda":
@@ -194,11 +187,11 @@ def measure(
         >>> len(t.samples_s), t.threads
         (5, 1)
     """
-    _positive("warmup", warmup, integer=True)
-    _positive("repeats", repeats, integer=True)
-    _positive("min_block_s", min_block_s, integer=False)
+    positive_int("warmup", warmup)
+    positive_int("repeats", repeats)
+    positive_number("min_block_s", min_block_s)
     if max_time_s is not None:
-        _positive("max_time_s", max_time_s, integer=False)
+        positive_number("max_time_s", max_time_s)
     if settle_s < 0:
         raise invalid("settle_s", ">= 0", settle_s)
     dev = torch.device(device)

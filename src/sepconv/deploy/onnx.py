@@ -33,7 +33,7 @@ from sepconv.deploy.inputs import (
     random_inputs,
 )
 from sepconv.utils.files import write_atomic
-from sepconv.utils.validation import invalid
+from sepconv.utils.validation import invalid, positive_number
 
 __all__ = ["ExportError", "OnnxExport", "export_onnx", "relative_error"]
 
@@ -158,8 +158,7 @@ def export_onnx(
     batches = check_batch_sizes(check_batches)
     if check_inputs is not None:
         check_images("check_inputs", check_inputs, size)
-    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol > 0:
-        raise invalid("rtol", "a positive number", rtol)
+    positive_number("rtol", rtol)
     target = Path(path)
     if not target.parent.is_dir():
         raise FileNotFoundError(

@@ -8,7 +8,12 @@ from torch import nn
 from sepconv.layers.conv import ActFactory, ConvNormAct, NormFactory, squeeze_channels
 from sepconv.layers.drop_path import DropPath
 from sepconv.layers.squeeze_excite import SqueezeExcite
-from sepconv.utils.validation import check_input_channels, invalid, positive_int, probability
+from sepconv.utils.validation import (
+    check_input_channels,
+    positive_int,
+    positive_number,
+    probability,
+)
 
 
 class InvertedResidual(nn.Module):
@@ -65,12 +70,7 @@ class InvertedResidual(nn.Module):
         positive_int("in_channels", in_channels)
         positive_int("out_channels", out_channels)
         positive_int("stride", stride)
-        if (
-            isinstance(expand_ratio, bool)
-            or not isinstance(expand_ratio, (int, float))
-            or expand_ratio <= 0
-        ):
-            raise invalid("expand_ratio", "a positive number", expand_ratio)
+        positive_number("expand_ratio", expand_ratio)
         drop_path = probability("drop_path", drop_path)
         self.in_channels = in_channels
         self.block_name = type(self).__name__  # for error messages (TorchScript has no type())

@@ -190,27 +190,15 @@ class Trainer:
             # Dropout draws from the global generator: one stream per rank, from the seed.
             torch.manual_seed(mix_seed(self.config.seed, self.ctx.rank))
         if self._compile_pending and self.epoch < self.config.epochs:
-            self._compile_warm_up()
+            compile_warm_up(self)
         while self.epoch < self.config.epochs:
-            if not self._train_epoch(max_steps):
+            if not train_epoch(self, max_steps):
                 self.save_checkpoint()
                 return self.history
-            self._end_epoch()
+            end_epoch(self)
             self.save_checkpoint()
         self._export_weights()
         return self.history
-
-    def _train_epoch(self, max_steps: int | None) -> bool:
-        """Run the rest of the current epoch; False when ``max_steps`` stopped it early."""
-        return train_epoch(self, max_steps)
-
-    def _compile_warm_up(self) -> None:
-        """Compile on the next batch, then undo the pass (see :mod:`sepconv.train.loop`)."""
-        compile_warm_up(self)
-
-    def _end_epoch(self) -> None:
-        """Record, evaluate and log the finished epoch, then reset its counters."""
-        end_epoch(self)
 
     def _check_diverged(self) -> None:
         """Raise :class:`TrainingDiverged` if a step so far diverged, on any rank."""
