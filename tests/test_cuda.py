@@ -24,13 +24,13 @@ import torch
 from nets import mbconv_net, randomize_norms
 from torch import nn
 
+import sepconv.deploy.cuda
 from sepconv.cli import main
 from sepconv.data import ImageDataset
 from sepconv.deploy import BackendMismatchError, compile_for_inference
-from sepconv.deploy.compiled import InferenceModel
+from sepconv.deploy.compiled import BF16_RTOL, FP16_RTOL, FP32_RTOL, InferenceModel
 from sepconv.deploy.cuda import CUDA_BACKENDS, CUDA_PRECISIONS, compile_for_cuda
 from sepconv.deploy.onnx import relative_error
-from sepconv.deploy.runtime import BF16_RTOL, FP16_RTOL, FP32_RTOL
 from sepconv.models import create_model, list_models
 from sepconv.train import TrainConfig, Trainer, load_tensors
 from sepconv.train.distributed import DistributedContext
@@ -310,7 +310,9 @@ def test_cli_bench_cuda_without_a_gpu_is_one_line(capsys: pytest.CaptureFixture[
     assert len(err.splitlines()) == 1 and "`--device`" in err and "Traceback" not in err
 
 
-def test_cuda_selection_logic_runs_anywhere(net: nn.Module) -> None:
+def test_cuda_selection_logic_runs_anywhere(
+    net: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The CUDA path's choice (eager in every precision, timed; the rest at the fastest one;
     # alternating timing; the reason) does not depend on the device: run it on the CPU.
     x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
@@ -325,6 +327,7 @@ def test_cuda_selection_logic_runs_anywhere(net: nn.Module) -> None:
             raise BackendMismatchError(f"{name}: error {error:.3g} > -1")
         return InferenceModel(name, shape, 1, runner, precision, max_rel_error=error)
 
+    monkeypatch.setattr(sepconv.deploy.cuda, "checked", check)
     picked = compile_for_cuda(
         net,
         x,
@@ -334,7 +337,6 @@ def test_cuda_selection_logic_runs_anywhere(net: nn.Module) -> None:
         precisions=CUDA_PRECISIONS,
         auto=True,
         compile_mode="default",
-        check=check,
         rounds=2,
     )
     assert checked == ["eager/fp32", "eager/bf16", "eager/fp16"]

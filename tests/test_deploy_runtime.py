@@ -16,6 +16,7 @@ import torch
 from nets import mbconv_net, randomize_norms
 from torch import nn
 
+import sepconv.deploy.compiled
 from sepconv import export_onnx
 from sepconv.bench.timing import bf16_native
 from sepconv.deploy import (
@@ -23,10 +24,10 @@ from sepconv.deploy import (
     InferenceModel,
     compile_for_inference,
     load_onnx,
-    runtime,
 )
+from sepconv.deploy.compiled import BF16_RTOL
 from sepconv.deploy.onnx import relative_error
-from sepconv.deploy.runtime import AUTO_BACKENDS, BF16_RTOL
+from sepconv.deploy.runtime import AUTO_BACKENDS
 
 SIZE = (3, 32, 32)
 RTOL = 1e-4
@@ -129,7 +130,7 @@ def test_auto_leaves_out_a_backend_that_disagrees(
 ) -> None:
     # A tolerance below zero fails every check: a named backend raises, auto skips each one and
     # raises only when none is left, naming every backend's error.
-    monkeypatch.setattr(runtime, "FP32_RTOL", -1.0)
+    monkeypatch.setattr(sepconv.deploy.compiled, "FP32_RTOL", -1.0)
     with pytest.raises(BackendMismatchError, match=r"The onnxruntime backend \(fp32\) disagrees"):
         compile_for_inference(net, backend="onnxruntime", input_size=SIZE, threads=1)
     with pytest.raises(BackendMismatchError, match=r"eager: The eager backend .* onnxruntime: The"):

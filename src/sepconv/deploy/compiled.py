@@ -3,12 +3,15 @@ input shape on one backend, and the error raised when a backend disagrees with e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
+
+from sepconv.deploy.onnx import relative_error
 
 __all__ = ["BackendMismatchError", "InferenceModel", "Runner", "fastest_reason"]
 
@@ -109,3 +112,51 @@ def fastest_reason(best: str, timings: Mapping[str, float], skipped: Mapping[str
     if skipped:
         text += "; left out: " + ", ".join(skipped)
     return text + "."
+
+
+# Largest accepted max|backend - eager| / max|eager| of an fp32 backend. Folding BatchNorm and
+# reordering sums move float32 results by ~1e-6 relative; anything near 1e-3 is a wrong graph.
+# On CUDA the fp32 candidates run with TF32 off (sepconv.deploy.cuda), so the bound is the same.
+FP32_RTOL = 1e-3
+# The same for a backend computing in bfloat16 (8 significand bits, rounding error 2^-9 per
+# value). Trained Fashion-MNIST MobileNets land at 1.6e-2..3.0e-2 on real images, agreeing with
+# fp32 on 99.7-99.9% of the test set (results/deploy/bf16_fashion_mnist); random-weight ImageNet
+# models move by 0.11-0.19 and fail it (results/benchmarks/inference_amd_epyc.md).
+BF16_RTOL = 5e-2
+# The same for a CUDA candidate computing in float16: 11 significand bits (rounding error
+# 2^-11) put it ~8x closer than bf16 on the same model, so it is held to bf16's bound; its risk
+# is range (largest value 65504), and an overflow makes the error inf, which fails any bound.
+FP16_RTOL = 5e-2
+
+
+def checked(
+    name: str,
+    runner: Runner,
+    precision: str,
+    shape: tuple[int, ...],
+    example: torch.Tensor,
+    reference: torch.Tensor,
+    *,
+    threads: int | None = None,
+    device: str = "cpu",
+) -> InferenceModel:
+    """Run candidate ``runner`` on ``example``: the InferenceModel if it matches ``reference``
+    within the tolerance of ``precision``, else a :class:`BackendMismatchError`."""
+    output = runner(example).cpu()
+    error = relative_error(output, reference) if output.shape == reference.shape else math.inf
+    rtol = {"bf16": BF16_RTOL, "fp16": FP16_RTOL}.get(precision, FP32_RTOL)
+    if not error <= rtol:
+        raise BackendMismatchError(
+            f"The {name} backend ({precision}) disagrees with eager PyTorch: max relative error "
+            f"{error:.3g} > {rtol:g} (output shape {list(output.shape)}, eager "
+            f"{list(reference.shape)}); use another backend."
+        )
+    return InferenceModel(
+        backend=name,
+        input_shape=(shape[0], shape[1], shape[2], shape[3]),
+        threads=torch.get_num_threads() if threads is None else threads,
+        run=runner,
+        precision=precision,  # type: ignore[arg-type]
+        max_rel_error=error,
+        device=device,
+    )

@@ -26,14 +26,20 @@ import dataclasses
 import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Final, Literal, Protocol
+from typing import Final, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from sepconv.bench.timing import measure
-from sepconv.deploy.compiled import BackendMismatchError, InferenceModel, Runner, fastest_reason
+from sepconv.deploy.compiled import (
+    BackendMismatchError,
+    InferenceModel,
+    Runner,
+    checked,
+    fastest_reason,
+)
 from sepconv.deploy.fuse import fuse
 
 __all__ = [
@@ -169,23 +175,6 @@ def build_cuda_runner(
     return _graphed(prepared, example, device, precision)
 
 
-class Check(Protocol):
-    """Runs a built candidate on the example and returns it as an InferenceModel, or raises
-    :class:`~sepconv.deploy.compiled.BackendMismatchError` when it disagrees with eager fp32."""
-
-    def __call__(
-        self,
-        name: str,
-        runner: Runner,
-        precision: str,
-        shape: tuple[int, ...],
-        example: torch.Tensor,
-        reference: torch.Tensor,
-        *,
-        device: str,
-    ) -> InferenceModel: ...
-
-
 def compile_for_cuda(
     model: nn.Module,
     example: torch.Tensor,
@@ -196,7 +185,6 @@ def compile_for_cuda(
     precisions: Sequence[str],
     auto: bool,
     compile_mode: str,
-    check: Check,
     rounds: int = 3,
 ) -> InferenceModel:
     """The CUDA path of :func:`sepconv.deploy.runtime.compile_for_inference` (see there).
@@ -212,7 +200,7 @@ def compile_for_cuda(
 
     def build(name: str, precision: str) -> InferenceModel:
         runner = build_cuda_runner(name, model, example, device, precision, compile_mode)
-        return check(name, runner, precision, shape, example, reference, device=where)
+        return checked(name, runner, precision, shape, example, reference, device=where)
 
     if not auto:
         return build(backends[0], precisions[0])

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,10 +35,15 @@ from sepconv.deploy.backends import (
     load_onnx,
     require_runtime,
 )
-from sepconv.deploy.compiled import BackendMismatchError, InferenceModel, Runner, fastest_reason
+from sepconv.deploy.compiled import (
+    BackendMismatchError,
+    InferenceModel,
+    checked,
+    fastest_reason,
+)
 from sepconv.deploy.cuda import CUDA_BACKENDS, CUDA_PRECISIONS, compile_for_cuda
 from sepconv.deploy.inputs import check_images, check_input_size
-from sepconv.deploy.onnx import export_onnx, relative_error
+from sepconv.deploy.onnx import export_onnx
 from sepconv.utils.devices import check_device
 from sepconv.utils.validation import invalid, positive_int
 
@@ -60,19 +64,6 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 # per model on a small CPU, and on the models measured here it does not beat the ONNX runtimes
 # (results/benchmarks/inference.md). Pass `candidates=BACKENDS` to include it.
 AUTO_BACKENDS: tuple[str, ...] = ("eager", "onnxruntime", "openvino")
-# Largest accepted max|backend - eager| / max|eager| of an fp32 backend. Folding BatchNorm and
-# reordering sums move float32 results by ~1e-6 relative; anything near 1e-3 is a wrong graph.
-# On CUDA the fp32 candidates run with TF32 off (sepconv.deploy.cuda), so the bound is the same.
-FP32_RTOL = 1e-3
-# The same for a backend computing in bfloat16 (8 significand bits, rounding error 2^-9 per
-# value). Trained Fashion-MNIST MobileNets land at 1.6e-2..3.0e-2 on real images, agreeing with
-# fp32 on 99.7-99.9% of the test set (results/deploy/bf16_fashion_mnist); random-weight ImageNet
-# models move by 0.11-0.19 and fail it (results/benchmarks/inference_amd_epyc.md).
-BF16_RTOL = 5e-2
-# The same for a CUDA candidate computing in float16: 11 significand bits (rounding error
-# 2^-11) put it ~8x closer than bf16 on the same model, so it is held to bf16's bound; its risk
-# is range (largest value 65504), and an overflow makes the error inf, which fails any bound.
-FP16_RTOL = 5e-2
 
 
 def compile_for_inference(
@@ -117,8 +108,9 @@ def compile_for_inference(
 
     Each built backend is run once on ``example`` (default: a seeded random input) and
     compared with the eager fp32 model in eval mode; a relative error above :data:`FP32_RTOL`
-    (:data:`BF16_RTOL` for a bf16 backend) raises instead of returning a wrong model (with
-    ``"auto"``: leaves that backend out, and raises only when none is left).
+    (:data:`BF16_RTOL` for a bf16 backend; both in :mod:`sepconv.deploy.compiled`) raises
+    instead of returning a wrong model (with ``"auto"``: leaves that backend out, and raises only
+    when none is left).
 
     With ``device="cuda"`` the backends are those of :mod:`sepconv.deploy.cuda`: ``"eager"``
     (channels-last, cast to the precision), ``"compile"`` (``torch.compile(mode=compile_mode)``)
@@ -212,7 +204,6 @@ def compile_for_inference(
             precisions=precisions if precision is None else (precision,),
             auto=backend == "auto",
             compile_mode=compile_mode,
-            check=_checked,
         )
     cpu_precision: Precision = "bf16" if precision == "bf16" else "fp32"
 
@@ -233,7 +224,7 @@ def compile_for_inference(
             runner, used = build_cpu_runner(
                 name, model, example, onnx_file, used_threads, cpu_precision
             )
-            return _checked(name, runner, used, shape, example, reference, threads=used_threads)
+            return checked(name, runner, used, shape, example, reference, threads=used_threads)
 
         if backend != "auto":
             return build(backend)
@@ -320,39 +311,6 @@ def _reference_output(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
             f"forward returns {type(output).__name__}."
         )
     return output
-
-
-def _checked(
-    name: str,
-    runner: Runner,
-    precision: str,
-    shape: tuple[int, ...],
-    example: torch.Tensor,
-    reference: torch.Tensor,
-    *,
-    threads: int | None = None,
-    device: str = "cpu",
-) -> InferenceModel:
-    """Run ``runner`` on ``example``; the InferenceModel if it matches ``reference`` within the
-    tolerance of ``precision``, else a BackendMismatchError."""
-    output = runner(example).cpu()
-    error = relative_error(output, reference) if output.shape == reference.shape else math.inf
-    rtol = {"bf16": BF16_RTOL, "fp16": FP16_RTOL}.get(precision, FP32_RTOL)
-    if not error <= rtol:
-        raise BackendMismatchError(
-            f"The {name} backend ({precision}) disagrees with eager PyTorch: max relative error "
-            f"{error:.3g} > {rtol:g} (output shape {list(output.shape)}, eager "
-            f"{list(reference.shape)}); use another backend."
-        )
-    return InferenceModel(
-        backend=name,
-        input_shape=(shape[0], shape[1], shape[2], shape[3]),
-        threads=torch.get_num_threads() if threads is None else threads,
-        run=runner,
-        precision=precision,  # type: ignore[arg-type]
-        max_rel_error=error,
-        device=device,
-    )
 
 
 def _time(model: InferenceModel, example: torch.Tensor, threads: int) -> Timing:
