@@ -157,3 +157,19 @@ def test_failed_rows_are_marked_in_the_table() -> None:
     marked = _mark_failed(config, {f"{bad.name}/seed0": "Training diverged at step 3: ..."})
     assert marked.rows[1].note == fine.note
     assert marked.rows[0].note.startswith("FAILED: 1 run(s) diverged (Training diverged at step 3")
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    import subprocess
+    import sys
+
+    ok = subprocess.run(
+        [sys.executable, "-m", "sepconv", "demo", "--help"], capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and "usage: sepconv demo" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "sepconv", "bench", "mobilenet_v2", "--batch", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--batch" in bad.stderr and "Traceback" not in bad.stderr

@@ -14,9 +14,11 @@ class Normalize:
 
     The arithmetic is float32 whatever ``dtype`` says, and the result is cast at the end, so a
     ``bfloat16`` output equals what bf16 autocast makes of the float32 one at the model's first
-    layer, and the float32 output is bit for bit the same on every device (each step is one
-    correctly rounded elementwise operation). The constants are copied to a device once, on
-    first use there, and kept.
+    layer, and the float32 output is bit for bit the same on every device: each step is one
+    correctly rounded elementwise operation between tensors on the batch's device. (The 255 is
+    such a tensor too: PyTorch's CUDA kernels divide by a host scalar as a multiply by its
+    reciprocal, which rounds differently from the CPU's division.) The constants are copied to
+    a device once, on first use there, and kept.
 
     Args:
         mean: per-channel mean of the training images, on the ``[0, 1]`` scale
@@ -53,7 +55,7 @@ class Normalize:
         self.std = std
         self.dtype = dtype
         self.channels_last = channels_last
-        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -61,10 +63,11 @@ class Normalize:
             f"channels_last={self.channels_last})"
         )
 
-    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if device not in self._constants:
             shape = (1, len(self.mean), 1, 1)
             self._constants[device] = (
+                torch.tensor(255.0, dtype=torch.float32, device=device),
                 torch.tensor(self.mean, dtype=torch.float32, device=device).view(shape),
                 torch.tensor(self.std, dtype=torch.float32, device=device).view(shape),
             )
@@ -78,8 +81,8 @@ class Normalize:
                 f"(N, {len(self.mean)}, H, W), received dtype {images.dtype} and shape "
                 f"{tuple(images.shape)}."
             )
-        mean, std = self._on(images.device)
-        x = images.to(torch.float32).div_(255.0).sub_(mean).div_(std)
+        scale, mean, std = self._on(images.device)
+        x = images.to(torch.float32).div_(scale).sub_(mean).div_(std)
         if self.dtype != torch.float32:
             x = x.to(self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepconv.data.dataset import BatchLoader, ImageDataset
+from sepconv.data.normalize import Normalize
 from sepconv.utils.files import write_atomic
 
 
@@ -23,12 +24,10 @@ def to_model_input(
     device: torch.device,
     channels_last: bool,
 ) -> torch.Tensor:
-    """``uint8`` ``(N, C, H, W)`` images -> normalised float32 ``(x / 255 - mean) / std``."""
-    x = images.to(device, non_blocking=True).float().div_(255.0)
-    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    x = x.sub_(m).div_(s)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    """``uint8`` ``(N, C, H, W)`` images -> normalised float32 ``(x / 255 - mean) / std`` on
+    ``device``, by :class:`~sepconv.data.normalize.Normalize` (the same bits on every device)."""
+    normalize = Normalize(mean, std, channels_last=channels_last)
+    return normalize(images.to(device, non_blocking=True))
 
 
 @dataclass(frozen=True)
