@@ -45,10 +45,19 @@ threads keep spinning after a call and slow the row timed next (``benchmarks/set
 are counted by ``sepconv.analyze``; the matmul peak is measured at the same thread count
 (``sepconv.bench.roofline``).
 
-Run:
-    .venv/bin/python benchmarks/inference.py [--threads 2] [--no-compile] [--no-int8]
+Reruns: the choice ``compile_for_inference`` makes, and the plain runtimes' times, can differ
+from one process to the next (thread placement, memory layout). ``--reruns N`` runs the whole
+benchmark N times, each in a fresh process with the same arguments, and reports per model the
+ratio of each sepconv row to its baseline (sepconv fp32 / best plain fp32 runtime, bf16 / best
+plain runtime of any precision, int8 / best fp32 row) in every rerun, with their median and
+worst; the single-run tables shown are the last rerun's, and every rerun's data is kept in the
+JSON.
 
-Writes results/benchmarks/inference.{json,md}.
+Run:
+    .venv/bin/python benchmarks/inference.py [--threads 2] [--no-compile] [--no-int8] [--reruns 3]
+    .venv/bin/python benchmarks/inference.py --smoke   # 2 models at 64x64, about a minute each
+
+Writes results/benchmarks/inference.{json,md} (``--results-dir``/``--out`` move them).
 """
 
 from __future__ import annotations
@@ -58,9 +67,11 @@ import copy
 import functools
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,7 +87,7 @@ from rich.table import Table
 from torch import nn
 
 import sepconv
-from sepconv.bench.output import markdown_environment, markdown_table
+from sepconv.bench.output import markdown_environment, markdown_table, terminal_table
 from sepconv.bench.roofline import measure_peak_gflops
 from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, bf16_native, environment, measure
 from sepconv.data import load_fashion_mnist
@@ -94,6 +105,8 @@ MODELS: dict[str, tuple[str, str]] = {
     "resnet50": ("torchvision", "resnet50"),
 }
 SIZE = (3, 224, 224)
+SMOKE_SIZE = (3, 64, 64)
+SMOKE_MODELS = ("mobilenet_v1", "mobilenet_v2")
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 OV_DEFAULT_ROW = "OpenVINO (plain, default)"
 REFERENCE_ROWS = ("ONNX Runtime (plain)", "OpenVINO (plain, f32)")  # the fp32 runtimes
@@ -119,8 +132,8 @@ def eager(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def plain_onnxruntime(model: nn.Module, folder: Path, threads: int, x: torch.Tensor) -> Callable:
     exported = export_onnx(
-        model, folder / "plain.onnx", input_size=SIZE, fold_bn=False, check_batches=(1,),
-        check_inputs=x,
+        model, folder / "plain.onnx", input_size=tuple(x.shape[1:]), fold_bn=False,
+        check_batches=(1,), check_inputs=x,
     )  # fmt: skip
     path = exported.path
     options = ort.SessionOptions()
@@ -148,17 +161,19 @@ def plain_openvino(
     return run, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
 
-def calibration_images(count: int) -> tuple[torch.Tensor, str]:
-    """``count + 1`` real images at 224x224x3 (calibration, then the held-out timed input), and
+def calibration_images(count: int, size: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
+    """``count + 1`` real images of ``size`` (calibration, then the held-out timed input), and
     what they are."""
     try:
         test = load_fashion_mnist("test")
     except FileNotFoundError:
-        noise = torch.randn(count + 1, *SIZE, generator=torch.Generator().manual_seed(0))
+        noise = torch.randn(count + 1, *size, generator=torch.Generator().manual_seed(0))
         return noise, f"{count} standard-normal images (Fashion-MNIST not found)"
     grey = test.images[: count + 1]
-    images = prepare_images(grey.expand(-1, 3, -1, -1).contiguous(), input_size=SIZE)
-    return images, f"{count} Fashion-MNIST test images, resized to 224x224, grey repeated x3"
+    images = prepare_images(grey.expand(-1, 3, -1, -1).contiguous(), input_size=size)
+    return images, (
+        f"{count} Fashion-MNIST test images, resized to {size[1]}x{size[2]}, grey repeated x3"
+    )
 
 
 def openvino_profile(graph: Any, x: torch.Tensor, threads: int, f32: bool) -> dict[str, float]:
@@ -220,7 +235,8 @@ def bench_model(
     model = sepconv.load_weights(sepconv.create_model(name), reference.state_dict()).eval()
     with torch.inference_mode():
         expected = reference(x)
-    macs = sepconv.analyze(model, (1, *SIZE)).macs
+    size = tuple(x.shape[1:])
+    macs = sepconv.analyze(model, tuple(x.shape)).macs
     rows: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         f"{library} eager": eager(reference),
         "sepconv eager": eager(model),
@@ -232,7 +248,7 @@ def bench_model(
         start = time.perf_counter()
         if args.compile:
             rows["torch.compile"] = compile_for_inference(
-                model, backend="compile", threads=args.threads, example=x
+                model, backend="compile", input_size=size, threads=args.threads, example=x
             )
             build_s["torch.compile"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -249,7 +265,7 @@ def bench_model(
         for row, precision in auto_rows:
             start = time.perf_counter()
             auto = compile_for_inference(
-                model, threads=args.threads, precision=precision, example=x
+                model, input_size=size, threads=args.threads, precision=precision, example=x
             )
             rows[row] = auto
             build_s[row] = time.perf_counter() - start
@@ -329,21 +345,33 @@ def baselines(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+# Row -> the baseline its ratio is taken against (a key of `baselines`) and how it is named.
+RATIO_BASELINES = {
+    SEPCONV_ROW: ("fp32 runtime", "best fp32 runtime"),
+    SEPCONV_BF16_ROW: ("any runtime", "best plain runtime"),
+    **{row: ("fp32", "best fp32") for row in INT8_ROWS},
+}
+
+
+def ratios(result: dict[str, Any]) -> dict[str, float]:
+    """Row -> its median over its baseline's (`RATIO_BASELINES`), for the rows measured."""
+    base = baselines(result)
+    return {
+        row: result["rows"][row]["median_ms"] / base[baseline]
+        for row, (baseline, _) in RATIO_BASELINES.items()
+        if row in result["rows"]
+    }
+
+
 def summarise(result: dict[str, Any], peak_gmacs: float) -> list[list[str]]:
     base = baselines(result)
     kind = precisions(result)
+    ratio = ratios(result)
     table = []
     for row, r in result["rows"].items():
         ms = r["median_ms"]
         gmacs = result["macs"] / 1e9 / (ms / 1e3)
-        if row == SEPCONV_ROW:
-            note = f"{ms / base['fp32 runtime']:.2f} vs best fp32 runtime"
-        elif row == SEPCONV_BF16_ROW:
-            note = f"{ms / base['any runtime']:.2f} vs best plain runtime"
-        elif row in INT8_ROWS:
-            note = f"{ms / base['fp32']:.2f} vs best fp32"
-        else:
-            note = ""
+        note = f"{ratio[row]:.2f} vs {RATIO_BASELINES[row][1]}" if row in ratio else ""
         if row in result["auto"]:
             note += f" ({result['auto'][row]['backend']})"
         table.append(
@@ -459,39 +487,67 @@ def profile_section(results: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=None)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--repeats", type=int, default=5, help="timed blocks per row per round")
     parser.add_argument("--calib-samples", type=int, default=32)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--no-int8", dest="int8", action="store_false")
-    parser.add_argument("--out", default="inference", help="results/benchmarks/OUT.{json,md}")
+    parser.add_argument(
+        "--reruns", type=int, default=1,
+        help="run the benchmark this many times, each in a fresh process, and report every "
+        "rerun's ratios with their median and worst",
+    )  # fmt: skip
+    parser.add_argument(
+        "--smoke", action="store_true",
+        help=f"{' and '.join(SMOKE_MODELS)} at {SMOKE_SIZE[1]}x{SMOKE_SIZE[2]}, 1 round, "
+        "4 calibration images, no torch.compile: checks the script, measures nothing useful",
+    )  # fmt: skip
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out", default=None, help="writes OUT.{json,md} (default inference, inference_smoke)"
+    )
     parser.add_argument(
         "--report-only", action="store_true",
-        help="measure nothing: rewrite results/benchmarks/OUT.md (and print the table) "
-        "from results/benchmarks/OUT.json",
+        help="measure nothing: rewrite OUT.md (and print the table) from OUT.json",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.reruns < 1:
+        parser.error(f"--reruns: expected a positive integer, received {args.reruns}")
+    args.out = args.out or ("inference_smoke" if args.smoke else "inference")
+    args.size = SMOKE_SIZE if args.smoke else SIZE
+    if args.smoke:
+        args.rounds, args.repeats, args.calib_samples, args.compile = 1, 3, 4, False
+    args.models = args.models or list(SMOKE_MODELS if args.smoke else MODELS)
+    json_path = args.results_dir / f"{args.out}.json"
     if args.report_only:
-        report(json.loads((RESULTS / f"{args.out}.json").read_text(encoding="utf-8")), args.out)
+        report(json.loads(json_path.read_text(encoding="utf-8")), args.results_dir, args.out)
         return
     command = " ".join(["python", "benchmarks/inference.py", *sys.argv[1:]])
+    data = rerun(args, command) if args.reruns > 1 else measure_all(args, command)
+    write_json(json_path, data)
+    report(data, args.results_dir, args.out)
+
+
+def measure_all(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """One run of the benchmark in this process: the data of OUT.json."""
     load_start, started = os.getloadavg(), time.perf_counter()
     torch.set_num_threads(args.threads)
 
     # A ceiling is a maximum: measured before and after the models, the higher one is kept.
-    peak_start, _ = measure_peak_gflops(threads=args.threads)
-    images, calib_text = calibration_images(args.calib_samples)
+    peak_size = 512 if args.smoke else 2048
+    peak_start, _ = measure_peak_gflops(size=peak_size, threads=args.threads)
+    images, calib_text = calibration_images(args.calib_samples, args.size)
     calib, x = images[:-1], images[-1:]
     results = []
     for name in args.models:
         print(f"{name} ...", flush=True)
         results.append(bench_model(name, args, calib, x))
-    peak_end, _ = measure_peak_gflops(threads=args.threads)
+    peak_end, _ = measure_peak_gflops(size=peak_size, threads=args.threads)
     load_end, elapsed = os.getloadavg(), time.perf_counter() - started
-    data = {
+    return {
         "command": command,
         "environment": environment(args.threads),
         "versions": {
@@ -504,27 +560,99 @@ def main() -> None:
         "loadavg_start": list(load_start),
         "loadavg_end": list(load_end),
         "elapsed_s": elapsed,
-        "input_shape": [1, *SIZE],
+        "input_shape": [1, *args.size],
         "threads": args.threads,
         "rounds": args.rounds,
         "repeats": args.repeats,
         "matmul_peak_gflops": max(peak_start, peak_end),
         "matmul_peak_gflops_start_end": [peak_start, peak_end],
+        "matmul_peak_size": peak_size,
         "calibration": calib_text,
         "models": results,
     }
-    write_json(RESULTS / f"{args.out}.json", data)
-    report(data, args.out)
 
 
-def report(data: dict[str, Any], out: str) -> None:
-    """Print the table and the targets, and write results/benchmarks/OUT.md, from the data."""
+def without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the options ``names`` and their values (``--x v`` and ``--x=v``).
+
+    Example:
+        >>> without_options(["--reruns", "3", "--smoke", "--out=a"], ("--reruns", "--out"))
+        ['--smoke']
+    """
+    kept: list[str] = []
+    skip_value = False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+            continue
+        if arg.split("=", 1)[0] in names:
+            skip_value = "=" not in arg
+            continue
+        kept.append(arg)
+    return kept
+
+
+def rerun(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Run the benchmark ``args.reruns`` times in fresh processes (same arguments, each writing
+    its JSON to a temporary folder): the last run's data, plus ``"reruns"`` with every run's
+    ratios, their median and worst, and every run's data."""
+    arguments = without_options(sys.argv[1:], ("--reruns", "--results-dir", "--out"))
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="sepconv-inference-reruns-") as tmp:
+        for index in range(args.reruns):
+            print(f"rerun {index + 1}/{args.reruns}, in a fresh process ...", flush=True)
+            out = f"run{index + 1}"
+            subprocess.run(
+                [sys.executable, __file__, *arguments, "--results-dir", tmp, "--out", out],
+                check=True,
+            )
+            runs.append(json.loads((Path(tmp) / f"{out}.json").read_text(encoding="utf-8")))
+    summary: dict[str, dict[str, Any]] = {}
+    for result in runs[-1]["models"]:
+        model = result["model"]
+        per_run = [next(r for r in run["models"] if r["model"] == model) for run in runs]
+        summary[model] = {}
+        for row in ratios(result):
+            values = [ratios(r)[row] for r in per_run]
+            summary[model][row] = {
+                "baseline": RATIO_BASELINES[row][1],
+                "per_run": values,
+                "median": float(np.median(values)),
+                "worst": max(values),
+                "backends": [r["auto"][row]["backend"] for r in per_run if row in r["auto"]],
+            }
+    return {
+        **runs[-1],
+        "command": command,
+        "reruns": {"count": args.reruns, "ratios": summary, "runs": runs},
+    }
+
+
+def reruns_section(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the reruns table: per model and sepconv row, every rerun's ratio."""
+    count = data["reruns"]["count"]
+    headers = ["model", "row", "ratio vs", *(f"run {i + 1}" for i in range(count))]
+    headers += ["median", "worst", "chosen"]
+    rows = []
+    for model, by_row in data["reruns"]["ratios"].items():
+        for row, r in by_row.items():
+            chosen = ", ".join(f"{n}x {b}" for b, n in Counter(r["backends"]).most_common())
+            per_run = [f"{v:.2f}" for v in r["per_run"]]
+            median, worst = f"{r['median']:.2f}", f"{r['worst']:.2f}"
+            rows.append([model, row, r["baseline"], *per_run, median, worst, chosen])
+    return headers, rows
+
+
+def report(data: dict[str, Any], folder: Path, out: str) -> None:
+    """Print the tables and the targets, and write FOLDER/OUT.md, from the data."""
     results, threads = data["models"], data["threads"]
+    height, width = data["input_shape"][2:]
+    peak_size = data.get("matmul_peak_size", 2048)  # absent from files written before it
     peak_gflops = data["matmul_peak_gflops"]
     peak_gmacs = peak_gflops / 2  # 1 MAC = 2 FLOPs
     table_rows = [row for result in results for row in summarise(result, peak_gmacs)]
     console = Console(width=180)
-    table = Table(title=f"batch 1, {SIZE[1]}x{SIZE[2]}, {threads} thread(s), CPU")
+    table = Table(title=f"batch 1, {height}x{width}, {threads} thread(s), CPU")
     for h in HEADERS:
         table.add_column(h)
     for row in table_rows:
@@ -533,15 +661,27 @@ def report(data: dict[str, Any], out: str) -> None:
     goal_lines = targets(results, peak_gmacs)
     for line in goal_lines:
         console.print(line)
+    reruns = ""
+    if "reruns" in data:
+        rerun_headers, rerun_rows = reruns_section(data)
+        console.print(terminal_table("ratios over reruns", rerun_headers, rerun_rows))
+        reruns = (
+            f"## Over {data['reruns']['count']} reruns, each in a fresh process\n\n"
+            "Each sepconv row's ratio to its baseline (as in the *ratio* column below) in every "
+            "rerun, their median and worst (highest), and the backends sepconv's path chose. "
+            "The tables after this one are the last rerun's; every rerun's data is in the "
+            "JSON.\n\n" + markdown_table(rerun_headers, rerun_rows) + "\n\n"
+        )
     loads = (", ".join(f"{v:.2f}" for v in data[key]) for key in ("loadavg_start", "loadavg_end"))
     write_text(
-        RESULTS / f"{out}.md",
+        folder / f"{out}.md",
         "# Inference backends side by side\n\n"
         f"{markdown_environment(data['environment'], data['command'])}  \n"
         + ", ".join(f"{k} {v}" for k, v in data["versions"].items())
         + f"  \nLoad average (1, 5, 15 min) at start: {next(loads)}; at end: {next(loads)}. "
         f"Whole run: {data['elapsed_s'] / 60:.1f} min.\n\n"
-        f"Batch 1, {SIZE[1]}x{SIZE[2]}, randomly initialised weights (the same in every row: "
+        + reruns
+        + f"Batch 1, {height}x{width}, randomly initialised weights (the same in every row: "
         "the sepconv model loads the reference model's), BatchNorm statistics measured on the "
         "calibration images (with the initial ones a random network's activations shrink, to "
         "outputs near 1e-14 for EfficientNet-B0), timed on one held-out image of the "
@@ -556,7 +696,7 @@ def report(data: dict[str, Any], out: str) -> None:
         "than 5e-2 fails the path's check and is left out, so the bf16 path can end on a fp32 "
         "backend (its precision column says so). GMAC/s: MACs counted by `sepconv.analyze` "
         f"(1 MAC = one multiply-add) per second; matmul peak measured here: "
-        f"{peak_gmacs:.1f} GMAC/s ({peak_gflops:.1f} GFLOP/s, 2048x2048 fp32 matmul, "
+        f"{peak_gmacs:.1f} GMAC/s ({peak_gflops:.1f} GFLOP/s, {peak_size}x{peak_size} fp32 matmul, "
         f"{threads} threads). *rel. error*: max|out - reference| / max|reference| on the "
         "timed image; int8 accuracy is measured on trained models "
         "(results/deploy/int8_fashion_mnist). "

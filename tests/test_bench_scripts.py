@@ -1,7 +1,8 @@
-"""The GPU benchmarks' smoke mode, run on the CPU: every step of their path, at tiny sizes.
+"""The benchmark scripts' smoke modes, run on the CPU: every step of their path, at tiny sizes.
 
-``scripts/gpu-check`` runs these two scripts on a GPU; here they run with ``--device cpu
---smoke`` so that a broken script is found before a GPU is. Nothing about speed is asserted.
+``scripts/gpu-check`` runs the two GPU scripts on a GPU; here they run with ``--device cpu
+--smoke`` so that a broken script is found before a GPU is. The CPU inference benchmark runs
+its ``--smoke`` mode with ``--reruns``. Nothing about speed is asserted.
 """
 
 from __future__ import annotations
@@ -61,3 +62,69 @@ def test_train_throughput_smoke_on_the_cpu(tmp_path: Path) -> None:
         if isinstance(rows, list)
         for row in rows
     )
+
+
+@pytest.mark.slow
+def test_inference_reruns_in_fresh_processes(tmp_path: Path) -> None:
+    # One model: every row (int8 too) in two fresh processes takes a few minutes already.
+    command = [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--smoke"]
+    command += ["--models", "mobilenet_v2"]
+    result = subprocess.run(
+        [*command, "--reruns", "2", "--results-dir", str(tmp_path), "--out", "inf"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("in a fresh process") == 2
+    data = json.loads((tmp_path / "inf.json").read_text())
+    reruns = data["reruns"]
+    assert reruns["count"] == 2 and len(reruns["runs"]) == 2
+    assert data["models"] == reruns["runs"][-1]["models"]  # the single-run tables: the last's
+    assert "--reruns" not in reruns["runs"][0]["command"]
+    assert [r["model"] for r in data["models"]] == ["mobilenet_v2"]
+    model = "mobilenet_v2"
+    fp32 = reruns["ratios"][model]["sepconv compile_for_inference"]
+    # Recomputed from each rerun's own medians: sepconv fp32 over the best plain fp32 runtime.
+    expected = []
+    for run in reruns["runs"]:
+        rows = next(r for r in run["models"] if r["model"] == model)["rows"]
+        plain = min(rows[r]["median_ms"] for r in ("ONNX Runtime (plain)", "OpenVINO (plain, f32)"))
+        expected.append(rows["sepconv compile_for_inference"]["median_ms"] / plain)
+    assert fp32["per_run"] == pytest.approx(expected, rel=1e-12)
+    assert fp32["median"] == pytest.approx(sum(expected) / 2, rel=1e-12)
+    assert fp32["worst"] == max(expected)
+    assert len(fp32["backends"]) == 2
+    int8 = reruns["ratios"][model]["int8 OpenVINO"]
+    assert len(int8["per_run"]) == 2 and int8["worst"] == max(int8["per_run"])
+    text = (tmp_path / "inf.md").read_text()
+    assert "## Over 2 reruns, each in a fresh process" in text
+    assert "| mobilenet_v2 | sepconv compile_for_inference | best fp32 runtime |" in text
+
+
+@pytest.mark.slow
+def test_runtime_config_smoke(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "benchmarks" / "runtime_config.py"), "--smoke"]
+    result = subprocess.run(
+        [*command, "--results-dir", str(tmp_path), "--out", "rc"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "rc.json").read_text())
+    assert data["input_shape"] == [1, 3, 64, 64]
+    assert [m["model"] for m in data["models"]] == ["mobilenet_v1_025", "mobilenet_v2_050"]
+    for model in data["models"]:
+        rows = {(r["runtime"], r["config"]): r for r in model["rows"]}
+        assert {("onnxruntime", "sepconv"), ("openvino", "sepconv")} <= set(rows)
+        for default in (rows[("onnxruntime", "default")], rows[("openvino", "default f32")]):
+            assert default["ratio_to_default"] == 1.0
+        for row in rows.values():
+            # Every row runs the same BN-folded file: the same function as the PyTorch model.
+            assert row["max_rel_error"] < 1e-3 and row["median_ms"] > 0
+            timed = rows[tuple(row["timed_as"].split(" / "))]  # type: ignore[index]
+            assert row["median_ms"] == timed["median_ms"]
+    assert "compiled to the same properties" in (tmp_path / "rc.md").read_text()

@@ -168,7 +168,10 @@ def test_missing_runtime_names_the_extra(
         ({"candidates": ("eager", "tvm")}, r"`candidates`: expected backends among .* 'tvm'"),
         ({"candidates": ()}, r"`candidates`: expected a non-empty sequence"),
         ({"backend": "eager", "candidates": ("eager",)}, r"`candidates`: expected None unless"),
-        ({"precision": "fp16"}, r"`precision`: expected one of 'fp32', 'bf16', received 'fp16'"),
+        (
+            {"precision": "fp16"},
+            r"`precision`: expected one of 'fp32', 'bf16', 'auto', received 'fp16'",
+        ),
     ],
 )
 def test_invalid_arguments_are_named(net: nn.Module, kwargs: dict, match: str) -> None:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sepconv.cli._calibration import add_flags
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -41,10 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=("fp32", "bf16", "auto"),
         default="fp32",
-        help="with --backend: what it may compute in (bf16 where the CPU has it natively)",
+        help="with --backend: what it may compute in (bf16 where the CPU has it natively); "
+        "auto: build fp32, bf16 and int8, measure each one's top-1 agreement with eager fp32 "
+        "on --calib-data and keep the fastest that reaches --min-agreement",
     )
+    add_flags(parser)
     parser.add_argument("--threads", type=int, default=None, help="with --backend: threads")
     parser.set_defaults(func=run)
 
@@ -52,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from sepconv.cli._calibration import check_flags
     from sepconv.cli._console import console
     from sepconv.cli._model import trained_model
     from sepconv.data import channel_stats, load_dataset
@@ -69,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         positive_int("--threads", args.threads)
     positive_int("--image-size", args.image_size)
+    min_agreement = check_flags(args)
+    if args.precision == "auto" and args.backend is None:
+        raise invalid("--precision", "'auto' only with --backend", args.precision)
     if args.backend is not None and args.device != "cpu":
         raise invalid(
             "--device",
@@ -132,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
         from sepconv.deploy import BackendMismatchError
 
         try:
-            metrics["deployed"] = _deployed(args, model, dataset, norm["mean"], norm["std"])
+            metrics["deployed"] = _deployed(
+                args, model, dataset, norm["mean"], norm["std"], min_agreement
+            )
         except (ImportError, BackendMismatchError) as err:
             print(f"sepconv evaluate: error: {err}", file=sys.stderr)
             return 1
@@ -173,26 +184,42 @@ def _deployed(
     dataset: ImageDataset,
     mean: list[float],
     std: list[float],
+    min_agreement: float,
 ) -> dict[str, Any]:
     """Run ``dataset`` through ``model`` compiled for ``args.backend`` and print and return how
-    it compares with eager fp32 (accuracies, agreement, the first batch's relative error)."""
+    it compares with eager fp32 (accuracies, agreement, the first batch's relative error); with
+    ``--precision auto``, also every candidate measured on the calibration images."""
     from rich.table import Table
 
     from sepconv.bench.timing import environment
+    from sepconv.cli._calibration import calibration_images, candidate_rows, chosen_line
     from sepconv.cli._console import console
     from sepconv.deploy import compare_top1, compile_for_inference, prepare_images
 
     inputs = prepare_images(dataset, mean=mean, std=std)
     batch = min(args.batch_size, len(inputs))
+    size = (int(inputs.shape[1]), int(inputs.shape[2]), int(inputs.shape[3]))
+    calibration = None
+    if args.precision == "auto":
+        calibration = calibration_images(
+            args.calib_data,
+            args.calib_samples,
+            image_size=size[2],
+            in_chans=size[0],
+            mean=mean,
+            std=std,
+        )
     with console().status(f"compiling the model for {args.backend} and checking it"):
         fast = compile_for_inference(
             model,
             backend=args.backend,
-            input_size=(inputs.shape[1], inputs.shape[2], inputs.shape[3]),
+            input_size=size,
             batch_size=batch,
             threads=args.threads,
             precision=args.precision,
-            example=inputs[:batch],
+            calibration=calibration,
+            min_agreement=min_agreement,
+            example=inputs[:batch] if calibration is None else None,
         )
     check = compare_top1(model, fast, inputs, dataset.labels, batch_size=batch)
     table = Table(title=f"deployed: {fast.backend} ({fast.precision})", show_header=False)
@@ -202,14 +229,30 @@ def _deployed(
         table.add_row(
             "auto measured (ms)", ", ".join(f"{k} {v:.2f}" for k, v in fast.timings.items())
         )
-    for name, why in fast.skipped.items():
-        table.add_row(f"left out: {name}", why)
-    table.add_row("max relative error (first batch)", f"{fast.max_rel_error:.2e}")
+    if calibration is not None:
+        for row in candidate_rows(fast):
+            table.add_row(*row)
+    else:
+        for name, why in fast.skipped.items():
+            table.add_row(f"left out: {name}", why)
+        table.add_row("max relative error (first batch)", f"{fast.max_rel_error:.2e}")
     table.add_row("eager fp32 top-1", f"{check.reference_accuracy:.4f}")
     table.add_row(f"{fast.backend} {fast.precision} top-1", f"{check.candidate_accuracy:.4f}")
     table.add_row("accuracy drop", f"{check.accuracy_drop:.2f} points")
     table.add_row("top-1 agreement with eager fp32", f"{check.agreement:.4f}")
     console().print(table)
+    auto: dict[str, Any] = {}
+    if calibration is not None:
+        console().print(chosen_line(fast, len(calibration), args.calib_data))
+        auto = {
+            "calibration": {"data": args.calib_data, "split": "train", "images": len(calibration)},
+            "min_agreement": min_agreement,
+            "calibration_agreement": fast.agreement,
+            "max_rel_error_first_batch": None,  # measured on the calibration images instead
+            "max_rel_error_calibration": fast.max_rel_error,
+            "candidates": {name: r.to_dict() for name, r in fast.candidates.items()},
+            "why": fast.why,
+        }
     return {
         "command": " ".join(["sepconv", *sys.argv[1:]]),
         "environment": environment(fast.threads),
@@ -220,5 +263,6 @@ def _deployed(
         "max_rel_error_first_batch": fast.max_rel_error,
         "auto_timings_ms": dict(fast.timings),
         "skipped": dict(fast.skipped),
+        **auto,
         **check.to_dict(),
     }

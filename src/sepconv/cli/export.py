@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sepconv.cli._calibration import add_flags
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -64,6 +66,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "training (`sepconv train` records it) or by the images' own statistics: for trained "
         "models, on which noise can be ill-conditioned",
     )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=("fp32", "auto"), default="fp32",
+        help="auto: after the export, build the model for CPU inference in fp32, bf16 (where "
+        "the CPU has it) and int8, measure each one's top-1 agreement with eager fp32 on "
+        "--calib-data and report the fastest that reaches --min-agreement; when that is int8, "
+        "also write its file, OUTPUT with .int8.onnx",
+    )  # fmt: skip
+    add_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -139,6 +149,7 @@ def _check_images(
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from sepconv.cli._calibration import calibration_images, check_flags
     from sepconv.cli._console import console
     from sepconv.deploy import ExportError, export_onnx, fuse
     from sepconv.utils.files import check_writable
@@ -154,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.weights is not None and not args.weights.is_file():
         raise invalid("--weights", "an existing weights file", str(args.weights))
+    min_agreement = check_flags(args)
+    int8_output = output.with_suffix(".int8.onnx")
+    if args.precision == "auto":
+        check_writable(int8_output, "--output")
     model, name, default_size, record = _build(args)
     recorded_chans = record.kwargs.get("in_chans") if record is not None else None
     in_chans = int(args.in_chans or recorded_chans or 3)
@@ -161,6 +176,16 @@ def run(args: argparse.Namespace) -> int:
     check_inputs = None
     if args.check_data is not None:
         check_inputs = _check_images(args, size, in_chans, record)
+    calibration = None
+    if args.precision == "auto":
+        calibration = calibration_images(
+            args.calib_data,
+            args.calib_samples,
+            image_size=size,
+            in_chans=in_chans,
+            mean=None if record is None else record.mean,
+            std=None if record is None else record.std,
+        )
 
     start = time.perf_counter()
     try:
@@ -203,4 +228,50 @@ def run(args: argparse.Namespace) -> int:
     out = console()
     out.print(table)
     out.print("relative error = max|onnx - eager| / max|eager|, ONNX Runtime vs PyTorch eager")
+    if calibration is not None:
+        return _choose_precision(args, model, calibration, min_agreement, int8_output)
+    return 0
+
+
+def _choose_precision(
+    args: argparse.Namespace,
+    model: nn.Module,
+    calibration: torch.Tensor,
+    min_agreement: float,
+    int8_output: Path,
+) -> int:
+    """``--precision auto``: compile for batch-1 CPU inference in every precision, print each
+    candidate and the choice, and write the int8 file when int8 wins."""
+    from rich.table import Table
+
+    from sepconv.cli._calibration import candidate_rows, chosen_line
+    from sepconv.cli._console import console
+    from sepconv.deploy import BackendMismatchError, compile_for_inference, quantize
+
+    size = (int(calibration.shape[1]), int(calibration.shape[2]), int(calibration.shape[3]))
+    try:
+        with console().status("building fp32, bf16 and int8 candidates and measuring them"):
+            fast = compile_for_inference(
+                model,
+                precision="auto",
+                calibration=calibration,
+                min_agreement=min_agreement,
+                input_size=size,
+            )
+            if fast.precision == "int8":
+                # The same calibration images give the same ranges, so the same file.
+                quantize(model, calibration, int8_output, input_size=size)
+    except (ImportError, BackendMismatchError) as err:
+        print(f"sepconv export: error: {err}", file=sys.stderr)
+        return 1
+    table = Table(title="precision auto: batch 1, CPU", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="left")
+    for row in candidate_rows(fast):
+        table.add_row(*row)
+    out = console()
+    out.print(table)
+    out.print(chosen_line(fast, len(calibration), args.calib_data))
+    if fast.precision == "int8":
+        out.print(f"int8 file: {int8_output}")
     return 0

@@ -7,6 +7,7 @@ missing one raises an ImportError naming the extra to install (``pip install 'se
 """
 
 from sepconv.deploy.agreement import Agreement, compare_top1
+from sepconv.deploy.compiled import CandidateReport
 from sepconv.deploy.fuse import fuse
 from sepconv.deploy.onnx import ExportError, OnnxExport, export_onnx
 from sepconv.deploy.quantize import prepare_images, quantize
@@ -21,6 +22,7 @@ from sepconv.deploy.runtime_ops import openvino_layers, quantized_ops
 __all__ = [
     "Agreement",
     "BackendMismatchError",
+    "CandidateReport",
     "ExportError",
     "InferenceModel",
     "OnnxExport",

@@ -3,8 +3,9 @@
 
 Each ``*_runner`` returns a function from a float32 CPU tensor of the compiled shape to the
 output tensor: eager PyTorch (NCHW or channels-last, whichever measured faster), torch.compile
-(inductor with frozen weights), ONNX Runtime and OpenVINO, each set up for low-latency CPU
-inference with a pinned thread count.
+(inductor with frozen weights), ONNX Runtime and OpenVINO, each with a pinned thread count and
+otherwise the settings that measured fastest (for the two runtimes: their defaults, see
+:func:`onnxruntime_settings` and :func:`openvino_config`).
 """
 
 from __future__ import annotations
@@ -161,15 +162,22 @@ def require_runtime(backend: str) -> None:
         require(backend, f"The {backend} backend")
 
 
-def onnxruntime_runner(path: Path, threads: int) -> Runner:
+def onnxruntime_settings(threads: int) -> dict[str, object]:
+    """The ``SessionOptions`` attributes sepconv sets on an ONNX Runtime CPU session."""
+    # Only the thread count: ONNX Runtime's defaults are already all graph optimisations and
+    # sequential execution (the inter-op pool is then unused), and setting them again measured
+    # no faster than a default session on MobileNetV1/V2, EfficientNet-B0 and ResNet-50
+    # (python benchmarks/runtime_config.py, results/benchmarks/runtime_config.md).
+    return {"intra_op_num_threads": threads}
+
+
+def onnxruntime_session(path: Path, settings: dict[str, object]) -> Runner:
+    """A runner over a CPU ``InferenceSession`` of ``path`` with the ``SessionOptions``
+    attributes ``settings`` (the rest keep ONNX Runtime's defaults)."""
     ort = require("onnxruntime", "The onnxruntime backend")
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # One image at a time: parallelism comes from inside each op, not from running ops side by
-    # side, so the inter-op pool would only add threads competing for the same cores.
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    for name, value in settings.items():
+        setattr(options, name, value)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
 
@@ -179,31 +187,34 @@ def onnxruntime_runner(path: Path, threads: int) -> Runner:
     return run
 
 
-def openvino_runner(
-    path: Path, shape: tuple[int, int, int, int], threads: int, precision: CpuPrecision
-) -> tuple[Runner, CpuPrecision]:
-    """The runner, and the precision OpenVINO compiled it for (bf16 only where asked for and the
-    CPU has it)."""
+def onnxruntime_runner(path: Path, threads: int) -> Runner:
+    return onnxruntime_session(path, onnxruntime_settings(threads))
+
+
+def openvino_config(threads: int, precision: str) -> dict[str, object]:
+    """The CPU plugin properties sepconv compiles with; ``precision`` is OpenVINO's name of the
+    inference precision (``"f32"`` or ``"bf16"``)."""
+    # Only what differs from OpenVINO's defaults: the thread count, and the precision (on a CPU
+    # with native bf16 the default is bf16, which is not an fp32 result). The LATENCY hint and
+    # NUM_STREAMS=1 sepconv used to add compile to exactly the properties the defaults give
+    # (one stream, latency hint, the same threads and pinning), and measured no faster
+    # (python benchmarks/runtime_config.py, results/benchmarks/runtime_config.md); leaving them
+    # out keeps sepconv's OpenVINO model the one a default-configured user gets.
+    return {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
+
+
+def openvino_compiled(
+    path: Path, shape: tuple[int, int, int, int], config: dict[str, object]
+) -> tuple[Runner, str]:
+    """A runner over ``path`` compiled for the CPU at the static ``shape`` with the plugin
+    properties ``config`` (the rest keep OpenVINO's defaults), and the inference precision the
+    plugin compiled for (OpenVINO's name: ``"f32"``, ``"bf16"``)."""
     ov = require("openvino", "The openvino backend")
-    asked = "bf16" if precision == "bf16" and bf16_native() else "f32"
     graph = ov.convert_model(str(path))
     graph.reshape(list(shape))  # static shape: the CPU plugin plans memory and kernels once
-    compiled = ov.Core().compile_model(
-        graph,
-        "CPU",
-        {
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-            "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": asked,
-        },
-    )
+    compiled = ov.Core().compile_model(graph, "CPU", config)
     # What the plugin compiled for, read back rather than assumed.
-    used: CpuPrecision = (
-        "bf16"
-        if compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
-        else "fp32"
-    )
+    used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     request = compiled.create_infer_request()
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -212,6 +223,16 @@ def openvino_runner(
         return torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True))
 
     return run, used
+
+
+def openvino_runner(
+    path: Path, shape: tuple[int, int, int, int], threads: int, precision: CpuPrecision
+) -> tuple[Runner, CpuPrecision]:
+    """The runner, and the precision OpenVINO compiled it for (bf16 only where asked for and the
+    CPU has it)."""
+    asked = "bf16" if precision == "bf16" and bf16_native() else "f32"
+    run, used = openvino_compiled(path, shape, openvino_config(threads, asked))
+    return run, "bf16" if used == "bf16" else "fp32"
 
 
 def build_cpu_runner(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +13,13 @@ import torch
 
 from sepconv.deploy.onnx import relative_error
 
-__all__ = ["BackendMismatchError", "InferenceModel", "Runner", "fastest_reason"]
+__all__ = [
+    "BackendMismatchError",
+    "CandidateReport",
+    "InferenceModel",
+    "Runner",
+    "fastest_reason",
+]
 
 #: A backend's forward: a batch of the compiled shape -> the float32 output.
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -21,6 +27,34 @@ Runner = Callable[[torch.Tensor], torch.Tensor]
 
 class BackendMismatchError(RuntimeError):
     """A compiled backend's output disagrees with eager PyTorch beyond the tolerance."""
+
+
+@dataclass(frozen=True)
+class CandidateReport:
+    """How one ``backend/precision`` candidate of ``precision="auto"`` measured, and its fate.
+
+    Attributes:
+        backend: The backend (``"onnxruntime"``, ``"openvino"``, ``"eager"``, ...).
+        precision: What it computes in: ``"fp32"``, ``"bf16"`` or ``"int8"``.
+        kept: Whether it qualified for the choice (fp32 always does; bf16 and int8 when their
+            top-1 agreement reached ``min_agreement``).
+        reason: Why it was dropped, or not built at all (empty when kept).
+        median_ms: Median latency per batch in milliseconds (``None`` when not built).
+        agreement: Fraction of calibration images whose top-1 class equals eager fp32's.
+        max_rel_error: ``max|out - eager| / max|eager|`` over the calibration images.
+    """
+
+    backend: str
+    precision: str
+    kept: bool
+    reason: str = ""
+    median_ms: float | None = None
+    agreement: float | None = None
+    max_rel_error: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """Return a JSON-ready dict of the fields."""
+        return asdict(self)
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,14 +69,20 @@ class InferenceModel:
             ``precision="bf16"`` was asked for and the backend uses it), or ``"int8"`` for a
             quantized ONNX file.
         timings: Backend -> median latency in milliseconds, for every candidate ``auto``
-            measured (empty when the backend was named).
+            measured (empty when the backend was named); keyed ``"backend/precision"`` on CUDA
+            and with ``precision="auto"``.
         skipped: Backend -> why ``auto`` left it out: the runtime is not installed, or its
             output disagreed with eager PyTorch.
         max_rel_error: ``max|out - eager| / max|eager|`` measured at build time on the example
-            input (``None`` when there was no PyTorch model to compare with).
+            input, with ``precision="auto"`` on the calibration images (``None`` when there
+            was no PyTorch model to compare with).
         path: The ONNX file the runtime loaded, when it is kept on disk (:func:`load_onnx`).
         device: Where it runs: ``"cpu"`` or a CUDA device such as ``"cuda:0"``.
         why: Why ``auto`` picked this backend, in one sentence (empty when it was named).
+        agreement: With ``precision="auto"``: the fraction of calibration images on which its
+            top-1 class equals eager fp32's (``None`` otherwise).
+        candidates: With ``precision="auto"``: ``"backend/precision"`` -> its
+            :class:`CandidateReport`, for every candidate considered (empty otherwise).
 
     Example:
         >>> import sepconv
@@ -64,6 +104,8 @@ class InferenceModel:
     path: Path | None = None
     device: str = "cpu"
     why: str = ""
+    agreement: float | None = None
+    candidates: Mapping[str, CandidateReport] = field(default_factory=dict)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Run one batch: ``x`` of shape :attr:`input_shape` -> the float32 output.

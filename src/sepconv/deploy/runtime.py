@@ -23,11 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
-import numpy as np
 import torch
 from torch import nn
 
-from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, measure
 from sepconv.deploy.backends import (
     build_cpu_runner,
     check_threads,
@@ -35,6 +33,7 @@ from sepconv.deploy.backends import (
     load_onnx,
     require_runtime,
 )
+from sepconv.deploy.choose import keep_fastest
 from sepconv.deploy.compiled import (
     BackendMismatchError,
     InferenceModel,
@@ -42,8 +41,9 @@ from sepconv.deploy.compiled import (
     fastest_reason,
 )
 from sepconv.deploy.cuda import CUDA_BACKENDS, CUDA_PRECISIONS, compile_for_cuda
-from sepconv.deploy.inputs import check_images, check_input_size
+from sepconv.deploy.inputs import check_images, check_input_size, first_images
 from sepconv.deploy.onnx import export_onnx
+from sepconv.deploy.precision import DEFAULT_MIN_AGREEMENT, check_calibration, search_precision
 from sepconv.utils.devices import check_device
 from sepconv.utils.validation import invalid, positive_int
 
@@ -74,7 +74,9 @@ def compile_for_inference(
     batch_size: int = 1,
     threads: int | None = None,
     candidates: Sequence[str] | None = None,
-    precision: Literal["fp32", "bf16", "fp16"] | None = None,
+    precision: Literal["fp32", "bf16", "fp16", "auto"] | None = None,
+    calibration: torch.Tensor | None = None,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
     example: torch.Tensor | None = None,
     device: str | torch.device = "cpu",
     compile_mode: str = "max-autotune",
@@ -92,19 +94,31 @@ def compile_for_inference(
       constants, convs get pre-packed oneDNN weights). Compiled at build time, which takes a
       minute or more; needs a C++ compiler. bf16 as for eager.
     - ``"onnxruntime"``: the file :func:`sepconv.export_onnx` writes (static shape), in a CPU
-      session with all graph optimisations (constant folding, conv+activation fusion, NCHWc
-      blocked layout), sequential execution and ``threads`` intra-op threads. Always fp32 (its
-      CPU provider has no bf16 convolutions).
+      session with ``threads`` intra-op threads and otherwise ONNX Runtime's defaults (all graph
+      optimisations: constant folding, conv+activation fusion, NCHWc blocked layout; sequential
+      execution). Always fp32 (its CPU provider has no bf16 convolutions).
     - ``"openvino"``: the same ONNX file through ``openvino.convert_model``, compiled for the CPU
-      with ``PERFORMANCE_HINT=LATENCY``, one stream, ``threads`` inference threads and the
-      inference precision pinned to f32 (OpenVINO's own default is bf16 on a bf16-capable CPU,
-      which would silently lower precision), or to bf16 with ``precision="bf16"`` where the CPU
-      has native bf16 (elsewhere OpenVINO stays f32).
+      with ``threads`` inference threads, otherwise OpenVINO's defaults (one stream, latency
+      hint), and the inference precision pinned to f32 (OpenVINO's own default is bf16 on a
+      bf16-capable CPU, which would silently lower precision), or to bf16 with
+      ``precision="bf16"`` where the CPU has native bf16 (elsewhere OpenVINO stays f32).
     - ``"auto"``: build each backend of ``candidates`` that is installed, time each on the same
-      input (:func:`sepconv.bench.timing.measure`: two interleaved rounds of 5 blocks, so that
-      load from elsewhere hits all alike) and keep the lowest median. The medians are in
+      input in alternating rounds of 0.1 s blocks, so that load from elsewhere hits all alike,
+      and keep the lowest median (the rule: :func:`sepconv.deploy.choose.keep_fastest`; it
+      adds about a second per runtime to the build). The losers are released before the
+      winner is returned, so no other runtime's threads stay alive. The medians are in
       :attr:`InferenceModel.timings`; the backends that could not be built or failed the check
       below, and why, in :attr:`InferenceModel.skipped`.
+
+    ``precision="auto"`` (CPU) measures precisions on the user's own images: every backend of
+    ``candidates`` (or the one named) is built in fp32, in bf16 where the CPU has native bf16,
+    and in int8 (:func:`sepconv.deploy.quantize`, calibrated on ``calibration``; ONNX Runtime
+    and OpenVINO). Each candidate runs all of ``calibration``; its top-1 agreement with eager
+    fp32 and its max relative error are recorded, and the fastest candidate whose agreement is
+    at least ``min_agreement`` is returned (fp32 always qualifies). Here bf16 and int8 are judged
+    by that agreement alone, not by :data:`BF16_RTOL`. :attr:`InferenceModel.agreement` is the
+    chosen one's agreement, :attr:`InferenceModel.candidates` every candidate's report, and
+    :attr:`InferenceModel.why` says why it won (:mod:`sepconv.deploy.precision`).
 
     Each built backend is run once on ``example`` (default: a seeded random input) and
     compared with the eager fp32 model in eval mode; a relative error above :data:`FP32_RTOL`
@@ -138,11 +152,19 @@ def compile_for_inference(
         precision: ``"fp32"`` (the CPU default) or ``"bf16"``: the precision the eager, compile
             and OpenVINO backends compute in (ONNX Runtime stays fp32); on CUDA also
             ``"fp16"``, and ``None`` (the CUDA default) measures all three.
-            :attr:`InferenceModel.precision` says what the returned backend uses.
+            :attr:`InferenceModel.precision` says what the returned backend uses. On the CPU
+            also ``"auto"``: measure fp32, bf16 and int8 on ``calibration`` (above).
+        calibration: With ``precision="auto"`` (and only then): a float tensor
+            ``(N, C, H, W)`` of real, already normalised images, ``N >= 1`` and ``C, H, W`` as
+            ``input_size`` (:func:`sepconv.deploy.prepare_images` makes them from uint8 images
+            or a dataset); the int8 candidates are calibrated on them too.
+        min_agreement: With ``precision="auto"``: lowest top-1 agreement with eager fp32, in
+            ``(0, 1]``, at which a bf16 or int8 candidate qualifies (default 0.995).
         example: A real input of shape ``(batch_size, *input_size)``, on which every backend
             is checked (the ONNX export too) and ``"auto"`` times them. Pass one for a trained
             model: noise can take its activations where float32 itself loses the digits the
-            check compares.
+            check compares. With ``precision="auto"`` it defaults to the first ``batch_size``
+            calibration images.
         device: ``"cpu"`` (default) or a CUDA device (``"cuda"``, ``"cuda:1"``).
         compile_mode: The ``torch.compile`` mode of the CUDA ``"compile"`` backend.
 
@@ -152,7 +174,8 @@ def compile_for_inference(
 
     Raises:
         ValueError: an unknown backend name (the valid ones are listed) or another invalid
-            argument, or a model whose output is not a single tensor.
+            argument (``precision="auto"`` without ``calibration``, or on CUDA), or a model
+            whose output is not a single tensor.
         ImportError: a named backend's runtime is not installed; the message names the extra
             (``pip install 'sepconv[onnx]'`` / ``'sepconv[openvino]'``).
         BackendMismatchError: (a ``RuntimeError``) the named backend, or with ``"auto"`` every
@@ -163,6 +186,11 @@ def compile_for_inference(
         >>> fast = compile_for_inference(sepconv.mobilenet_v2(), threads=2)  # doctest: +SKIP
         >>> fast.backend, fast.timings  # doctest: +SKIP
         ('openvino', {'eager': 30.1, 'onnxruntime': 9.8, 'openvino': 8.9})
+        >>> images = torch.randn(256, 3, 224, 224)  # your own normalised images, in practice
+        >>> best = compile_for_inference(sepconv.mobilenet_v2(), precision="auto",
+        ...                              calibration=images)  # doctest: +SKIP
+        >>> best.backend, best.precision, best.agreement  # doctest: +SKIP
+        ('openvino', 'bf16', 0.99609375)
     """
     if not isinstance(model, nn.Module):
         raise invalid("model", "an nn.Module", type(model).__name__)
@@ -177,13 +205,18 @@ def compile_for_inference(
     used_threads = check_threads(threads)
     if candidates is not None and backend != "auto":
         raise invalid("candidates", "None unless backend='auto'", candidates)
-    precisions = CUDA_PRECISIONS if cuda else get_args(Precision)
+    calibration = check_calibration(
+        calibration, precision=precision, min_agreement=min_agreement, size=size, cuda=cuda
+    )
+    precisions = CUDA_PRECISIONS if cuda else (*get_args(Precision), "auto")
     if precision is not None and precision not in precisions:
         raise invalid("precision", f"one of {choices(precisions)}", precision)
     default = (CUDA_BACKENDS if cuda else AUTO_BACKENDS) if candidates is None else candidates
     names = _check_candidates(default, valid)
     shape = (batch_size, *size)
-    if example is None:
+    if example is None and calibration is not None:
+        example = first_images(calibration, batch_size)
+    elif example is None:
         example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     else:
         example = check_images(
@@ -204,6 +237,17 @@ def compile_for_inference(
             precisions=precisions if precision is None else (precision,),
             auto=backend == "auto",
             compile_mode=compile_mode,
+        )
+    if calibration is not None:  # precision="auto"
+        return search_precision(
+            model,
+            calibration,
+            backends=names if backend == "auto" else (backend,),
+            batch_size=batch_size,
+            threads=used_threads,
+            example=example,
+            reference=reference,
+            min_agreement=min_agreement,
         )
     cpu_precision: Precision = "bf16" if precision == "bf16" else "fp32"
 
@@ -246,14 +290,9 @@ def compile_for_inference(
             "Cannot compile for inference: no backend of `candidates` could be built: "
             + "; ".join(f"{k}: {v}" for k, v in skipped.items())
         )
-    samples: dict[str, list[float]] = {name: [] for name in built}
-    for _ in range(2):
-        for name, candidate in built.items():
-            samples[name].extend(_time(candidate, example, used_threads).samples_s)
-    timings = {name: float(np.median(s)) * 1e3 for name, s in samples.items()}
-    best = min(timings, key=timings.__getitem__)
-    why = fastest_reason(best, timings, skipped)
-    return dataclasses.replace(built[best], timings=timings, skipped=skipped, why=why)
+    fastest, timings = keep_fastest(built, example, used_threads)  # releases the others
+    why = fastest_reason(fastest.backend, timings, skipped)
+    return dataclasses.replace(fastest, timings=timings, skipped=skipped, why=why)
 
 
 def _split_batch(input_size: object, batch_size: int) -> tuple[object, int]:
@@ -311,13 +350,6 @@ def _reference_output(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
             f"forward returns {type(output).__name__}."
         )
     return output
-
-
-def _time(model: InferenceModel, example: torch.Tensor, threads: int) -> Timing:
-    # Candidates are timed one after another: let the previous runtime's threads go idle first.
-    return measure(
-        lambda: model.run(example), warmup=2, repeats=5, threads=threads, settle_s=RUNTIME_SETTLE_S
-    )
 
 
 def _check_candidates(candidates: Sequence[str], valid: Sequence[str]) -> tuple[str, ...]:

@@ -1,0 +1,122 @@
+"""The ``--precision auto`` flags that ``sepconv export`` and ``sepconv evaluate`` share: the
+calibration images (``--calib-data``, the data spec of ``sepconv quantize``), how many of them,
+and the agreement a lower precision must reach."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import torch
+
+    from sepconv.deploy.compiled import InferenceModel
+
+#: Calibration images drawn by default: agreement is then measured to 0.1%.
+CALIB_SAMPLES = 1000
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--calib-data``, ``--calib-samples`` and ``--min-agreement`` to ``parser``."""
+    parser.add_argument(
+        "--calib-data", metavar="SPEC",
+        help="with --precision auto: images on which every precision's top-1 agreement with "
+        "eager fp32 is measured and int8 is calibrated: fashion-mnist[:DIR] | cifar10:DIR | "
+        "cifar100:DIR | imagefolder:DIR (its training split), normalised as in the weights' "
+        "training or by the images' own statistics",
+    )  # fmt: skip
+    parser.add_argument(
+        "--calib-samples", type=int, default=CALIB_SAMPLES, metavar="N",
+        help=f"with --precision auto: calibration images, a seeded draw (default: {CALIB_SAMPLES})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-agreement", type=float, default=None, metavar="A",
+        help="with --precision auto: lowest top-1 agreement with eager fp32, in (0, 1], at which "
+        "bf16 or int8 is kept (default: 0.995); fp32 always qualifies",
+    )  # fmt: skip
+
+
+def check_flags(args: argparse.Namespace) -> float:
+    """Refuse inconsistent ``--precision auto`` flags before any work; return the
+    ``min_agreement`` to use."""
+    from sepconv.deploy.precision import DEFAULT_MIN_AGREEMENT
+    from sepconv.utils.validation import finite_number, invalid, positive_int
+
+    auto = args.precision == "auto"
+    if auto and args.calib_data is None:
+        raise invalid(
+            "--calib-data",
+            "a data spec with --precision auto (its images decide which precision is kept)",
+            None,
+        )
+    if not auto:
+        for flag, value in (
+            ("--calib-data", args.calib_data),
+            ("--min-agreement", args.min_agreement),
+        ):
+            if value is not None:
+                raise invalid(flag, "nothing unless --precision auto", value)
+    positive_int("--calib-samples", args.calib_samples)
+    if args.min_agreement is None:
+        return DEFAULT_MIN_AGREEMENT
+    return finite_number("--min-agreement", args.min_agreement, low=0, high=1, low_inclusive=False)
+
+
+def calibration_images(
+    spec: str,
+    count: int,
+    *,
+    image_size: int,
+    in_chans: int,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> torch.Tensor:
+    """``count`` images of the training split of ``spec`` (seeded draw without replacement),
+    as model inputs ``(count, in_chans, image_size, image_size)``: normalised with ``mean`` and
+    ``std`` (the weights' training values) or, without them, the split's own statistics."""
+    import torch
+
+    from sepconv.data import channel_stats, load_dataset
+    from sepconv.deploy import prepare_images
+
+    train = load_dataset(spec, "train", image_size=image_size)
+    channels = int(train.images.shape[1])
+    if channels != in_chans:
+        raise ValueError(
+            f"Invalid value for argument `--calib-data`: {spec!r} has images of {channels} "
+            f"channel(s), the model takes {in_chans}."
+        )
+    if mean is None or std is None:
+        mean, std = channel_stats(train.images)
+    # Seeded and without replacement: the first N of a class-sorted file would miss classes.
+    keep = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))
+    picked = train.images[keep[:count].sort().values]
+    return prepare_images(picked, input_size=(channels, image_size, image_size), mean=mean, std=std)
+
+
+def candidate_rows(fast: InferenceModel) -> list[tuple[str, str]]:
+    """Table rows: one per candidate of ``precision="auto"``, then what was chosen."""
+    rows = []
+    for name, report in fast.candidates.items():
+        if report.median_ms is None:
+            rows.append((name, f"not built: {report.reason}"))
+            continue
+        fate = "kept" if report.kept else f"dropped: {report.reason}"
+        rows.append(
+            (
+                name,
+                f"{report.median_ms:.3g} ms, agreement {report.agreement:.4f}, "
+                f"max rel error {report.max_rel_error:.2e}, {fate}",
+            )
+        )
+    return rows
+
+
+def chosen_line(fast: InferenceModel, count: int, spec: str) -> str:
+    """The result line: what ``precision="auto"`` chose and how well it agrees."""
+    return (
+        f"chosen: {fast.backend}/{fast.precision}, top-1 agreement {fast.agreement:.4f} with "
+        f"eager fp32 on {count} calibration images of {spec} (train)"
+    )

@@ -1,0 +1,118 @@
+"""How ``compile_for_inference(backend="auto")`` picks one of the CPU backends it built.
+
+Candidates that differ by a few percent need more than a handful of calls to be told apart
+repeatably, and every candidate left alive keeps its runtime's threads (ONNX Runtime's intra-op
+pool spins for a while after each call), which slows whatever runs next in the process. So the
+candidates are timed in alternating blocks of a fixed time budget, and the losers are released
+before the winner is returned.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+
+import numpy as np
+import torch
+
+from sepconv.bench.timing import RUNTIME_SETTLE_S, measure
+from sepconv.deploy.compiled import InferenceModel
+from sepconv.utils.validation import invalid, positive_int, positive_number
+
+__all__ = ["CHOICE_BLOCK_S", "CHOICE_ROUNDS", "FAR_BEHIND", "keep_fastest"]
+
+#: Rounds in which every candidate still in the race is timed once, in a rotating order.
+CHOICE_ROUNDS = 5
+#: Seconds of timed calls per candidate per round (after a pause and two warm-up calls).
+CHOICE_BLOCK_S = 0.1
+#: After the first round, a candidate whose median is above this multiple of the best one's is
+#: not timed again: eager PyTorch at 2-4x the runtimes' latency cannot catch up, and timing it
+#: would only lengthen the build.
+FAR_BEHIND = 1.5
+_MANY = 1_000_000
+
+
+def keep_fastest(
+    built: dict[str, InferenceModel],
+    example: torch.Tensor,
+    threads: int,
+    *,
+    rounds: int = CHOICE_ROUNDS,
+    block_s: float = CHOICE_BLOCK_S,
+    settle_s: float = RUNTIME_SETTLE_S,
+) -> tuple[InferenceModel, dict[str, float]]:
+    """Time the candidates of ``built`` on ``example``, return the fastest and every median,
+    and release the others.
+
+    The rule: in each of ``rounds`` rounds every candidate still in the race is timed once, the
+    order rotating from round to round so that none is always timed after the same other one.
+    A timing is a pause of ``settle_s`` (the previous runtime's worker threads go idle), two
+    warm-up calls, then blocks of calls (:func:`sepconv.bench.timing.measure`) until
+    ``block_s`` seconds of calls have passed, at least 3 blocks. A candidate's median is the
+    median of all its per-call samples over the rounds; after the first round a candidate
+    slower than :data:`FAR_BEHIND` times the best median is left out of later rounds (its
+    first-round median is what it reports). The lowest median wins; ties go to the earlier
+    candidate of ``built``.
+
+    Before returning, ``built`` is emptied and the garbage collector runs, so that the losing
+    runners, their ONNX Runtime sessions or OpenVINO compiled models, and the threads those
+    keep, are destroyed once the caller holds no other reference to them.
+
+    Args:
+        built: Candidate name -> checked :class:`InferenceModel` (emptied by this call).
+        example: The input every candidate is timed on, of the compiled shape.
+        threads: Intra-op threads PyTorch is pinned to while timing.
+        rounds: Alternating rounds (default :data:`CHOICE_ROUNDS`).
+        block_s: Seconds of timed calls per candidate and round (default
+            :data:`CHOICE_BLOCK_S`).
+        settle_s: Pause before each timing (default
+            :data:`~sepconv.bench.timing.RUNTIME_SETTLE_S`).
+
+    Returns:
+        The fastest model, with nothing else changed, and candidate -> median milliseconds.
+
+    Example:
+        >>> import torch
+        >>> from sepconv.deploy.compiled import InferenceModel
+        >>> fast = InferenceModel("a", (1, 1, 1, 1), 1, run=lambda x: x)
+        >>> slow = InferenceModel("b", (1, 1, 1, 1), 1, run=lambda x: x.exp().log())
+        >>> best, ms = keep_fastest({"a": fast, "b": slow}, torch.ones(1, 1, 1, 1), 1,
+        ...                         rounds=2, block_s=0.01, settle_s=0.0)
+        >>> sorted(ms)
+        ['a', 'b']
+    """
+    if not built:
+        raise invalid("built", "at least one candidate", built)
+    positive_int("rounds", rounds)
+    positive_number("block_s", block_s)
+    if settle_s < 0:
+        raise invalid("settle_s", ">= 0", settle_s)
+    names = list(built)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    racing = list(names)
+    for r in range(rounds):
+        shift = r % len(racing)
+        for name in racing[shift:] + racing[:shift]:
+            model = built[name]
+            timing = measure(
+                functools.partial(model.run, example),
+                warmup=2,
+                repeats=_MANY,  # the time budget ends the timing, not the count
+                max_time_s=block_s,
+                threads=threads,
+                settle_s=settle_s,
+            )
+            samples[name].extend(timing.samples_s)
+        if r == 0:
+            first = {name: float(np.median(samples[name])) for name in racing}
+            best_first = min(first.values())
+            racing = [name for name in racing if first[name] <= FAR_BEHIND * best_first]
+    timings = {name: float(np.median(samples[name])) * 1e3 for name in names}
+    best = min(names, key=timings.__getitem__)  # min keeps the first of equal medians
+    winner = built[best]
+    # Release the losers now: a live ONNX Runtime session keeps spinning threads, and an
+    # OpenVINO compiled model its memory, for as long as anything refers to them.
+    built.clear()
+    del model
+    gc.collect()
+    return winner, timings

@@ -1,0 +1,327 @@
+"""``precision="auto"`` of :func:`~sepconv.deploy.runtime.compile_for_inference` on the CPU:
+build the model in every precision this machine runs fast, measure each on the user's own
+images, and keep the fastest one whose predictions agree with eager fp32.
+
+A fixed bound on the outputs' relative error is a poor judge of a lower precision. On trained
+Fashion-MNIST MobileNets bf16 moved the outputs by up to 3.0e-2, 0.6 of
+:data:`~sepconv.deploy.compiled.BF16_RTOL`, while agreeing with fp32 on 99.74-99.85% of the test
+images (``results/deploy/bf16_fashion_mnist``); random-weight networks fail the bound outright.
+What matters to a user is whether the predictions change on their data, so that is what decides
+here: the top-1 agreement with eager fp32 on the calibration images (argmax over the output's
+last dimension), next to the max relative error, which is reported but does not decide.
+
+Candidates, each ``"backend/precision"``:
+
+- fp32: every backend of ``candidates`` that is installed, checked against eager PyTorch with
+  :data:`~sepconv.deploy.compiled.FP32_RTOL` as ``backend="auto"`` does (an fp32 backend that
+  misses it runs a wrong graph; that is not rounding). fp32 always qualifies: it is the fallback.
+- bf16: eager PyTorch and torch.compile under CPU autocast, and OpenVINO with bf16 inference
+  precision, only where the CPU has native bf16 (:func:`sepconv.bench.timing.bf16_native`);
+  elsewhere bf16 is emulated and slower than fp32. ONNX Runtime has no bf16 convolutions.
+- int8: the file :func:`sepconv.deploy.quantize` writes (ONNX Runtime's quantizer, its ranges
+  calibrated on the same images), run on ONNX Runtime and on OpenVINO.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sepconv.bench.timing import bf16_native
+from sepconv.deploy.backends import build_cpu_runner, load_onnx, require_runtime
+from sepconv.deploy.choose import keep_fastest
+from sepconv.deploy.compiled import (
+    BackendMismatchError,
+    CandidateReport,
+    InferenceModel,
+    checked,
+)
+from sepconv.deploy.inputs import check_images, first_images
+from sepconv.deploy.onnx import export_onnx, relative_error
+from sepconv.deploy.quantize import quantize
+from sepconv.utils.validation import finite_number, invalid
+
+__all__ = ["DEFAULT_MIN_AGREEMENT", "check_calibration", "search_precision"]
+
+#: Default ``min_agreement``: at most 1 calibration image in 200 may change its top-1 class.
+#: bf16 measured 99.74-99.85% and ONNX Runtime's int8 99.22-99.54% on trained Fashion-MNIST
+#: MobileNets (results/deploy/), so by default bf16 qualifies there and int8 does not.
+DEFAULT_MIN_AGREEMENT = 0.995
+
+# Backends that compute in bfloat16 when asked (sepconv.deploy.backends.build_cpu_runner).
+_BF16_BACKENDS = ("eager", "compile", "openvino")
+# Runtimes that run an int8 QDQ ONNX file.
+_INT8_BACKENDS = ("onnxruntime", "openvino")
+
+
+def check_calibration(
+    calibration: object,
+    *,
+    precision: str | None,
+    min_agreement: float,
+    size: tuple[int, int, int],
+    cuda: bool,
+) -> torch.Tensor | None:
+    """Validate the arguments of ``precision="auto"`` before any work is done.
+
+    Returns:
+        ``calibration`` as contiguous float32 on the CPU, or ``None`` when it was not given
+        (and ``precision`` is not ``"auto"``).
+
+    Raises:
+        ValueError: naming ``calibration``, ``precision`` or ``min_agreement``.
+    """
+    if cuda and (calibration is not None or precision == "auto"):
+        name = "calibration" if calibration is not None else "precision"
+        shown = _shown(calibration) if calibration is not None else precision
+        raise invalid(
+            name,
+            "precision='auto' and its calibration images only on the CPU",
+            shown,
+            note="; on CUDA, precision=None already measures fp32, bf16 and fp16 and keeps the "
+            "fastest that passes its check",
+        )
+    if precision != "auto":
+        if calibration is not None:
+            raise invalid("calibration", "None unless precision='auto'", _shown(calibration))
+        return None
+    finite_number("min_agreement", min_agreement, low=0, high=1, low_inclusive=False)
+    if calibration is None:
+        raise invalid(
+            "calibration",
+            "a float tensor (N, C, H, W) of normalised images with precision='auto' (the "
+            "precision search measures top-1 agreement with fp32 on them)",
+            None,
+        )
+    hint = " of normalised images (sepconv.deploy.prepare_images makes them from uint8 images)"
+    images = check_images("calibration", calibration, size, hint=hint)
+    if not bool(torch.isfinite(images).all()):
+        raise invalid("calibration", "finite values", "a tensor containing NaN or inf")
+    return images
+
+
+def search_precision(
+    model: nn.Module,
+    calibration: torch.Tensor,
+    *,
+    backends: Sequence[str],
+    batch_size: int,
+    threads: int,
+    example: torch.Tensor,
+    reference: torch.Tensor,
+    min_agreement: float,
+) -> InferenceModel:
+    """Build ``model`` on ``backends`` in fp32, bf16 and int8; keep the fastest that agrees.
+
+    Every candidate runs all of ``calibration`` (through the compiled batch size, see
+    :func:`_top_outputs`); its top-1 agreement with the unmodified eager fp32 model and its max
+    relative error are recorded. All candidates that were built are then timed on ``example``
+    as ``backend="auto"`` times its backends (:func:`sepconv.deploy.choose.keep_fastest`:
+    alternating rounds), so that the report has every candidate's median; the fastest whose
+    agreement is at least ``min_agreement``, or that computes in fp32, is returned, with every
+    candidate's numbers in :attr:`InferenceModel.candidates`. The others are released.
+
+    Args:
+        model: The fp32 model (not modified).
+        calibration: Checked float inputs ``(N, C, H, W)`` (:func:`check_calibration`).
+        backends: Backends to build (``candidates`` of ``"auto"``, or the one named).
+        batch_size: The compiled batch.
+        threads: Intra-op threads of every candidate.
+        example: One batch of the compiled shape: the fp32 check and ONNX export run on it.
+        reference: The eager fp32 output on ``example``.
+        min_agreement: Lowest top-1 agreement at which a bf16 or int8 candidate qualifies.
+
+    Returns:
+        The chosen :class:`InferenceModel`; ``timings`` and ``skipped`` are keyed
+        ``"backend/precision"``, and ``agreement``, ``candidates`` and ``why`` are set.
+
+    Raises:
+        BackendMismatchError: no candidate qualified (every fp32 backend missed its check).
+        ImportError: no candidate could be built: the runtimes are missing.
+    """
+    n, c, h, w = (int(v) for v in example.shape)
+    shape = (n, c, h, w)
+    built: dict[str, InferenceModel] = {}
+    skipped: dict[str, str] = {}
+    mismatched = False
+    with tempfile.TemporaryDirectory(prefix="sepconv-precision-") as tmp:
+        onnx_file = Path(tmp) / "model.onnx"
+        for precision in ("fp32", "bf16"):
+            for backend in backends:
+                if precision == "bf16" and backend not in _BF16_BACKENDS:
+                    continue
+                name = f"{backend}/{precision}"
+                if precision == "bf16" and not bf16_native():
+                    skipped[name] = "this CPU has no native bf16 (AVX512-BF16 or AMX)"
+                    continue
+                try:
+                    require_runtime(backend)  # before the export, which takes a while
+                    if backend in _INT8_BACKENDS and not onnx_file.exists():
+                        export_onnx(
+                            model,
+                            onnx_file,
+                            input_size=(c, h, w),
+                            dynamic_batch=False,
+                            check_batches=(batch_size,),
+                            check_inputs=example,
+                        )
+                    runner, used = build_cpu_runner(
+                        backend, model, example, onnx_file, threads, precision
+                    )
+                    if used != precision:  # OpenVINO reads back what it compiled for
+                        skipped[name] = f"{backend} compiled it in {used}, not {precision}"
+                    elif precision == "fp32":
+                        built[name] = checked(
+                            backend, runner, used, shape, example, reference, threads=threads
+                        )
+                    else:  # judged by agreement below, not by a bound on the error
+                        built[name] = InferenceModel(
+                            backend, shape, threads, runner, precision=used
+                        )
+                except ImportError as err:
+                    skipped[name] = str(err)
+                except BackendMismatchError as err:
+                    skipped[name] = str(err)
+                    mismatched = True
+        _build_int8(model, calibration, backends, batch_size, threads, Path(tmp), built, skipped)
+
+    eager = copy.deepcopy(model).float().cpu().eval()
+    truth = _top_outputs(eager, calibration, batch_size)
+    reports: dict[str, CandidateReport] = {}
+    for name, candidate in built.items():
+        outputs = _top_outputs(candidate, calibration, batch_size)
+        agreement = (outputs.argmax(-1) == truth.argmax(-1)).double().mean().item()
+        qualifies = candidate.precision == "fp32" or agreement >= min_agreement
+        reason = "" if qualifies else f"top-1 agreement {agreement:.4f} < {min_agreement:g}"
+        reports[name] = CandidateReport(
+            candidate.backend,
+            candidate.precision,
+            kept=qualifies,
+            reason=reason,
+            agreement=agreement,
+            max_rel_error=relative_error(outputs, truth),
+        )
+    # A copy: keep_fastest empties what it is given, and the winner among all candidates may
+    # be one that did not qualify.
+    _, timings = keep_fastest(dict(built), example, threads)
+    for name, ms in timings.items():
+        reports[name] = dataclasses.replace(reports[name], median_ms=ms)
+    for name, why in skipped.items():
+        backend, _, precision = name.partition("/")
+        reports[name] = CandidateReport(backend, precision, kept=False, reason=why)
+    kept = [name for name in timings if reports[name].kept]
+    if not kept:
+        # Nothing qualified: a runtime is missing (ImportError), or something ran but no fp32
+        # backend passed its check and no lower precision agreed enough.
+        error = ImportError if not built and not mismatched else BackendMismatchError
+        raise error(
+            "Cannot compile for inference: no candidate qualified: "
+            + "; ".join(f"{k}: {r.reason}" for k, r in reports.items())
+        )
+    best = min(kept, key=timings.__getitem__)
+    chosen = reports[best]
+    dropped = {name: r.reason for name, r in reports.items() if not r.kept}
+    winner = built.pop(best)
+    # Release the others now, as backend="auto" does: a live ONNX Runtime session keeps its
+    # threads spinning, and an OpenVINO compiled model its memory.
+    built.clear()
+    gc.collect()
+    return dataclasses.replace(
+        winner,
+        timings=timings,
+        skipped=dropped,
+        max_rel_error=chosen.max_rel_error,
+        agreement=chosen.agreement,
+        candidates=reports,
+        why=_why(best, reports, len(calibration), min_agreement),
+    )
+
+
+def _build_int8(
+    model: nn.Module,
+    calibration: torch.Tensor,
+    backends: Sequence[str],
+    batch_size: int,
+    threads: int,
+    folder: Path,
+    built: dict[str, InferenceModel],
+    skipped: dict[str, str],
+) -> None:
+    """Quantize ``model`` once, calibrated on ``calibration``, and load the int8 file on each
+    int8-capable backend of ``backends`` into ``built`` (or the reason into ``skipped``)."""
+    runtimes = [b for b in backends if b in _INT8_BACKENDS]
+    if not runtimes:
+        return
+    path = folder / "model.int8.onnx"
+    try:
+        first = quantize(
+            model,
+            calibration,
+            path,
+            backend=runtimes[0],  # type: ignore[arg-type]
+            batch_size=batch_size,
+            threads=threads,
+        )
+    except ImportError as err:
+        skipped.update({f"{b}/int8": str(err) for b in runtimes})
+        return
+    # The file is deleted with the temporary folder; the sessions hold the model in memory.
+    built[f"{runtimes[0]}/int8"] = dataclasses.replace(first, path=None)
+    for backend in runtimes[1:]:
+        try:
+            other = load_onnx(path, backend=backend, batch_size=batch_size, threads=threads)  # type: ignore[arg-type]
+            built[f"{backend}/int8"] = dataclasses.replace(other, path=None)
+        except ImportError as err:
+            skipped[f"{backend}/int8"] = str(err)
+
+
+def _top_outputs(
+    fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    """``fn``'s float32 outputs for all ``images``, fed in batches of exactly ``batch_size``.
+
+    A compiled model takes only its own batch size. The ragged tail is padded with the first
+    calibration images (cycled), so that no image is dropped and the padding is real data, not
+    zeros that could push a runtime into a range it never saw; the padding's outputs are cut off.
+    """
+    count = len(images)
+    pad = -count % batch_size
+    if pad:
+        images = torch.cat([images, first_images(images, pad)])
+    with torch.inference_mode():
+        outputs = [fn(batch).float().cpu() for batch in images.split(batch_size)]
+    return torch.cat(outputs)[:count]
+
+
+def _why(best: str, reports: dict[str, CandidateReport], count: int, min_agreement: float) -> str:
+    """Why ``best`` was chosen, in one sentence."""
+    chosen = reports[best]
+    timed = {n: r for n, r in reports.items() if r.median_ms is not None}
+    qualified = sum(r.kept for r in timed.values())
+    text = (
+        f"{best}: {chosen.median_ms:.3g} ms median, fastest of {qualified} of {len(timed)} "
+        f"candidates that qualified (fp32, or top-1 agreement with eager fp32 >= "
+        f"{min_agreement:g} on {count} calibration images); its agreement {chosen.agreement:.4f}"
+    )
+    faster = [
+        f"{n} {r.median_ms:.3g} ms, agreement {r.agreement:.4f}"
+        for n, r in sorted(timed.items(), key=lambda item: item[1].median_ms or 0.0)
+        if not r.kept and (r.median_ms or 0.0) < (chosen.median_ms or 0.0)
+    ]
+    if faster:
+        text += "; faster but dropped: " + ", ".join(faster)
+    return text + "."
+
+
+def _shown(value: object) -> str:
+    """A short description of ``value`` for an error message (never a tensor's contents)."""
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor of shape {list(value.shape)}"
+    return type(value).__name__

@@ -1,0 +1,134 @@
+"""keep_fastest(): the rule ``compile_for_inference(backend="auto")`` picks a CPU backend by, and
+the release of the candidates that lose.
+
+Fake candidates whose latency is set by ``time.sleep`` make the expected winner known in advance
+(the margins are 100x, far beyond timing noise); the real path is checked through
+``compile_for_inference`` with weak references to every runner it built.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import weakref
+from collections.abc import Callable
+
+import onnxruntime as ort
+import pytest
+import torch
+from nets import mbconv_net, randomize_norms
+
+import sepconv.deploy.choose as choose_module
+import sepconv.deploy.runtime as runtime
+from sepconv.bench.timing import Timing
+from sepconv.deploy.choose import keep_fastest
+from sepconv.deploy.compiled import InferenceModel
+
+SHAPE = (1, 3, 8, 8)
+X = torch.zeros(SHAPE)
+
+
+def candidate(name: str, delay_s: float, calls: list[str]) -> InferenceModel:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        calls.append(name)
+        if delay_s:
+            time.sleep(delay_s)
+        return x
+
+    return InferenceModel(backend=name, input_shape=SHAPE, threads=1, run=run)
+
+
+def choose(built: dict[str, InferenceModel], rounds: int = 3) -> tuple[InferenceModel, dict]:
+    return keep_fastest(built, X, 1, rounds=rounds, block_s=0.02, settle_s=0.0)
+
+
+def test_the_fastest_candidate_wins_and_every_median_is_reported() -> None:
+    calls: list[str] = []
+    built = {
+        "slow": candidate("slow", 2e-3, calls),
+        "fast": candidate("fast", 0.0, calls),
+        "slower": candidate("slower", 4e-3, calls),
+    }
+    best, timings = choose(built)
+    assert best.backend == "fast"
+    assert set(timings) == {"slow", "fast", "slower"}
+    # sleep(d) never returns before d has passed: a lower bound that needs no timer of ours.
+    assert timings["slow"] >= 2.0 and timings["slower"] >= 4.0
+    assert timings["fast"] == min(timings.values())
+
+
+def test_the_losers_are_released_before_returning() -> None:
+    calls: list[str] = []
+    built = {"slow": candidate("slow", 2e-3, calls), "fast": candidate("fast", 0.0, calls)}
+    refs = {name: (weakref.ref(model), weakref.ref(model.run)) for name, model in built.items()}
+    best, _ = choose(built)
+    assert built == {}
+    assert refs["slow"][0]() is None and refs["slow"][1]() is None
+    assert refs["fast"][0]() is best and refs["fast"][1]() is best.run
+
+
+def test_a_candidate_far_behind_after_round_one_is_not_timed_again() -> None:
+    calls: list[str] = []
+    built = {"fast": candidate("fast", 0.0, calls), "far": candidate("far", 5e-3, calls)}
+    choose(built, rounds=4)
+    # One round of "far" is 2 warm-up calls, the call that sizes a block and about 0.02 s of
+    # 5 ms calls (at least 3): well under 10. Four rounds would be over 20.
+    assert 6 <= calls.count("far") < 10
+
+
+def test_a_tie_goes_to_the_first_candidate_and_the_order_rotates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def same_time(fn: Callable[[], object], **kwargs: object) -> Timing:
+        fn()  # one call, so that `calls` records the order of the timings
+        return Timing.from_samples([1e-3] * 3, threads=1, device="cpu")
+
+    monkeypatch.setattr(choose_module, "measure", same_time)
+    calls: list[str] = []
+    built = {name: candidate(name, 0.0, calls) for name in ("b", "a", "c")}
+    best, timings = choose(built, rounds=3)
+    assert best.backend == "b" and timings == {"b": 1.0, "a": 1.0, "c": 1.0}
+    assert calls == ["b", "a", "c", "a", "c", "b", "c", "b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"built": {}}, r"`built`: expected at least one candidate"),
+        ({"rounds": 0}, r"`rounds`: expected a positive integer"),
+        ({"block_s": 0.0}, r"`block_s`"),
+        ({"settle_s": -1.0}, r"`settle_s`"),
+    ],
+)
+def test_invalid_arguments_are_named(kwargs: dict, message: str) -> None:
+    args: dict = {"built": {"a": candidate("a", 0.0, [])}, **kwargs}
+    built = args.pop("built")
+    with pytest.raises(ValueError, match=message):
+        keep_fastest(built, X, 1, **args)
+
+
+def test_auto_releases_every_runtime_it_did_not_pick(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: dict[str, tuple[weakref.ref, list[weakref.ref]]] = {}
+    build_cpu_runner = runtime.build_cpu_runner
+
+    def recording(name: str, *args: object) -> tuple[Callable, str]:
+        runner, precision = build_cpu_runner(name, *args)  # type: ignore[arg-type]
+        # The ONNX Runtime session the runner's closure holds, if it is one.
+        cells = [c.cell_contents for c in runner.__closure__ or ()]
+        sessions = [weakref.ref(c) for c in cells if isinstance(c, ort.InferenceSession)]
+        built[name] = (weakref.ref(runner), sessions)
+        return runner, precision
+
+    monkeypatch.setattr(runtime, "build_cpu_runner", recording)
+    torch.manual_seed(0)
+    net = randomize_norms(mbconv_net(3), seed=1).eval()
+    compiled = runtime.compile_for_inference(net, input_size=(3, 32, 32), threads=1)
+    gc.collect()
+    assert set(built) == set(runtime.AUTO_BACKENDS)
+    assert built["onnxruntime"][1], "the ONNX Runtime runner holds its session"
+    for name, (runner, sessions) in built.items():
+        if name == compiled.backend:
+            assert runner() is compiled.run
+        else:
+            assert runner() is None, f"{name} was not released"
+            assert all(session() is None for session in sessions)

@@ -1,0 +1,223 @@
+"""``compile_for_inference(precision="auto")``: fp32, bf16 and int8 candidates judged by their
+top-1 agreement with eager fp32 on the user's images, and ``--precision auto`` on the CLI.
+
+The agreement oracles here are computed independently: the returned model is run on the
+calibration images batch by batch and its argmax compared with the unmodified eager model's.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sepconv import create_model, save_model
+from sepconv.bench.timing import bf16_native
+from sepconv.cli import main
+from sepconv.data import load_fashion_mnist
+from sepconv.deploy import compile_for_inference, prepare_images
+from sepconv.deploy.compiled import BF16_RTOL
+from sepconv.deploy.precision import check_calibration
+from sepconv.train import update_bn_statistics
+
+SIZE = (1, 28, 28)
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    test = load_fashion_mnist("test")
+    return prepare_images(test.images[:300], mean=[0.286], std=[0.353])
+
+
+@pytest.fixture(scope="module")
+def model(images: torch.Tensor) -> nn.Module:
+    """A small MobileNetV1 whose BatchNorm statistics come from real images, so that its
+    activations have a trained network's scale."""
+    torch.manual_seed(0)
+    net = create_model("mobilenet_v1_025", num_classes=10, in_chans=1, small_input=True)
+    return update_bn_statistics(net, images[100:].split(50))
+
+
+def eager_top1(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x).argmax(-1)
+
+
+def test_reported_agreement_is_the_chosen_models_own(model: nn.Module, images: torch.Tensor):
+    calibration = images[:60]  # 60 = 7 full batches of 8 and a ragged tail of 4
+    # A low bar, so that the fastest candidate of any precision may win.
+    fast = compile_for_inference(
+        model, precision="auto", calibration=calibration, min_agreement=0.3,
+        input_size=SIZE, batch_size=BATCH, threads=1, candidates=("onnxruntime", "openvino"),
+    )  # fmt: skip
+    padded = torch.cat([calibration, calibration[:4]])
+    predicted = torch.cat([fast(b).argmax(-1) for b in padded.split(BATCH)])[:60]
+    expected = (predicted == eager_top1(model, calibration)).double().mean().item()
+    assert fast.agreement == expected
+    assert fast.candidates[f"{fast.backend}/{fast.precision}"].agreement == expected
+    # Every precision was considered: fp32 on each runtime, bf16 (OpenVINO, where native), int8.
+    precisions = {r.precision for r in fast.candidates.values()}
+    assert {"fp32", "bf16", "int8"} <= precisions
+    # The choice is the fastest candidate that qualified, and the report says so.
+    kept = {n: r.median_ms for n, r in fast.candidates.items() if r.kept}
+    assert f"{fast.backend}/{fast.precision}" == min(kept, key=kept.__getitem__)
+    assert fast.timings == {n: r.median_ms for n, r in fast.candidates.items() if r.median_ms}
+    for report in fast.candidates.values():
+        if report.median_ms is not None:
+            assert report.kept == (report.precision == "fp32" or report.agreement >= 0.3)
+    assert fast.why.startswith(f"{fast.backend}/{fast.precision}:")
+
+
+class NearTie(nn.Module):
+    """Logits of ~100 that differ by ~0.05: fp32 (spacing 8e-6 there) keeps their order, bf16
+    (spacing 0.5) and int8 (a scale of ~0.4 over [0, 100]) cannot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            self.fc.weight.mul_(0.1)
+            self.fc.bias.fill_(100.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+def test_lower_precisions_that_flip_a_prediction_are_dropped(images: torch.Tensor):
+    net = NearTie().eval()
+    calibration = images[:32]
+    truth = eager_top1(net, calibration)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        in_bf16 = net(calibration).float().argmax(-1)
+    assert (in_bf16 != truth).any()  # the premise: bf16 flips predictions of this model
+    fast = compile_for_inference(
+        net, precision="auto", calibration=calibration, min_agreement=1.0,
+        input_size=SIZE, batch_size=BATCH, threads=1, candidates=("eager", "openvino"),
+    )  # fmt: skip
+    # Whatever won agrees on every image (fp32 qualifies regardless).
+    assert fast.precision == "fp32" or fast.agreement == 1.0
+    lower = {n: r for n, r in fast.candidates.items() if r.precision in ("bf16", "int8")}
+    for name, report in lower.items():
+        if report.median_ms is None:  # not built (a runtime missing)
+            assert not report.kept and name in fast.skipped
+        elif report.agreement < 1.0:  # built, measured, dropped for its agreement
+            assert not report.kept and name in fast.skipped
+            assert report.reason == f"top-1 agreement {report.agreement:.4f} < 1"
+            assert fast.skipped[name] == report.reason
+        else:  # e.g. a runtime that keeps the last layer in fp32: every prediction kept
+            assert report.kept
+    if not bf16_native():
+        return  # no bf16 candidate is built on such a CPU
+    # Eager bf16 flips predictions (the premise above) while its error passes the old bound.
+    eager_bf16 = fast.candidates["eager/bf16"]
+    assert not eager_bf16.kept and eager_bf16.agreement is not None
+    assert eager_bf16.agreement < 1.0
+    assert eager_bf16.max_rel_error is not None and eager_bf16.max_rel_error < BF16_RTOL
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"precision": "auto"}, r"argument `calibration`: expected a float tensor"),
+        (
+            {"precision": "auto", "calibration": torch.zeros(4, 1, 28, 28, dtype=torch.uint8)},
+            r"argument `calibration`: expected a float tensor \(N, 1, 28, 28\) of normalised",
+        ),
+        (
+            {"precision": "auto", "calibration": torch.zeros(4, 3, 28, 28)},
+            r"argument `calibration`: .*received 'torch.float32 tensor of shape \[4, 3, 28, 28\]",
+        ),
+        (
+            {"precision": "auto", "calibration": torch.zeros(0, 1, 28, 28)},
+            r"argument `calibration`",
+        ),
+        (
+            {"precision": "auto", "calibration": torch.full((2, 1, 28, 28), float("nan"))},
+            r"argument `calibration`: expected finite values",
+        ),
+        ({"precision": "fp32", "calibration": torch.zeros(2, *SIZE)}, r"`calibration`: .*'auto'"),
+        (
+            {"precision": "auto", "calibration": torch.zeros(2, *SIZE), "min_agreement": 0.0},
+            r"argument `min_agreement`: expected a value in \(0, 1\], received 0.0",
+        ),
+        (
+            {"precision": "auto", "calibration": torch.zeros(2, *SIZE), "min_agreement": 1.5},
+            r"argument `min_agreement`",
+        ),
+    ],
+)
+def test_invalid_arguments_are_refused_before_any_work(kwargs, match):
+    class Boom(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise AssertionError("the model must not run before the arguments are checked")
+
+    with pytest.raises(ValueError, match=match):
+        compile_for_inference(Boom(), input_size=SIZE, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"calibration": torch.zeros(2, *SIZE), "precision": None},
+            r"argument `calibration`: .*only on the CPU.*precision=None already measures",
+        ),
+        ({"calibration": None, "precision": "auto"}, r"argument `precision`: .*only on the CPU"),
+    ],
+)
+def test_auto_precision_is_refused_on_cuda(kwargs, match):
+    # The check compile_for_inference runs first for device="cuda" (no GPU needed to test it).
+    with pytest.raises(ValueError, match=match):
+        check_calibration(**kwargs, min_agreement=0.995, size=SIZE, cuda=True)
+
+
+def test_cli_export_reports_the_choice(
+    tmp_path, model: nn.Module, capsys: pytest.CaptureFixture[str]
+):
+    weights = tmp_path / "w.safetensors"
+    save_model(model, weights)
+    out = tmp_path / "m.onnx"
+    argv = ["export", "mobilenet_v1_025", "--format", "onnx", "--weights", str(weights),
+            "--input-size", "28", "--output", str(out), "--precision", "auto",
+            "--calib-data", "fashion-mnist", "--calib-samples", "24"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "openvino/fp32" in printed and "onnxruntime/int8" in printed
+    chosen = [line for line in printed.splitlines() if line.startswith("chosen: ")]
+    assert len(chosen) == 1 and "on 24 calibration images of fashion-mnist" in chosen[0]
+    assert out.is_file()
+    assert out.with_suffix(".int8.onnx").is_file() == ("/int8," in chosen[0])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--precision", "auto"], "`--calib-data`: expected a data spec with --precision auto"),
+        (["--calib-data", "fashion-mnist"], "`--calib-data`: expected nothing unless"),
+        (
+            ["--precision", "auto", "--calib-data", "fashion-mnist", "--min-agreement", "2"],
+            "`--min-agreement`: expected a value in (0, 1], received 2.0",
+        ),
+    ],
+)
+def test_cli_flag_errors_are_one_line(tmp_path, capsys, extra, message):
+    argv = ["export", "mobilenet_v1_025", "--format", "onnx", "--output",
+            str(tmp_path / "m.onnx"), *extra]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_evaluate_needs_a_backend_for_auto(tmp_path, capsys):
+    argv = ["evaluate", "mobilenet_v1_025", "--weights", str(tmp_path / "w.safetensors"),
+            "--data", "fashion-mnist", "--precision", "auto",
+            "--calib-data", "fashion-mnist"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "`--precision`: expected 'auto' only with --backend" in err
