@@ -39,9 +39,10 @@ Where the time goes: OpenVINO's own per-layer counters (``PERF_COUNT``) for the 
 (NNCF) model, summed by layer type and the precision it ran in, so that a missed int8 target
 shows which layers int8 does not speed up.
 
-All rows of a model are timed in interleaved rounds (row 1..n, then again), so that load from
-other processes spreads over all of them, each after a 0.1 s pause: ONNX Runtime's worker
-threads keep spinning after a call and slow the row timed next (``benchmarks/settle.py``). MACs
+All rows of a model are timed in interleaved rounds, the order rotating from round to round
+(``peers.interleaved``), so that load from other processes spreads over all of them, each after
+a 0.1 s pause: ONNX Runtime's worker threads keep spinning after a call and slow the row timed
+next (``benchmarks/settle.py``). MACs
 are counted by ``sepconv.analyze``; the matmul peak is measured at the same thread count
 (``sepconv.bench.roofline``).
 
@@ -64,9 +65,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,7 @@ import openvino as ov
 import timm
 import torch
 import torchvision
+from peers import eager, interleaved, plain_onnxruntime, plain_openvino
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -89,9 +91,9 @@ from torch import nn
 import sepconv
 from sepconv.bench.output import markdown_environment, markdown_table, terminal_table
 from sepconv.bench.roofline import measure_peak_gflops
-from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, bf16_native, environment, measure
+from sepconv.bench.timing import bf16_native, environment
 from sepconv.data import load_fashion_mnist
-from sepconv.deploy import compile_for_inference, export_onnx, load_onnx, prepare_images, quantize
+from sepconv.deploy import compile_for_inference, load_onnx, prepare_images, quantize
 from sepconv.deploy.onnx import relative_error
 from sepconv.deploy.runtime import Precision
 from sepconv.train import update_bn_statistics
@@ -120,45 +122,6 @@ def reference_model(library: str, name: str) -> nn.Module:
     if library == "timm":
         return timm.create_model(name, pretrained=False).eval()
     return getattr(torchvision.models, name)(weights=None).eval()
-
-
-def eager(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return model(x)
-
-    return run
-
-
-def plain_onnxruntime(model: nn.Module, folder: Path, threads: int, x: torch.Tensor) -> Callable:
-    exported = export_onnx(
-        model, folder / "plain.onnx", input_size=tuple(x.shape[1:]), fold_bn=False,
-        check_batches=(1,), check_inputs=x,
-    )  # fmt: skip
-    path = exported.path
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
-
-
-def plain_openvino(
-    model: nn.Module, example: torch.Tensor, threads: int, f32: bool
-) -> tuple[Callable, str]:
-    """OpenVINO with the thread count set (and f32 precision if ``f32``), and the precision it
-    compiled for."""
-    graph = ov.convert_model(copy.deepcopy(model), example_input=example)
-    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads}
-    if f32:
-        config["INFERENCE_PRECISION_HINT"] = "f32"
-    compiled = ov.Core().compile_model(graph, "CPU", config)
-    request = compiled.create_infer_request()
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        request.infer({0: x.numpy()}, share_inputs=True)
-        return torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True))
-
-    return run, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
 
 def calibration_images(count: int, size: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
@@ -197,33 +160,6 @@ def openvino_profile(graph: Any, x: torch.Tensor, threads: int, f32: bool) -> di
     keys = sorted({k for sums in calls for k in sums})
     medians = {k: float(np.median([sums.get(k, 0.0) for sums in calls])) for k in keys}
     return dict(sorted(medians.items(), key=lambda item: -item[1]))
-
-
-def interleaved(
-    rows: dict[str, Callable[[torch.Tensor], torch.Tensor]],
-    x: torch.Tensor,
-    *,
-    rounds: int,
-    repeats: int,
-    threads: int,
-) -> dict[str, Timing]:
-    samples: dict[str, list[float]] = {name: [] for name in rows}
-    calls: dict[str, int] = {}
-    for _ in range(rounds):
-        for name, fn in rows.items():
-            t = measure(
-                functools.partial(fn, x),
-                warmup=2,
-                repeats=repeats,
-                threads=threads,
-                settle_s=RUNTIME_SETTLE_S,
-            )
-            samples[name].extend(t.samples_s)
-            calls[name] = t.calls_per_block
-    return {
-        name: Timing.from_samples(s, calls_per_block=calls[name], threads=threads, device="cpu")
-        for name, s in samples.items()
-    }
 
 
 def bench_model(
@@ -533,6 +469,8 @@ def main() -> None:
     data = rerun(args, command) if args.reruns > 1 else measure_all(args, command)
     write_json(json_path, data)
     report(data, args.results_dir, args.out)
+    if args.reruns > 1:  # every run's data is in OUT.json now
+        shutil.rmtree(args.results_dir / f"{args.out}_runs")
 
 
 def measure_all(args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -597,20 +535,36 @@ def without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
 
 
 def rerun(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """Run the benchmark ``args.reruns`` times in fresh processes (same arguments, each writing
-    its JSON to a temporary folder): the last run's data, plus ``"reruns"`` with every run's
-    ratios, their median and worst, and every run's data."""
+    """Run the benchmark ``args.reruns`` times in fresh processes (same arguments): the last
+    run's data, plus ``"reruns"`` with every run's ratios, their median and worst, and every
+    run's data.
+
+    Each run writes ``RESULTS_DIR/OUT_runs/runK.json`` as it finishes, so a long series that
+    stops part-way keeps its finished runs: started again with the same arguments, it reuses
+    them and runs only the missing ones. The folder is removed once the summary is written.
+    """
     arguments = without_options(sys.argv[1:], ("--reruns", "--results-dir", "--out"))
+    folder = args.results_dir / f"{args.out}_runs"
+    folder.mkdir(parents=True, exist_ok=True)
     runs = []
-    with tempfile.TemporaryDirectory(prefix="sepconv-inference-reruns-") as tmp:
-        for index in range(args.reruns):
-            print(f"rerun {index + 1}/{args.reruns}, in a fresh process ...", flush=True)
-            out = f"run{index + 1}"
-            subprocess.run(
-                [sys.executable, __file__, *arguments, "--results-dir", tmp, "--out", out],
-                check=True,
-            )
-            runs.append(json.loads((Path(tmp) / f"{out}.json").read_text(encoding="utf-8")))
+    for index in range(args.reruns):
+        out = f"run{index + 1}"
+        path = folder / f"{out}.json"
+        if path.exists():
+            done = json.loads(path.read_text(encoding="utf-8"))
+            if done.get("rerun_arguments") == arguments:
+                print(f"rerun {index + 1}/{args.reruns}: reusing {path}", flush=True)
+                runs.append(done)
+                continue
+        print(f"rerun {index + 1}/{args.reruns}, in a fresh process ...", flush=True)
+        subprocess.run(
+            [sys.executable, __file__, *arguments, "--results-dir", str(folder), "--out", out],
+            check=True,
+        )
+        done = json.loads(path.read_text(encoding="utf-8"))
+        done["rerun_arguments"] = arguments
+        write_json(path, done)
+        runs.append(done)
     summary: dict[str, dict[str, Any]] = {}
     for result in runs[-1]["models"]:
         model = result["model"]

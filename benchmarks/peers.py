@@ -1,0 +1,103 @@
+"""The plain runtimes sepconv's CPU inference path is measured against, and the interleaved
+timing every CPU inference benchmark uses (``inference.py``, ``precision_auto.py``).
+
+A *plain* peer is what a user gets from a runtime without sepconv: the PyTorch model exported
+or converted as is and run with the runtime's defaults, only the thread count set (and, for the
+fp32 OpenVINO peer, f32 precision: without it OpenVINO computes in bf16 on a CPU with native
+bf16, which is not an fp32 result).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import openvino as ov
+import torch
+from torch import nn
+
+from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, measure
+from sepconv.deploy import export_onnx
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+def eager(model: nn.Module) -> Runner:
+    """``model`` as users run it: eval mode, ``inference_mode``, NCHW."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def plain_onnxruntime(model: nn.Module, folder: Path, threads: int, x: torch.Tensor) -> Runner:
+    """``model`` exported as is (no BatchNorm folding, dynamic batch) into ``folder``, in a
+    default ``InferenceSession`` with only ``intra_op_num_threads`` set."""
+    exported = export_onnx(
+        model, folder / "plain.onnx", input_size=tuple(x.shape[1:]), fold_bn=False,
+        check_batches=(len(x),), check_inputs=x,
+    )  # fmt: skip
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(exported.path), options, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+
+def plain_openvino(
+    model: nn.Module, example: torch.Tensor, threads: int, f32: bool
+) -> tuple[Runner, str]:
+    """OpenVINO's PyTorch frontend on ``model``, compiled for the CPU with the thread count set
+    (and f32 precision if ``f32``), and the precision it compiled for."""
+    graph = ov.convert_model(copy.deepcopy(model), example_input=example)
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads}
+    if f32:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    compiled = ov.Core().compile_model(graph, "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        request.infer({0: x.numpy()}, share_inputs=True)
+        return torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True))
+
+    return run, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+
+
+def interleaved(
+    rows: dict[str, Runner],
+    x: torch.Tensor,
+    *,
+    rounds: int,
+    repeats: int,
+    threads: int,
+) -> dict[str, Timing]:
+    """Time every row on ``x`` in ``rounds`` rounds, the order rotating from round to round, so
+    that load from other processes spreads over all rows and no row is always timed right after
+    the same other one; each timing starts after a ``RUNTIME_SETTLE_S`` pause (ONNX Runtime's
+    worker threads keep spinning after a call and slow the row timed next:
+    ``benchmarks/settle.py``)."""
+    names = list(rows)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    calls: dict[str, int] = {}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            t = measure(
+                functools.partial(rows[name], x),
+                warmup=2,
+                repeats=repeats,
+                threads=threads,
+                settle_s=RUNTIME_SETTLE_S,
+            )
+            samples[name].extend(t.samples_s)
+            calls[name] = t.calls_per_block
+    return {
+        name: Timing.from_samples(s, calls_per_block=calls[name], threads=threads, device="cpu")
+        for name, s in samples.items()
+    }
