@@ -128,3 +128,40 @@ def test_runtime_config_smoke(tmp_path: Path) -> None:
             timed = rows[tuple(row["timed_as"].split(" / "))]  # type: ignore[index]
             assert row["median_ms"] == timed["median_ms"]
     assert "compiled to the same properties" in (tmp_path / "rc.md").read_text()
+
+
+@pytest.mark.slow
+def test_precision_auto_smoke(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "benchmarks" / "precision_auto.py"), "--smoke"]
+    result = subprocess.run(
+        [*command, "--results-dir", str(tmp_path), "--out", "pa"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "pa.json").read_text())
+    # The smoke model was trained at batch 32: measured there and at batch 1.
+    assert [r["batch_size"] for r in data["results"]] == [32, 1]
+    for r in data["results"]:
+        rows = r["rows"]
+        best = min(rows[p]["median_ms"] for p in ("ONNX Runtime (plain)", "OpenVINO (plain, f32)"))
+        for row in rows.values():
+            assert row["speedup_vs_best_plain_fp32"] == pytest.approx(best / row["median_ms"])
+            assert row["test"]["samples"] == r["test_images"] == 256
+            assert 0.0 <= row["test"]["agreement"] <= 1.0
+        # sepconv fp32 and the plain fp32 runtimes compute the same function.
+        assert rows["sepconv fp32"]["test"]["agreement"] >= 0.99
+        auto = r["chosen"]["sepconv auto"]
+        candidates = auto["candidates"]
+        chosen = candidates[f"{auto['backend']}/{auto['precision']}"]
+        assert chosen["kept"] and auto["calibration_agreement"] == chosen["agreement"]
+        # Kept: fp32, or a reduced precision that met the agreement bar on the calibration set.
+        for c in candidates.values():
+            if c["kept"] and c["precision"] != "fp32":
+                assert c["agreement"] >= data["min_agreement"]
+        # The chosen candidate is the fastest kept one.
+        assert chosen["median_ms"] == min(c["median_ms"] for c in candidates.values() if c["kept"])
+    text = (tmp_path / "pa.md").read_text()
+    assert "## sepconv auto's candidates" in text and "(target >= 1.3x" in text

@@ -1,0 +1,293 @@
+"""``precision="auto"`` on trained models: sepconv's CPU inference path, free to pick bf16 or int8
+where they agree with fp32 on the user's images, against the plain fp32 runtimes.
+
+Models: trained Fashion-MNIST weights (``model.safetensors`` of ``sepconv train`` or
+``sepconv reproduce``), by default the seed-0 MobileNetV1-0.25 and MobileNetV2-0.35 runs of
+``sepconv reproduce configs/reproduce_compact.toml --only mobilenet_v1_025 mobilenet_v2_035
+--seeds 1`` under ``--runs``. Each is measured at the batch size it was trained with (recorded
+in its file) and at batch 1, on 28x28 grey images, normalised with the statistics its file
+records. Rows:
+
+- ``ONNX Runtime (plain)``, ``OpenVINO (plain, f32)``: the plain fp32 runtimes
+  (``peers.py``): the model exported / converted as is, the runtime's defaults.
+- ``OpenVINO (plain, default)``: OpenVINO with only the thread count set; it computes in bf16 on
+  a CPU with native bf16: what a user gets without asking, its agreement measured like the rest.
+- ``sepconv fp32``: ``compile_for_inference(precision="fp32")``, the fastest fp32 backend.
+- ``sepconv auto``: ``compile_for_inference(precision="auto", calibration=...)`` with
+  ``--calib-samples`` images of the training split (the seeded draw of ``sepconv evaluate
+  --calib-data``) and the default ``min_agreement`` (0.995): every precision this CPU runs
+  natively is built, and the fastest whose top-1 agreement with eager fp32 on the calibration
+  images is at least 0.995 is kept (the candidates, with their agreement and median, are listed).
+
+All rows are timed on one batch of test images in interleaved rounds (``peers.interleaved``).
+Then every test image goes through every row (``sepconv.deploy.compare_top1``): top-1
+agreement with eager fp32 on these held-out images, and accuracy. *speed-up*: the best plain
+fp32 runtime's median over the row's. Target (issue: CPU inference): ``sepconv auto`` at least
+1.3x the best plain fp32 runtime at >= 99.5% agreement on the test images.
+
+Run:
+    .venv/bin/python benchmarks/precision_auto.py [--runs runs/reproduce/reproduce_compact]
+    .venv/bin/python benchmarks/precision_auto.py --smoke   # a 2-step model, 1 round
+
+Writes results/benchmarks/precision_auto.{json,md} (``--results-dir``/``--out`` move them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from peers import eager, interleaved, plain_onnxruntime, plain_openvino
+from rich.console import Console
+
+import sepconv
+from sepconv.bench.output import markdown_environment, markdown_table, terminal_table
+from sepconv.bench.timing import environment
+from sepconv.cli._calibration import calibration_images
+from sepconv.data import load_dataset
+from sepconv.deploy import compare_top1, compile_for_inference, prepare_images
+from sepconv.deploy.precision import DEFAULT_MIN_AGREEMENT
+from sepconv.models.modelfile import read_model_file
+from sepconv.utils.files import write_json, write_text
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
+RUNS = Path("runs/reproduce/reproduce_compact")
+ROWS = ("mobilenet_v1_025", "mobilenet_v2_035")
+PLAIN_FP32 = ("ONNX Runtime (plain)", "OpenVINO (plain, f32)")
+OV_DEFAULT = "OpenVINO (plain, default)"
+SEPCONV_FP32, SEPCONV_AUTO = "sepconv fp32", "sepconv auto"
+TARGET_SPEEDUP = 1.3
+HEADERS = [
+    "model", "batch", "row", "computes in", "median ms", "IQR ms", "speed-up",
+    "test agreement", "test top-1",
+]  # fmt: skip
+
+
+def bench(
+    weights: Path, batch: int, args: argparse.Namespace, data: str, test_inputs: torch.Tensor
+) -> dict[str, Any]:
+    """Every row for one model file at one batch size."""
+    record = read_model_file(weights).record
+    model = sepconv.load_model(weights).eval()
+    mean, std = list(record.mean), list(record.std)
+    size = tuple(int(v) for v in test_inputs.shape[1:])
+    inputs = prepare_images(test_inputs, mean=mean, std=std)
+    labels = load_dataset(data, "test").labels[: len(inputs)]
+    calib = calibration_images(
+        data, args.calib_samples, image_size=size[2], in_chans=size[0], mean=mean, std=std
+    )
+    x = inputs[:batch].contiguous()
+    rows: dict[str, Any] = {}
+    chosen: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="sepconv-precision-auto-") as tmp:
+        rows[PLAIN_FP32[0]] = plain_onnxruntime(model, Path(tmp), args.threads, x)
+        rows[PLAIN_FP32[1]], _ = plain_openvino(model, x, args.threads, f32=True)
+        rows[OV_DEFAULT], ov_precision = plain_openvino(model, x, args.threads, f32=False)
+    precision = {PLAIN_FP32[0]: "fp32", PLAIN_FP32[1]: "fp32", OV_DEFAULT: ov_precision}
+    for row, asked in ((SEPCONV_FP32, "fp32"), (SEPCONV_AUTO, "auto")):
+        start = time.perf_counter()
+        fast = compile_for_inference(
+            model,
+            input_size=size,
+            batch_size=batch,
+            threads=args.threads,
+            precision=asked,  # type: ignore[arg-type]
+            calibration=calib if asked == "auto" else None,
+            example=x,
+        )
+        rows[row] = fast
+        precision[row] = f"{fast.precision} ({fast.backend})"
+        chosen[row] = {
+            "backend": fast.backend,
+            "precision": fast.precision,
+            "build_s": time.perf_counter() - start,
+            "timings_ms": dict(fast.timings),
+        }
+    auto = rows[SEPCONV_AUTO]
+    chosen[SEPCONV_AUTO].update(
+        calibration_agreement=auto.agreement,
+        candidates={name: r.to_dict() for name, r in auto.candidates.items()},
+        why=auto.why,
+    )
+    timings = interleaved(rows, x, rounds=args.rounds, repeats=args.repeats, threads=args.threads)
+    reference = eager(model)
+    out_rows = {}
+    for row, fn in rows.items():
+        check = compare_top1(reference, fn, inputs, labels, batch_size=batch)
+        out_rows[row] = {
+            **timings[row].to_dict(),
+            "precision": precision[row],
+            "test": check.to_dict(),
+        }
+    best_plain = min(out_rows[r]["median_ms"] for r in PLAIN_FP32)
+    for row in out_rows.values():
+        row["speedup_vs_best_plain_fp32"] = best_plain / row["median_ms"]
+    return {
+        "model": record.arch,
+        "weights": str(weights),
+        "trained_batch_size": record.config.get("batch_size"),
+        "batch_size": batch,
+        "calibration_images": len(calib),
+        "test_images": len(inputs),
+        "rows": out_rows,
+        "chosen": chosen,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--runs", type=Path, default=RUNS,
+        help="folder of sepconv reproduce's runs: ROW/seed0/model.safetensors",
+    )  # fmt: skip
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), help="run folders under --runs")
+    parser.add_argument("--weights", type=Path, nargs="+", help="model files (instead of --runs)")
+    parser.add_argument("--data", default="fashion-mnist", help="data spec the models fit")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10, help="timed blocks per round")
+    parser.add_argument("--calib-samples", type=int, default=1000)
+    parser.add_argument("--test-images", type=int, default=10_000)
+    parser.add_argument(
+        "--smoke", action="store_true",
+        help="train a model for 2 steps, 64 calibration and 256 test images, 1 round: checks "
+        "the script, measures nothing useful",
+    )  # fmt: skip
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--out", default=None, help="writes OUT.{json,md}")
+    args = parser.parse_args()
+    for flag in ("threads", "rounds", "repeats", "calib_samples", "test_images"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')}: expected a positive integer")
+    args.out = args.out or ("precision_auto_smoke" if args.smoke else "precision_auto")
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    command = " ".join(["python", "benchmarks/precision_auto.py", *sys.argv[1:]])
+    load_start, started = os.getloadavg(), time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sepconv-precision-auto-smoke-") as tmp:
+        if args.smoke:
+            args.rounds, args.repeats, args.calib_samples, args.test_images = 1, 3, 64, 256
+            weights = [smoke_weights(Path(tmp), args.data)]
+        else:
+            weights = args.weights or [
+                args.runs / row / "seed0" / "model.safetensors" for row in args.rows
+            ]
+        for path in weights:
+            if not path.is_file():
+                parser.error(f"--runs/--weights: no model file {path} (train it first: see --help)")
+        test = load_dataset(args.data, "test").images[: args.test_images]
+        results = []
+        for path in weights:
+            trained = read_model_file(path).record.config.get("batch_size") or 1
+            for batch in dict.fromkeys((int(trained), 1)):
+                print(f"{path} at batch {batch} ...", flush=True)
+                results.append(bench(path, batch, args, args.data, test))
+    data = {
+        "command": command,
+        "environment": environment(args.threads),
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
+        "wall_s": time.perf_counter() - started,
+        "min_agreement": DEFAULT_MIN_AGREEMENT,
+        "target_speedup": TARGET_SPEEDUP,
+        "results": results,
+    }
+    write_json(args.results_dir / f"{args.out}.json", data)
+    report(data, args.results_dir, args.out)
+
+
+def smoke_weights(folder: Path, data: str) -> Path:
+    """A MobileNetV1-0.25 trained for 2 steps by ``sepconv train``, for ``--smoke``."""
+    from sepconv.cli import main as cli
+
+    code = cli(
+        ["train", "--model", "mobilenet_v1", "--width-mult", "0.25", "--data", data,
+         "--epochs", "1", "--max-steps", "2", "--batch-size", "32", "--out", str(folder)]
+    )  # fmt: skip
+    if code != 0:
+        raise SystemExit(f"smoke training failed ({code})")
+    return folder / "last.safetensors"  # --max-steps stops before model.safetensors
+
+
+def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for result in results:
+        for row, r in result["rows"].items():
+            test = r["test"]
+            cells = [
+                result["model"], str(result["batch_size"]), row, r["precision"],
+                f"{r['median_ms']:.3f}", f"{r['iqr_ms']:.3f}",
+                f"{r['speedup_vs_best_plain_fp32']:.2f}x",
+                f"{test['agreement']:.4f}", f"{test['candidate_accuracy']:.4f}",
+            ]  # fmt: skip
+            out.append(cells)
+    return out
+
+
+def candidate_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for result in results:
+        for name, c in result["chosen"][SEPCONV_AUTO]["candidates"].items():
+            ms = "" if c["median_ms"] is None else f"{c['median_ms']:.3f}"
+            agreement = "" if c["agreement"] is None else f"{c['agreement']:.4f}"
+            fate = "kept" if c["kept"] else f"dropped: {c['reason']}"
+            out.append([result["model"], str(result["batch_size"]), name, ms, agreement, fate])
+    return out
+
+
+def verdicts(results: list[dict[str, Any]], min_agreement: float) -> list[str]:
+    lines = []
+    for result in results:
+        auto = result["rows"][SEPCONV_AUTO]
+        speedup, agreement = auto["speedup_vs_best_plain_fp32"], auto["test"]["agreement"]
+        met = speedup >= TARGET_SPEEDUP and agreement >= min_agreement
+        lines.append(
+            f"- {result['model']}, batch {result['batch_size']}: sepconv auto chose "
+            f"{auto['precision']}, {speedup:.2f}x the best plain fp32 runtime at "
+            f"{agreement:.2%} top-1 agreement on {result['test_images']} test images (target "
+            f">= {TARGET_SPEEDUP}x at >= {min_agreement:.1%}: {'met' if met else 'missed'})"
+        )
+    return lines
+
+
+def report(data: dict[str, Any], folder: Path, out: str) -> None:
+    results = data["results"]
+    rows, candidates = table_rows(results), candidate_rows(results)
+    lines = verdicts(results, data["min_agreement"])
+    console = Console(width=160)
+    console.print(terminal_table("precision='auto' on trained models", HEADERS, rows))
+    cand_headers = ["model", "batch", "candidate", "median ms", "calib. agreement", "fate"]
+    console.print(terminal_table("sepconv auto's candidates", cand_headers, candidates))
+    for line in lines:
+        console.print(line)
+    first = results[0]
+    text = "\n\n".join(
+        [
+            "# precision='auto' on trained models against the plain fp32 runtimes",
+            markdown_environment(data["environment"], data["command"]),
+            f"{first['calibration_images']} calibration images (training split), "
+            f"{first['test_images']} held-out test images; the rows and the target are defined "
+            "in the docstring of `benchmarks/precision_auto.py`. Median and IQR over interleaved "
+            "rounds on one batch of test images; *speed-up*: the best plain fp32 runtime's "
+            "median over the row's; *test agreement*: top-1 agreement with eager fp32 on the "
+            "test images.",
+            markdown_table(HEADERS, rows),
+            "Targets:\n\n" + "\n".join(lines),
+            "## sepconv auto's candidates\n\nAs `compile_for_inference(precision='auto')` "
+            "measured them while building: median while choosing, top-1 agreement with eager "
+            "fp32 on the calibration images.",
+            markdown_table(cand_headers, candidates),
+            f"Load average at start {data['load_average']['start']}, at end "
+            f"{data['load_average']['end']}; whole run {data['wall_s'] / 60:.1f} min.",
+        ]
+    )
+    write_text(folder / f"{out}.md", text + "\n")
+
+
+if __name__ == "__main__":
+    main()
