@@ -183,9 +183,10 @@ def test_cli_export_reports_the_choice(
     out = tmp_path / "m.onnx"
     argv = ["export", "mobilenet_v1_025", "--format", "onnx", "--weights", str(weights),
             "--input-size", "28", "--output", str(out), "--precision", "auto",
-            "--calib-data", "fashion-mnist", "--calib-samples", "24"]  # fmt: skip
+            "--calib-data", "fashion-mnist", "--calib-samples", "24", "--threads", "1"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
+    assert "precision auto: batch 1, CPU, 1 thread(s)" in printed
     assert "openvino/fp32" in printed and "onnxruntime/int8" in printed
     chosen = [line for line in printed.splitlines() if line.startswith("chosen: ")]
     assert len(chosen) == 1 and "on 24 calibration images of fashion-mnist" in chosen[0]
@@ -201,6 +202,11 @@ def test_cli_export_reports_the_choice(
         (
             ["--precision", "auto", "--calib-data", "fashion-mnist", "--min-agreement", "2"],
             "`--min-agreement`: expected a value in (0, 1], received 2.0",
+        ),
+        (["--threads", "2"], "`--threads`: expected nothing unless --precision auto, received 2"),
+        (
+            ["--precision", "auto", "--calib-data", "fashion-mnist", "--threads", "0"],
+            "`--threads`: expected a positive integer, received 0",
         ),
     ],
 )

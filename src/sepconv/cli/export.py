@@ -74,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "also write its file, OUTPUT with .int8.onnx",
     )  # fmt: skip
     add_flags(parser)
+    parser.add_argument(
+        "--threads", type=int, metavar="N",
+        help="with --precision auto: CPU threads the candidates are built and timed with, as "
+        "the model will run (default: PyTorch's intra-op thread count)",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -166,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is not None and not args.weights.is_file():
         raise invalid("--weights", "an existing weights file", str(args.weights))
     min_agreement = check_flags(args)
+    if args.threads is not None:
+        if args.precision != "auto":
+            raise invalid("--threads", "nothing unless --precision auto", args.threads)
+        positive_int("--threads", args.threads)
     int8_output = output.with_suffix(".int8.onnx")
     if args.precision == "auto":
         check_writable(int8_output, "--output")
@@ -257,6 +266,7 @@ def _choose_precision(
                 calibration=calibration,
                 min_agreement=min_agreement,
                 input_size=size,
+                threads=args.threads,
             )
             if fast.precision == "int8":
                 # The same calibration images give the same ranges, so the same file.
@@ -264,7 +274,9 @@ def _choose_precision(
     except (ImportError, BackendMismatchError) as err:
         print(f"sepconv export: error: {err}", file=sys.stderr)
         return 1
-    table = Table(title="precision auto: batch 1, CPU", show_header=False)
+    table = Table(
+        title=f"precision auto: batch 1, CPU, {fast.threads} thread(s)", show_header=False
+    )
     table.add_column(justify="left")
     table.add_column(justify="left")
     for row in candidate_rows(fast):
