@@ -25,6 +25,20 @@ def run_script(name: str, out: Path, *extra: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def run_cpu_smoke(name: str, folder: Path, out: str) -> dict:
+    """Run a CPU benchmark's ``--smoke`` mode writing ``folder/out.{json,md}``; its JSON."""
+    command = [sys.executable, str(ROOT / "benchmarks" / name), "--smoke"]
+    result = subprocess.run(
+        [*command, "--results-dir", str(folder), "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((folder / f"{out}.json").read_text())
+
+
 @pytest.mark.slow
 def test_gpu_inference_smoke_on_the_cpu(tmp_path: Path) -> None:
     run_script("gpu_inference.py", tmp_path)
@@ -105,16 +119,7 @@ def test_inference_reruns_in_fresh_processes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_runtime_config_smoke(tmp_path: Path) -> None:
-    command = [sys.executable, str(ROOT / "benchmarks" / "runtime_config.py"), "--smoke"]
-    result = subprocess.run(
-        [*command, "--results-dir", str(tmp_path), "--out", "rc"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads((tmp_path / "rc.json").read_text())
+    data = run_cpu_smoke("runtime_config.py", tmp_path, "rc")
     assert data["input_shape"] == [1, 3, 64, 64]
     assert [m["model"] for m in data["models"]] == ["mobilenet_v1_025", "mobilenet_v2_050"]
     for model in data["models"]:
@@ -132,16 +137,7 @@ def test_runtime_config_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_precision_auto_smoke(tmp_path: Path) -> None:
-    command = [sys.executable, str(ROOT / "benchmarks" / "precision_auto.py"), "--smoke"]
-    result = subprocess.run(
-        [*command, "--results-dir", str(tmp_path), "--out", "pa"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads((tmp_path / "pa.json").read_text())
+    data = run_cpu_smoke("precision_auto.py", tmp_path, "pa")
     # The smoke model was trained at batch 32: measured there and at batch 1.
     assert [r["batch_size"] for r in data["results"]] == [32, 1]
     for r in data["results"]:
@@ -165,3 +161,24 @@ def test_precision_auto_smoke(tmp_path: Path) -> None:
         assert chosen["median_ms"] == min(c["median_ms"] for c in candidates.values() if c["kept"])
     text = (tmp_path / "pa.md").read_text()
     assert "## sepconv auto's candidates" in text and "(target >= 1.3x" in text
+
+
+@pytest.mark.slow
+def test_int8_recipes_smoke(tmp_path: Path) -> None:
+    data = run_cpu_smoke("int8_recipes.py", tmp_path, "ir")
+    (model,) = data["results"]
+    rows = model["rows"]
+    assert {"sepconv (ONNX Runtime)", "NNCF (OpenVINO)", "entropy", "classifier fp32"} <= set(rows)
+    for row in rows.values():
+        assert row["test"]["samples"] == data["test_images"] == 250
+        assert 0.0 <= row["test"]["agreement"] <= 1.0
+        assert 0.0 <= row["calibration_agreement"] <= 1.0
+    # With fewer than 256 calibration images sepconv's quantize uses them all, so the script's
+    # own MinMax recipe writes the same file: the same predictions, image for image.
+    assert rows["MinMax, all images"]["test"] == rows["sepconv (ONNX Runtime)"]["test"]
+    assert (
+        rows["MinMax, all images"]["calibration_agreement"]
+        == rows["sepconv (ONNX Runtime)"]["calibration_agreement"]
+    )
+    best = max(rows, key=lambda name: rows[name]["test"]["agreement"])
+    assert f"best recipe {best}," in (tmp_path / "ir.md").read_text()
