@@ -19,6 +19,7 @@ from sepconv import create_model
 from sepconv.cli import main
 from sepconv.data import ImageDataset, channel_stats, load_fashion_mnist
 from sepconv.deploy import (
+    agreement_interval,
     compare_top1,
     export_onnx,
     load_onnx,
@@ -221,6 +222,43 @@ def test_compare_top1_counts_agreement_and_accuracy() -> None:
     assert result.reference_accuracy == pytest.approx(3 / 5)  # rows 0, 1, 3
     assert result.candidate_accuracy == pytest.approx(4 / 5)  # rows 0, 1, 2, 3
     assert result.accuracy_drop == pytest.approx(-20.0)
+
+
+@pytest.mark.parametrize(
+    ("agreement", "samples"), [(0.995, 1000), (0.9936, 10000), (1.0, 1000), (0.0, 10), (0.6, 5)]
+)
+def test_agreement_interval_is_the_set_its_definition_gives(agreement: float, samples: int):
+    # Independent of the closed form: scan p over [0, 1] and keep those the Wilson inequality
+    # |agreement - p| <= z sqrt(p (1 - p) / n) admits.
+    p = torch.linspace(0, 1, 2_000_001, dtype=torch.float64)
+    admitted = p[(agreement - p).abs() <= 1.96 * (p * (1 - p) / samples).sqrt()]
+    low, high = agreement_interval(agreement, samples)
+    assert low == pytest.approx(float(admitted.min()), abs=1e-6)
+    assert high == pytest.approx(float(admitted.max()), abs=1e-6)
+    assert low <= agreement <= high
+
+
+def test_agreement_interval_covers_the_true_rate_about_95_percent_of_the_time() -> None:
+    # 4000 simulated measurements of a 99.5% rate on 1000 images each.
+    rate, n = 0.995, 1000
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.binomial(
+        torch.full((4000,), float(n)), torch.full((4000,), rate), generator=generator
+    )
+    covered = [
+        low <= rate <= high
+        for low, high in (agreement_interval(float(c) / n, n) for c in counts.tolist())
+    ]
+    assert 0.92 <= sum(covered) / len(covered) <= 0.98
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [((0.5, 0), "`samples`: expected a positive integer"), ((1.2, 10), "`agreement`: expected")],
+)
+def test_agreement_interval_names_bad_arguments(args: tuple, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        agreement_interval(*args)
 
 
 def test_quantize_names_bad_arguments(trained, tmp_path: Path) -> None:

@@ -190,6 +190,7 @@ def test_cli_export_reports_the_choice(
     assert "openvino/fp32" in printed and "onnxruntime/int8" in printed
     chosen = [line for line in printed.splitlines() if line.startswith("chosen: ")]
     assert len(chosen) == 1 and "on 24 calibration images of fashion-mnist" in chosen[0]
+    assert "(95% interval " in chosen[0]
     assert out.is_file()
     assert out.with_suffix(".int8.onnx").is_file() == ("/int8," in chosen[0])
 
@@ -227,3 +228,29 @@ def test_cli_evaluate_needs_a_backend_for_auto(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "`--precision`: expected 'auto' only with --backend" in err
+
+
+def test_cli_notes_a_candidate_too_close_to_the_bar_to_tell():
+    from types import SimpleNamespace
+
+    from sepconv.cli._calibration import chosen_line
+    from sepconv.deploy import CandidateReport
+
+    # On 1000 images an agreement of 0.993 has the 95% interval 0.9856-0.9966, which holds
+    # 0.995; 0.980 (0.9693-0.9870) does not; fp32 is never in question.
+    fast = SimpleNamespace(
+        backend="onnxruntime", precision="fp32", agreement=1.0,
+        candidates={
+            "onnxruntime/fp32": CandidateReport("onnxruntime", "fp32", True, agreement=1.0),
+            "openvino/int8": CandidateReport("openvino", "int8", False, agreement=0.993),
+            "onnxruntime/int8": CandidateReport("onnxruntime", "int8", False, agreement=0.980),
+        },
+    )  # fmt: skip
+    chosen, note = chosen_line(fast, 1000, "fashion-mnist", 0.995).splitlines()  # type: ignore[arg-type]
+    assert chosen.startswith(
+        "chosen: onnxruntime/fp32, top-1 agreement 1.0000 (95% interval 0.9962-1.0000)"
+    )
+    assert "interval of openvino/int8 on 1000 images" in note
+    assert "onnxruntime/int8" not in note and "onnxruntime/fp32" not in note
+    many = chosen_line(fast, 100_000, "fashion-mnist", 0.995)  # type: ignore[arg-type]
+    assert len(many.splitlines()) == 1

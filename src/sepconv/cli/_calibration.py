@@ -114,9 +114,37 @@ def candidate_rows(fast: InferenceModel) -> list[tuple[str, str]]:
     return rows
 
 
-def chosen_line(fast: InferenceModel, count: int, spec: str) -> str:
-    """The result line: what ``precision="auto"`` chose and how well it agrees."""
-    return (
-        f"chosen: {fast.backend}/{fast.precision}, top-1 agreement {fast.agreement:.4f} with "
-        f"eager fp32 on {count} calibration images of {spec} (train)"
-    )
+def chosen_line(fast: InferenceModel, count: int, spec: str, min_agreement: float) -> str:
+    """The result lines: what ``precision="auto"`` chose, how well it agrees (with the 95%
+    interval of that agreement) and, when a reduced precision's agreement is too close to
+    ``min_agreement`` for ``count`` images to tell, that more images would settle it."""
+    from sepconv.deploy import agreement_interval
+
+    low, high = chosen_interval(fast, count)
+    lines = [
+        f"chosen: {fast.backend}/{fast.precision}, top-1 agreement {fast.agreement:.4f} (95% "
+        f"interval {low:.4f}-{high:.4f}) with eager fp32 on {count} calibration images of "
+        f"{spec} (train)"
+    ]
+    close = []
+    for name, report in fast.candidates.items():
+        if report.precision != "fp32" and report.agreement is not None:
+            low, high = agreement_interval(report.agreement, count)
+            if low <= min_agreement <= high:
+                close.append(name)
+    if close:
+        lines.append(
+            f"note: --min-agreement {min_agreement} lies within the 95% interval of "
+            f"{', '.join(close)} on {count} images, so whether they reach it on your data is "
+            "not settled; more --calib-samples narrow the interval"
+        )
+    return "\n".join(lines)
+
+
+def chosen_interval(fast: InferenceModel, count: int) -> tuple[float, float]:
+    """The 95% interval of the chosen model's agreement on ``count`` calibration images."""
+    from sepconv.deploy import agreement_interval
+
+    if fast.agreement is None:  # only models built with precision="auto" come here
+        raise ValueError("the model was not built with precision='auto': no agreement measured")
+    return agreement_interval(fast.agreement, count)

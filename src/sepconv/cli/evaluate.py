@@ -192,7 +192,12 @@ def _deployed(
     from rich.table import Table
 
     from sepconv.bench.timing import environment
-    from sepconv.cli._calibration import calibration_images, candidate_rows, chosen_line
+    from sepconv.cli._calibration import (
+        calibration_images,
+        candidate_rows,
+        chosen_interval,
+        chosen_line,
+    )
     from sepconv.cli._console import console
     from sepconv.deploy import compare_top1, compile_for_inference, prepare_images
 
@@ -239,15 +244,20 @@ def _deployed(
     table.add_row("eager fp32 top-1", f"{check.reference_accuracy:.4f}")
     table.add_row(f"{fast.backend} {fast.precision} top-1", f"{check.candidate_accuracy:.4f}")
     table.add_row("accuracy drop", f"{check.accuracy_drop:.2f} points")
-    table.add_row("top-1 agreement with eager fp32", f"{check.agreement:.4f}")
+    low, high = check.interval
+    table.add_row(
+        "top-1 agreement with eager fp32",
+        f"{check.agreement:.4f} (95% interval {low:.4f}-{high:.4f}, {check.samples} images)",
+    )
     console().print(table)
     auto: dict[str, Any] = {}
     if calibration is not None:
-        console().print(chosen_line(fast, len(calibration), args.calib_data))
+        console().print(chosen_line(fast, len(calibration), args.calib_data, min_agreement))
         auto = {
             "calibration": {"data": args.calib_data, "split": "train", "images": len(calibration)},
             "min_agreement": min_agreement,
             "calibration_agreement": fast.agreement,
+            "calibration_agreement_interval_95": list(chosen_interval(fast, len(calibration))),
             "max_rel_error_first_batch": None,  # measured on the calibration images instead
             "max_rel_error_calibration": fast.max_rel_error,
             "candidates": {name: r.to_dict() for name, r in fast.candidates.items()},

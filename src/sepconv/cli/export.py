@@ -283,7 +283,7 @@ def _choose_precision(
         table.add_row(*row)
     out = console()
     out.print(table)
-    out.print(chosen_line(fast, len(calibration), args.calib_data))
+    out.print(chosen_line(fast, len(calibration), args.calib_data, min_agreement))
     if fast.precision == "int8":
         out.print(f"int8 file: {int8_output}")
     return 0

@@ -6,7 +6,7 @@ missing one raises an ImportError naming the extra to install (``pip install 'se
 ``'sepconv[openvino]'``).
 """
 
-from sepconv.deploy.agreement import Agreement, compare_top1
+from sepconv.deploy.agreement import Agreement, agreement_interval, compare_top1
 from sepconv.deploy.compiled import CandidateReport
 from sepconv.deploy.fuse import fuse
 from sepconv.deploy.onnx import ExportError, OnnxExport, export_onnx
@@ -26,6 +26,7 @@ __all__ = [
     "ExportError",
     "InferenceModel",
     "OnnxExport",
+    "agreement_interval",
     "compare_top1",
     "compile_for_inference",
     "export_onnx",
