@@ -42,7 +42,7 @@ from typing import Any
 import onnx
 import torch
 from onnxruntime import quantization
-from precision_auto import RUNS, smoke_weights
+from precision_auto import ROWS, RUNS, model_files
 from rich.console import Console
 
 import sepconv
@@ -148,9 +148,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=RUNS, help=f"runs folder (default: {RUNS})")
     parser.add_argument(
-        "--rows", nargs="+", default=["mobilenet_v1_025", "mobilenet_v2_035"],
+        "--rows", nargs="+", default=list(ROWS),
         help="row names under --runs (their seed0/model.safetensors)",
     )  # fmt: skip
+    parser.add_argument("--weights", type=Path, nargs="+", help="model files (instead of --runs)")
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calib-samples", type=int, default=1000)
@@ -159,9 +160,10 @@ def main() -> None:
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--out", default=None, help="writes OUT.{json,md}")
     args = parser.parse_args()
-    for flag in ("threads", "calib_samples", "test_images"):
-        value = getattr(args, flag)
-        if value < 1 or (flag != "threads" and value % CHUNK):
+    if args.threads < 1:
+        parser.error("--threads: expected a positive integer")
+    for flag in ("calib_samples", "test_images"):
+        if getattr(args, flag) < 1 or getattr(args, flag) % CHUNK:
             parser.error(f"--{flag.replace('_', '-')}: expected a positive multiple of {CHUNK}")
     args.out = args.out or ("int8_recipes_smoke" if args.smoke else "int8_recipes")
     args.results_dir.mkdir(parents=True, exist_ok=True)
@@ -171,13 +173,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sepconv-int8-recipes-smoke-") as tmp:
         if args.smoke:
             args.calib_samples = args.test_images = CHUNK
-            weights = [smoke_weights(Path(tmp), args.data)]
-        else:
-            weights = [args.runs / row / "seed0" / "model.safetensors" for row in args.rows]
-        for path in weights:
-            if not path.is_file():
-                parser.error(f"--runs/--rows: no model file {path} (train it first: see --help)")
-        results = [bench(path, args) for path in weights]
+        results = [bench(path, args) for path in model_files(args, parser, Path(tmp))]
     data = {
         "command": command,
         "environment": environment(args.threads),

@@ -173,14 +173,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sepconv-precision-auto-smoke-") as tmp:
         if args.smoke:
             args.rounds, args.repeats, args.calib_samples, args.test_images = 1, 3, 64, 256
-            weights = [smoke_weights(Path(tmp), args.data)]
-        else:
-            weights = args.weights or [
-                args.runs / row / "seed0" / "model.safetensors" for row in args.rows
-            ]
-        for path in weights:
-            if not path.is_file():
-                parser.error(f"--runs/--weights: no model file {path} (train it first: see --help)")
+        weights = model_files(args, parser, Path(tmp))
         test = load_dataset(args.data, "test").images[: args.test_images]
         results = []
         for path in weights:
@@ -199,6 +192,21 @@ def main() -> None:
     }
     write_json(args.results_dir / f"{args.out}.json", data)
     report(data, args.results_dir, args.out)
+
+
+def model_files(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, folder: Path
+) -> list[Path]:
+    """The model files to measure: with ``--smoke`` one trained here into ``folder``, else
+    ``--weights`` or every ``--rows`` run under ``--runs``; a missing one ends the script with
+    a usage error naming it."""
+    if args.smoke:
+        return [smoke_weights(folder, args.data)]
+    weights = args.weights or [args.runs / row / "seed0" / "model.safetensors" for row in args.rows]
+    for path in weights:
+        if not path.is_file():
+            parser.error(f"--runs/--weights: no model file {path} (train it first: see --help)")
+    return weights
 
 
 def smoke_weights(folder: Path, data: str) -> Path:
