@@ -153,6 +153,9 @@ def test_precision_auto_smoke(tmp_path: Path) -> None:
         candidates = auto["candidates"]
         chosen = candidates[f"{auto['backend']}/{auto['precision']}"]
         assert chosen["kept"] and auto["calibration_agreement"] == chosen["agreement"]
+        # Judged on the calibration images int8 was not calibrated on.
+        held_out = r["calibration_images"] - min(256, r["calibration_images"] // 2)
+        assert chosen["samples"] == r["judged_images"] == held_out
         # Kept: fp32, or a reduced precision that met the agreement bar on the calibration set.
         for c in candidates.values():
             if c["kept"] and c["precision"] != "fp32":
@@ -169,16 +172,19 @@ def test_int8_recipes_smoke(tmp_path: Path) -> None:
     (model,) = data["results"]
     rows = model["rows"]
     assert {"sepconv (ONNX Runtime)", "NNCF (OpenVINO)", "entropy", "classifier fp32"} <= set(rows)
+    assert {"depthwise fp32 (ONNX Runtime)", "depthwise fp32 (OpenVINO)"} <= set(rows)
+    # 250 calibration images: int8 ranges on 125, the agreement judged on the other 125.
+    assert (model["int8_calibration_images"], model["held_out_images"]) == (125, 125)
     for row in rows.values():
         assert row["test"]["samples"] == data["test_images"] == 250
         assert 0.0 <= row["test"]["agreement"] <= 1.0
         assert 0.0 <= row["calibration_agreement"] <= 1.0
-    # With fewer than 256 calibration images sepconv's quantize uses them all, so the script's
-    # own MinMax recipe writes the same file: the same predictions, image for image.
-    assert rows["MinMax, all images"]["test"] == rows["sepconv (ONNX Runtime)"]["test"]
+    # The script's own MinMax recipe is sepconv's quantize on the same images: the same file,
+    # the same predictions, image for image.
+    assert rows["MinMax"]["test"] == rows["sepconv (ONNX Runtime)"]["test"]
     assert (
-        rows["MinMax, all images"]["calibration_agreement"]
-        == rows["sepconv (ONNX Runtime)"]["calibration_agreement"]
+        rows["MinMax"]["calibration_agreement"]
+        == (rows["sepconv (ONNX Runtime)"]["calibration_agreement"])
     )
     best = max(rows, key=lambda name: rows[name]["test"]["agreement"])
     assert f"best recipe {best}," in (tmp_path / "ir.md").read_text()

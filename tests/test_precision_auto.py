@@ -15,9 +15,9 @@ from sepconv import create_model, save_model
 from sepconv.bench.timing import bf16_native
 from sepconv.cli import main
 from sepconv.data import load_fashion_mnist
-from sepconv.deploy import compile_for_inference, prepare_images
+from sepconv.deploy import compile_for_inference, prepare_images, quantize
 from sepconv.deploy.compiled import BF16_RTOL
-from sepconv.deploy.precision import check_calibration
+from sepconv.deploy.precision import check_calibration, split_calibration
 from sepconv.train import update_bn_statistics
 
 SIZE = (1, 28, 28)
@@ -44,18 +44,37 @@ def eager_top1(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.eval()(x).argmax(-1)
 
 
+def test_split_calibration_holds_out_the_images_int8_is_not_calibrated_on():
+    # Each image is its own index, so the parts can be traced back.
+    for count in (1, 2, 7, 60, 512, 1000):
+        images = torch.arange(count, dtype=torch.float32).view(count, 1, 1, 1)
+        calibrate, judge = split_calibration(images)
+        got_c, got_j = calibrate.flatten().long().tolist(), judge.flatten().long().tolist()
+        assert len(got_c) == min(256, count // 2) and len(got_j) == count - len(got_c)
+        assert not set(got_c) & set(got_j) and sorted(got_c + got_j) == list(range(count))
+        assert got_c == sorted(got_c) and got_j == sorted(got_j)  # the images' own order
+        again, _ = split_calibration(images.clone())
+        assert torch.equal(again, calibrate)  # the same images give the same split
+    # A seeded draw, not the first N: a class-sorted file would otherwise give int8 one class.
+    calibrate, _ = split_calibration(torch.arange(1000.0).view(1000, 1, 1, 1))
+    assert calibrate.max() > 500
+
+
 def test_reported_agreement_is_the_chosen_models_own(model: nn.Module, images: torch.Tensor):
-    calibration = images[:60]  # 60 = 7 full batches of 8 and a ragged tail of 4
+    calibration = images[:120]  # int8 on 60 of them, judged on the 60 others
     # A low bar, so that the fastest candidate of any precision may win.
     fast = compile_for_inference(
         model, precision="auto", calibration=calibration, min_agreement=0.3,
         input_size=SIZE, batch_size=BATCH, threads=1, candidates=("onnxruntime", "openvino"),
     )  # fmt: skip
-    padded = torch.cat([calibration, calibration[:4]])
+    _, judged = split_calibration(calibration)
+    assert len(judged) == 60  # 7 full batches of 8 and a ragged tail of 4
+    padded = torch.cat([judged, judged[:4]])
     predicted = torch.cat([fast(b).argmax(-1) for b in padded.split(BATCH)])[:60]
-    expected = (predicted == eager_top1(model, calibration)).double().mean().item()
+    expected = (predicted == eager_top1(model, judged)).double().mean().item()
     assert fast.agreement == expected
     assert fast.candidates[f"{fast.backend}/{fast.precision}"].agreement == expected
+    assert all(r.samples == 60 for r in fast.candidates.values() if r.median_ms is not None)
     # Every precision was considered: fp32 on each runtime, bf16 (OpenVINO, where native), int8.
     precisions = {r.precision for r in fast.candidates.values()}
     assert {"fp32", "bf16", "int8"} <= precisions
@@ -67,6 +86,38 @@ def test_reported_agreement_is_the_chosen_models_own(model: nn.Module, images: t
         if report.median_ms is not None:
             assert report.kept == (report.precision == "fp32" or report.agreement >= 0.3)
     assert fast.why.startswith(f"{fast.backend}/{fast.precision}:")
+    assert "on 60 held-out calibration images" in fast.why
+
+
+def test_int8_is_calibrated_only_on_its_part_of_the_split(
+    model: nn.Module, images: torch.Tensor, tmp_path
+):
+    calibration = images[:64]
+    fast = compile_for_inference(
+        model, backend="onnxruntime", precision="auto", calibration=calibration,
+        min_agreement=0.3, input_size=SIZE, batch_size=BATCH, threads=1,
+    )  # fmt: skip
+    int8_part, judged = split_calibration(calibration)
+    # The same file written from the int8 part alone scores the reported agreement on the
+    # held-out part; a file calibrated on all 64 images has other ranges.
+    own = quantize(model, int8_part, tmp_path / "part.onnx", num_samples=len(int8_part),
+                   batch_size=BATCH, threads=1)  # fmt: skip
+    with torch.no_grad():
+        predicted = torch.cat([own(b).argmax(-1) for b in judged.split(BATCH)])
+    expected = (predicted == eager_top1(model, judged)).double().mean().item()
+    assert fast.candidates["onnxruntime/int8"].agreement == expected
+    assert fast.candidates["onnxruntime/int8"].samples == len(judged) == 32
+
+
+def test_one_calibration_image_leaves_int8_out(model: nn.Module, images: torch.Tensor):
+    fast = compile_for_inference(
+        model, backend="onnxruntime", precision="auto", calibration=images[:1],
+        input_size=SIZE, threads=1,
+    )  # fmt: skip
+    report = fast.candidates["onnxruntime/int8"]
+    assert not report.kept and report.median_ms is None
+    assert "int8 needs at least 2 calibration images" in report.reason
+    assert fast.precision == "fp32" and fast.candidates["onnxruntime/fp32"].samples == 1
 
 
 class NearTie(nn.Module):
@@ -189,7 +240,7 @@ def test_cli_export_reports_the_choice(
     assert "precision auto: batch 1, CPU, 1 thread(s)" in printed
     assert "openvino/fp32" in printed and "onnxruntime/int8" in printed
     chosen = [line for line in printed.splitlines() if line.startswith("chosen: ")]
-    assert len(chosen) == 1 and "on 24 calibration images of fashion-mnist" in chosen[0]
+    assert len(chosen) == 1 and "on 12 held-out calibration images of fashion-mnist" in chosen[0]
     assert "(95% interval " in chosen[0]
     assert out.is_file()
     assert out.with_suffix(".int8.onnx").is_file() == ("/int8," in chosen[0])
@@ -241,16 +292,38 @@ def test_cli_notes_a_candidate_too_close_to_the_bar_to_tell():
     fast = SimpleNamespace(
         backend="onnxruntime", precision="fp32", agreement=1.0,
         candidates={
-            "onnxruntime/fp32": CandidateReport("onnxruntime", "fp32", True, agreement=1.0),
-            "openvino/int8": CandidateReport("openvino", "int8", False, agreement=0.993),
-            "onnxruntime/int8": CandidateReport("onnxruntime", "int8", False, agreement=0.980),
+            "onnxruntime/fp32": CandidateReport(
+                "onnxruntime", "fp32", True, agreement=1.0, samples=1000),
+            "openvino/int8": CandidateReport(
+                "openvino", "int8", False, agreement=0.993, samples=1000),
+            "onnxruntime/int8": CandidateReport(
+                "onnxruntime", "int8", False, agreement=0.980, samples=1000),
         },
     )  # fmt: skip
-    chosen, note = chosen_line(fast, 1000, "fashion-mnist", 0.995).splitlines()  # type: ignore[arg-type]
+    chosen, note = chosen_line(fast, "fashion-mnist", 0.995).splitlines()  # type: ignore[arg-type]
     assert chosen.startswith(
         "chosen: onnxruntime/fp32, top-1 agreement 1.0000 (95% interval 0.9962-1.0000)"
     )
     assert "interval of openvino/int8 on 1000 images" in note
     assert "onnxruntime/int8" not in note and "onnxruntime/fp32" not in note
-    many = chosen_line(fast, 100_000, "fashion-mnist", 0.995)  # type: ignore[arg-type]
+    for report in fast.candidates.values():
+        object.__setattr__(report, "samples", 100_000)
+    many = chosen_line(fast, "fashion-mnist", 0.995)  # type: ignore[arg-type]
     assert len(many.splitlines()) == 1
+
+
+def test_cli_evaluate_refuses_bad_calibration_data_before_evaluating(
+    tmp_path, model: nn.Module, capsys: pytest.CaptureFixture[str]
+):
+    weights = tmp_path / "w.safetensors"
+    save_model(model, weights)
+    missing = tmp_path / "no-such-folder"
+    argv = ["evaluate", "mobilenet_v1_025", "--weights", str(weights), "--data", "fashion-mnist",
+            "--backend", "onnxruntime", "--precision", "auto", "--calib-data",
+            f"imagefolder:{missing}", "--json", str(tmp_path / "e.json")]  # fmt: skip
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and str(missing) in err
+    assert "accuracy" not in captured.out  # the evaluation never ran
+    assert not (tmp_path / "e.json").exists()

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     import torch
 
-    from sepconv.deploy.compiled import InferenceModel
+    from sepconv.deploy.compiled import CandidateReport, InferenceModel
 
 #: Calibration images drawn by default: agreement is then measured to 0.1%.
 CALIB_SAMPLES = 1000
@@ -22,10 +22,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     """Add ``--calib-data``, ``--calib-samples`` and ``--min-agreement`` to ``parser``."""
     parser.add_argument(
         "--calib-data", metavar="SPEC",
-        help="with --precision auto: images on which every precision's top-1 agreement with "
-        "eager fp32 is measured and int8 is calibrated: fashion-mnist[:DIR] | cifar10:DIR | "
-        "cifar100:DIR | imagefolder:DIR (its training split), normalised as in the weights' "
-        "training or by the images' own statistics",
+        help="with --precision auto: images on which int8 is calibrated (up to 256 of them) and "
+        "every precision's top-1 agreement with eager fp32 is measured (all the others): "
+        "fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | imagefolder:DIR (its training "
+        "split), normalised as in the weights' training or by the images' own statistics",
     )  # fmt: skip
     parser.add_argument(
         "--calib-samples", type=int, default=CALIB_SAMPLES, metavar="N",
@@ -114,22 +114,24 @@ def candidate_rows(fast: InferenceModel) -> list[tuple[str, str]]:
     return rows
 
 
-def chosen_line(fast: InferenceModel, count: int, spec: str, min_agreement: float) -> str:
+def chosen_line(fast: InferenceModel, spec: str, min_agreement: float) -> str:
     """The result lines: what ``precision="auto"`` chose, how well it agrees (with the 95%
     interval of that agreement) and, when a reduced precision's agreement is too close to
-    ``min_agreement`` for ``count`` images to tell, that more images would settle it."""
+    ``min_agreement`` for the images it was measured on to tell, that more images would
+    settle it."""
     from sepconv.deploy import agreement_interval
 
-    low, high = chosen_interval(fast, count)
+    low, high = chosen_interval(fast)
+    count = _chosen(fast).samples
     lines = [
         f"chosen: {fast.backend}/{fast.precision}, top-1 agreement {fast.agreement:.4f} (95% "
-        f"interval {low:.4f}-{high:.4f}) with eager fp32 on {count} calibration images of "
-        f"{spec} (train)"
+        f"interval {low:.4f}-{high:.4f}) with eager fp32 on {count} held-out calibration images "
+        f"of {spec} (train; int8 was calibrated on the others)"
     ]
     close = []
     for name, report in fast.candidates.items():
-        if report.precision != "fp32" and report.agreement is not None:
-            low, high = agreement_interval(report.agreement, count)
+        if report.precision != "fp32" and report.agreement is not None and report.samples:
+            low, high = agreement_interval(report.agreement, report.samples)
             if low <= min_agreement <= high:
                 close.append(name)
     if close:
@@ -141,10 +143,19 @@ def chosen_line(fast: InferenceModel, count: int, spec: str, min_agreement: floa
     return "\n".join(lines)
 
 
-def chosen_interval(fast: InferenceModel, count: int) -> tuple[float, float]:
-    """The 95% interval of the chosen model's agreement on ``count`` calibration images."""
+def chosen_interval(fast: InferenceModel) -> tuple[float, float]:
+    """The 95% interval of the chosen model's agreement on the images it was measured on."""
     from sepconv.deploy import agreement_interval
 
-    if fast.agreement is None:  # only models built with precision="auto" come here
+    report = _chosen(fast)
+    if fast.agreement is None or not report.samples:
         raise ValueError("the model was not built with precision='auto': no agreement measured")
-    return agreement_interval(fast.agreement, count)
+    return agreement_interval(fast.agreement, report.samples)
+
+
+def _chosen(fast: InferenceModel) -> CandidateReport:
+    """The report of the candidate ``precision="auto"`` chose."""
+    from sepconv.deploy import CandidateReport
+
+    name = f"{fast.backend}/{fast.precision}"
+    return fast.candidates.get(name, CandidateReport(fast.backend, fast.precision, kept=True))

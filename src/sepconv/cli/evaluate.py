@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sepconv.cli._calibration import add_flags
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from sepconv.data import ImageDataset
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from sepconv.cli._calibration import check_flags
+    from sepconv.cli._calibration import calibration_images, check_flags
     from sepconv.cli._console import console
     from sepconv.cli._model import trained_model
     from sepconv.data import channel_stats, load_dataset
@@ -115,6 +116,16 @@ def run(args: argparse.Namespace) -> int:
         )
         mean, std = channel_stats(train.images)
         norm = {"mean": list(mean), "std": list(std)}
+    calibration = None
+    if args.precision == "auto":  # a bad --calib-data fails here, before the evaluation
+        calibration = calibration_images(
+            args.calib_data,
+            args.calib_samples,
+            image_size=int(dataset.images.shape[-1]),
+            in_chans=dataset.num_channels,
+            mean=norm["mean"],
+            std=norm["std"],
+        )
     result = evaluate(
         model,
         dataset,
@@ -142,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             metrics["deployed"] = _deployed(
-                args, model, dataset, norm["mean"], norm["std"], min_agreement
+                args, model, dataset, norm["mean"], norm["std"], calibration, min_agreement
             )
         except (ImportError, BackendMismatchError) as err:
             print(f"sepconv evaluate: error: {err}", file=sys.stderr)
@@ -184,36 +195,23 @@ def _deployed(
     dataset: ImageDataset,
     mean: list[float],
     std: list[float],
+    calibration: torch.Tensor | None,
     min_agreement: float,
 ) -> dict[str, Any]:
     """Run ``dataset`` through ``model`` compiled for ``args.backend`` and print and return how
     it compares with eager fp32 (accuracies, agreement, the first batch's relative error); with
-    ``--precision auto``, also every candidate measured on the calibration images."""
+    ``--precision auto`` (``calibration`` given), also every candidate measured on the held-out
+    calibration images."""
     from rich.table import Table
 
     from sepconv.bench.timing import environment
-    from sepconv.cli._calibration import (
-        calibration_images,
-        candidate_rows,
-        chosen_interval,
-        chosen_line,
-    )
+    from sepconv.cli._calibration import candidate_rows, chosen_interval, chosen_line
     from sepconv.cli._console import console
     from sepconv.deploy import compare_top1, compile_for_inference, prepare_images
 
     inputs = prepare_images(dataset, mean=mean, std=std)
     batch = min(args.batch_size, len(inputs))
     size = (int(inputs.shape[1]), int(inputs.shape[2]), int(inputs.shape[3]))
-    calibration = None
-    if args.precision == "auto":
-        calibration = calibration_images(
-            args.calib_data,
-            args.calib_samples,
-            image_size=size[2],
-            in_chans=size[0],
-            mean=mean,
-            std=std,
-        )
     with console().status(f"compiling the model for {args.backend} and checking it"):
         fast = compile_for_inference(
             model,
@@ -252,12 +250,18 @@ def _deployed(
     console().print(table)
     auto: dict[str, Any] = {}
     if calibration is not None:
-        console().print(chosen_line(fast, len(calibration), args.calib_data, min_agreement))
+        console().print(chosen_line(fast, args.calib_data, min_agreement))
+        judged = fast.candidates[f"{fast.backend}/{fast.precision}"].samples
         auto = {
-            "calibration": {"data": args.calib_data, "split": "train", "images": len(calibration)},
+            "calibration": {
+                "data": args.calib_data,
+                "split": "train",
+                "images": len(calibration),
+                "judged_on": judged,  # the held-out part; int8 was calibrated on the others
+            },
             "min_agreement": min_agreement,
             "calibration_agreement": fast.agreement,
-            "calibration_agreement_interval_95": list(chosen_interval(fast, len(calibration))),
+            "calibration_agreement_interval_95": list(chosen_interval(fast)),
             "max_rel_error_first_batch": None,  # measured on the calibration images instead
             "max_rel_error_calibration": fast.max_rel_error,
             "candidates": {name: r.to_dict() for name, r in fast.candidates.items()},

@@ -256,6 +256,7 @@ def _choose_precision(
     from sepconv.cli._calibration import candidate_rows, chosen_line
     from sepconv.cli._console import console
     from sepconv.deploy import BackendMismatchError, compile_for_inference, quantize
+    from sepconv.deploy.precision import split_calibration
 
     size = (int(calibration.shape[1]), int(calibration.shape[2]), int(calibration.shape[3]))
     try:
@@ -269,8 +270,15 @@ def _choose_precision(
                 threads=args.threads,
             )
             if fast.precision == "int8":
-                # The same calibration images give the same ranges, so the same file.
-                quantize(model, calibration, int8_output, input_size=size)
+                # The same split of the same images gives the same ranges, so the file judged.
+                int8_images, _ = split_calibration(calibration)
+                quantize(
+                    model,
+                    int8_images,
+                    int8_output,
+                    input_size=size,
+                    num_samples=len(int8_images),
+                )
     except (ImportError, BackendMismatchError) as err:
         print(f"sepconv export: error: {err}", file=sys.stderr)
         return 1
@@ -283,7 +291,7 @@ def _choose_precision(
         table.add_row(*row)
     out = console()
     out.print(table)
-    out.print(chosen_line(fast, len(calibration), args.calib_data, min_agreement))
+    out.print(chosen_line(fast, args.calib_data, min_agreement))
     if fast.precision == "int8":
         out.print(f"int8 file: {int8_output}")
     return 0

@@ -40,8 +40,11 @@ class CandidateReport:
             top-1 agreement reached ``min_agreement``).
         reason: Why it was dropped, or not built at all (empty when kept).
         median_ms: Median latency per batch in milliseconds (``None`` when not built).
-        agreement: Fraction of calibration images whose top-1 class equals eager fp32's.
-        max_rel_error: ``max|out - eager| / max|eager|`` over the calibration images.
+        agreement: Fraction of the held-out calibration images (those int8 was not calibrated
+            on, :func:`sepconv.deploy.precision.split_calibration`) whose top-1 class equals
+            eager fp32's.
+        max_rel_error: ``max|out - eager| / max|eager|`` over those images.
+        samples: How many images ``agreement`` was measured on (``None`` when not built).
     """
 
     backend: str
@@ -51,6 +54,7 @@ class CandidateReport:
     median_ms: float | None = None
     agreement: float | None = None
     max_rel_error: float | None = None
+    samples: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Return a JSON-ready dict of the fields."""
@@ -79,8 +83,9 @@ class InferenceModel:
         path: The ONNX file the runtime loaded, when it is kept on disk (:func:`load_onnx`).
         device: Where it runs: ``"cpu"`` or a CUDA device such as ``"cuda:0"``.
         why: Why ``auto`` picked this backend, in one sentence (empty when it was named).
-        agreement: With ``precision="auto"``: the fraction of calibration images on which its
-            top-1 class equals eager fp32's (``None`` otherwise).
+        agreement: With ``precision="auto"``: the fraction of held-out calibration images on
+            which its top-1 class equals eager fp32's (``None`` otherwise; how many images:
+            its :class:`CandidateReport`'s ``samples``).
         candidates: With ``precision="auto"``: ``"backend/precision"`` -> its
             :class:`CandidateReport`, for every candidate considered (empty otherwise).
 

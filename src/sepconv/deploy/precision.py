@@ -10,6 +10,12 @@ What matters to a user is whether the predictions change on their data, so that 
 here: the top-1 agreement with eager fp32 on the calibration images (argmax over the output's
 last dimension), next to the max relative error, which is reported but does not decide.
 
+The calibration images are split once (:func:`split_calibration`): int8's ranges are set on a
+seeded draw of at most :data:`INT8_CALIBRATION` of them, and every candidate is judged on the
+rest, which the quantizer never saw. MinMax ranges cover the extremes of the images they were
+set on, so judging int8 on those would leave out the very clipping that changes predictions on
+new images.
+
 Candidates, each ``"backend/precision"``:
 
 - fp32: every backend of ``candidates`` that is installed, checked against eager PyTorch with
@@ -19,7 +25,7 @@ Candidates, each ``"backend/precision"``:
   precision, only where the CPU has native bf16 (:func:`sepconv.bench.timing.bf16_native`);
   elsewhere bf16 is emulated and slower than fp32. ONNX Runtime has no bf16 convolutions.
 - int8: the file :func:`sepconv.deploy.quantize` writes (ONNX Runtime's quantizer, its ranges
-  calibrated on the same images), run on ONNX Runtime and on OpenVINO.
+  set on the int8 part of the split), run on ONNX Runtime and on OpenVINO.
 """
 
 from __future__ import annotations
@@ -48,12 +54,22 @@ from sepconv.deploy.onnx import export_onnx, relative_error
 from sepconv.deploy.quantize import quantize
 from sepconv.utils.validation import finite_number, invalid
 
-__all__ = ["DEFAULT_MIN_AGREEMENT", "check_calibration", "search_precision"]
+__all__ = [
+    "DEFAULT_MIN_AGREEMENT",
+    "INT8_CALIBRATION",
+    "check_calibration",
+    "search_precision",
+    "split_calibration",
+]
 
 #: Default ``min_agreement``: at most 1 calibration image in 200 may change its top-1 class.
 #: bf16 measured 99.74-99.85% and ONNX Runtime's int8 99.22-99.54% on trained Fashion-MNIST
 #: MobileNets (results/deploy/), so by default bf16 qualifies there and int8 does not.
 DEFAULT_MIN_AGREEMENT = 0.995
+
+#: Most calibration images int8's ranges are set on (:func:`split_calibration`); MinMax ranges
+#: stop moving after a few hundred, and the default of :func:`sepconv.deploy.quantize`.
+INT8_CALIBRATION = 256
 
 # Backends that compute in bfloat16 when asked (sepconv.deploy.backends.build_cpu_runner).
 _BF16_BACKENDS = ("eager", "compile", "openvino")
@@ -107,6 +123,26 @@ def check_calibration(
     return images
 
 
+def split_calibration(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split calibration images into those int8 is calibrated on and those every candidate is
+    judged on.
+
+    The int8 part is a seeded draw (without replacement) of ``min(INT8_CALIBRATION, N // 2)``
+    images, the judged part all the others, each in the images' own order. The same images
+    always give the same split, so ``sepconv export`` writes the very int8 file that was judged.
+    With a single image the int8 part is empty (int8 is then not built).
+
+    Example:
+        >>> calibrate, judge = split_calibration(torch.zeros(1000, 1, 28, 28))
+        >>> len(calibrate), len(judge)
+        (256, 744)
+    """
+    count = len(images)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))
+    int8_part = min(INT8_CALIBRATION, count // 2)
+    return images[order[:int8_part].sort().values], images[order[int8_part:].sort().values]
+
+
 def search_precision(
     model: nn.Module,
     calibration: torch.Tensor,
@@ -120,9 +156,10 @@ def search_precision(
 ) -> InferenceModel:
     """Build ``model`` on ``backends`` in fp32, bf16 and int8; keep the fastest that agrees.
 
-    Every candidate runs all of ``calibration`` (through the compiled batch size, see
+    ``calibration`` is split (:func:`split_calibration`): int8 is calibrated on one part, and
+    every candidate runs the other, held-out part (through the compiled batch size, see
     :func:`_top_outputs`); its top-1 agreement with the unmodified eager fp32 model and its max
-    relative error are recorded. All candidates that were built are then timed on ``example``
+    relative error there are recorded. All candidates that were built are then timed on ``example``
     as ``backend="auto"`` times its backends (:func:`sepconv.deploy.choose.keep_fastest`:
     alternating rounds), so that the report has every candidate's median; the fastest whose
     agreement is at least ``min_agreement``, or that computes in fp32, is returned, with every
@@ -190,13 +227,14 @@ def search_precision(
                 except BackendMismatchError as err:
                     skipped[name] = str(err)
                     mismatched = True
-        _build_int8(model, calibration, backends, batch_size, threads, Path(tmp), built, skipped)
+        int8_images, judged = split_calibration(calibration)
+        _build_int8(model, int8_images, backends, batch_size, threads, Path(tmp), built, skipped)
 
     eager = copy.deepcopy(model).float().cpu().eval()
-    truth = _top_outputs(eager, calibration, batch_size)
+    truth = _top_outputs(eager, judged, batch_size)
     reports: dict[str, CandidateReport] = {}
     for name, candidate in built.items():
-        outputs = _top_outputs(candidate, calibration, batch_size)
+        outputs = _top_outputs(candidate, judged, batch_size)
         agreement = (outputs.argmax(-1) == truth.argmax(-1)).double().mean().item()
         qualifies = candidate.precision == "fp32" or agreement >= min_agreement
         reason = "" if qualifies else f"top-1 agreement {agreement:.4f} < {min_agreement:g}"
@@ -207,6 +245,7 @@ def search_precision(
             reason=reason,
             agreement=agreement,
             max_rel_error=relative_error(outputs, truth),
+            samples=len(judged),
         )
     # A copy: keep_fastest empties what it is given, and the winner among all candidates may
     # be one that did not qualify.
@@ -240,7 +279,7 @@ def search_precision(
         max_rel_error=chosen.max_rel_error,
         agreement=chosen.agreement,
         candidates=reports,
-        why=_why(best, reports, len(calibration), min_agreement),
+        why=_why(best, reports, len(judged), min_agreement),
     )
 
 
@@ -254,10 +293,18 @@ def _build_int8(
     built: dict[str, InferenceModel],
     skipped: dict[str, str],
 ) -> None:
-    """Quantize ``model`` once, calibrated on ``calibration``, and load the int8 file on each
-    int8-capable backend of ``backends`` into ``built`` (or the reason into ``skipped``)."""
+    """Quantize ``model`` once, calibrated on all of ``calibration`` (the int8 part of the
+    split), and load the int8 file on each int8-capable backend of ``backends`` into ``built``
+    (or the reason into ``skipped``)."""
     runtimes = [b for b in backends if b in _INT8_BACKENDS]
     if not runtimes:
+        return
+    if len(calibration) == 0:
+        why = (
+            "int8 needs at least 2 calibration images: its ranges are set on some and its "
+            "agreement is judged on the others"
+        )
+        skipped.update({f"{b}/int8": why for b in runtimes})
         return
     path = folder / "model.int8.onnx"
     try:
@@ -265,6 +312,7 @@ def _build_int8(
             model,
             calibration,
             path,
+            num_samples=len(calibration),
             backend=runtimes[0],  # type: ignore[arg-type]
             batch_size=batch_size,
             threads=threads,
@@ -308,7 +356,8 @@ def _why(best: str, reports: dict[str, CandidateReport], count: int, min_agreeme
     text = (
         f"{best}: {chosen.median_ms:.3g} ms median, fastest of {qualified} of {len(timed)} "
         f"candidates that qualified (fp32, or top-1 agreement with eager fp32 >= "
-        f"{min_agreement:g} on {count} calibration images); its agreement {chosen.agreement:.4f}"
+        f"{min_agreement:g} on {count} held-out calibration images); its agreement "
+        f"{chosen.agreement:.4f}"
     )
     faster = [
         f"{n} {r.median_ms:.3g} ms, agreement {r.agreement:.4f}"

@@ -112,10 +112,12 @@ def compile_for_inference(
 
     ``precision="auto"`` (CPU) measures precisions on the user's own images: every backend of
     ``candidates`` (or the one named) is built in fp32, in bf16 where the CPU has native bf16,
-    and in int8 (:func:`sepconv.deploy.quantize`, calibrated on ``calibration``; ONNX Runtime
-    and OpenVINO). Each candidate runs all of ``calibration``; its top-1 agreement with eager
-    fp32 and its max relative error are recorded, and the fastest candidate whose agreement is
-    at least ``min_agreement`` is returned (fp32 always qualifies). Here bf16 and int8 are judged
+    and in int8 (:func:`sepconv.deploy.quantize`; ONNX Runtime and OpenVINO). ``calibration``
+    is split: int8's ranges are set on a seeded draw of up to 256 of the images, and every
+    candidate runs all the others, which the quantizer never saw
+    (:func:`sepconv.deploy.precision.split_calibration`); its top-1 agreement with eager fp32
+    and its max relative error there are recorded, and the fastest candidate whose agreement
+    is at least ``min_agreement`` is returned (fp32 always qualifies). Here bf16 and int8 are judged
     by that agreement alone, not by :data:`BF16_RTOL`. :attr:`InferenceModel.agreement` is the
     chosen one's agreement, :attr:`InferenceModel.candidates` every candidate's report, and
     :attr:`InferenceModel.why` says why it won (:mod:`sepconv.deploy.precision`).
@@ -157,7 +159,8 @@ def compile_for_inference(
         calibration: With ``precision="auto"`` (and only then): a float tensor
             ``(N, C, H, W)`` of real, already normalised images, ``N >= 1`` and ``C, H, W`` as
             ``input_size`` (:func:`sepconv.deploy.prepare_images` makes them from uint8 images
-            or a dataset); the int8 candidates are calibrated on them too.
+            or a dataset); the int8 candidates are calibrated on part of them (above; int8
+            needs ``N >= 2``).
         min_agreement: With ``precision="auto"``: lowest top-1 agreement with eager fp32, in
             ``(0, 1]``, at which a bf16 or int8 candidate qualifies (default 0.995).
         example: A real input of shape ``(batch_size, *input_size)``, on which every backend
