@@ -7,7 +7,7 @@
 around the bar. This script asks whether another post-training recipe gets over it. The
 calibration images (``--calib-samples`` of the training split, the seeded draw of ``sepconv
 evaluate --calib-data``) are split as ``precision="auto"`` splits them
-(``sepconv.deploy.precision.split_calibration``): every recipe but one sets its ranges on the
+(``sepconv.deploy.split_calibration``): every recipe but one sets its ranges on the
 int8 part (256 images) of the same BatchNorm-folded export, and is scored by top-1 agreement
 with eager fp32 and accuracy on every test image, plus the agreement on the held-out part of the
 calibration images (what ``precision="auto"`` judges by):
@@ -61,8 +61,15 @@ from sepconv.bench.output import markdown_environment, markdown_table, terminal_
 from sepconv.bench.timing import environment
 from sepconv.cli._calibration import calibration_images
 from sepconv.data import load_dataset
-from sepconv.deploy import compare_top1, export_onnx, load_onnx, prepare_images, quantize
-from sepconv.deploy.precision import DEFAULT_MIN_AGREEMENT, split_calibration
+from sepconv.deploy import (
+    compare_top1,
+    export_onnx,
+    load_onnx,
+    prepare_images,
+    quantize,
+    split_calibration,
+)
+from sepconv.deploy.precision import DEFAULT_MIN_AGREEMENT
 from sepconv.deploy.quantize import needs_reduce_range
 from sepconv.models.modelfile import read_model_file
 from sepconv.utils.files import write_json, write_text

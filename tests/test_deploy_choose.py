@@ -76,6 +76,30 @@ def test_a_candidate_far_behind_after_round_one_is_not_timed_again() -> None:
     assert 6 <= calls.count("far") < 10
 
 
+def test_only_an_eligible_candidate_wins_and_sets_the_bar_of_the_race() -> None:
+    calls: list[str] = []
+    built = {
+        "ineligible": candidate("ineligible", 0.0, calls),  # e.g. int8 that failed its check
+        "a": candidate("a", 5e-3, calls),
+        "b": candidate("b", 6e-3, calls),
+    }
+    best, timings = keep_fastest(
+        built, X, 1, rounds=4, block_s=0.02, settle_s=0.0, eligible=("a", "b")
+    )
+    assert best.backend == "a" and set(timings) == {"ineligible", "a", "b"}
+    assert timings["ineligible"] < timings["a"]  # faster, timed and reported, yet not chosen
+    # Against the ineligible one both would be far behind and timed in round one only (under
+    # 10 calls, see above); against "a", "b" stays in all four rounds (over 20 calls).
+    assert calls.count("b") > 20 and calls.count("a") > 20
+
+
+@pytest.mark.parametrize("eligible", [(), ("a", "nope")])
+def test_eligible_names_only_candidates(eligible: tuple[str, ...]) -> None:
+    built = {"a": candidate("a", 0.0, [])}
+    with pytest.raises(ValueError, match=r"`eligible`: expected a non-empty subset"):
+        keep_fastest(built, X, 1, rounds=1, block_s=0.01, settle_s=0.0, eligible=eligible)
+
+
 def test_a_tie_goes_to_the_first_candidate_and_the_order_rotates(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -15,9 +15,9 @@ from sepconv import create_model, save_model
 from sepconv.bench.timing import bf16_native
 from sepconv.cli import main
 from sepconv.data import load_fashion_mnist
-from sepconv.deploy import compile_for_inference, prepare_images, quantize
+from sepconv.deploy import compile_for_inference, prepare_images, quantize, split_calibration
 from sepconv.deploy.compiled import BF16_RTOL
-from sepconv.deploy.precision import check_calibration, split_calibration
+from sepconv.deploy.precision import check_calibration
 from sepconv.train import update_bn_statistics
 
 SIZE = (1, 28, 28)

@@ -255,8 +255,12 @@ def _choose_precision(
 
     from sepconv.cli._calibration import candidate_rows, chosen_line
     from sepconv.cli._console import console
-    from sepconv.deploy import BackendMismatchError, compile_for_inference, quantize
-    from sepconv.deploy.precision import split_calibration
+    from sepconv.deploy import (
+        BackendMismatchError,
+        compile_for_inference,
+        quantize,
+        split_calibration,
+    )
 
     size = (int(calibration.shape[1]), int(calibration.shape[2]), int(calibration.shape[3]))
     try:

@@ -10,6 +10,7 @@ from sepconv.deploy.agreement import Agreement, agreement_interval, compare_top1
 from sepconv.deploy.compiled import CandidateReport
 from sepconv.deploy.fuse import fuse
 from sepconv.deploy.onnx import ExportError, OnnxExport, export_onnx
+from sepconv.deploy.precision import split_calibration
 from sepconv.deploy.quantize import prepare_images, quantize
 from sepconv.deploy.runtime import (
     BackendMismatchError,
@@ -36,4 +37,5 @@ __all__ = [
     "prepare_images",
     "quantize",
     "quantized_ops",
+    "split_calibration",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gc
+from collections.abc import Collection
 
 import numpy as np
 import torch
@@ -25,9 +26,9 @@ __all__ = ["CHOICE_BLOCK_S", "CHOICE_ROUNDS", "FAR_BEHIND", "keep_fastest"]
 CHOICE_ROUNDS = 5
 #: Seconds of timed calls per candidate per round (after a pause and two warm-up calls).
 CHOICE_BLOCK_S = 0.1
-#: After the first round, a candidate whose median is above this multiple of the best one's is
-#: not timed again: eager PyTorch at 2-4x the runtimes' latency cannot catch up, and timing it
-#: would only lengthen the build.
+#: After the first round, a candidate whose median is above this multiple of the best eligible
+#: one's is not timed again: eager PyTorch at 2-4x the runtimes' latency cannot catch up, and
+#: timing it would only lengthen the build.
 FAR_BEHIND = 1.5
 _MANY = 1_000_000
 
@@ -40,6 +41,7 @@ def keep_fastest(
     rounds: int = CHOICE_ROUNDS,
     block_s: float = CHOICE_BLOCK_S,
     settle_s: float = RUNTIME_SETTLE_S,
+    eligible: Collection[str] | None = None,
 ) -> tuple[InferenceModel, dict[str, float]]:
     """Time the candidates of ``built`` on ``example``, return the fastest and every median,
     and release the others.
@@ -50,9 +52,14 @@ def keep_fastest(
     warm-up calls, then blocks of calls (:func:`sepconv.bench.timing.measure`) until
     ``block_s`` seconds of calls have passed, at least 3 blocks. A candidate's median is the
     median of all its per-call samples over the rounds; after the first round a candidate
-    slower than :data:`FAR_BEHIND` times the best median is left out of later rounds (its
-    first-round median is what it reports). The lowest median wins; ties go to the earlier
-    candidate of ``built``.
+    slower than :data:`FAR_BEHIND` times the best eligible median is left out of later rounds
+    (its first-round median is what it reports). The eligible candidate with the lowest median
+    wins; ties go to the earlier candidate of ``built``.
+
+    Candidates that may not win (``eligible``) are timed alongside for the report, but do not
+    set the bar of the race: an int8 candidate that failed its agreement check, twice as fast
+    as every fp32 one, would otherwise leave the eligible ones a single round to be told apart
+    by.
 
     Before returning, ``built`` is emptied and the garbage collector runs, so that the losing
     runners, their ONNX Runtime sessions or OpenVINO compiled models, and the threads those
@@ -67,6 +74,7 @@ def keep_fastest(
             :data:`CHOICE_BLOCK_S`).
         settle_s: Pause before each timing (default
             :data:`~sepconv.bench.timing.RUNTIME_SETTLE_S`).
+        eligible: Names of ``built`` that may win (default: all).
 
     Returns:
         The fastest model, with nothing else changed, and candidate -> median milliseconds.
@@ -88,6 +96,9 @@ def keep_fastest(
     if settle_s < 0:
         raise invalid("settle_s", ">= 0", settle_s)
     names = list(built)
+    allowed = names if eligible is None else [name for name in names if name in eligible]
+    if not allowed or (eligible is not None and set(eligible) - set(names)):
+        raise invalid("eligible", f"a non-empty subset of the candidates {names}", eligible)
     samples: dict[str, list[float]] = {name: [] for name in names}
     racing = list(names)
     for r in range(rounds):
@@ -105,10 +116,10 @@ def keep_fastest(
             samples[name].extend(timing.samples_s)
         if r == 0:
             first = {name: float(np.median(samples[name])) for name in racing}
-            best_first = min(first.values())
+            best_first = min(first[name] for name in allowed)
             racing = [name for name in racing if first[name] <= FAR_BEHIND * best_first]
     timings = {name: float(np.median(samples[name])) * 1e3 for name in names}
-    best = min(names, key=timings.__getitem__)  # min keeps the first of equal medians
+    best = min(allowed, key=timings.__getitem__)  # min keeps the first of equal medians
     winner = built[best]
     # Release the losers now: a live ONNX Runtime session keeps spinning threads, and an
     # OpenVINO compiled model its memory, for as long as anything refers to them.

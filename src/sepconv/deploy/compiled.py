@@ -41,7 +41,7 @@ class CandidateReport:
         reason: Why it was dropped, or not built at all (empty when kept).
         median_ms: Median latency per batch in milliseconds (``None`` when not built).
         agreement: Fraction of the held-out calibration images (those int8 was not calibrated
-            on, :func:`sepconv.deploy.precision.split_calibration`) whose top-1 class equals
+            on, :func:`sepconv.deploy.split_calibration`) whose top-1 class equals
             eager fp32's.
         max_rel_error: ``max|out - eager| / max|eager|`` over those images.
         samples: How many images ``agreement`` was measured on (``None`` when not built).

@@ -247,15 +247,17 @@ def search_precision(
             max_rel_error=relative_error(outputs, truth),
             samples=len(judged),
         )
-    # A copy: keep_fastest empties what it is given, and the winner among all candidates may
-    # be one that did not qualify.
-    _, timings = keep_fastest(dict(built), example, threads)
+    kept = [name for name in built if reports[name].kept]
+    timings: dict[str, float] = {}
+    if kept:
+        # Every candidate is timed for the report; only those that qualified race to win.
+        # (A copy: keep_fastest empties what it is given.)
+        _, timings = keep_fastest(dict(built), example, threads, eligible=kept)
     for name, ms in timings.items():
         reports[name] = dataclasses.replace(reports[name], median_ms=ms)
     for name, why in skipped.items():
         backend, _, precision = name.partition("/")
         reports[name] = CandidateReport(backend, precision, kept=False, reason=why)
-    kept = [name for name in timings if reports[name].kept]
     if not kept:
         # Nothing qualified: a runtime is missing (ImportError), or something ran but no fp32
         # backend passed its check and no lower precision agreed enough.

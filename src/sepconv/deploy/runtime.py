@@ -115,7 +115,7 @@ def compile_for_inference(
     and in int8 (:func:`sepconv.deploy.quantize`; ONNX Runtime and OpenVINO). ``calibration``
     is split: int8's ranges are set on a seeded draw of up to 256 of the images, and every
     candidate runs all the others, which the quantizer never saw
-    (:func:`sepconv.deploy.precision.split_calibration`); its top-1 agreement with eager fp32
+    (:func:`sepconv.deploy.split_calibration`); its top-1 agreement with eager fp32
     and its max relative error there are recorded, and the fastest candidate whose agreement
     is at least ``min_agreement`` is returned (fp32 always qualifies). Here bf16 and int8 are judged
     by that agreement alone, not by :data:`BF16_RTOL`. :attr:`InferenceModel.agreement` is the
