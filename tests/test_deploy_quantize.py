@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import torch
 from nets import mbconv_net
+from onnx import numpy_helper
 from torch import nn
 
 from sepconv import create_model
@@ -161,14 +164,61 @@ def test_nncf_file_runs_in_int8_on_openvino_and_agrees(trained, data, tmp_path: 
     assert openvino_layers(path) == layers  # counting compiles the file anew, and is repeatable
 
 
-def test_quantize_rejects_settings_nncf_chooses_itself(trained, tmp_path: Path) -> None:
+def weight_ranges(path: Path) -> dict[str, int]:
+    """Largest |int8 value| of each quantized weight tensor of an ONNX QDQ file, by its name."""
+    model = onnx.load(str(path))
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {
+        node.input[0]: int(abs(constants[node.input[0]].astype(np.int32)).max())
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear"
+        and constants.get(node.input[0]) is not None
+        and constants[node.input[0]].dtype == np.int8
+    }
+
+
+def test_nncf_reduce_range_keeps_every_dense_weight_to_7_bits(
+    trained, data, tmp_path: Path
+) -> None:
+    # Without VNNI, u8 x s8 kernels saturate unless weights stay within 7 bits (NNCF's overflow
+    # fix); NNCF leaves depthwise kernels at 8 bits, which do not go through that kernel.
+    train, _, mean, std = data
+    depthwise = {
+        f"{name}.weight"
+        for name, m in trained.named_modules()
+        if isinstance(m, nn.Conv2d) and m.groups > 1
+    }
+    ranges = {}
+    for reduce_range in (True, False):
+        path = tmp_path / f"{reduce_range}.onnx"
+        quantize(
+            trained,
+            train,
+            path,
+            mean=mean,
+            std=std,
+            num_samples=32,
+            backend="openvino",
+            quantizer="nncf",
+            reduce_range=reduce_range,
+            threads=1,
+        )
+        ranges[reduce_range] = weight_ranges(path)
+    dense = {k: v for k, v in ranges[True].items() if not any(d in k for d in depthwise)}
+    assert len(dense) >= 5 and len(ranges[True]) > len(dense)  # the net has both kinds
+    assert max(dense.values()) <= 64
+    assert min(v for k, v in ranges[True].items() if k not in dense) == 127
+    assert min(ranges[False].values()) == 127  # 8 bits everywhere: each tensor's max at +-127
+
+
+def test_quantize_rejects_invalid_settings_before_writing(trained, tmp_path: Path) -> None:
     images = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
     with pytest.raises(ValueError, match=r"`quantizer`: expected one of 'onnxruntime', 'nncf'"):
         quantize(trained, images, tmp_path / "net.onnx", quantizer="tflite")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"`per_channel/reduce_range`.*NNCF picks"):
+    with pytest.raises(ValueError, match=r"`per_channel`.*NNCF always uses per-channel"):
         quantize(trained, images, tmp_path / "net.onnx", quantizer="nncf", per_channel=False)
-    with pytest.raises(ValueError, match=r"`per_channel/reduce_range`"):
-        quantize(trained, images, tmp_path / "net.onnx", quantizer="nncf", reduce_range=True)
+    with pytest.raises(ValueError, match=r"`reduce_range`: expected None, True or False"):
+        quantize(trained, images, tmp_path / "net.onnx", reduce_range="on")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []  # refused before anything is written
 
 

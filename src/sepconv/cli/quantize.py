@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--reduce-range", choices=("auto", "on", "off"), default="auto",
-        help="7-bit weights; auto: on for x86 CPUs without VNNI, whose int8 kernels saturate "
-        "8-bit weights (default: auto)",
+        help="7-bit weights (with --quantizer nncf: its overflow fix on every layer); auto: on "
+        "for x86 CPUs without VNNI, whose int8 kernels saturate 8-bit weights (default: auto)",
     )  # fmt: skip
     parser.add_argument(
         "--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
@@ -123,9 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if mean is None or std is None:
         mean, std = channel_stats(train.images)  # what `sepconv train` normalises with
     quantizer: Quantizer = args.quantizer
-    # auto: NNCF handles CPUs without VNNI itself; ONNX Runtime needs 7-bit weights there.
-    auto = quantizer == "onnxruntime" and needs_reduce_range()
-    reduce_range = {"on": True, "off": False}.get(args.reduce_range, auto)
+    reduce_range = {"on": True, "off": False}.get(args.reduce_range)  # auto: None
+    seven_bit = needs_reduce_range() if reduce_range is None else reduce_range
 
     start = time.perf_counter()
     try:
@@ -162,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         "file": str(output),
         "file_bytes": output.stat().st_size,
         "per_channel": args.per_channel,
-        "reduce_range": reduce_range,
+        "reduce_range": seven_bit,
         "normalization": {"mean": list(mean), "std": list(std)},
         "ops_after_fusion" if args.backend == "onnxruntime" else "openvino_layers": ops,
         "max_rel_error_first_batch": int8.max_rel_error,
@@ -175,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("calibration", f"{args.num_samples} images of {args.calib_data} (train)")
     table.add_row("quantizer", f"{quantizer}, for {args.backend}")
     weights = "per channel" if args.per_channel else "per tensor"
-    table.add_row("weights", f"int8, {weights}" + (", 7-bit range" if reduce_range else ""))
+    table.add_row("weights", f"int8, {weights}" + (", 7-bit range" if seven_bit else ""))
     if args.backend == "onnxruntime":
         is_int8 = {op: op in _INT8_OPS for op in ops}
     else:
