@@ -188,3 +188,37 @@ def test_int8_recipes_smoke(tmp_path: Path) -> None:
     )
     best = max(rows, key=lambda name: rows[name]["test"]["agreement"])
     assert f"best recipe {best}," in (tmp_path / "ir.md").read_text()
+
+
+def test_int8_recipes_entropy_ranges_clip_what_minmax_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entropy recipe's ranges are its own: inside MinMax's, and narrower where one image is
+    an outlier (with ONNX Runtime's default 128 bins they would be MinMax's exactly)."""
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from int8_recipes import entropy_cache, reader
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU()).eval()
+    images = torch.randn(250, 1, 12, 12)
+    images[0] *= 50.0
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(
+        model, (images[:1],), str(path), input_names=["input"],
+        dynamic_axes={"input": {0: "batch"}}, dynamo=False,
+    )  # fmt: skip
+    minmax = quantization.create_calibrator(
+        path, augmented_model_path=str(tmp_path / "minmax.augmented.onnx")
+    )
+    minmax.collect_data(reader(images))
+    full = minmax.compute_data()
+    entropy = quantization.load_tensors_data(entropy_cache(path, images, tmp_path))
+    narrower = 0
+    for name, ranges in entropy.data.items():
+        low, high = (float(v.item()) for v in ranges.range_value)
+        full_low, full_high = (float(v.item()) for v in full.data[name].range_value)
+        assert full_low <= low <= high <= full_high, name
+        narrower += (high - low) < 0.5 * (full_high - full_low)
+    assert narrower >= 1
