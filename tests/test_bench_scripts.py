@@ -118,6 +118,24 @@ def test_inference_reruns_in_fresh_processes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_choice_smoke(tmp_path: Path) -> None:
+    data = run_cpu_smoke("choice.py", tmp_path, "ch")
+    assert data["input_shape"] == [1, 3, 64, 64] and data["builds"] == 2
+    for model in data["models"]:
+        reference = model["reference_ms"]
+        assert model["fastest"] == min(reference, key=reference.__getitem__)
+        assert set(model["lengths"]) == {"5 rounds", "20 rounds"}
+        for length, stats in model["lengths"].items():
+            races = [r for r in model["races"] if r["length"] == length]
+            assert stats["races"] == len(races) == 2
+            assert sum(stats["chosen"].values()) == 2
+            # Every race's winner is the candidate with the lowest median it measured.
+            for race in races:
+                assert race["chosen"] == min(race["medians_ms"], key=race["medians_ms"].get)
+            assert 0 <= stats["within_tolerance"] <= 2
+
+
+@pytest.mark.slow
 def test_runtime_config_smoke(tmp_path: Path) -> None:
     data = run_cpu_smoke("runtime_config.py", tmp_path, "rc")
     assert data["input_shape"] == [1, 3, 64, 64]
