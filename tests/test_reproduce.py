@@ -18,16 +18,19 @@ from sepconv.layers import make_divisible
 from sepconv.reproduce import (
     RowCost,
     RowSummary,
+    RunSpec,
     TwinSummary,
     build_row_model,
     load_config,
     plan_runs,
     run_sweep,
+    with_epochs,
 )
 from sepconv.reproduce.cost import LATENCY_BN_IMAGES, latency_model, row_cost
 from sepconv.reproduce.data import SweepData, training_augment
 from sepconv.reproduce.plan import longest_first
 from sepconv.reproduce.runs import run_identity
+from sepconv.reproduce.sweep import check_results_kept
 from sepconv.train import load_tensors, save_tensors
 
 # ---------------------------------------------------------------------------- helpers
@@ -585,6 +588,68 @@ def test_cli_unknown_row_is_a_user_error(
     code = main(["reproduce", str(write_config(tmp_path)), "--only", "vgg", "--dry-run"])
     assert code == 2
     assert "received 'vgg'" in capsys.readouterr().err
+
+
+def write_finished(folder: Path, run: RunSpec, identity: dict[str, object]) -> None:
+    """A finished run's result file, as a sweep leaves it in a runs or a results folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "result.json").write_text(json.dumps({"row": run.row.name, "identity": identity}))
+
+
+def test_a_sweep_that_would_lose_a_results_folders_runs_is_refused(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    out, empty, runs = tmp_path / "results", tmp_path / "empty", tmp_path / "runs"
+    check_results_kept(config, plan_runs(config, empty), empty, out, None)  # nothing there yet
+    every = plan_runs(config, runs)  # sep/seed0, sep/seed1, conv/seed0
+    for run in every:
+        write_finished(out / "runs" / run.key, run, run_identity(run, config))
+    (out / "results.json").write_text("{}")
+    # The same runs again (all planned) or the planned ones plus those finished in the runs
+    # folder: the table holds every run of the folder.
+    check_results_kept(config, plan_runs(config, empty), empty, out, None)
+    conv_only = plan_runs(config, empty, only=["conv"])
+    with pytest.raises(ValueError, match=r"sep/seed0 \(not a run .*sep/seed1") as err:
+        check_results_kept(config, conv_only, empty, out, None, ("--out", "--overwrite"))
+    assert str(err.value).startswith("--out: expected") and "--overwrite" in str(err.value)
+    assert "conv/seed0" not in str(err.value)
+    for run in every:
+        write_finished(run.directory, run, run_identity(run, config))
+    check_results_kept(config, plan_runs(config, runs, only=["conv"]), runs, out, None)
+    # Another number of epochs trains every run differently.
+    longer = with_epochs(config, 3)
+    with pytest.raises(ValueError, match="conv/seed0 \\(trained differently") as err:
+        check_results_kept(longer, plan_runs(longer, empty), empty, out, None)
+    # (in the runs folder whose runs were trained for 2 epochs, those are refused first)
+    with pytest.raises(ValueError, match="records a run with other"):
+        check_results_kept(longer, plan_runs(longer, runs), runs, out, None)
+    assert "overwrite=True" in str(err.value)
+    # A seed the results hold beyond the sweep's own.
+    extra = RunSpec(config.row("conv"), 1, runs / "conv" / "seed1")
+    write_finished(out / "runs" / extra.key, extra, run_identity(extra, config))
+    with pytest.raises(ValueError, match="conv/seed1"):
+        check_results_kept(config, plan_runs(config, runs), runs, out, None)
+    check_results_kept(config, plan_runs(config, runs, seeds=2), runs, out, 2)
+
+
+def test_cli_refuses_to_replace_other_results_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path)
+    config = load_config(path)
+    out = tmp_path / "results"
+    for run in plan_runs(config, tmp_path / "runs"):
+        write_finished(out / "runs" / run.key, run, run_identity(run, config))
+    (out / "results.json").write_text('{"rows": []}')
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    runs = tmp_path / "other_runs"
+    # Retraining only conv in a fresh runs folder would leave sep's runs out of the table.
+    command = ["reproduce", str(path), "--out", str(out), "--runs-dir", str(runs)]
+    code = main([*command, "--only", "conv"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--out: expected" in err and "--overwrite" in err
+    assert "Traceback" not in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not runs.exists()  # refused before any run was started
 
 
 # ---------------------------------------------------------------------------- the table

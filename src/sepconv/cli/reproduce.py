@@ -51,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per row (all rows)")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write the results folder even if it holds results of runs this sweep would not "
+        "keep (another config, --epochs, rows or seeds left out, another --runs-dir); "
+        "without it such a sweep is refused before training",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -244,7 +251,8 @@ def _device_name(device: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from sepconv.cli._console import console
     from sepconv.reproduce.config import load_config
-    from sepconv.reproduce.sweep import run_sweep
+    from sepconv.reproduce.runs import plan_runs
+    from sepconv.reproduce.sweep import check_results_kept, run_sweep
     from sepconv.reproduce.variants import smoke_config, with_epochs
     from sepconv.utils.devices import check_device
 
@@ -264,6 +272,9 @@ def run(args: argparse.Namespace) -> int:
     # Hours of training must not end in a folder that cannot be written.
     check_writable(runs_dir, "--runs-dir", is_dir=True)
     check_writable(out_dir, "--out", is_dir=True)
+    if not args.overwrite:
+        runs = plan_runs(config, runs_dir, only=args.only, seeds=args.seeds)
+        check_results_kept(config, runs, runs_dir, out_dir, args.seeds, ("--out", "--overwrite"))
     outcome = run_sweep(
         config,
         runs_dir=runs_dir,
@@ -275,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         max_steps=args.max_steps,
         command=_command(args),
+        overwrite=True,  # checked above, where the message can name the flags
     )
     out = console()
     statuses = list(outcome.statuses.values())

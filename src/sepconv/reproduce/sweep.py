@@ -9,6 +9,7 @@ finished runs skipped and interrupted ones resumed), trains them one after the o
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -26,7 +27,14 @@ from sepconv.reproduce.data import SweepData
 from sepconv.reproduce.plan import Eta, clock, longest_first, split_threads
 from sepconv.reproduce.pool import CONSOLE_NAME, train_in_parallel
 from sepconv.reproduce.results import write_results
-from sepconv.reproduce.runs import RESULT_NAME, RunSpec, plan_runs, read_result, train_run
+from sepconv.reproduce.runs import (
+    RESULT_NAME,
+    RunSpec,
+    plan_runs,
+    read_result,
+    run_identity,
+    train_run,
+)
 from sepconv.reproduce.speed import gpu_throughput
 from sepconv.reproduce.table import summarize
 from sepconv.train.trainer import LOG_NAME
@@ -136,6 +144,57 @@ def _collect(
     return finished
 
 
+def check_results_kept(
+    config: ReproduceConfig,
+    runs: Sequence[RunSpec],
+    runs_dir: Path,
+    out_dir: Path,
+    seeds: int | None,
+    names: tuple[str, str] = ("out_dir", "overwrite=True"),
+) -> None:
+    """Raise ``ValueError`` if ``out_dir`` holds the results of runs that the table of this
+    sweep (the planned ``runs`` and every finished run, as :func:`_collect` gathers them) would
+    not hold as they are: a row or seed it leaves out, or one it trains differently (another
+    config, ``--epochs``) or takes from another runs folder without that run.
+
+    The runs of a results folder are those copied into its ``runs/<row>/seed<k>/``, each
+    with the identity it was trained under; a sweep that keeps every one of them may rewrite
+    the folder (its table then holds the same runs, and perhaps more). ``names``: how the
+    message names the results folder and the way to overwrite it (``--out``, ``--overwrite``
+    on the command line).
+    """
+    if not (out_dir / "results.json").is_file():
+        return
+    planned = {run.key for run in runs}
+    kept: dict[str, dict[str, Any]] = {}
+    for row in config.rows:
+        for seed in range(max(row.seeds, seeds or 0)):
+            run = RunSpec(row, seed, runs_dir / row.name / f"seed{seed}")
+            if run.status == "done":
+                read_result(run, config)  # a stale run is refused first, as by the sweep
+            if run.key in planned or run.status == "done":
+                kept[run.key] = run_identity(run, config)
+    lost = []
+    for path in sorted((out_dir / "runs").glob(f"*/seed*/{RESULT_NAME}")):
+        key = f"{path.parent.parent.name}/{path.parent.name}"
+        try:
+            identity = json.loads(path.read_text(encoding="utf-8")).get("identity")
+        except (OSError, ValueError, AttributeError):
+            identity = None
+        if key not in kept:
+            lost.append(f"{key} (not a run of this sweep in {runs_dir})")
+        elif identity != kept[key]:
+            lost.append(f"{key} (trained differently here)")
+    if lost:
+        shown = ", ".join(lost[:4]) + (f" and {len(lost) - 4} more" if len(lost) > 4 else "")
+        name, overwrite = names
+        raise ValueError(
+            f"{name}: expected a results folder this sweep can rewrite without losing results, "
+            f"received {str(out_dir)!r}, which holds the results of other runs: {shown}. Give "
+            f"another {name}, or {overwrite} to replace them."
+        )
+
+
 def _write_table(
     data: SweepData,
     outcome: SweepOutcome,
@@ -214,6 +273,7 @@ def run_sweep(
     device: str | torch.device | None = None,
     max_steps: int | None = None,
     command: str = "",
+    overwrite: bool = False,
 ) -> SweepOutcome:
     """Train every planned run, then measure every row and write the results table.
 
@@ -239,6 +299,12 @@ def run_sweep(
             (:func:`sepconv.reproduce.speed.gpu_throughput`).
         max_steps: Stop each run after this many optimizer steps (checkpointed).
         command: The command line, recorded with the results.
+        overwrite: Write ``out_dir`` even if it holds results of runs this sweep's table would
+            not hold (checked before any training; see :func:`check_results_kept`).
+
+    Raises:
+        ValueError: an invalid argument, or (unless ``overwrite``) an ``out_dir`` whose results
+            this sweep would lose.
 
     Example:
         >>> outcome = run_sweep(load_config("configs/reproduce_compact.toml"),
@@ -250,6 +316,8 @@ def run_sweep(
     runs = plan_runs(config, runs_path, only=only, seeds=seeds)
     if max_steps is not None:
         positive_int("max_steps", max_steps)
+    if not overwrite:
+        check_results_kept(config, runs, runs_path, out_path, seeds)
     jobs, run_threads = split_threads(config, threads, jobs, device)
     load_start = _loadavg()
     data = SweepData.load(config)
