@@ -34,12 +34,18 @@ relative errors mean nothing. Every row is timed on one held-out real image. Row
   random, so only speed is measured).
 - ``int8 OpenVINO (ORT's file)``: OpenVINO running ONNX Runtime's int8 file, to show what the
   quantizer's placement of the int8 ops costs.
+- ``ONNX Runtime (plain, twin)`` / ``OpenVINO (plain, f32, twin)`` (``--twins``): a second
+  session of each plain fp32 runtime, built the same way. sepconv's fp32 path runs one of the two
+  runtimes with their default settings, so the best it can do is what the faster runtime's twin
+  does: the twin's time over the best plain fp32 runtime (*twin control*) is what the same
+  runtime with the same settings measures against itself in that run, the noise floor of
+  sepconv's fp32 ratio.
 
 Where the time goes: OpenVINO's own per-layer counters (``PERF_COUNT``) for the f32 and the int8
 (NNCF) model, summed by layer type and the precision it ran in, so that a missed int8 target
 shows which layers int8 does not speed up.
 
-All rows of a model are timed in interleaved rounds, the order rotating from round to round
+All rows of a model are timed in interleaved rounds, the order changing from round to round
 (``peers.interleaved``), so that load from other processes spreads over all of them, each after
 a 0.1 s pause: ONNX Runtime's worker threads keep spinning after a call and slow the row timed
 next (``benchmarks/settle.py``). MACs
@@ -116,6 +122,10 @@ SEPCONV_ROW = "sepconv compile_for_inference"
 SEPCONV_BF16_ROW = "sepconv compile_for_inference (bf16)"
 INT8_CROSS_ROW = "int8 OpenVINO (ORT's file)"
 INT8_ROWS = ("int8 ONNX Runtime", "int8 OpenVINO", INT8_CROSS_ROW)
+# Plain fp32 runtime -> its twin (``--twins``), and the ratio the twins give.
+TWIN_ROWS = {row: row[:-1] + ", twin)" for row in REFERENCE_ROWS}
+TWIN_CONTROL = "twin control"
+RUNTIME_NAMES = dict(zip(REFERENCE_ROWS, ("onnxruntime", "openvino"), strict=True))
 
 
 def reference_model(library: str, name: str) -> nn.Module:
@@ -195,6 +205,12 @@ def bench_model(
             rows[row], precision = plain_openvino(reference, x, args.threads, f32)
             build_s[row] = time.perf_counter() - start
             extra.setdefault("openvino_precision", {})[row] = precision
+        if args.twins:
+            twin_folder = folder / "twin"
+            twin_folder.mkdir()
+            ort_twin, ov_twin = TWIN_ROWS.values()
+            rows[ort_twin] = plain_onnxruntime(reference, twin_folder, args.threads, x)
+            rows[ov_twin] = plain_openvino(reference, x, args.threads, True)[0]
         auto_rows: list[tuple[str, Precision]] = [(SEPCONV_ROW, "fp32")]
         if bf16_native():
             auto_rows.append((SEPCONV_BF16_ROW, "bf16"))
@@ -277,7 +293,7 @@ def baselines(result: dict[str, Any]) -> dict[str, float]:
         "eager": next(v for k, v in ms.items() if k.endswith(" eager") and k != "sepconv eager"),
         "fp32 runtime": min(ms[r] for r in REFERENCE_ROWS),
         "any runtime": min(ms[r] for r in (*REFERENCE_ROWS, OV_DEFAULT_ROW)),
-        "fp32": min(v for k, v in ms.items() if kind[k] == "fp32"),
+        "fp32": min(v for k, v in ms.items() if kind[k] == "fp32" and k not in TWIN_ROWS.values()),
     }
 
 
@@ -289,14 +305,24 @@ RATIO_BASELINES = {
 }
 
 
+def faster_plain(result: dict[str, Any]) -> str:
+    """The plain fp32 runtime with the lower median in this run."""
+    return min(REFERENCE_ROWS, key=lambda row: result["rows"][row]["median_ms"])
+
+
 def ratios(result: dict[str, Any]) -> dict[str, float]:
-    """Row -> its median over its baseline's (`RATIO_BASELINES`), for the rows measured."""
+    """Row -> its median over its baseline's (`RATIO_BASELINES`), for the rows measured, and,
+    with twins, `TWIN_CONTROL`: the faster plain runtime's twin over the best plain runtime."""
     base = baselines(result)
-    return {
+    out = {
         row: result["rows"][row]["median_ms"] / base[baseline]
         for row, (baseline, _) in RATIO_BASELINES.items()
         if row in result["rows"]
     }
+    twin = TWIN_ROWS[faster_plain(result)]
+    if twin in result["rows"]:
+        out[TWIN_CONTROL] = result["rows"][twin]["median_ms"] / base["fp32 runtime"]
+    return out
 
 
 def summarise(result: dict[str, Any], peak_gmacs: float) -> list[list[str]]:
@@ -357,6 +383,12 @@ def targets(results: list[dict[str, Any]], peak_gmacs: float) -> list[str]:
             f"{'met' if speedup >= 3 else 'missed'}; eager runs at {100 * eager_share:.0f}% of "
             f"the matmul peak, so 3x means {300 * eager_share:.0f}% of it)"
         )
+        twin = ratios(result).get(TWIN_CONTROL)
+        if twin is not None:
+            line += (
+                f"; twin control (the faster plain runtime's second session) {twin:.2f} of the "
+                "best plain fp32 runtime"
+            )
         if SEPCONV_BF16_ROW in ms:
             bf16 = ms[SEPCONV_BF16_ROW]
             line += (
@@ -435,6 +467,11 @@ def main() -> None:
     parser.add_argument("--calib-samples", type=int, default=32)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--no-int8", dest="int8", action="store_false")
+    parser.add_argument(
+        "--twins", action="store_true",
+        help="also time a second session of each plain fp32 runtime, and report the faster "
+        "one's twin over the best plain fp32 runtime (the noise floor of sepconv's fp32 ratio)",
+    )  # fmt: skip
     parser.add_argument(
         "--reruns", type=int, default=1,
         help="run the benchmark this many times, each in a fresh process, and report every "
@@ -572,12 +609,17 @@ def rerun(args: argparse.Namespace, command: str) -> dict[str, Any]:
         summary[model] = {}
         for row in ratios(result):
             values = [ratios(r)[row] for r in per_run]
+            twin = row == TWIN_CONTROL
             summary[model][row] = {
-                "baseline": RATIO_BASELINES[row][1],
+                "baseline": RATIO_BASELINES[SEPCONV_ROW if twin else row][1],
                 "per_run": values,
                 "median": float(np.median(values)),
                 "worst": max(values),
-                "backends": [r["auto"][row]["backend"] for r in per_run if row in r["auto"]],
+                "backends": [
+                    RUNTIME_NAMES[faster_plain(r)] if twin else r["auto"][row]["backend"]
+                    for r in per_run
+                    if twin or row in r["auto"]
+                ],
             }
     return {
         **runs[-1],
@@ -627,6 +669,9 @@ def report(data: dict[str, Any], folder: Path, out: str) -> None:
             f"## Over {data['reruns']['count']} reruns, each in a fresh process\n\n"
             "Each sepconv row's ratio to its baseline (as in the *ratio* column below) in every "
             "rerun, their median and worst (highest), and the backends sepconv's path chose. "
+            "*twin control* (with `--twins`): a second session of the faster plain fp32 runtime "
+            "(built the same way) over the best plain fp32 runtime, that is, the runtime with "
+            "its default settings against itself; *chosen* then names the faster runtime. "
             "The tables after this one are the last rerun's; every rerun's data is in the "
             "JSON.\n\n" + markdown_table(rerun_headers, rerun_rows) + "\n\n"
         )

@@ -21,7 +21,7 @@ import openvino as ov
 import torch
 from torch import nn
 
-from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, measure
+from sepconv.bench.timing import RUNTIME_SETTLE_S, Timing, interleaved_order, measure
 from sepconv.deploy import export_onnx
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -77,17 +77,17 @@ def interleaved(
     repeats: int,
     threads: int,
 ) -> dict[str, Timing]:
-    """Time every row on ``x`` in ``rounds`` rounds, the order rotating from round to round, so
-    that load from other processes spreads over all rows and no row is always timed right after
-    the same other one; each timing starts after a ``RUNTIME_SETTLE_S`` pause (ONNX Runtime's
-    worker threads keep spinning after a call and slow the row timed next:
-    ``benchmarks/settle.py``)."""
+    """Time every row on ``x`` in ``rounds`` rounds, in an order that changes from round to round
+    (``interleaved_order``), so that load from other processes spreads over all rows and no row
+    is always timed right after the same other one; each timing starts after a
+    ``RUNTIME_SETTLE_S`` pause (ONNX Runtime's worker threads keep spinning after a call and
+    slow the row timed next: ``benchmarks/settle.py``)."""
     names = list(rows)
     samples: dict[str, list[float]] = {name: [] for name in names}
     calls: dict[str, int] = {}
     for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+        for index in interleaved_order(len(names), r):
+            name = names[index]
             t = measure(
                 functools.partial(rows[name], x),
                 warmup=2,

@@ -20,11 +20,11 @@ exported (``export_onnx``, static batch 1), and that same file is run by:
   OpenVINO rows take, to see whether the graph rather than the config makes a difference.
 
 A row whose settings equal another's is timed once (the table says which rows it stands for).
-All rows of a model live in one process and are timed in alternating rounds (the order rotates
-each round), each block after a ``RUNTIME_SETTLE_S`` pause so that the previous runtime's
-spinning worker threads go idle (``benchmarks/settle.py``). *ratio*: a row's median over the
-median of its runtime's default row, in the same run; *faster in*: in how many rounds the
-row's median beat the default's.
+All rows of a model live in one process and are timed in alternating rounds (the order changes
+each round, ``interleaved_order``), each block after a ``RUNTIME_SETTLE_S`` pause so that the
+previous runtime's spinning worker threads go idle (``benchmarks/settle.py``). *ratio*: a
+row's median over the median of its runtime's default row, in the same run; *faster in*: in
+how many rounds the row's median beat the default's.
 
 Run:
     .venv/bin/python benchmarks/runtime_config.py [--threads 2] [--models a,b] [--rounds 8]
@@ -54,7 +54,7 @@ from rich.console import Console
 
 import sepconv
 from sepconv.bench.output import markdown_environment, markdown_table, terminal_table
-from sepconv.bench.timing import RUNTIME_SETTLE_S, environment, measure
+from sepconv.bench.timing import RUNTIME_SETTLE_S, environment, interleaved_order, measure
 from sepconv.deploy.backends import (
     onnxruntime_session,
     onnxruntime_settings,
@@ -174,8 +174,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     per_round: dict[str, list[float]] = {label: [] for label in labels}
     samples: dict[str, list[float]] = {label: [] for label in labels}
     for r in range(args.rounds):
-        # Rotate the order, so that no row is always the one timed after a given other.
-        for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
+        # No row always timed right after a given other one.
+        for label in (labels[i] for i in interleaved_order(len(labels), r)):
             t = measure(
                 functools.partial(runners[label], x),
                 warmup=2,
@@ -323,7 +323,7 @@ def report(data: dict[str, Any], folder: Path, out: str) -> None:
         f"Batch 1, {size}x{size}, fp32, random weights with BatchNorm statistics measured on "
         "random images; every row runs the same BN-folded ONNX file, except the PyTorch-graph "
         "row, which gives OpenVINO the BN-folded PyTorch model. All rows of a model are timed "
-        f"in one process in {rounds} alternating rounds (order rotated each round) x {repeats} "
+        f"in one process in {rounds} alternating rounds (order changed each round) x {repeats} "
         f"timed blocks, each after a {data['settle_s']:g} s pause; *median ms*, *IQR ms* over "
         "all blocks. *ratio*: the row's median over its runtime's default row (below 1: faster "
         "than the default). *faster in*: rounds in which the row's median beat the default's. "

@@ -82,7 +82,7 @@ def test_train_throughput_smoke_on_the_cpu(tmp_path: Path) -> None:
 def test_inference_reruns_in_fresh_processes(tmp_path: Path) -> None:
     # One model: every row (int8 too) in two fresh processes takes a few minutes already.
     command = [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--smoke"]
-    command += ["--models", "mobilenet_v2"]
+    command += ["--models", "mobilenet_v2", "--twins"]
     result = subprocess.run(
         [*command, "--reruns", "2", "--results-dir", str(tmp_path), "--out", "inf"],
         capture_output=True,
@@ -110,11 +110,24 @@ def test_inference_reruns_in_fresh_processes(tmp_path: Path) -> None:
     assert fp32["median"] == pytest.approx(sum(expected) / 2, rel=1e-12)
     assert fp32["worst"] == max(expected)
     assert len(fp32["backends"]) == 2
+    # The twin control: the faster plain runtime's second session over that runtime.
+    twin = reruns["ratios"][model]["twin control"]
+    names = {"ONNX Runtime (plain)": "onnxruntime", "OpenVINO (plain, f32)": "openvino"}
+    expected, faster = [], []
+    for run in reruns["runs"]:
+        rows = next(r for r in run["models"] if r["model"] == model)["rows"]
+        best = min(names, key=lambda r: rows[r]["median_ms"])
+        twin_row = best.replace(")", ", twin)")
+        expected.append(rows[twin_row]["median_ms"] / rows[best]["median_ms"])
+        faster.append(names[best])
+    assert twin["per_run"] == pytest.approx(expected, rel=1e-12)
+    assert twin["backends"] == faster and twin["worst"] == max(expected)
     int8 = reruns["ratios"][model]["int8 OpenVINO"]
     assert len(int8["per_run"]) == 2 and int8["worst"] == max(int8["per_run"])
     text = (tmp_path / "inf.md").read_text()
     assert "## Over 2 reruns, each in a fresh process" in text
     assert "| mobilenet_v2 | sepconv compile_for_inference | best fp32 runtime |" in text
+    assert "| mobilenet_v2 | twin control | best fp32 runtime |" in text
 
 
 @pytest.mark.slow

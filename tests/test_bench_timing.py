@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
+from collections import Counter
 
 import pytest
 import torch
 
 from sepconv.bench.roofline import Ceilings, place
-from sepconv.bench.timing import Timing, environment, measure, pinned_threads
+from sepconv.bench.timing import (
+    Timing,
+    environment,
+    interleaved_order,
+    measure,
+    pinned_threads,
+)
 
 
 @pytest.mark.parametrize(
@@ -109,3 +117,23 @@ def test_roofline_placement_on_both_sides_of_the_ridge() -> None:
     assert (high.bound, high.fraction_of_bound) == ("compute", pytest.approx(0.5))
     with pytest.raises(ValueError, match="`seconds`: expected a positive number, received 0"):
         place(flops=1.0, bytes_moved=1.0, seconds=0, ceilings=ceilings)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 8])
+def test_interleaved_order_balances_the_row_timed_before(count: int) -> None:
+    cycle = count if count % 2 == 0 else 2 * count
+    rounds = [interleaved_order(count, r) for r in range(cycle)]
+    assert all(sorted(order) == list(range(count)) for order in rounds)
+    # Over one cycle every item comes right after every other one equally often ...
+    after = Counter((a, b) for order in rounds for a, b in itertools.pairwise(order))
+    pairs = count * (count - 1)
+    assert set(after) == {(a, b) for a in range(count) for b in range(count) if a != b}
+    assert len(set(after.values())) <= 1 and sum(after.values()) == cycle * (count - 1)
+    assert pairs == 0 or next(iter(after.values())) == cycle * (count - 1) // pairs
+    # ... and sits in every position equally often.
+    for position in range(count):
+        assert Counter(order[position] for order in rounds) == dict.fromkeys(
+            range(count), cycle // count
+        )
+    # The next cycle repeats the first.
+    assert [interleaved_order(count, cycle + r) for r in range(cycle)] == rounds

@@ -215,6 +215,36 @@ def measure(
     )
 
 
+def interleaved_order(count: int, round_index: int) -> list[int]:
+    """The order in which ``count`` things are timed in round ``round_index`` of an interleaved
+    comparison: a Williams design, balanced for the thing timed just before.
+
+    A rotation of one fixed order leaves every item after the same other one in every round, so
+    whatever one item leaves behind (a runtime's spinning threads, a cold cache) always lands on
+    the same next one. Here the first round runs ``0, 1, n-1, 2, n-2, ...`` and round ``r`` adds
+    ``r`` to each (mod ``n``); for an odd ``n``, rounds ``n .. 2n-1`` run those reversed. Over
+    ``n`` rounds (``2n`` for an odd ``n``) every item is then timed right after every other
+    one equally often, and in every position equally often.
+
+    Example:
+        >>> [interleaved_order(4, r) for r in range(4)]
+        [[0, 1, 3, 2], [1, 2, 0, 3], [2, 3, 1, 0], [3, 0, 2, 1]]
+    """
+    positive_int("count", count)
+    base = [0]
+    low, high = 1, count - 1
+    while len(base) < count:
+        base.append(low)
+        low += 1
+        if len(base) < count:
+            base.append(high)
+            high -= 1
+    order = [(i + round_index) % count for i in base]
+    if count % 2 and (round_index // count) % 2:
+        order.reverse()
+    return order
+
+
 def _cpu_model() -> str:
     """Best human-readable CPU name: /proc/cpuinfo on Linux, else :func:`platform.processor`."""
     try:

@@ -16,13 +16,13 @@ from collections.abc import Collection
 import numpy as np
 import torch
 
-from sepconv.bench.timing import RUNTIME_SETTLE_S, measure
+from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order, measure
 from sepconv.deploy.compiled import InferenceModel
 from sepconv.utils.validation import invalid, positive_int, positive_number
 
 __all__ = ["CHOICE_BLOCK_S", "CHOICE_ROUNDS", "FAR_BEHIND", "keep_fastest"]
 
-#: Rounds in which every candidate still in the race is timed once, in a rotating order.
+#: Rounds in which every candidate still in the race is timed once, the order changing.
 CHOICE_ROUNDS = 5
 #: Seconds of timed calls per candidate per round (after a pause and two warm-up calls).
 CHOICE_BLOCK_S = 0.1
@@ -47,7 +47,8 @@ def keep_fastest(
     and release the others.
 
     The rule: in each of ``rounds`` rounds every candidate still in the race is timed once, the
-    order rotating from round to round so that none is always timed after the same other one.
+    order changing from round to round so that none is always timed after the same other one
+    (:func:`sepconv.bench.timing.interleaved_order`).
     A timing is a pause of ``settle_s`` (the previous runtime's worker threads go idle), two
     warm-up calls, then blocks of calls (:func:`sepconv.bench.timing.measure`) until
     ``block_s`` seconds of calls have passed, at least 3 blocks. A candidate's median is the
@@ -102,8 +103,8 @@ def keep_fastest(
     samples: dict[str, list[float]] = {name: [] for name in names}
     racing = list(names)
     for r in range(rounds):
-        shift = r % len(racing)
-        for name in racing[shift:] + racing[:shift]:
+        for index in interleaved_order(len(racing), r):
+            name = racing[index]
             model = built[name]
             timing = measure(
                 functools.partial(model.run, example),
