@@ -300,6 +300,7 @@ def baselines(result: dict[str, Any]) -> dict[str, float]:
 # Row -> the baseline its ratio is taken against (a key of `baselines`) and how it is named.
 RATIO_BASELINES = {
     SEPCONV_ROW: ("fp32 runtime", "best fp32 runtime"),
+    TWIN_CONTROL: ("fp32 runtime", "best fp32 runtime"),  # not a row: see `ratios`
     SEPCONV_BF16_ROW: ("any runtime", "best plain runtime"),
     **{row: ("fp32", "best fp32") for row in INT8_ROWS},
 }
@@ -308,6 +309,13 @@ RATIO_BASELINES = {
 def faster_plain(result: dict[str, Any]) -> str:
     """The plain fp32 runtime with the lower median in this run."""
     return min(REFERENCE_ROWS, key=lambda row: result["rows"][row]["median_ms"])
+
+
+def chosen_backend(result: dict[str, Any], row: str) -> str | None:
+    """The backend sepconv's ``row`` chose, or for `TWIN_CONTROL` the faster plain runtime."""
+    if row == TWIN_CONTROL:
+        return RUNTIME_NAMES[faster_plain(result)]
+    return result["auto"][row]["backend"] if row in result["auto"] else None
 
 
 def ratios(result: dict[str, Any]) -> dict[str, float]:
@@ -609,17 +617,13 @@ def rerun(args: argparse.Namespace, command: str) -> dict[str, Any]:
         summary[model] = {}
         for row in ratios(result):
             values = [ratios(r)[row] for r in per_run]
-            twin = row == TWIN_CONTROL
+            chosen = (chosen_backend(r, row) for r in per_run)
             summary[model][row] = {
-                "baseline": RATIO_BASELINES[SEPCONV_ROW if twin else row][1],
+                "baseline": RATIO_BASELINES[row][1],
                 "per_run": values,
                 "median": float(np.median(values)),
                 "worst": max(values),
-                "backends": [
-                    RUNTIME_NAMES[faster_plain(r)] if twin else r["auto"][row]["backend"]
-                    for r in per_run
-                    if twin or row in r["auto"]
-                ],
+                "backends": [backend for backend in chosen if backend is not None],
             }
     return {
         **runs[-1],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -129,18 +129,23 @@ def _train(
             bar.set_postfix_str(f"{jobs} runs at a time, ETA {clock(estimate)}")
 
 
+def _table_runs(config: ReproduceConfig, runs_dir: Path, seeds: int | None) -> Iterator[RunSpec]:
+    """Every run the sweep's table can list: each row's seeds up to its own or ``seeds``."""
+    for row in config.rows:
+        for seed in range(max(row.seeds, seeds or 0)):
+            yield RunSpec(row, seed, runs_dir / row.name / f"seed{seed}")
+
+
 def _collect(
     config: ReproduceConfig, runs_dir: Path, seeds: int | None, outcome: SweepOutcome
 ) -> dict[str, list[RunSpec]]:
     """Every finished run of every row (not only the planned ones), its result put in
     ``outcome.results``: the table lists every row with results."""
     finished: dict[str, list[RunSpec]] = {}
-    for row in config.rows:
-        for seed in range(max(row.seeds, seeds or 0)):
-            run = RunSpec(row, seed, runs_dir / row.name / f"seed{seed}")
-            if run.status == "done":
-                finished.setdefault(row.name, []).append(run)
-                outcome.results.setdefault(row.name, []).append(read_result(run, config))
+    for run in _table_runs(config, runs_dir, seeds):
+        if run.status == "done":
+            finished.setdefault(run.row.name, []).append(run)
+            outcome.results.setdefault(run.row.name, []).append(read_result(run, config))
     return finished
 
 
@@ -167,13 +172,12 @@ def check_results_kept(
         return
     planned = {run.key for run in runs}
     kept: dict[str, dict[str, Any]] = {}
-    for row in config.rows:
-        for seed in range(max(row.seeds, seeds or 0)):
-            run = RunSpec(row, seed, runs_dir / row.name / f"seed{seed}")
-            if run.status == "done":
-                read_result(run, config)  # a stale run is refused first, as by the sweep
-            if run.key in planned or run.status == "done":
-                kept[run.key] = run_identity(run, config)
+    for run in _table_runs(config, runs_dir, seeds):
+        done = run.status == "done"
+        if done:
+            read_result(run, config)  # a stale run is refused first, as by the sweep
+        if done or run.key in planned:
+            kept[run.key] = run_identity(run, config)
     lost = []
     for path in sorted((out_dir / "runs").glob(f"*/seed*/{RESULT_NAME}")):
         key = f"{path.parent.parent.name}/{path.parent.name}"
