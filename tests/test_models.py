@@ -12,7 +12,13 @@ from torch import nn
 
 import sepconv
 from sepconv.cli import main
-from sepconv.models import create_model, get_model_info, list_models, register_model
+from sepconv.models import (
+    create_model,
+    get_model_info,
+    list_models,
+    published_model_info,
+    register_model,
+)
 from sepconv.models._registry import _REGISTRY
 
 # Published parameter counts at 1000 classes.
@@ -258,3 +264,38 @@ def test_zoo_prints_sourced_table(capsys: pytest.CaptureFixture[str]) -> None:
 def test_zoo_rejects_pattern_matching_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["zoo", "nothing*"]) == 2
     assert "received 'nothing*'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("model", "kwargs", "variant"),
+    [
+        ("mobilenet_v1", {"width_mult": 0.25}, "mobilenet_v1_025"),
+        ("mobilenet_v1", {}, "mobilenet_v1"),
+        ("mobilenet_v1_050", {}, "mobilenet_v1_050"),
+        ("mobilenet_v2", {"width_mult": 0.5, "drop_rate": 0.1}, "mobilenet_v2_050"),
+        ("efficientnet_b0", {"drop_rate": 0.0}, "efficientnet_b0"),
+        ("resnet50", {"zero_init_residual": True}, "resnet50"),
+    ],
+)
+def test_published_figures_belong_to_the_variant_the_arguments_build(
+    model: str, kwargs: dict, variant: str
+) -> None:
+    info = published_model_info(model, kwargs)
+    assert info is not None and info.name == variant
+    # Independent route: the named variant and the model with these arguments are one
+    # architecture (the same parameter shapes, in order).
+    built = create_model(model, **kwargs)
+    published = create_model(variant)
+    assert [p.shape for p in built.parameters()] == [p.shape for p in published.parameters()]
+
+
+def test_a_width_nobody_published_has_no_published_figure() -> None:
+    assert published_model_info("mobilenet_v1", {"width_mult": 0.3}) is None
+    assert published_model_info("mobilenet_v2", {"width_mult": 0.35}) is None
+    # The width-1.0 figure is not the width-0.25 one (the table once showed 70.6 for both).
+    assert (
+        published_model_info("mobilenet_v1", {"width_mult": 0.25}).top1
+        != get_model_info(  # type: ignore[union-attr]
+            "mobilenet_v1"
+        ).top1
+    )

@@ -5,6 +5,10 @@ real device runs of a few steps (``@pytest.mark.cuda``, skipped without a GPU)."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -33,7 +37,7 @@ from sepconv.utils.seeding import mix_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_CONFIG = ROOT / "configs" / "reproduce_gpu.toml"
-FAST_CONFIG = ROOT / "configs" / "reproduce_gpu_fast.toml"
+GPU_TRAIN = ROOT / "scripts" / "gpu-train"
 HAS_FASHION = all(
     (fashion_mnist_root() / f"{stem}-ubyte.gz").is_file()
     for stem in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")
@@ -84,9 +88,11 @@ def test_gpu_config_trains_every_row_on_all_images_with_the_twin_pairs_at_two_wi
     assert {row.model_kwargs.get("width_mult", 1.0) for row in twins} == {0.25, 1.0}
     # Three seeds each, on one schedule: the rows' recipes are the sweep's.
     assert all(row.seeds == 3 and row.recipe == config.recipe for row in twins)
-    fast = load_config(FAST_CONFIG)
-    assert [row.model for row in fast.rows] == ["mobilenet_v2"]
-    assert fast.recipe.compile and fast.target_accuracy == 0.95
+    # The time-to-95% run is a row of the same table: MobileNetV2, compiled, its own epochs.
+    fast = rows["mobilenet_v2_fast"]
+    assert fast.model == "mobilenet_v2" and fast.recipe.compile and not config.recipe.compile
+    assert fast.changes == {"epochs": 40, "compile": True}
+    assert config.target_accuracy == 0.95
 
 
 @pytest.mark.parametrize(
@@ -313,3 +319,73 @@ def test_smoke_sweep_on_cuda_with_two_jobs_sharing_the_gpu(tmp_path: Path) -> No
     for name in SMALL_ROWS:
         result = json.loads((runs / name / "seed0" / "result.json").read_text())
         assert result["device"].startswith("cuda")
+
+
+# ---------------------------------------------------------------------------- the phases
+
+
+def _gpu_train(*args: str, records: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``scripts/gpu-train`` on the CPU at smoke size, with this interpreter."""
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "SEPCONV_FASHION_MNIST": str(fashion_mnist_root()),
+    }
+    extra = ["--records", str(records)] if records else []
+    return subprocess.run(
+        ["bash", str(GPU_TRAIN), "--smoke", "--allow-cpu", *extra, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def test_gpu_train_refuses_an_unknown_phase_naming_the_flag() -> None:
+    result = _gpu_train("--phase", "table-9")
+    assert result.returncode == 2
+    assert "--phase" in result.stderr and "'table-9'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_a_phase_resumes_from_the_records_an_earlier_phase_brought_back(tmp_path: Path) -> None:
+    first = _gpu_train("--phase", "table-2", "--out", str(tmp_path / "one"))
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    records = tmp_path / "records"
+    records.mkdir()
+    with tarfile.open(tmp_path / "one" / "reproduce_gpu_smoke.tar.gz") as archive:
+        archive.extractall(records, filter="data")
+    # What came back is what a commit keeps: each finished run's record and log, no weights.
+    kept = sorted(
+        p.relative_to(records / "runs").as_posix() for p in (records / "runs").rglob("*.*")
+    )
+    assert kept == [
+        f"{row}/seed0/{name}"
+        for row in ("conv_mobilenet_v1_025", "mobilenet_v1_025")
+        for name in ("log.jsonl", "result.json")
+    ]
+    listed = _gpu_train("--list", records=records)
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[1:]}
+    assert lines["table-2"] == "2/2" and lines["table-1"] == "0/2"
+    # `next` is the first phase with a run the records lack; the finished runs are skipped.
+    second = _gpu_train("--out", str(tmp_path / "two"), records=records)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "phase table-1" in second.stdout
+    with tarfile.open(tmp_path / "two" / "reproduce_gpu_smoke.tar.gz") as archive:
+        archive.extractall(tmp_path / "merged", filter="data")
+    results = json.loads((tmp_path / "merged" / "results.json").read_text())
+    seeds = {row["name"]: row["seeds"] for row in results["rows"]}
+    assert seeds["mobilenet_v1_025"] == [0] and seeds["mobilenet_v2"] == [0]
+    assert seeds["mobilenet_v1"] == []
+    for row in ("mobilenet_v1_025", "conv_mobilenet_v1_025"):  # not trained again
+        before = (records / "runs" / row / "seed0" / "result.json").read_text()
+        assert (tmp_path / "merged" / "runs" / row / "seed0" / "result.json").read_text() == before
+    phases = (tmp_path / "merged" / "phases.md").read_text().splitlines()
+    assert [line.split(" | ")[1] for line in phases if line.startswith("| 20")] == [
+        "table-2",
+        "table-1",
+    ]

@@ -8,6 +8,7 @@ from sepconv.models._registry import (
     create_model,
     get_model_info,
     list_models,
+    published_model_info,
     register_model,
 )
 from sepconv.models.backbone import Backbone, FeatureInfo
@@ -70,6 +71,7 @@ __all__ = [
     "mobilenet_v2",
     "mobilenet_v2_050",
     "mobilenet_v2_075",
+    "published_model_info",
     "register_model",
     "resnet50",
     "save_model",

@@ -43,6 +43,9 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+# Per variant name: its family (the builder of the variant table) and the builder arguments that
+# table varies, resolved to their values in this variant (defaults included).
+_VARIANTS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
 
 
 def register_model(
@@ -148,7 +151,17 @@ def register_variants(
         >>> builders["tiny_w8"](num_classes=3).in_features
         8
     """
-    return {row.name: _variant_builder(model, row, module, describe) for row in variants}
+    rows = list(variants)
+    base = inspect.signature(model)
+    varied = sorted({key for row in rows for key in row.kwargs})
+    builders = {}
+    for row in rows:
+        builders[row.name] = _variant_builder(model, row, module, describe)
+        _VARIANTS[row.name] = (
+            model,
+            {key: row.kwargs.get(key, base.parameters[key].default) for key in varied},
+        )
+    return builders
 
 
 def _variant_builder(
@@ -181,6 +194,35 @@ def _variant_builder(
     builder.__doc__ = row.doc if row.doc is not None else describe(row)
     register = register_model(input_size=row.input_size, top1=row.top1, source=row.source)
     return register(builder)
+
+
+def published_model_info(name: str, kwargs: Mapping[str, Any]) -> ModelInfo | None:
+    """The :class:`ModelInfo` whose published figures describe ``name`` built with ``kwargs``.
+
+    A builder argument that its family's variant table varies (``width_mult`` for MobileNet)
+    selects the variant: ``mobilenet_v1`` with ``width_mult=0.25`` is published as
+    ``mobilenet_v1_025``. Arguments no table varies (``zero_init_residual``, ``drop_rate``)
+    keep the model's own entry.
+
+    Returns:
+        That variant's info, or ``None`` when ``kwargs`` build a variant nobody published
+        (``width_mult=0.3``): then no published figure applies.
+
+    Example:
+        >>> published_model_info("mobilenet_v1", {"width_mult": 0.25}).name
+        'mobilenet_v1_025'
+        >>> published_model_info("mobilenet_v1", {"width_mult": 0.3}) is None
+        True
+    """
+    info = get_model_info(name)
+    if name not in _VARIANTS:
+        return info
+    family, fixed = _VARIANTS[name]
+    wanted = {key: kwargs.get(key, value) for key, value in fixed.items()}
+    for variant, (other_family, values) in _VARIANTS.items():
+        if other_family is family and values == wanted:
+            return _REGISTRY[variant]
+    return None
 
 
 def get_model_info(name: str) -> ModelInfo:

@@ -11,7 +11,6 @@ import statistics
 from typing import TYPE_CHECKING
 
 from sepconv.bench.output import markdown_table
-from sepconv.models import get_model_info
 from sepconv.reproduce.speed import format_count, format_reached, speed_notes
 from sepconv.reproduce.twins import HOWARD_TABLE_4
 
@@ -44,8 +43,9 @@ def render_markdown(table: ResultsTable, header: str) -> str:
         "## References",
         "",
         f"- {FASHION_MNIST_BENCHMARK}",
-        "- ImageNet top-1 column: the published figure of each architecture "
-        "(`sepconv zoo` lists the source of each).",
+        "- ImageNet top-1 column: the published figure of each row's architecture at its "
+        "width (`mobilenet_v1` at `width_mult=0.25` is `mobilenet_v1_025`; `sepconv zoo` "
+        "lists the source of each); `-` for a twin or a width nobody published.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -99,7 +99,7 @@ def _rows_table(table: ResultsTable, batches: list[int]) -> str:
         changes = ", ".join(f"{k}={v}" for k, v in row.changes.items()) or "-"
         if row.twin:
             changes = f"{row.twin} twin" + ("" if changes == "-" else f"; {changes}")
-        top1 = get_model_info(row.model).top1
+        published = row.published
         body.append(
             [
                 row.name,
@@ -116,7 +116,7 @@ def _rows_table(table: ResultsTable, batches: list[int]) -> str:
                 f"{statistics.fmean(row.train_time_s) / 60:.1f}" if row.train_time_s else "-",
                 *([format_reached(row.time_to_target_s)] if target is not None else []),
                 changes,
-                "-" if row.twin else f"{top1:.1f}",
+                "-" if published is None else f"{published.top1:.1f}",
             ]
         )
     return markdown_table(headers, body)

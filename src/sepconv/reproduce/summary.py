@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sepconv.bench.timing import Timing
-from sepconv.models import get_model_info
+from sepconv.models import ModelInfo, published_model_info
 from sepconv.reproduce.cost import RowCost
 
 __all__ = ["RowSummary"]
@@ -41,6 +41,8 @@ class RowSummary:
         time_to_target_s: Per run, training seconds to the sweep's ``target_accuracy``
             (:func:`sepconv.reproduce.speed.time_to_accuracy`; ``None``: not reached); empty
             when the sweep sets no target.
+        model_kwargs: The row's builder arguments (``width_mult``), which decide the published
+            variant it is compared with.
     """
 
     name: str
@@ -56,6 +58,16 @@ class RowSummary:
     latency_trained: bool = True
     gpu_images_per_s: float | None = None
     time_to_target_s: tuple[float | None, ...] = ()
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def published(self) -> ModelInfo | None:
+        """The registered variant whose published ImageNet top-1 belongs to this row's
+        architecture: ``mobilenet_v1`` at ``width_mult=0.25`` is ``mobilenet_v1_025``.
+        ``None`` for a twin and for a variant nobody published."""
+        if self.twin:
+            return None
+        return published_model_info(self.model, self.model_kwargs)
 
     @property
     def acc_mean(self) -> float | None:
@@ -81,7 +93,7 @@ class RowSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        info = get_model_info(self.model)
+        info = self.published
         return {
             "name": self.name,
             "model": self.model,
@@ -101,6 +113,8 @@ class RowSummary:
             "latency_trained_weights": self.latency_trained,
             "gpu_images_per_s_b256": self.gpu_images_per_s,
             "time_to_target_s": list(self.time_to_target_s),
-            "imagenet_top1_published": info.top1,
-            "imagenet_top1_source": info.source,
+            "model_kwargs": dict(self.model_kwargs),
+            "imagenet_top1_published": None if info is None else info.top1,
+            "imagenet_top1_variant": None if info is None else info.name,
+            "imagenet_top1_source": None if info is None else info.source,
         }

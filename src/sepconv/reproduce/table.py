@@ -96,6 +96,7 @@ def summarize(
             RowSummary(
                 name=row.name,
                 model=row.model,
+                model_kwargs=row.model_kwargs,
                 twin=row.twin,
                 changes=row.changes,
                 note=row.note,
