@@ -8,36 +8,36 @@ printed side by side as a check.
 
 Run:
     .venv/bin/python benchmarks/analyze_speed.py [--threads 2] [--repeats 3]
+    .venv/bin/python benchmarks/analyze_speed.py --smoke   # EfficientNet-B0 at 64x64, 1 repeat
 
-Writes results/benchmarks/analyze_speed.{json,md}.
+Writes results/benchmarks/analyze_speed.{json,md} (``--results-dir``/``--out`` move them).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torchvision
+from harness import Run, add_output_flags, add_smoke_flag, header, positive_int
 from rich.console import Console
-from rich.table import Table
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import sepconv
-from sepconv.bench import environment
-from sepconv.bench.output import markdown_environment, markdown_table
-from sepconv.utils.files import write_json, write_text
+from sepconv.bench.output import markdown_table, terminal_table
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
-SIZE = (1, 3, 600, 600)
-MODELS: dict[str, Callable[[], torch.nn.Module]] = {
-    "sepconv efficientnet_b7": lambda: sepconv.create_model("efficientnet_b7"),
-    "torchvision efficientnet_b7": torchvision.models.efficientnet_b7,
-}
+SIZE, SMOKE_SIZE = (1, 3, 600, 600), (1, 3, 64, 64)
+
+
+def models(name: str) -> dict[str, Callable[[], torch.nn.Module]]:
+    """sepconv's and torchvision's model of ``name``, randomly initialised."""
+    return {
+        f"sepconv {name}": lambda: sepconv.create_model(name),
+        f"torchvision {name}": getattr(torchvision.models, name),
+    }
 
 
 def flop_counter_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -56,42 +56,54 @@ def median_s(fn: Callable[[], object], repeats: int, threads: int) -> float:
     return timer.timeit(repeats).median
 
 
-def time_all(model: torch.nn.Module, x: torch.Tensor, repeats: int, threads: int) -> dict:
+def time_all(
+    model: torch.nn.Module, x: torch.Tensor, repeats: int, threads: int
+) -> dict[str, float]:
     """Median seconds of the analyzer and its two peers on one model, back to back."""
+    size = tuple(x.shape)
     return {
-        "analyze_s": median_s(lambda: sepconv.analyze(model, SIZE), repeats, threads),
+        "analyze_s": median_s(lambda: sepconv.analyze(model, size), repeats, threads),
         "flop_counter_s": median_s(lambda: flop_counter_macs(model, x), repeats, threads),
         "eager_forward_s": median_s(lambda: forward(model, x), repeats, threads),
     }
 
 
+HEADERS = [
+    "model", "MACs (analyze)", "MACs (FlopCounterMode)", "ops", "analyze s", "FlopCounterMode s",
+    "eager forward s", "analyze / forward",
+]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    add_smoke_flag(parser, "EfficientNet-B0 at 64x64, 1 repeat")
+    add_output_flags(parser)
     args = parser.parse_args()
-    command = "python benchmarks/analyze_speed.py " + " ".join(sys.argv[1:])
+    run = Run.start(__file__, args)
+    size, name = (SMOKE_SIZE, "efficientnet_b0") if args.smoke else (SIZE, "efficientnet_b7")
+    title_name = "EfficientNet-" + name.rsplit("_", 1)[1].upper()
+    repeats = 1 if args.smoke else args.repeats
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    x = torch.randn(SIZE)
+    x = torch.randn(size)
 
     rows = []
-    for label, build in tqdm(MODELS.items(), desc="models"):
+    for label, build in tqdm(models(name).items(), desc="models"):
         model = build().eval()
-        report = sepconv.analyze(model, SIZE)
+        report = sepconv.analyze(model, size)
         rows.append(
             {
                 "model": label,
-                "input_size": list(SIZE),
+                "input_size": list(size),
                 "analyze_macs": report.macs,
                 "flop_counter_macs": flop_counter_macs(model, x),
                 "rows": len(report.rows),
-                **time_all(model, x, args.repeats, args.threads),
+                **time_all(model, x, repeats, args.threads),
             }
         )
 
-    headers = ["model", "MACs (analyze)", "MACs (FlopCounterMode)", "ops", "analyze s"]
-    headers += ["FlopCounterMode s", "eager forward s", "analyze / forward"]
     table_rows = [
         [
             r["model"],
@@ -105,25 +117,16 @@ def main() -> None:
         ]
         for r in rows
     ]
-    table = Table(title=f"analyze at {'x'.join(map(str, SIZE))}, median of {args.repeats}")
-    for h in headers:
-        table.add_column(h, justify="left" if h == "model" else "right")
-    for r in table_rows:
-        table.add_row(*r)
-    Console(width=160).print(table)
-
-    env = environment(args.threads)
-    write_json(
-        RESULTS / "analyze_speed.json",
-        {"command": command, "environment": env, "repeats": args.repeats, "results": rows},
-    )
-    write_text(
-        RESULTS / "analyze_speed.md",
-        "# Time to analyze EfficientNet-B7 at 600x600\n\n"
-        + markdown_environment(env, command)
+    title = f"analyze at {'x'.join(map(str, size))}, median of {repeats}"
+    Console(width=160).print(terminal_table(title, HEADERS, table_rows))
+    data = {**run.record(args.threads), "repeats": repeats, "results": rows}
+    side = f"{size[2]}x{size[3]}"
+    run.write(
+        data,
+        header(f"Time to analyze {title_name} at {side}", data)
         + "\n\nSeconds, median of the repeats, all measured in the same run. `analyze` costs"
         " shapes on the meta device; FlopCounterMode and the bare forward compute for real.\n\n"
-        + markdown_table(headers, table_rows)
+        + markdown_table(HEADERS, table_rows)
         + "\n",
     )
 

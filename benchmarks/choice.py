@@ -25,27 +25,22 @@ Writes results/benchmarks/choice.{json,md} (``--results-dir``/``--out`` move the
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
 from rich.console import Console
 
 import sepconv
-from sepconv.bench.output import markdown_environment, markdown_table, terminal_table
-from sepconv.bench.timing import environment
+from sepconv.bench.output import markdown_table, terminal_table
 from sepconv.deploy import compile_for_inference
 from sepconv.deploy.choose import CHOICE_ROUNDS, keep_fastest
 from sepconv.deploy.runtime import AUTO_BACKENDS
 from sepconv.train import update_bn_statistics
-from sepconv.utils.files import write_json, write_text
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 MODELS = ("mobilenet_v1", "mobilenet_v2", "efficientnet_b0", "resnet50")
 SMOKE_MODELS = ("mobilenet_v1_025", "mobilenet_v2_050")
 LENGTHS = {f"{CHOICE_ROUNDS} rounds": CHOICE_ROUNDS, "20 rounds": 20}  # race length -> rounds
@@ -119,41 +114,36 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-def report(data: dict[str, Any], folder: Path, out: str) -> None:
+def report(data: dict[str, Any], run: Run) -> None:
     rows = table_rows(data["models"])
     Console().print(terminal_table("backend='auto': repeated choices", HEADERS, rows))
     text = (
-        "# backend='auto': how often repeated builds choose within 3% of the fastest\n\n"
-        + markdown_environment(data["environment"], data["command"])
+        header("backend='auto': how often repeated builds choose within 3% of the fastest", data)
         + f"\n\nBatch {data['input_shape'][0]}, {data['input_shape'][2]}x"
         f"{data['input_shape'][3]}; {data['builds']} races per length per model, the lengths "
         "alternating; the race lengths, the reference medians and the columns are defined in the "
         "docstring of `benchmarks/choice.py`. *others*: the other candidates' reference medians "
         "and their ratio to the fastest's.\n\n"
         + markdown_table(HEADERS, rows)
-        + f"\n\nLoad average at start {data['loadavg_start']}, at end {data['loadavg_end']}; "
-        f"whole run {data['elapsed_s'] / 60:.1f} min.\n"
+        + f"\n\n{clock_line(data)}\n"
     )
-    write_text(folder / f"{out}.md", text)
-    print(f"wrote {folder / out}.json and .md")
+    run.write(data, text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--builds", type=int, default=10, help="races per length per model")
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument(
+        "--builds", type=positive_int, default=10, help="races per length per model"
+    )
     parser.add_argument(
         "--models", type=lambda s: s.split(","), default=None,
         help=f"comma-separated registry names (default: {','.join(MODELS)})",
     )  # fmt: skip
-    parser.add_argument("--smoke", action="store_true", help="2 small models at 64x64, 2 builds")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    parser.add_argument("--out", default="choice", help="writes OUT.{json,md}")
+    add_smoke_flag(parser, "2 small models at 64x64, 2 builds")
+    add_output_flags(parser)
     args = parser.parse_args()
-    if args.threads < 1 or args.builds < 1:
-        parser.error(
-            f"--threads and --builds: expected >= 1, received {args.threads}, {args.builds}"
-        )
+    run = Run.start(__file__, args)
     args.size = 64 if args.smoke else 224
     if args.smoke:
         args.models = args.models or list(SMOKE_MODELS)
@@ -162,28 +152,21 @@ def main() -> None:
     unknown = [m for m in models if m not in sepconv.list_models()]
     if unknown:
         parser.error(f"--models: unknown model(s) {', '.join(unknown)}")
-    command = " ".join(["python", "benchmarks/choice.py", *sys.argv[1:]])
     torch.set_num_threads(args.threads)
-    load_start, started = os.getloadavg(), time.perf_counter()
     results = []
     for name in models:
         print(f"{name} ...", flush=True)
         results.append(bench_model(name, args))
     data = {
-        "command": command,
-        "environment": environment(args.threads),
+        **run.record(args.threads),
         "input_shape": [1, 3, args.size, args.size],
         "threads": args.threads,
         "builds": args.builds,
         "lengths": {length: {"rounds": rounds} for length, rounds in LENGTHS.items()},
         "tolerance": TOLERANCE,
-        "loadavg_start": list(load_start),
-        "loadavg_end": list(os.getloadavg()),
-        "elapsed_s": time.perf_counter() - started,
         "models": results,
     }
-    write_json(args.results_dir / f"{args.out}.json", data)
-    report(data, args.results_dir, args.out)
+    report(data, run)
 
 
 if __name__ == "__main__":

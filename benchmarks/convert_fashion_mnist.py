@@ -18,53 +18,45 @@ separable twin trained from scratch with the original's recipe. Two originals (`
     .venv/bin/python benchmarks/convert_fashion_mnist.py --arch mobilenet_v1 --epochs 8 \
         --threads 2 --channels-last --out results/convert/convert_fashion_mnist_mobilenet_v1
 
+    .venv/bin/python benchmarks/convert_fashion_mnist.py --smoke --out /tmp/convert_smoke
+
 Every training run is a Trainer output folder under ``--runs`` (default
 ``runs/convert_fashion_mnist``, git-ignored): a finished run is loaded from its
 ``model.safetensors``, an interrupted one resumes from ``last.safetensors``, so a rerun after an
-interruption repeats no finished training. Writes
-``results/convert/convert_fashion_mnist/results.json`` and ``results.md``.
+interruption repeats no finished training. Writes ``results.json`` and ``results.md`` into
+``--out`` (default ``results/convert/convert_fashion_mnist``; with ``--smoke``, where the runs
+go: a width-4 CNN on 512 images, one epoch, rank 1, in a temporary folder).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from convert_fashion_mnist_report import DESCRIPTIONS, headers, markdown, table_rows
+from harness import ROOT, Run, add_smoke_flag, command_line, positive_int
 from rich.console import Console
-from rich.table import Table
 from torch import nn
 
 from sepconv.analysis import analyze
-from sepconv.bench import environment
-from sepconv.bench.output import markdown_environment, markdown_table
-from sepconv.bench.timing import measure
+from sepconv.bench import measure
+from sepconv.bench.output import terminal_table
 from sepconv.convert import separabilize
-from sepconv.data import default_augment, load_dataset
-from sepconv.data.dataset import ImageDataset, channel_stats
+from sepconv.data import ImageDataset, channel_stats, default_augment, load_dataset
 from sepconv.layers import ConvNormAct, DepthwiseSeparableConv2d
 from sepconv.reproduce import RowConfig, build_row_model
 from sepconv.train import TrainConfig, Trainer, evaluate, load_tensors
-from sepconv.utils.files import write_json, write_text
 
-ROOT = Path(__file__).resolve().parent.parent
 INPUT_SIZE = (1, 1, 28, 28)
 DATA = "fashion-mnist"
+DEFAULT = "convert_fashion_mnist"  # results/convert/DEFAULT
 # The 1-channel stem conv of each original, kept standard (as in its separable twin).
 STEMS = {"cnn": "0.conv", "mobilenet_v1": "stem.conv"}
-DESCRIPTIONS = {
-    "cnn": "VGG-style CNN, width {width}: 3x3 stem, two stages of two 3x3 ConvNormAct layers at "
-    "2x and 4x width, max-pool between, global average pool, linear",
-    "mobilenet_v1": "the standard-conv twin of MobileNetV1 at width {width_mult} with the "
-    "small-input stem: every depthwise + pointwise pair made one standard 3x3 conv (Howard et "
-    "al. 2017, Table 4), BN + ReLU after every conv; its separable twin is MobileNetV1 itself",
-}
 
 
 def build(width: int, separable: bool) -> nn.Sequential:
@@ -153,42 +145,55 @@ def run_trainer(
     return trainer.fit(resume=checkpoint if checkpoint.is_file() else None)
 
 
-def latency(model: nn.Module, batch: int, threads: int) -> dict[str, float]:
+def latency(model: nn.Module, batch: int, threads: int, repeats: int) -> dict[str, float]:
     """Median and IQR of one eager forward pass on NCHW float32 input, in milliseconds."""
     model = model.to(memory_format=torch.contiguous_format).eval()
     x = torch.randn(batch, *INPUT_SIZE[1:])
-    timing = measure(lambda: model(x), warmup=5, repeats=30, max_time_s=6.0, threads=threads)
+    timing = measure(lambda: model(x), warmup=5, repeats=repeats, max_time_s=6.0, threads=threads)
     return {"median_ms": timing.median_ms, "iqr_ms": timing.iqr_ms}
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+def first(data: ImageDataset, count: int | None) -> ImageDataset:
+    """The first ``count`` images of ``data`` (all of them for ``None``)."""
+    if count is None:
+        return data
+    return ImageDataset(data.images[:count], data.labels[:count], data.classes)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--arch", choices=sorted(STEMS), default="cnn", help="the original")
-    parser.add_argument("--width", type=int, default=16, help="stem width of the CNN")
+    parser.add_argument("--width", type=positive_int, default=16, help="stem width of the CNN")
     parser.add_argument("--width-mult", type=float, default=0.25, help="MobileNetV1 width")
     parser.add_argument(
         "--channels-last", action="store_true", help="train in channels_last (faster on CPU)"
     )
-    parser.add_argument("--epochs", type=int, default=12, help="epochs of original and twin")
-    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=positive_int, default=12, help="original and twin")
+    parser.add_argument("--finetune-epochs", type=positive_int, default=2)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
-    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads, all phases")
+    parser.add_argument("--ranks", type=positive_int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--threads", type=positive_int, default=1, help="all phases")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "convert_fashion_mnist")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "results" / "convert" / "convert_fashion_mnist"
-    )
+    parser.add_argument("--out", type=Path, default=None, help="folder for results.{json,md}")
+    add_smoke_flag(parser, "a width-4 CNN on 512 images, 1 epoch, rank 1")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    command = "python benchmarks/convert_fashion_mnist.py " + shlex.join(sys.argv[1:])
-    started, load_start = time.perf_counter(), os.getloadavg()
+    images, repeats = None, 30
+    if args.smoke:
+        args.arch, args.width, args.epochs, args.finetune_epochs, args.ranks = "cnn", 4, 1, 1, [1]
+        images, repeats = 512, 3
+    with tempfile.TemporaryDirectory(prefix="sepconv-convert-smoke-") as tmp:
+        if args.smoke:
+            args.runs = Path(tmp)
+        out = args.out or (args.runs if args.smoke else ROOT / "results" / "convert" / DEFAULT)
+        convert(args, Run(command_line(__file__), out, "results"), images, repeats)
 
-    train, test = load_dataset(DATA, "train"), load_dataset(DATA, "test")
+
+def convert(args: argparse.Namespace, run: Run, images: int | None, repeats: int) -> None:
+    """Train, convert, fine-tune and time as ``args`` say; write the run's results."""
+    torch.set_num_threads(args.threads)
+    train = first(load_dataset(DATA, "train"), images)
+    test = first(load_dataset(DATA, "test"), images)
     mean, std = channel_stats(train.images)
     # The trainer's defaults otherwise.
     recipe = TrainConfig(epochs=args.epochs, seed=args.seed, channels_last=args.channels_last)
@@ -276,22 +281,18 @@ def main() -> None:
         }
         students[name] = student
     row("separable twin (from scratch)", twin, final=accuracy(twin))
-    trained = time.perf_counter()
+    seconds_training = time.perf_counter() - run.started
 
     # Latency last, all models in one stretch, so that they share the machine's conditions.
     models = {rows[0]["model"]: original, **students, rows[-1]["model"]: twin}
     for r in rows:
         for batch in (1, 32):
-            r[f"latency_b{batch}"] = latency(models[r["model"]], batch, args.threads)
+            r[f"latency_b{batch}"] = latency(models[r["model"]], batch, args.threads, repeats)
 
-    env = environment(args.threads)
     meta = {
-        "command": command,
-        "environment": env,
-        "loadavg_start": load_start,
-        "loadavg_end": os.getloadavg(),
-        "seconds_training": round(trained - started, 1),
-        "seconds_total": round(time.perf_counter() - started, 1),
+        **run.record(args.threads),
+        "seconds_training": round(seconds_training, 1),
+        "latency_repeats": repeats,
         "arch": args.arch,
         "architecture": DESCRIPTIONS[args.arch].format(**size),
         "stem": stem,
@@ -300,110 +301,10 @@ def main() -> None:
         "finetune_recipe": finetune.to_dict(),
         "skipped": {"module": stem, "why": "the 1-channel stem, kept standard as in the twin"},
     }
-    summary = Table(title="Fashion-MNIST: decoupled conversion vs original and separable twin")
-    headers = ["model", "params", "MACs", "MACs ratio", "acc. at conversion",
-               f"acc. after 1 of {args.finetune_epochs} epochs", "final acc.",
-               "latency b1 (ms)", "latency b32 (ms)"]  # fmt: skip
-    table_rows = [
-        [
-            r["model"],
-            f"{r['params']:,}",
-            f"{r['macs']:,}",
-            f"{r['macs_reduction']:.2f}x",
-            _pct(r["accuracy_at_conversion"]),
-            _pct(r["accuracy_after_1_epoch"]),
-            _pct(r["accuracy"]),
-            f"{r['latency_b1']['median_ms']:.3f} ± {r['latency_b1']['iqr_ms']:.3f}",
-            f"{r['latency_b32']['median_ms']:.2f} ± {r['latency_b32']['iqr_ms']:.2f}",
-        ]
-        for r in rows
-    ]
-    for header in headers:
-        summary.add_column(header, justify="left" if header == "model" else "right")
-    for cells in table_rows:
-        summary.add_row(*cells)
-    Console(width=200).print(summary)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(
-        args.out / "results.json",
-        {"meta": meta, "rows": rows, "conversions": conversions, "log": runs},
-    )
-    write_text(args.out / "results.md", markdown(meta, headers, table_rows, conversions, runs))
-    print(f"wrote {args.out}/results.json and results.md in {meta['seconds_total']} s")
-
-
-def markdown(
-    meta: dict[str, Any],
-    headers: list[str],
-    table_rows: list[list[str]],
-    conversions: dict[str, Any],
-    runs: dict[str, list[dict[str, Any]]],
-) -> str:
-    """The committed report: set-up, the main table, per-layer errors and the training log."""
-    recipe, finetune = meta["recipe"], meta["finetune_recipe"]
-    layer_rows = [
-        [name, layer["name"], f"{layer['in_channels']}->{layer['out_channels']}",
-         f"{layer['rank']}/{layer['full_rank']}", f"{layer['relative_error']:.3f}",
-         f"{layer['macs_before']:,}", f"{layer['macs_after']:,}"]
-        for name, conversion in conversions.items()
-        for layer in conversion["report"]["layers"]
-    ]  # fmt: skip
-    stem_rows = [
-        [name, _pct(conversion["accuracy_at_conversion_stem_converted_too"])]
-        for name, conversion in conversions.items()
-    ]
-    log_rows = [
-        [name, r["epoch"], f"{r['lr']:.4g}", f"{r['train_loss']:.4f}", _pct(r["train_acc"]),
-         _pct(r["test_acc"]), f"{r['epoch_time_s']:.0f}"]
-        for name, history in runs.items()
-        for r in history
-    ]  # fmt: skip
-    load_start = ", ".join(f"{v:.2f}" for v in meta["loadavg_start"])
-    load_end = ", ".join(f"{v:.2f}" for v in meta["loadavg_end"])
-    parts = [
-        "# Network decoupling on Fashion-MNIST",
-        markdown_environment(meta["environment"], meta["command"])
-        + f"  \nLoad average (1, 5, 15 min) at start: {load_start}; at end: {load_end}  \n"
-        f"Wall time: {meta['seconds_training']:.0f} s training and evaluation, "
-        f"{meta['seconds_total']:.0f} s in all",
-        'Method: Guo et al., "Network Decoupling: From Regular to Depthwise Separable '
-        'Convolutions", BMVC 2018: every 3x3 convolution except the 1-channel stem is '
-        "replaced by its rank-R per-channel SVD, a depthwise 3x3 conv with depth multiplier "
-        "R followed by a pointwise conv "
-        f"(`sepconv.separabilize(model, rank=R, skip=['{meta['stem']}'])`). "
-        "The separable twin keeps the same standard stem.",
-        f"Recipe. Original ({meta['architecture']}) and twin: `sepconv.train.Trainer`, "
-        f"{recipe['epochs']} epoch(s), batch {recipe['batch_size']}, SGD Nesterov momentum "
-        f"{recipe['momentum']}, lr {recipe['lr']}, {recipe['warmup_epochs']} epoch linear "
-        f"warm-up then per-step cosine, weight decay {recipe['weight_decay']} (conv/linear "
-        f"weights), label smoothing {recipe['label_smoothing']}, random crop (2 px padding) "
-        f"+ horizontal flip{', channels_last' if recipe['channels_last'] else ''}. "
-        "Fine-tune after conversion: the same Trainer with "
-        f"`teacher=original`, {finetune['epochs']} epoch(s), lr {finetune['lr']}, no warm-up, "
-        f"cosine, loss `alpha T^2 KL + (1 - alpha) CE` with T = "
-        f"{finetune['distill_temperature']}, alpha = {finetune['distill_alpha']} (Hinton et "
-        "al. 2015). Accuracy: all 10,000 test images, single crop.",
-        "MACs: one multiply-add, conv + linear, one 28x28 image (`sepconv.analyze`). "
-        "Latency: eager PyTorch, NCHW float32, `sepconv.bench.timing.measure` (median ± IQR "
-        f"of 30 blocks), {meta['environment']['threads']} thread(s), all models in one "
-        "stretch after training.",
-        markdown_table(headers, table_rows),
-        "## Per-layer conversion\n\nRelative kernel error `||W - W_R||_F / ||W||_F`; "
-        "MACs of the layer before and after.\n\n"
-        + markdown_table(
-            ["model", "layer", "C_in->C_out", "rank", "rel. error", "MACs", "MACs'"],
-            layer_rows,
-        ),
-        "Accuracy right after conversion when the stem is decoupled too (not fine-tuned):\n\n"
-        + markdown_table(["model", "acc. at conversion"], stem_rows),
-        "## Training log\n\nOne line per epoch (test accuracy after the epoch).\n\n"
-        + markdown_table(
-            ["run", "epoch", "lr", "train loss", "train acc.", "test acc.", "time (s)"],
-            log_rows,
-        ),
-    ]
-    return "\n\n".join(parts) + "\n"
+    title = "Fashion-MNIST: decoupled conversion vs original and separable twin"
+    Console(width=200).print(terminal_table(title, headers(args.finetune_epochs), table_rows(rows)))
+    data = {"meta": meta, "rows": rows, "conversions": conversions, "log": runs}
+    run.write(data, markdown(meta, rows, conversions, runs))
 
 
 if __name__ == "__main__":

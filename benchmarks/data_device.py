@@ -17,24 +17,24 @@ differ only in where normalisation happens, so expect them to be close.
 
 Run:
     .venv/bin/python benchmarks/data_device.py [--device cuda] [--batch-size 256] [--repeats 3]
+    .venv/bin/python benchmarks/data_device.py --device cpu --smoke   # 5 steps, 1 round
 
-Writes results/benchmarks/data_device_<device type>.json.
+Writes results/benchmarks/data_device_<device type>.{json,md} (``--results-dir``/``--out``
+move them).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
+from harness import Run, add_output_flags, add_smoke_flag, header, positive_int
 from rich.console import Console
 
-from sepconv.bench import environment
-from sepconv.bench.output import terminal_table
+from sepconv.bench.output import markdown_table, terminal_table
 from sepconv.data import (
     BatchLoader,
     ImageDataset,
@@ -42,12 +42,9 @@ from sepconv.data import (
     channel_stats,
     default_augment,
     load_fashion_mnist,
+    to_model_input,
 )
-from sepconv.train.evaluate import to_model_input
 from sepconv.utils.devices import check_device
-from sepconv.utils.files import write_json
-
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 
 Batches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 
@@ -100,18 +97,18 @@ def time_pass(batches: Batches, steps: int, device: torch.device) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=None, help="default: one epoch")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument("--steps", type=positive_int, default=None, help="default: one epoch")
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--erasing", type=float, default=0.5, help="0 switches erasing off")
-    parser.add_argument("--threads", type=int, default=None, help="default: PyTorch's")
+    parser.add_argument("--threads", type=positive_int, default=None, help="default: PyTorch's")
+    add_smoke_flag(parser, "5 steps, 1 round")
+    add_output_flags(parser)
     args = parser.parse_args()
     device = check_device(args.device, "--device")
-    for flag, value in (("--batch-size", args.batch_size), ("--repeats", args.repeats)):
-        if value < 1:
-            parser.error(f"{flag} must be a positive integer, received {value}")
-    if args.steps is not None and args.steps < 1:
-        parser.error(f"--steps must be a positive integer, received {args.steps}")
+    run = Run.start(__file__, args, name=f"data_device_{device.type}")
+    if args.smoke:
+        args.steps, args.repeats = 5, 1
     if not 0.0 <= args.erasing <= 1.0:
         parser.error(f"--erasing must lie in [0, 1], received {args.erasing}")
     if args.threads is not None:
@@ -156,15 +153,15 @@ def main() -> int:
         f"erasing {args.erasing}"
     )
     Console().print(terminal_table(title, headers, table_rows))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "command": "python benchmarks/data_device.py " + " ".join(sys.argv[1:]),
-        "environment": environment(),
-        "args": {**vars(args), "steps": steps},
-        "results": rows,
-    }
-    path = write_json(RESULTS / f"data_device_{device.type}.json", payload)
-    print(f"wrote {path}")
+    settings = {**vars(args), "results_dir": str(args.results_dir), "steps": steps}
+    record = {**run.record(), "args": settings, "results": rows}
+    run.write(
+        record,
+        header("Data path throughput: host against device", record)
+        + f"\n\n{title}; median of {args.repeats} alternating rounds.\n\n"
+        + markdown_table(headers, table_rows)
+        + "\n",
+    )
     return 0
 
 

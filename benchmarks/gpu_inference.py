@@ -1,271 +1,230 @@
-"""GPU inference, side by side in one run on one GPU: the usual ways to run these models, and
-sepconv's ``compile_for_inference(device="cuda")``.
+"""GPU inference, sepconv against the strongest peers a GPU user would run, in one process on
+one GPU.
 
-For mobilenet_v1, mobilenet_v2, efficientnet_b0 and resnet50 at 224x224, batch 1 and 256:
+For each model (MobileNetV1, MobileNetV2, EfficientNet-B0, ResNet-50; 224x224) and batch (1
+and 256), the rows of ``gpu_inference_contenders.PLAN``: timm's model eager, captured in a
+plain CUDA graph, and under ``torch.compile`` in the modes ``default``, ``reduce-overhead``,
+``max-autotune`` and ``max-autotune-no-cudagraphs``, in pure bf16 and under bf16 autocast; and
+sepconv's ``compile_for_inference(model, device="cuda", precision="bf16")``. Every contender
+runs with ``cudnn.benchmark`` on, channels_last, ``dynamic=False`` after
+``torch._dynamo.reset()``, and prepares its input inside the timed call. Weights are random
+with calibrated BatchNorm statistics (``gpu_inference_models.py``), and every contender's
+output is checked against its model's fp32 output (TF32 off) before it is timed. Timing
+(pipelined throughput over ``--runs`` runs: median, IQR and each run's median; single-request
+p50/p99 latency from pinned host memory and back; peak GPU memory): ``gpu_inference_timing.py``.
+Bytes and the roofline columns: ``gpu_inference_report.py``.
 
-- ``eager fp32``: torchvision's model (timm's ``mobilenetv1_100`` for MobileNetV1, which
-  torchvision lacks), NCHW, eager, PyTorch's default math (TF32 allowed for cuDNN convs).
-- ``eager AMP channels_last``: the same model in channels-last memory under
-  ``torch.autocast(float16)``, as timm's ``benchmark.py --amp --channels-last`` runs it.
-- ``timm compile bf16 channels_last``: timm's model, channels-last, ``torch.compile`` (default
-  mode) under bf16 autocast: the configuration of timm's own published GPU tables, the
-  strongest peer.
-- ``sepconv compile_for_inference``: sepconv's model of the same architecture, compiled with
-  ``compile_for_inference(model, device="cuda", batch_size=N)``: BatchNorm folded, eager
-  channels-last fp32/bf16/fp16, torch.compile max-autotune and a CUDA graph measured, each
-  checked against fp32, the fastest kept (its choice and why are in the JSON). Its timed call
-  includes casting the fp32 NCHW input; the peers get theirs prepared outside the timed region.
-
-All weights are random (no network here), so every path does the same arithmetic as with
-trained weights. Each contender is timed with CUDA events by :func:`sepconv.bench.measure`, in
-alternating rounds. Beside img/s and ms, each row gives the model's achieved FLOP rate (FLOPs =
-2 x sepconv's counted MACs) as a fraction of the matmul peak measured in this run (bf16 peak
-for 16-bit contenders, fp32 otherwise) and its achieved bandwidth (sepconv's counted bytes,
-an unfused estimate at the contender's element size, / time) as a fraction of the measured
-device-to-device copy bandwidth; a fused path can exceed 1.0 there, as it keeps activations on
-chip that the count assumes go to memory.
+Each model and batch takes minutes (torch.compile, max-autotune above all), so
+``scripts/gpu-check`` runs one per part; ``--budget-s`` starts no row that its estimate (or
+the time a row of its kind took in this run) says would not finish in time, records it as not
+measured, and goes on with the next. The timm eager bf16 row is timed once more at the end of
+each model and batch (``repeat_median_ms``): the drift of the GPU over the part.
 
 Run:
-    python3 benchmarks/gpu_inference.py [--smoke] [--device cuda] [--out results/benchmarks]
+    python3 benchmarks/gpu_inference.py --models mobilenet_v2 --batches 1 --budget-s 270
+    python benchmarks/gpu_inference.py --smoke --device cpu --results-dir /tmp/bench
 
-Writes gpu_inference.{json,md} (``gpu_inference_<device>_smoke`` with ``--smoke``) into
-``--out``, after every model, so a run cut short keeps what it measured. ``--budget-s`` stops
-starting new models once spent. ``--smoke``: one model, tiny batches, no torch.compile.
+Writes ``--results-dir``/OUT.{json,md} (OUT: ``gpu_inference``, ``gpu_inference_smoke``)
+after every row, so a run stopped part-way keeps what it measured. ``--smoke``: one small
+model, batches 1 and 2 (8 on a GPU), short timings, no max-autotune; on a CPU the rows that
+need CUDA (graphs, the modes that use them) are recorded as not measured, with the reason.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
+import dataclasses
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
+from gpu_inference_contenders import ANCHOR, PLAN, Contender, build, plan_for
+from gpu_inference_models import BF16_TOLERANCE, PEERS, build_pair, check, fp32_reference
+from gpu_inference_report import HEADERS, derived, markdown, table_rows, traffic
+from gpu_inference_timing import MemoryWatch, measure_contender
+from harness import Run, add_output_flags, add_smoke_flag, positive_int
 from rich.console import Console
-from torch import nn
 
-import sepconv
-from sepconv.analysis import analyze
-from sepconv.bench import environment, measure, measure_ceilings
-from sepconv.bench.output import markdown_environment, markdown_table, terminal_table
-from sepconv.deploy import compile_for_inference
+from sepconv.bench import measure_ceilings
+from sepconv.bench.output import terminal_table
 from sepconv.utils.devices import check_device
-from sepconv.utils.files import write_json, write_text
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
-# sepconv name -> (torchvision builder name or None, timm name)
-PEERS = {
-    "mobilenet_v2": ("mobilenet_v2", "mobilenetv2_100"),
-    "efficientnet_b0": ("efficientnet_b0", "efficientnet_b0"),
-    "mobilenet_v1": (None, "mobilenetv1_100"),
-    "resnet50": ("resnet50", "resnet50"),
-}
+WEIGHTS = (
+    "random initialisation (sepconv's and timm's defaults), then every BatchNorm's weight set "
+    "to 1, its bias to 2 and its running statistics from 4 batches of 16 N(0, 1) images, so "
+    "that activations keep their scale and bf16 rounding is not amplified layer by layer "
+    "(calibrate_norms in benchmarks/gpu_inference_models.py says why)"
+)
 
 
-def peer_model(name: str) -> nn.Module:
-    """torchvision's model of ``name`` where it has one, else timm's; random weights."""
-    tv_name, timm_name = PEERS[name]
-    torch.manual_seed(0)
-    if tv_name is not None:
-        import torchvision
-
-        return getattr(torchvision.models, tv_name)(weights=None).eval()
-    return timm_model(timm_name)
-
-
-def timm_model(timm_name: str) -> nn.Module:
-    import timm
-
-    torch.manual_seed(0)
-    return timm.create_model(timm_name, pretrained=False).eval()
-
-
-def contenders(
-    name: str, batch: int, size: int, device: torch.device, smoke: bool, compile_mode: str
-) -> dict[str, tuple[Callable[[], object], str, dict[str, Any]]]:
-    """Contender -> (call to time, element size of its activations, facts to report)."""
-    cuda = device.type == "cuda"
-    x = torch.randn(batch, 3, size, size, device=device)
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    amp = torch.float16 if cuda else torch.bfloat16  # CPU autocast runs bf16
-    out: dict[str, tuple[Callable[[], object], str, dict[str, Any]]] = {}
-
-    eager = peer_model(name).to(device)
-    out["eager fp32"] = (lambda: eager(x), "fp32", {})
-    amp_model = peer_model(name).to(device).to(memory_format=torch.channels_last)
-
-    def run_amp() -> object:
-        with torch.autocast(device.type, dtype=amp):
-            return amp_model(x_cl)
-
-    out["eager AMP channels_last"] = (run_amp, "16-bit", {"autocast": str(amp)})
-    if not smoke:
-        timm_net = timm_model(PEERS[name][1]).to(device).to(memory_format=torch.channels_last)
-        compiled = torch.compile(timm_net)
-
-        def run_timm() -> object:
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                return compiled(x_cl)
-
-        out["timm compile bf16 channels_last"] = (run_timm, "16-bit", {})
-    model = sepconv.create_model(name).eval()
-    started = time.perf_counter()
-    fast = compile_for_inference(
-        model,
-        input_size=(3, size, size),
-        batch_size=batch,
-        device=device,
-        candidates=None if cuda and not smoke else (("eager", "cudagraph") if cuda else ("eager",)),
-        compile_mode=compile_mode,
-    )
-    facts = {
-        # the key of fast.timings: "backend/precision" on CUDA, the backend on a CPU
-        "picked": f"{fast.backend}/{fast.precision}" if cuda else fast.backend,
-        "why": fast.why,
-        "timings_ms": dict(fast.timings),
-        "skipped": dict(fast.skipped),
-        "max_rel_error": fast.max_rel_error,
-        "build_s": time.perf_counter() - started,
-    }
-    kind = "fp32" if fast.precision == "fp32" else "16-bit"
-    out["sepconv compile_for_inference"] = (lambda: fast.run(x), kind, facts)
-    return out
-
-
-def measure_model(
-    name: str, batch: int, size: int, device: torch.device, args: argparse.Namespace, ceilings: Any
-) -> list[dict[str, Any]]:
-    runs = contenders(name, batch, size, device, args.smoke, args.compile_mode)
-    model = sepconv.create_model(name).eval()
-    macs = analyze(model, (batch, 3, size, size)).macs
-    bytes_by_kind = {
-        "fp32": analyze(model, (batch, 3, size, size)).bytes_moved,
-        "16-bit": analyze(model, (batch, 3, size, size), dtype=torch.bfloat16).bytes_moved,
-    }
-    samples: dict[str, list[float]] = {label: [] for label in runs}
-    with torch.inference_mode():
-        for _ in range(args.rounds):
-            for label, (call, _, _) in runs.items():
-                timing = measure(call, warmup=3, repeats=args.repeats, device=device)
-                samples[label].extend(timing.samples_s)
-    rows = []
-    for label, (_, kind, facts) in runs.items():
-        seconds = statistics.median(samples[label])
-        peak = ceilings.bf16_peak_gflops if kind == "16-bit" else None
-        peak = peak or ceilings.peak_gflops
-        gflops = 2 * macs / seconds / 1e9
-        gbs = bytes_by_kind[kind] / seconds / 1e9
-        rows.append(
-            {
-                "model": name,
-                "batch": batch,
-                "contender": label,
-                "median_ms": seconds * 1e3,
-                "images_per_s": batch / seconds,
-                "gflops": gflops,
-                "fraction_of_peak": gflops / peak,
-                "gbytes_per_s": gbs,
-                "fraction_of_bandwidth": gbs / ceilings.bandwidth_gbs,
-                "element_size": kind,
-                **facts,
-            }
-        )
-    return rows
-
-
-def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
-    return [
-        [
-            r["model"],
-            str(r["batch"]),
-            r["contender"] + (f" ({r['picked']})" if "picked" in r else ""),
-            f"{r['images_per_s']:.0f}",
-            f"{r['median_ms']:.3f}",
-            f"{100 * r['fraction_of_peak']:.1f}",
-            f"{100 * r['fraction_of_bandwidth']:.1f}",
-        ]
-        for r in rows
-    ]
-
-
-HEADERS = ["model", "batch", "contender", "img/s", "ms", "% FLOP peak", "% bandwidth"]
-
-
-def write(args: argparse.Namespace, payload: dict[str, Any], stem: str) -> None:
-    rows = payload["results"]
-    c = payload["ceilings"]
-    env = payload["environment"]
-    peak16 = c["bf16_peak_gflops"]
-    bf16 = "not measured (CPU)" if peak16 is None else f"{peak16 / 1e3:.1f} TFLOP/s"
-    text = (
-        markdown_environment(env, payload["command"])
-        + f"\n\nCeilings measured in this run on {c['device']}: fp32 matmul "
-        f"{c['peak_gflops'] / 1e3:.1f} TFLOP/s, bf16 matmul {bf16}, copy "
-        f"{c['bandwidth_gbs']:.0f} GB/s.\n\n" + markdown_table(HEADERS, table_rows(rows)) + "\n"
-    )
-    if payload["skipped"]:
-        text += "\nNot measured: " + "; ".join(payload["skipped"]) + "\n"
-    write_json(args.out / f"{stem}.json", payload)
-    write_text(args.out / f"{stem}.md", text)
-
-
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
-    parser.add_argument("--smoke", action="store_true", help="one model, tiny batches")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON + MD")
-    parser.add_argument("--models", default=None, help="comma-separated subset")
-    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds")
-    parser.add_argument("--repeats", type=int, default=None, help="timed blocks per round")
-    parser.add_argument("--budget-s", type=float, default=None, help="start no model after")
-    parser.add_argument(
-        "--compile-mode", default="max-autotune", help="torch.compile mode of sepconv's candidate"
-    )
+    add_smoke_flag(parser, "one small model, two small batches, short timings")
+    add_output_flags(parser)
+    parser.add_argument("--models", default=None, help=f"comma-separated, among {list(PEERS)}")
+    parser.add_argument("--batches", default=None, help="comma-separated (default 1,256)")
+    parser.add_argument("--contenders", default=None, help="comma-separated names of PLAN rows")
+    parser.add_argument("--runs", type=positive_int, default=3, help="separate measurements")
+    parser.add_argument("--repeats", type=positive_int, default=None, help="timed blocks a run")
+    parser.add_argument("--requests", type=positive_int, default=None, help="latency requests")
+    parser.add_argument("--budget-s", type=float, default=None, help="start no row past it")
     args = parser.parse_args()
-    device = check_device(args.device, "--device")
-    cuda = device.type == "cuda"
-    names = args.models.split(",") if args.models else list(PEERS)
+    args.device = check_device(args.device, "--device")
+    names = [n for n in (args.models or "").split(",") if n]
     for name in names:
         if name not in PEERS:
             parser.error(f"argument --models: expected names among {list(PEERS)}, got {name!r}")
-    if args.smoke:
-        names = names[:1]
-        batches, size = ((1, 8), 224) if cuda else ((1, 2), 64)
-    else:
-        batches, size = (1, 256), 224
-    args.rounds = args.rounds or (1 if args.smoke else 2)
-    args.repeats = args.repeats or (3 if args.smoke else 10)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "gpu_inference" + (f"_{device.type}_smoke" if args.smoke else "")
-    start = time.perf_counter()
-    ceilings = measure_ceilings(device=device)
-    env = environment()
+    known = [c.name for c in PLAN]
+    args.contenders = [n.strip() for n in (args.contenders or "").split(",") if n.strip()]
+    for name in args.contenders:
+        if name not in known:
+            parser.error(f"argument --contenders: expected names among {known}, got {name!r}")
+    try:
+        batches = [positive_int(b) for b in (args.batches or "").split(",") if b]
+    except argparse.ArgumentTypeError as err:
+        parser.error(f"argument --batches: {err}")
+    cuda = args.device.type == "cuda"
+    smoke = args.smoke
+    args.models = names or (["mobilenet_v1"] if smoke else list(PEERS))
+    args.batches = batches or ([1, 8 if cuda else 2] if smoke else [1, 256])
+    args.size = 224 if cuda or not smoke else 32
+    args.repeats = args.repeats or (3 if smoke else 10)
+    args.requests = args.requests or (5 if smoke else 200)
+    args.request_budget_s = 0.2 if smoke else 1.0
+    return args
+
+
+def not_runnable(contender: Contender, args: argparse.Namespace) -> str | None:
+    """Why ``contender`` cannot run in this run, or None."""
+    if args.device.type != "cuda" and contender.needs_cuda:
+        return "needs CUDA (CUDA graphs, or GPU autotuning)"
+    if args.smoke and "max-autotune" in (contender.mode or "") and contender.kind != "sepconv":
+        return "--smoke: max-autotune builds take minutes"
+    if args.contenders and contender.name not in args.contenders:
+        return "left out by --contenders"
+    return None
+
+
+def measure_one(
+    contender: Contender, args: argparse.Namespace, setup: dict[str, Any]
+) -> dict[str, Any]:
+    """Build, check and time one contender; its row."""
+    device, x = args.device, setup["x"]
+    if contender.kind == "sepconv" and args.smoke and contender.mode != "default":
+        name = contender.name.replace(str(contender.mode), "default")
+        contender = dataclasses.replace(contender, name=name, mode="default")
+    watch = MemoryWatch(device)
+    watch.start()
+    started = time.perf_counter()
+    call, facts = build(contender, setup["ours"], setup["theirs"], x, device)
+    on_device = x.to(device)
+    for _ in range(3):  # compiles (and records a CUDA graph) on the first calls
+        output = call(on_device)
+    build_s = time.perf_counter() - started
+    watch.built()
+    family = "sepconv" if contender.kind == "sepconv" else "timm"
+    verdict = check(output, setup["references"][family])
+    timing = measure_contender(
+        call, x, device, runs=args.runs, repeats=args.repeats, requests=args.requests,
+        request_budget_s=args.request_budget_s,
+    )  # fmt: skip
+    del call, output
+    row = {
+        "model": setup["model"], "batch": int(x.shape[0]), "contender": contender.name,
+        "kind": contender.kind, "precision": contender.precision, "mode": contender.mode,
+        **timing, **watch.end(), "build_s": build_s, "check": verdict, **facts,
+    }  # fmt: skip
+    derived(row, setup["traffic"], setup["ceilings"])
+    return row
+
+
+def measure_batch(
+    name: str, batch: int, pair: tuple, args: argparse.Namespace, payload: dict, run: Run
+) -> None:
+    """Every row of the plan for ``name`` at ``batch``, into ``payload`` (written after each)."""
+    ours, theirs = pair
+    x = torch.randn(batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(2))
+    setup = {
+        "model": name, "x": x, "ours": ours, "theirs": theirs, "ceilings": payload["ceilings"],
+        "references": {
+            "sepconv": fp32_reference(ours, x, args.device),
+            "timm": fp32_reference(theirs, x, args.device),
+        },
+        "traffic": traffic(ours, batch, args.size),
+    }  # fmt: skip
+    payload["traffic"][f"{name} batch {batch}"] = setup["traffic"]
+    took: dict[tuple[str, str | None], float] = {}
+    for contender in plan_for(batch):
+        label = f"{name} batch {batch}: {contender.name}"
+        reason = not_runnable(contender, args)
+        estimate = took.get((contender.kind, contender.mode), contender.estimate_s)
+        spent = time.perf_counter() - run.started
+        left = None if args.budget_s is None else args.budget_s - spent
+        if reason is None and left is not None and estimate > left:
+            reason = f"over --budget-s (about {estimate:.0f} s, {max(left, 0):.0f} s left)"
+        if reason is not None:
+            payload["skipped"].append(f"{label} ({reason})")
+            continue
+        print(f"== {label}", flush=True)
+        started = time.perf_counter()
+        try:
+            row = measure_one(contender, args, setup)
+        except Exception as err:  # a failed compile or capture, out of memory: the rest still run
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            payload["skipped"].append(f"{label} ({type(err).__name__}: {first})")
+        else:
+            payload["results"].append(row)
+        took[(contender.kind, contender.mode)] = time.perf_counter() - started
+        write(run, payload)
+    anchor = next(
+        (r for r in payload["results"] if (r["model"], r["batch"], r["contender"])
+         == (name, batch, ANCHOR.name)), None,
+    )  # fmt: skip
+    if anchor is not None:  # seconds, whatever the budget
+        try:
+            again = measure_one(ANCHOR, args, setup)
+        except Exception as err:  # the rows measured stand without it
+            payload["skipped"].append(f"{name} batch {batch}: the anchor's repeat ({err!r:.300})")
+        else:
+            anchor["repeat_median_ms"] = again["median_ms"]
+            anchor["drift"] = again["median_ms"] / anchor["median_ms"]
+        write(run, payload)
+
+
+def write(run: Run, payload: dict[str, Any]) -> None:
+    payload.update(run.clock())
+    run.write(payload, markdown(payload))
+
+
+def main() -> int:
+    args = parse_args()
+    device = args.device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # for every contender alike
+    run = Run.start(__file__, args)
     payload: dict[str, Any] = {
-        "command": "python3 benchmarks/gpu_inference.py " + " ".join(sys.argv[1:]),
-        "environment": env,
-        "ceilings": ceilings.to_dict(),
+        **run.record(),
+        "ceilings": measure_ceilings(device=device).to_dict(),
+        "tolerance": BF16_TOLERANCE,
+        "weights": WEIGHTS,
+        "plan": [{"name": c.name, "regimes": list(c.regimes), "note": c.note} for c in PLAN],
+        "models": {},
+        "traffic": {},
         "results": [],
         "skipped": [],
     }
-    for name in names:
-        for batch in batches:
-            if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
-                payload["skipped"].append(f"{name} batch {batch} (over --budget-s)")
-                continue
-            try:
-                payload["results"] += measure_model(name, batch, size, device, args, ceilings)
-            except Exception as err:  # e.g. out of memory: record it, measure the rest
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                payload["skipped"].append(f"{name} batch {batch} ({type(err).__name__}: {first})")
-            write(args, payload, stem)
-            if cuda:
+    for name in args.models:
+        print(f"== {name}: building and calibrating", flush=True)
+        ours, theirs, facts = build_pair(name, args.size, device)
+        payload["models"][name] = facts
+        for batch in args.batches:
+            measure_batch(name, batch, (ours, theirs), args, payload, run)
+            if device.type == "cuda":
                 torch.cuda.empty_cache()
-    payload["total_s"] = time.perf_counter() - start
-    write(args, payload, stem)
-    title = f"Inference on {env.get('gpu') or env['cpu']}, {size}x{size}"
+    write(run, payload)
+    env = payload["environment"]
+    title = f"Inference on {env.get('gpu') or env['cpu']}, {args.size}x{args.size}"
     Console().print(terminal_table(title, HEADERS, table_rows(payload["results"])))
     for skipped in payload["skipped"]:
         print(f"not measured: {skipped}")

@@ -48,26 +48,23 @@ Writes results/benchmarks/int8_recipes.{json,md} (``--results-dir``/``--out`` mo
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import onnx
 import torch
+from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
 from onnxruntime import quantization
 from precision_auto import ROWS, RUNS, model_files
 from rich.console import Console
 
 import sepconv
-from sepconv.bench.output import markdown_environment, markdown_table, terminal_table
-from sepconv.bench.timing import environment
-from sepconv.cli._calibration import calibration_images
+from sepconv.bench.output import markdown_table, terminal_table
 from sepconv.data import load_dataset
 from sepconv.deploy import (
+    calibration_images,
     compare_top1,
     export_onnx,
     load_onnx,
@@ -77,10 +74,8 @@ from sepconv.deploy import (
 )
 from sepconv.deploy.precision import DEFAULT_MIN_AGREEMENT
 from sepconv.deploy.quantize import needs_reduce_range
-from sepconv.models.modelfile import read_model_file
-from sepconv.utils.files import write_json, write_text
+from sepconv.modelfile import read_model_file
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 HEADERS = [
     "model", "recipe", "runtime", "test agreement", "test top-1", "held-out calib. agreement"
 ]  # fmt: skip
@@ -225,42 +220,32 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--weights", type=Path, nargs="+", help="model files (instead of --runs)")
     parser.add_argument("--data", default="fashion-mnist")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--calib-samples", type=int, default=1000)
-    parser.add_argument("--test-images", type=int, default=10000)
-    parser.add_argument("--smoke", action="store_true", help="a 2-step model, 250/250 images")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    parser.add_argument("--out", default=None, help="writes OUT.{json,md}")
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--calib-samples", type=positive_int, default=1000)
+    parser.add_argument("--test-images", type=positive_int, default=10000)
+    add_smoke_flag(parser, f"a model trained for 2 steps, {CHUNK} calibration and test images")
+    add_output_flags(parser)
     args = parser.parse_args()
-    if args.threads < 1:
-        parser.error("--threads: expected a positive integer")
     for flag in ("calib_samples", "test_images"):
-        if getattr(args, flag) < 1 or getattr(args, flag) % CHUNK:
+        if getattr(args, flag) % CHUNK:
             parser.error(f"--{flag.replace('_', '-')}: expected a positive multiple of {CHUNK}")
-    args.out = args.out or ("int8_recipes_smoke" if args.smoke else "int8_recipes")
-    args.results_dir.mkdir(parents=True, exist_ok=True)
+    run = Run.start(__file__, args)
     torch.set_num_threads(args.threads)
-    command = " ".join(["python", "benchmarks/int8_recipes.py", *sys.argv[1:]])
-    load_start, started = os.getloadavg(), time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sepconv-int8-recipes-smoke-") as tmp:
         if args.smoke:
             args.calib_samples = args.test_images = CHUNK
         results = [bench(path, args) for path in model_files(args, parser, Path(tmp))]
     data = {
-        "command": command,
-        "environment": environment(args.threads),
-        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
-        "wall_s": time.perf_counter() - started,
+        **run.record(args.threads),
         "calibration_images": args.calib_samples,
         "test_images": args.test_images,
         "min_agreement": DEFAULT_MIN_AGREEMENT,
         "results": results,
     }
-    write_json(args.results_dir / f"{args.out}.json", data)
-    report(data, args.results_dir, args.out)
+    report(data, run)
 
 
-def report(data: dict[str, Any], folder: Path, out: str) -> None:
+def report(data: dict[str, Any], run: Run) -> None:
     rows = [
         [
             result["model"],
@@ -289,8 +274,7 @@ def report(data: dict[str, Any], folder: Path, out: str) -> None:
         print(line)
     text = "\n\n".join(
         [
-            "# int8 calibration recipes on trained models",
-            markdown_environment(data["environment"], data["command"]),
+            header("int8 calibration recipes on trained models", data),
             f"{data['calibration_images']} calibration images (training split), "
             f"{data['test_images']} held-out test images; the recipes are defined in the "
             "docstring of `benchmarks/int8_recipes.py`; every recipe but *MinMax, all images* "
@@ -300,10 +284,10 @@ def report(data: dict[str, Any], folder: Path, out: str) -> None:
             "images, which is what `precision='auto'` judges by.",
             markdown_table(HEADERS, rows),
             "\n".join(lines),
-            f"Whole run {data['wall_s'] / 60:.1f} min.",
+            clock_line(data),
         ]
     )
-    write_text(folder / f"{out}.md", text + "\n")
+    run.write(data, text + "\n")
 
 
 if __name__ == "__main__":

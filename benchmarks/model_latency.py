@@ -7,55 +7,59 @@ standard-conv twins (each depthwise+pointwise pair made one 3x3 conv), batch 1.
 
 Run:
     .venv/bin/python benchmarks/model_latency.py [--threads 1]
+    .venv/bin/python benchmarks/model_latency.py --smoke   # 2 small models at 64x64
 
-Writes results/benchmarks/model_latency.{json,md} and results/benchmarks/model_latency.png.
+Writes results/benchmarks/model_latency.{json,md,png} (``--results-dir``/``--out`` move them).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
+from harness import Run, add_output_flags, add_smoke_flag, header, positive_int
 from rich.console import Console
-from rich.table import Table
 from tqdm import tqdm
 
 import sepconv
-from sepconv.bench import compare_twin, environment, measure_latency
-from sepconv.bench.output import markdown_environment, markdown_table
+from sepconv.bench import compare_twin, measure_latency
+from sepconv.bench.output import markdown_table, terminal_table
 from sepconv.bench.plots import plot_latency_vs_macs
-from sepconv.utils.files import write_json, write_text
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")
 TWINS = ("mobilenet_v1", "mobilenet_v2")
 BATCHES = (1, 32)
 SIZE = 224
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
+# --smoke: (models, twins, batches, input side)
+SMOKE = (("mobilenet_v1_025", "mobilenet_v2_050"), ("mobilenet_v1_025",), (1, 2), 64)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--repeats", type=positive_int, default=7)
     parser.add_argument(
         "--max-time", type=float, default=30.0, help="time budget per point, seconds"
     )
+    add_smoke_flag(parser, "2 small models at 64x64, batch 1 and 2, 3 repeats")
+    add_output_flags(parser)
     args = parser.parse_args()
-    command = " ".join(["python", "benchmarks/model_latency.py", *sys.argv[1:]])
+    run = Run.start(__file__, args)
+    models, twin_models, batches, side = SMOKE if args.smoke else (MODELS, TWINS, BATCHES, SIZE)
+    if args.smoke:
+        args.repeats, args.max_time = 3, 1.0
     torch.manual_seed(0)
 
     macs = {}
     points = []
-    for name in tqdm(MODELS, desc="models"):
+    for name in tqdm(models, desc="models"):
         model = sepconv.create_model(name).eval()
-        macs[name] = sepconv.analyze(model, (1, 3, SIZE, SIZE)).macs
-        for batch in BATCHES:
+        macs[name] = sepconv.analyze(model, (1, 3, side, side)).macs
+        for batch in batches:
             point = measure_latency(
                 model,
                 batch=batch,
-                input_size=SIZE,
+                input_size=side,
                 threads=args.threads,
                 warmup=1 if batch > 1 else 3,
                 repeats=args.repeats,
@@ -65,24 +69,18 @@ def main() -> None:
     twins = [
         compare_twin(
             sepconv.create_model(name),
-            torch.randn(1, 3, SIZE, SIZE),
+            torch.randn(1, 3, side, side),
             label=name,
             threads=args.threads,
             repeats=args.repeats,
         )
-        for name in tqdm(TWINS, desc="twins")
+        for name in tqdm(twin_models, desc="twins")
     ]
 
-    env = environment(points[0][1].timing.threads)
+    threads = points[0][1].timing.threads
     latency_headers = [
-        "model",
-        "GMACs/image",
-        "batch",
-        "median ms (± IQR)",
-        "samples",
-        "images/s",
-        "GMAC/s",
-    ]
+        "model", "GMACs/image", "batch", "median ms (± IQR)", "samples", "images/s", "GMAC/s",
+    ]  # fmt: skip
     latency = [
         [
             name,
@@ -96,15 +94,8 @@ def main() -> None:
         for name, p in points
     ]
     twin_headers = [
-        "model",
-        "pairs",
-        "GMACs",
-        "twin GMACs",
-        "MAC ratio",
-        "ms",
-        "twin ms",
-        "measured speed-up",
-    ]
+        "model", "pairs", "GMACs", "twin GMACs", "MAC ratio", "ms", "twin ms", "measured speed-up",
+    ]  # fmt: skip
     twin_rows = [
         [
             c.label,
@@ -119,38 +110,26 @@ def main() -> None:
         for c in twins
     ]
     console = Console(width=160)
-    for title, headers, rows in (
-        ("model latency", latency_headers, latency),
-        ("standard twins, batch 1", twin_headers, twin_rows),
-    ):
-        table = Table(title=title)
-        for h in headers:
-            table.add_column(h)
-        for r in rows:
-            table.add_row(*map(str, r))
-        console.print(table)
+    console.print(terminal_table("model latency", latency_headers, latency))
+    console.print(terminal_table("standard twins, batch 1", twin_headers, twin_rows))
 
+    run.folder.mkdir(parents=True, exist_ok=True)
     png = plot_latency_vs_macs(
         [(name, macs[name], p.timing.median_ms) for name, p in points if p.batch == 1],
-        RESULTS / "model_latency.png",
-        title=f"batch 1, {SIZE}x{SIZE}, fp32, {env['threads']} thread(s)",
+        run.folder / f"{run.name}.png",
+        title=f"batch 1, {side}x{side}, fp32, {threads} thread(s)",
     )
-    write_json(
-        RESULTS / "model_latency.json",
-        {
-            "command": command,
-            "environment": env,
-            "input_size": SIZE,
-            "macs_per_image": macs,
-            "points": [{"model": name, **p.to_dict()} for name, p in points],
-            "twins": [c.to_dict() for c in twins],
-        },
-    )
-    write_text(
-        RESULTS / "model_latency.md",
-        "# Model latency\n\n"
-        f"{markdown_environment(env, command)}\n\n"
-        f"sepconv registry models, randomly initialised, eval mode, fp32, NCHW, {SIZE}x{SIZE}. "
+    data = {
+        **run.record(threads),
+        "input_size": side,
+        "macs_per_image": macs,
+        "points": [{"model": name, **p.to_dict()} for name, p in points],
+        "twins": [c.to_dict() for c in twins],
+    }
+    run.write(
+        data,
+        header("Model latency", data) + "\n\n"
+        f"sepconv registry models, randomly initialised, eval mode, fp32, NCHW, {side}x{side}. "
         "Headline MACs per image counted by `sepconv.analyze` (1 MAC = one multiply-add). "
         "Times are medians ± interquartile range of repeated calls; slow points stop after a "
         f"{args.max_time:g} s budget with at least 3 samples (column `samples`). The machine "

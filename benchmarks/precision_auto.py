@@ -23,8 +23,8 @@ records. Rows:
 All rows are timed on one batch of test images in interleaved rounds (``peers.interleaved``).
 Then every test image goes through every row (``sepconv.deploy.compare_top1``): top-1
 agreement with eager fp32 on these held-out images, and accuracy. *speed-up*: the best plain
-fp32 runtime's median over the row's. Target (issue: CPU inference): ``sepconv auto`` at least
-1.3x the best plain fp32 runtime at >= 99.5% agreement on the test images.
+fp32 runtime's median over the row's. What ``sepconv auto`` is expected to reach is stated in
+results/benchmarks/README.md.
 
 Run:
     .venv/bin/python benchmarks/precision_auto.py [--runs runs/reproduce/reproduce_compact]
@@ -36,34 +36,33 @@ Writes results/benchmarks/precision_auto.{json,md} (``--results-dir``/``--out`` 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
 from peers import eager, interleaved, plain_onnxruntime, plain_openvino
 from rich.console import Console
 
 import sepconv
-from sepconv.bench.output import markdown_environment, markdown_table, terminal_table
-from sepconv.bench.timing import environment
-from sepconv.cli._calibration import calibration_images
+from sepconv.bench.output import markdown_table, terminal_table
 from sepconv.data import load_dataset
-from sepconv.deploy import compare_top1, compile_for_inference, prepare_images
+from sepconv.deploy import (
+    calibration_images,
+    compare_top1,
+    compile_for_inference,
+    prepare_images,
+)
 from sepconv.deploy.precision import DEFAULT_MIN_AGREEMENT
-from sepconv.models.modelfile import read_model_file
-from sepconv.utils.files import write_json, write_text
+from sepconv.modelfile import read_model_file
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 RUNS = Path("runs/reproduce/reproduce_compact")
 ROWS = ("mobilenet_v1_025", "mobilenet_v2_035")
 PLAIN_FP32 = ("ONNX Runtime (plain)", "OpenVINO (plain, f32)")
 OV_DEFAULT = "OpenVINO (plain, default)"
 SEPCONV_FP32, SEPCONV_AUTO = "sepconv fp32", "sepconv auto"
-TARGET_SPEEDUP = 1.3
 HEADERS = [
     "model", "batch", "row", "computes in", "median ms", "IQR ms", "speed-up",
     "test agreement", "test top-1",
@@ -128,8 +127,8 @@ def bench(
             "test": check.to_dict(),
         }
     best_plain = min(out_rows[r]["median_ms"] for r in PLAIN_FP32)
-    for row in out_rows.values():
-        row["speedup_vs_best_plain_fp32"] = best_plain / row["median_ms"]
+    for measured in out_rows.values():
+        measured["speedup_vs_best_plain_fp32"] = best_plain / measured["median_ms"]
     return {
         "model": record.arch,
         "weights": str(weights),
@@ -152,27 +151,18 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), help="run folders under --runs")
     parser.add_argument("--weights", type=Path, nargs="+", help="model files (instead of --runs)")
     parser.add_argument("--data", default="fashion-mnist", help="data spec the models fit")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=10, help="timed blocks per round")
-    parser.add_argument("--calib-samples", type=int, default=1000)
-    parser.add_argument("--test-images", type=int, default=10_000)
-    parser.add_argument(
-        "--smoke", action="store_true",
-        help="train a model for 2 steps, 64 calibration and 256 test images, 1 round: checks "
-        "the script, measures nothing useful",
-    )  # fmt: skip
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    parser.add_argument("--out", default=None, help="writes OUT.{json,md}")
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed blocks per round")
+    parser.add_argument("--calib-samples", type=positive_int, default=1000)
+    parser.add_argument("--test-images", type=positive_int, default=10_000)
+    add_smoke_flag(
+        parser, "a model trained for 2 steps, 64 calibration and 256 test images, 1 round"
+    )
+    add_output_flags(parser)
     args = parser.parse_args()
-    for flag in ("threads", "rounds", "repeats", "calib_samples", "test_images"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')}: expected a positive integer")
-    args.out = args.out or ("precision_auto_smoke" if args.smoke else "precision_auto")
-    args.results_dir.mkdir(parents=True, exist_ok=True)
+    run = Run.start(__file__, args)
     torch.set_num_threads(args.threads)
-    command = " ".join(["python", "benchmarks/precision_auto.py", *sys.argv[1:]])
-    load_start, started = os.getloadavg(), time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sepconv-precision-auto-smoke-") as tmp:
         if args.smoke:
             args.rounds, args.repeats, args.calib_samples, args.test_images = 1, 3, 64, 256
@@ -185,16 +175,11 @@ def main() -> None:
                 print(f"{path} at batch {batch} ...", flush=True)
                 results.append(bench(path, batch, args, args.data, test))
     data = {
-        "command": command,
-        "environment": environment(args.threads),
-        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
-        "wall_s": time.perf_counter() - started,
+        **run.record(args.threads),
         "min_agreement": DEFAULT_MIN_AGREEMENT,
-        "target_speedup": TARGET_SPEEDUP,
         "results": results,
     }
-    write_json(args.results_dir / f"{args.out}.json", data)
-    report(data, args.results_dir, args.out)
+    report(data, run)
 
 
 def model_files(
@@ -251,25 +236,24 @@ def candidate_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-def verdicts(results: list[dict[str, Any]], min_agreement: float) -> list[str]:
+def summary_lines(results: list[dict[str, Any]]) -> list[str]:
+    """One line per model and batch: what sepconv auto chose, its speed-up and agreement."""
     lines = []
     for result in results:
         auto = result["rows"][SEPCONV_AUTO]
         speedup, agreement = auto["speedup_vs_best_plain_fp32"], auto["test"]["agreement"]
-        met = speedup >= TARGET_SPEEDUP and agreement >= min_agreement
         lines.append(
             f"- {result['model']}, batch {result['batch_size']}: sepconv auto chose "
             f"{auto['precision']}, {speedup:.2f}x the best plain fp32 runtime at "
-            f"{agreement:.2%} top-1 agreement on {result['test_images']} test images (target "
-            f">= {TARGET_SPEEDUP}x at >= {min_agreement:.1%}: {'met' if met else 'missed'})"
+            f"{agreement:.2%} top-1 agreement on {result['test_images']} test images"
         )
     return lines
 
 
-def report(data: dict[str, Any], folder: Path, out: str) -> None:
+def report(data: dict[str, Any], run: Run) -> None:
     results = data["results"]
     rows, candidates = table_rows(results), candidate_rows(results)
-    lines = verdicts(results, data["min_agreement"])
+    lines = summary_lines(results)
     console = Console(width=160)
     console.print(terminal_table("precision='auto' on trained models", HEADERS, rows))
     cand_headers = ["model", "batch", "candidate", "median ms", "held-out calib. agreement", "fate"]
@@ -279,26 +263,24 @@ def report(data: dict[str, Any], folder: Path, out: str) -> None:
     first = results[0]
     text = "\n\n".join(
         [
-            "# precision='auto' on trained models against the plain fp32 runtimes",
-            markdown_environment(data["environment"], data["command"]),
+            header("precision='auto' on trained models against the plain fp32 runtimes", data),
             f"{first['calibration_images']} calibration images (training split), "
-            f"{first['test_images']} held-out test images; the rows and the target are defined "
-            "in the docstring of `benchmarks/precision_auto.py`. Median and IQR over interleaved "
+            f"{first['test_images']} held-out test images; the rows are defined in the "
+            "docstring of `benchmarks/precision_auto.py`. Median and IQR over interleaved "
             "rounds on one batch of test images; *speed-up*: the best plain fp32 runtime's "
             "median over the row's; *test agreement*: top-1 agreement with eager fp32 on the "
             "test images.",
             markdown_table(HEADERS, rows),
-            "Targets:\n\n" + "\n".join(lines),
+            "Per model and batch:\n\n" + "\n".join(lines),
             "## sepconv auto's candidates\n\nAs `compile_for_inference(precision='auto')` "
             "measured them while building: median while choosing, top-1 agreement with eager "
             f"fp32 on the {first['judged_images']} calibration images int8 was not calibrated "
             "on.",
             markdown_table(cand_headers, candidates),
-            f"Load average at start {data['load_average']['start']}, at end "
-            f"{data['load_average']['end']}; whole run {data['wall_s'] / 60:.1f} min.",
+            clock_line(data),
         ]
     )
-    write_text(folder / f"{out}.md", text + "\n")
+    run.write(data, text + "\n")
 
 
 if __name__ == "__main__":

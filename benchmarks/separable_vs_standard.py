@@ -7,33 +7,25 @@ in the same run.
 
 Run:
     .venv/bin/python benchmarks/separable_vs_standard.py [--threads 1] [--repeats 15]
+    .venv/bin/python benchmarks/separable_vs_standard.py --smoke   # one small layer
 
 Writes results/benchmarks/separable_vs_standard.{json,md} and
-results/benchmarks/separable_vs_standard_roofline.png.
+results/benchmarks/separable_vs_standard_roofline.png (``--results-dir``/``--out`` move them).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
+from harness import Run, add_output_flags, add_smoke_flag, header, positive_int
 from rich.console import Console
-from rich.table import Table
 from tqdm import tqdm
 
-from sepconv.bench import (
-    LayerSpec,
-    compare_twin,
-    environment,
-    measure_ceilings,
-    per_layer_latency,
-    standard_twin,
-)
-from sepconv.bench.output import markdown_environment, markdown_table
+from sepconv.bench import LayerSpec, compare_twin, measure_ceilings, per_layer_latency
+from sepconv.bench.output import markdown_table, terminal_table
 from sepconv.bench.plots import plot_roofline
-from sepconv.utils.files import write_json, write_text
+from sepconv.convert import standard_twin
 
 # C_in -> C_out @ input side: the seed's layer shapes, stride 1, 3x3.
 SPECS = (
@@ -44,15 +36,20 @@ SPECS = (
     LayerSpec(256, 512, 28),
     LayerSpec(512, 512, 14),
 )
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
+SMOKE_SPECS = (LayerSpec(16, 32, 16),)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--repeats", type=positive_int, default=15)
+    add_smoke_flag(parser, f"one layer, {SMOKE_SPECS[0]}, 3 repeats")
+    add_output_flags(parser)
     args = parser.parse_args()
-    command = " ".join(["python", "benchmarks/separable_vs_standard.py", *sys.argv[1:]])
+    run = Run.start(__file__, args)
+    specs = SMOKE_SPECS if args.smoke else SPECS
+    if args.smoke:
+        args.repeats = 3
     torch.manual_seed(0)
 
     ceilings = measure_ceilings(threads=args.threads)
@@ -66,11 +63,11 @@ def main() -> None:
             repeats=args.repeats,
         )
         for spec, channels_last in tqdm(
-            [(s, cl) for s in SPECS for cl in (False, True)], desc="separable vs standard"
+            [(s, cl) for s in specs for cl in (False, True)], desc="separable vs standard"
         )
     ]
     roofline_rows = []
-    for spec in tqdm(SPECS, desc="roofline"):
+    for spec in tqdm(specs, desc="roofline"):
         separable = spec.separable().eval()
         twin, _ = standard_twin(separable, spec.example())
         for model in (separable, twin):
@@ -79,7 +76,7 @@ def main() -> None:
             )
             roofline_rows += [(str(spec), row) for row in report.rows if row.roofline is not None]
 
-    env = environment(comparisons[0].separable.threads)
+    threads = comparisons[0].separable.threads
     speed = [
         [
             c.label,
@@ -118,37 +115,25 @@ def main() -> None:
     roof_headers = ["layer", "conv", "FLOP/byte", "GFLOP/s", "bound", "of bound"]
 
     console = Console(width=160)
-    for title, headers, rows in (
-        ("separable vs standard", speed_headers, speed),
-        ("roofline", roof_headers, roof),
-    ):
-        table = Table(title=title)
-        for h in headers:
-            table.add_column(h)
-        for r in rows:
-            table.add_row(*r)
-        console.print(table)
+    console.print(terminal_table("separable vs standard", speed_headers, speed))
+    console.print(terminal_table("roofline", roof_headers, roof))
 
+    run.folder.mkdir(parents=True, exist_ok=True)
     png = plot_roofline(
         [row for _, row in roofline_rows],
         ceilings,
-        RESULTS / "separable_vs_standard_roofline.png",
+        run.folder / f"{run.name}_roofline.png",
         title="seed layer shapes, NCHW, batch 1: depthwise, pointwise and standard convs",
     )
-    write_json(
-        RESULTS / "separable_vs_standard.json",
-        {
-            "command": command,
-            "environment": env,
-            "ceilings": ceilings.to_dict(),
-            "comparisons": [c.to_dict() for c in comparisons],
-            "roofline": [{"layer": layer, **row.to_dict()} for layer, row in roofline_rows],
-        },
-    )
-    write_text(
-        RESULTS / "separable_vs_standard.md",
-        "# Depthwise separable vs standard 3x3 convolution\n\n"
-        f"{markdown_environment(env, command)}\n\n"
+    data = {
+        **run.record(threads),
+        "ceilings": ceilings.to_dict(),
+        "comparisons": [c.to_dict() for c in comparisons],
+        "roofline": [{"layer": layer, **row.to_dict()} for layer, row in roofline_rows],
+    }
+    run.write(
+        data,
+        header("Depthwise separable vs standard 3x3 convolution", data) + "\n\n"
         "Batch 1, fp32, stride 1, bare convolutions (no norm/activation). MACs counted by "
         "`sepconv.analyze` (1 MAC = one multiply-add); times are medians ± interquartile range "
         "of repeated blocks. The machine was shared with other jobs during the run, so absolute "

@@ -11,27 +11,25 @@ few calls, the same for both), training images per second over the sweep, and th
 
 Run:
     .venv/bin/python benchmarks/sweep_jobs.py [--threads 2] [--jobs 2] [--repeats 2]
+    .venv/bin/python benchmarks/sweep_jobs.py --smoke   # 256 images, 1 seed, 1 round
 
-Writes results/benchmarks/sweep_jobs.{json,md}.
+Writes results/benchmarks/sweep_jobs.{json,md} (``--results-dir``/``--out`` move them).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from harness import Run, add_output_flags, add_smoke_flag, header, positive_int
 from rich.console import Console
 
-from sepconv.bench import environment
-from sepconv.bench.output import markdown_environment, markdown_table, terminal_table
+from sepconv.bench.output import markdown_table, terminal_table
 from sepconv.reproduce import load_config, run_sweep
-from sepconv.utils.files import write_json, write_text
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 SWEEP = """\
 data = "fashion-mnist"
 test_images = {test_images}
@@ -95,13 +93,18 @@ def time_sweep(config_path: Path, work: Path, *, threads: int, jobs: int) -> flo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--train-images", type=int, default=7680)
-    parser.add_argument("--test-images", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--jobs", type=positive_int, default=2)
+    parser.add_argument("--seeds", type=positive_int, default=2)
+    parser.add_argument("--train-images", type=positive_int, default=7680)
+    parser.add_argument("--test-images", type=positive_int, default=2000)
+    parser.add_argument("--repeats", type=positive_int, default=2)
+    add_smoke_flag(parser, "256 training and test images, 1 seed, 1 round")
+    add_output_flags(parser)
     args = parser.parse_args()
+    run = Run.start(__file__, args)
+    if args.smoke:
+        args.seeds, args.train_images, args.test_images, args.repeats = 1, 256, 256, 1
     contenders = {
         f"jobs=1 ({args.threads} threads per run)": 1,
         f"jobs={args.jobs} ({max(1, args.threads // args.jobs)} thread(s) per run)": args.jobs,
@@ -148,15 +151,11 @@ def main() -> int:
         for row in rows
     ]
     Console().print(terminal_table(title, headers, md_rows))
-    command = "python benchmarks/sweep_jobs.py " + " ".join(sys.argv[1:])
-    env = environment(args.threads)
-    write_json(
-        RESULTS / "sweep_jobs.json",
-        {"command": command, "environment": env, "args": vars(args), "results": rows},
-    )
-    write_text(
-        RESULTS / "sweep_jobs.md",
-        markdown_environment(env, command)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    data = {**run.record(args.threads), "args": settings, "results": rows}
+    run.write(
+        data,
+        header("Sweep wall time: jobs=1 against parallel runs", data)
         + f"\n\n{title}.\n\n"
         + markdown_table(headers, md_rows)
         + "\n",

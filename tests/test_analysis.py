@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import sepconv
 from sepconv.analysis import CONVENTIONS, analyze
-from sepconv.analysis.counting import conv_kind
+from sepconv.analysis.counting import conv_kind, op_cost
 
 # Analysis runs on shapes alone, so models are built on the meta device: no weights are
 # initialised and no arithmetic is done, for the analyzer and the reference alike.
@@ -121,6 +123,79 @@ def test_mobilenet_v1_shares_match_paper_table_2() -> None:
 )
 def test_conv_kind(in_channels: int, groups: int, kernel: tuple[int, int], kind: str) -> None:
     assert conv_kind(in_channels, groups, kernel) == kind
+
+
+@pytest.mark.parametrize(
+    ("pool", "size"),
+    [
+        (nn.MaxPool1d(3, stride=2), (2, 4, 11)),  # 3 per output, not 3^2
+        (nn.AvgPool2d(3, stride=2, padding=1), (1, 2, 9, 9)),  # 3^2, not 3 x 2 dims
+        (nn.MaxPool2d((2, 3)), (1, 2, 8, 9)),  # a 2x3 window: 6
+        (nn.AvgPool3d(3, stride=1), (1, 2, 4, 5, 6)),  # 3^3
+    ],
+    ids=["max1d-3", "avg2d-3", "max2d-2x3", "avg3d-3"],
+)
+def test_windowed_pooling_costs_one_mac_per_window_element(pool: nn.Module, size: tuple) -> None:
+    with torch.no_grad():
+        outputs = pool(torch.zeros(size)).numel()
+    spatial = len(size) - 2
+    kernel = pool.kernel_size
+    window = kernel**spatial if isinstance(kernel, int) else int(torch.tensor(kernel).prod())
+    [row] = analyze(pool, size).rows
+    assert (row.kind, row.macs) == ("pooling", outputs * window)
+
+
+class SmallOps(nn.Module):
+    """Dense algebra whose sizes all differ, so that no dimension can stand in for another:
+    addmm/matmul/bmm of (6 x 4) @ (4 x 5); attention with L=3 queries, S=7 keys, E=4, E_v=6;
+    a strided, grouped transposed conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(4, 5))
+        self.bias = nn.Parameter(torch.zeros(5))
+        self.up = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (6, 4, 1, 1)
+        rows = x.flatten(1)  # (6, 4)
+        dense = torch.addmm(self.bias, rows, self.weight) + rows.matmul(self.weight)
+        dense = dense + torch.bmm(rows[None], self.weight[None])[0]  # (6, 5)
+        # (batch, heads, L, E), (batch, heads, S, E), (batch, heads, S, E_v)
+        q, k, v = (x.new_zeros(2, 2, *size) for size in ((3, 4), (7, 4), (7, 6)))
+        attended = F.scaled_dot_product_attention(q, k, v)  # (2, 2, 3, 6)
+        return self.up(x.expand(6, 4, 5, 3)).sum() + attended.sum() + dense.sum()
+
+
+def test_dense_algebra_and_transposed_convs_match_flop_counter() -> None:
+    model = SmallOps()
+    report = analyze(model, (6, 4, 1, 1))
+    by_op = {r.op: r for r in report.rows if r.kind in ("linear", "grouped_conv")}
+    assert report.macs == flop_counter_macs(model, (6, 4, 1, 1))
+    assert by_op["addmm"].macs == by_op["matmul"].macs == by_op["bmm"].macs == 6 * 5 * 4
+    assert by_op["scaled_dot_product_attention"].macs == 2 * 2 * 3 * 7 * (4 + 6)
+    # Every input element of the transposed conv reaches C_out/g x 3 x 3 outputs.
+    assert by_op["conv_transpose2d"].macs == 6 * 4 * 5 * 3 * (3 * 3 * 3)
+    assert by_op["conv_transpose2d"].kind == "grouped_conv"
+
+
+@pytest.mark.parametrize(
+    ("weight_shape", "groups", "kind"),
+    [((8, 2, 3, 3), 4, "grouped_conv"), ((4, 8, 1, 1), 1, "pointwise_conv")],
+)
+def test_a_convs_kind_reads_its_channels_with_or_without_a_batch(
+    weight_shape: tuple[int, ...], groups: int, kind: str
+) -> None:
+    # 8 channels of a 3x6 image: unbatched, dim 1 is the height (3), not the channels.
+    weight = torch.zeros(weight_shape)
+    for x in (torch.zeros(2, 8, 3, 6), torch.zeros(8, 3, 6)):
+        out = F.conv2d(x, weight, groups=groups)
+        expected = (kind, out.numel() * math.prod(weight_shape[1:]))
+        assert op_cost("conv2d", (x, weight), {"groups": groups}, [out]) == expected
+
+
+def test_a_transposed_convs_kind_reads_its_groups() -> None:
+    depthwise_up = nn.ConvTranspose2d(8, 8, 3, groups=8)
+    assert analyze(depthwise_up, (1, 8, 5, 6)).rows[0].kind == "depthwise_conv"
 
 
 class Gated(nn.Module):

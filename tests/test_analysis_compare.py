@@ -63,6 +63,34 @@ def test_separable_parts_match_real_convs_with_stride() -> None:
     assert result.row("pointwise").macs == reference_macs(meta_conv(32, 48, 1), 15, 10)
 
 
+@pytest.mark.parametrize(
+    ("k", "stride", "height", "width"),
+    [(4, 1, 10, 9), (3, 2, 29, 30), (5, 2, 15, 16), (2, 2, 9, 9)],
+    ids=["even-kernel", "odd-height-stride-2", "odd-and-even-k5", "k2-stride-2"],
+)
+def test_sizes_where_a_shortcut_for_the_output_size_would_be_wrong(
+    k: int, stride: int, height: int, width: int
+) -> None:
+    # An even kernel under "same" padding (K - 1) // 2 loses K - 1 - 2 pad positions, and an odd
+    # side over stride 2 rounds up: H_out is (H + 2 pad - K) // s + 1, not H // s.
+    result = compare_conv(12, 20, k, height, width, stride=stride, groups=[4])
+    convs = {
+        "standard": meta_conv(12, 20, k, 1, stride),
+        "grouped g=4": meta_conv(12, 20, k, 4, stride),
+        "depthwise": meta_conv(12, 12, k, 12, stride),
+    }
+    with torch.no_grad():
+        h_out, w_out = convs["standard"](torch.empty(1, 12, height, width, device="meta")).shape[2:]
+    convs["pointwise"] = meta_conv(12, 20, 1)
+    for label, conv in convs.items():
+        size = (height, width) if label != "pointwise" else (h_out, w_out)
+        row = result.row(label)
+        assert row.macs == reference_macs(conv, *size), label
+        # The bytes too: the pointwise conv reads the depthwise output, at the strided size.
+        [counted] = analyze(conv, (1, 12, *size)).rows
+        assert row.bytes_moved == counted.bytes_moved, label
+
+
 def test_arithmetic_intensity_depthwise_near_2_standard_in_hundreds() -> None:
     for c_in, c_out in [(64, 128), (256, 256)]:
         result = compare_conv(c_in, c_out, 3, 56)

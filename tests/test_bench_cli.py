@@ -136,7 +136,7 @@ def test_cli_bench_per_layer_prints_every_conv_and_linear_layer(
     out = capsys.readouterr().out
     # the stem, 13 depthwise + 13 pointwise convs and the classifier, each on its own row
     blocks = [
-        f"stages.{s}.{b}.conv_{k}"
+        f"stages.{s}.{b}.conv_{k}.conv"
         for s, count in enumerate((1, 2, 2, 6, 2))
         for b in range(count)
         for k in ("dw", "pw")

@@ -11,9 +11,15 @@ from torch import nn
 
 import sepconv
 from sepconv.analysis import HEADLINE_KINDS, analyze
-from sepconv.bench.per_layer import costs_from_analysis, per_layer_latency
+from sepconv.bench.per_layer import (
+    LayerTiming,
+    ModuleCost,
+    costs_from_analysis,
+    per_layer_latency,
+)
 from sepconv.bench.roofline import Ceilings
-from sepconv.bench.twin import LayerSpec, compare_twin
+from sepconv.bench.timing import Timing
+from sepconv.bench.twin import LayerSpec, TwinComparison, compare_twin
 from sepconv.convert.twin import standard_twin
 from sepconv.utils.capture import capture
 
@@ -129,3 +135,21 @@ def test_a_depthwise_conv_without_a_pointwise_partner_is_left_alone() -> None:
     net = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 4, 1, stride=2))
     with pytest.raises(ValueError, match="`model`: expected a model with at least one depthwise"):
         compare_twin(net, torch.randn(1, 8, 8, 8), repeats=3)
+
+
+def _ms(*values: float) -> Timing:
+    return Timing.from_samples([v / 1e3 for v in values], threads=1, device="cpu")
+
+
+def test_reported_rates_and_ratios_are_counts_over_median_times() -> None:
+    # Medians of 2 ms and 8 ms, means of 4 ms and 10 ms: only the median gives these figures.
+    row = LayerTiming(
+        "0", "Conv2d", (1, 3, 8, 8), (1, 4, 8, 8), _ms(1, 2, 9),
+        cost=ModuleCost("standard_conv", macs=6_000_000, bytes_moved=1_000_000),
+    )  # fmt: skip
+    assert row.gmacs_per_s == pytest.approx(3.0)  # MACs, not FLOPs
+    assert row.gbytes_per_s == pytest.approx(0.5)
+    assert row.to_dict()["gmacs_per_s"] == row.gmacs_per_s
+    twin = TwinComparison("layer", 1, 1_000, 9_000, _ms(1, 2, 9), _ms(6, 8, 16), False)
+    assert (twin.mac_ratio, twin.latency_ratio) == (9.0, 4.0)
+    assert twin.to_dict()["latency_ratio"] == 4.0 and twin.to_dict()["mac_ratio"] == 9.0

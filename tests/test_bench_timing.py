@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +46,15 @@ def test_median_and_iqr_ignore_one_outlier() -> None:
     timing = Timing.from_samples([1.0, 1.1, 0.9, 1.0, 50.0], threads=1, device="cpu")
     assert timing.median_s == 1.0
     assert timing.iqr_s == pytest.approx(0.1)
+
+
+def test_spread_is_the_iqr_over_the_median_and_noisy_beyond_a_quarter() -> None:
+    outlier = Timing.from_samples([1.0, 1.1, 0.9, 1.0, 50.0], threads=1, device="cpu")
+    assert outlier.spread == pytest.approx(0.1) and not outlier.noisy  # the mean is 10.8
+    at_bound = Timing.from_samples([0.75, 1.0, 1.25], threads=1, device="cpu")
+    assert at_bound.spread == 0.25 and not at_bound.noisy  # a quarter is not beyond it
+    busy = Timing.from_samples([1.0, 2.0, 3.0, 4.0, 5.0], threads=1, device="cpu")
+    assert busy.spread == pytest.approx(2 / 3) and busy.noisy
 
 
 @pytest.mark.parametrize(
@@ -137,3 +150,37 @@ def test_interleaved_order_balances_the_row_timed_before(count: int) -> None:
         )
     # The next cycle repeats the first.
     assert [interleaved_order(count, cycle + r) for r in range(cycle)] == rounds
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat")
+def test_other_load_sees_another_process_busy_while_this_one_waits() -> None:
+    from sepconv.bench.load import OtherLoad
+
+    load = OtherLoad()
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"]
+    )
+    spinner.wait(timeout=30)
+    share = load.share()
+    # One spinning process is one CPU's worth: at least a third of this machine, as the test
+    # waited and other work can only add to it.
+    assert share is not None and share >= min(0.3, 0.9 / (os.cpu_count() or 1))
+
+
+def test_other_load_subtracts_this_process_and_warns_above_the_busy_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sepconv.bench import load as load_module
+
+    clock = {"machine": 100.0, "own": 10.0, "wall": 1000.0}
+    monkeypatch.setattr(load_module, "_machine_busy_s", lambda: clock["machine"])
+    monkeypatch.setattr(load_module.time, "process_time", lambda: clock["own"])
+    monkeypatch.setattr(load_module.time, "perf_counter", lambda: clock["wall"])
+    monkeypatch.setattr(load_module.os, "cpu_count", lambda: 2)
+    load = load_module.OtherLoad()
+    # 10 s of wall time on 2 CPUs; the machine busy 12 s, 8 of them this process: others 4 s.
+    clock.update(machine=112.0, own=18.0, wall=1010.0)
+    assert load.share() == pytest.approx(0.2)
+    assert "other processes used 20%" in (load.note() or "")
+    clock.update(machine=108.0)  # others 0 s: nothing to say
+    assert load.share() == 0.0 and load.note() is None

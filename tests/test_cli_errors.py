@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from sepconv.cli import main
-from sepconv.models.modelfile import read_model_file
+from sepconv.modelfile.format import read_model_file
 from sepconv.train import TrainConfig, Trainer, TrainingDiverged
 from sepconv.train.divergence import DivergenceWatch
 from sepconv.train.trainer import Trainer as TrainerClass
@@ -102,14 +102,16 @@ def test_divergence_watch_bound() -> None:
     assert watch.first_bad(distributed=False) == (3, 2.1e4)
 
 
-def test_max_steps_says_where_the_checkpoint_is(
+def test_max_steps_says_where_the_run_is_and_writes_what_help_promises(
     data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
     assert _train(out, data, "--max-steps", "1") == 0
     printed = capsys.readouterr().out
-    assert f"checkpoint {out / 'last.safetensors'}" in printed
-    assert "--resume" in printed
+    assert f"checkpoint, log and model.safetensors (the weights so far) in {out}" in printed
+    assert f"--resume --out {out}" in printed
+    for name in ("last.safetensors", "model.safetensors", "log.jsonl"):
+        assert (out / name).is_file(), name
 
 
 def test_resume_and_evaluate_refuse_another_model_or_data(

@@ -12,8 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import sepconv.train
 from sepconv import create_model, save_model, separabilize
 from sepconv.cli import main
+from sepconv.data import channel_stats, load_fashion_mnist
+from sepconv.modelfile.format import read_model_file
 
 
 def test_convert_writes_a_state_dict_that_rebuilds_the_model(tmp_path, capsys):
@@ -58,11 +61,11 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
         fh.write(header + array.astype(np.uint8).tobytes())
 
 
-def _fashion_mnist_files(folder: Path) -> None:
-    """A tiny Fashion-MNIST lookalike in the real IDX format."""
+def _fashion_mnist_files(folder: Path, high: int = 256) -> None:
+    """A tiny Fashion-MNIST lookalike in the real IDX format, pixels in ``[0, high)``."""
     rng = np.random.default_rng(0)
     for split, count in (("train", 64), ("t10k", 16)):
-        images = rng.integers(0, 256, (count, 28, 28))
+        images = rng.integers(0, high, (count, 28, 28))
         _write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
         _write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, count))
 
@@ -90,6 +93,44 @@ def test_convert_with_distillation_on_fashion_mnist_files(tmp_path):
     accuracy = json.loads(report.read_text())["accuracy"]
     assert set(accuracy) == {"original", "converted", "finetuned"}
     assert all(value in {k / 16 for k in range(17)} for value in accuracy.values())  # 16 images
+
+
+def test_finetuned_file_records_the_normalisation_evaluate_uses(tmp_path, monkeypatch):
+    # As `sepconv train` does: the file says how its inputs were normalised during training.
+    data, other = tmp_path / "data", tmp_path / "other"
+    data.mkdir()
+    other.mkdir()
+    _fashion_mnist_files(data)
+    out = tmp_path / "converted.safetensors"
+    code = main(
+        ["convert", "mobilenet_v1_025", "--in-chans", "1", "--num-classes", "10", "--rank", "1",
+         "--input-size", "28", "28", "--finetune-epochs", "1", "--batch-size", "32",
+         "--data", f"fashion-mnist:{data}", "--output", str(out), "--device", "cpu"]
+    )  # fmt: skip
+    assert code == 0
+    train = load_fashion_mnist("train", data)
+    mean, std = channel_stats(train.images)
+    record = read_model_file(out).record
+    assert (record.mean, record.std, record.classes) == (mean, std, train.classes)
+    assert record.config is not None and record.config["epochs"] == 1
+    assert record.source == "model" and record.provenance["data"] == f"fashion-mnist:{data}"
+
+    # Evaluated on other images (darker: other statistics), the model still gets the inputs
+    # it was trained on: normalised with the recorded statistics, not those of the new data.
+    _fashion_mnist_files(other, high=128)
+    assert channel_stats(load_fashion_mnist("train", other).images)[0] != mean
+    seen = []
+    real = sepconv.train.evaluate
+
+    def recording(model, dataset, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((kwargs["mean"], kwargs["std"]))
+        return real(model, dataset, **kwargs)
+
+    monkeypatch.setattr(sepconv.train, "evaluate", recording)
+    argv = ["evaluate", "mobilenet_v1_025", "--weights", str(out),
+            "--data", f"fashion-mnist:{other}"]  # fmt: skip
+    assert main(argv) == 0
+    assert seen == [(list(mean), list(std))]
 
 
 def test_finetune_needs_fashion_mnist_shapes(tmp_path, capsys):

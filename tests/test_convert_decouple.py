@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from sepconv import decouple
-from sepconv.convert import rank_for_energy, singular_values
+from sepconv.convert import rank_for_energy, singular_values, standard_twin
 from sepconv.layers import DepthwiseSeparableConv2d
 
 
@@ -26,11 +26,12 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 def _composed_kernel(block: DepthwiseSeparableConv2d) -> torch.Tensor:
     """The grouped kernel ``(C_out, C_in/g, K, K)`` the linear block computes, by loops:
     ``W[o, i'] = sum_r P[o, i'*R + r] * D[(j*C_in/g + i')*R + r]``, ``j = o // (C_out/g)``."""
-    groups = block.conv_pw.groups
-    rank = block.conv_dw.out_channels // block.conv_dw.in_channels
-    d = block.conv_dw.weight.detach().double().numpy()[:, 0]  # (C_in*R, K, K)
-    p = block.conv_pw.weight.detach().double().numpy()[:, :, 0, 0]  # (C_out, C_in/g*R)
-    c_out, c_in = p.shape[0], block.conv_dw.in_channels
+    dw, pw = block.conv_dw.conv, block.conv_pw.conv
+    groups = pw.groups
+    rank = dw.out_channels // dw.in_channels
+    d = dw.weight.detach().double().numpy()[:, 0]  # (C_in*R, K, K)
+    p = pw.weight.detach().double().numpy()[:, :, 0, 0]  # (C_out, C_in/g*R)
+    c_out, c_in = p.shape[0], dw.in_channels
     cig, cog = c_in // groups, c_out // groups
     w = np.zeros((c_out, cig, *d.shape[1:]))
     for o in range(c_out):
@@ -69,8 +70,8 @@ def test_full_rank_matches_the_conv(cin, cout, kernel, stride, dilation, padding
     x = torch.randn(2, cin, size, size + 1, dtype=torch.float64)
     assert _relative(block(x), conv(x)) < 1e-5
     assert error < 1e-7
-    assert block.conv_dw.out_channels == cin * min(cout, kernel * kernel)
-    assert (block.conv_pw.bias is not None) == bias
+    assert block.conv_dw.conv.out_channels == cin * min(cout, kernel * kernel)
+    assert (block.conv_pw.conv.bias is not None) == bias
 
 
 @settings(max_examples=40, deadline=None)
@@ -96,10 +97,10 @@ def test_grouped_full_rank_matches_the_conv(
     x = torch.randn(2, cin, size, size + 1, dtype=torch.float64)
     assert _relative(block(x), conv(x)) < 1e-5
     assert error < 1e-7
-    assert block.conv_dw.groups == cin  # the depthwise part stays depthwise
-    assert block.conv_dw.out_channels == cin * min(cout_per_group, kernel * kernel)
-    assert block.conv_pw.groups == groups
-    assert (block.conv_pw.bias is not None) == bias
+    assert block.conv_dw.conv.groups == cin  # the depthwise part stays depthwise
+    assert block.conv_dw.conv.out_channels == cin * min(cout_per_group, kernel * kernel)
+    assert block.conv_pw.conv.groups == groups
+    assert (block.conv_pw.conv.bias is not None) == bias
     torch.testing.assert_close(_composed_kernel(block), conv.weight.detach())
 
 
@@ -146,7 +147,7 @@ def test_string_padding_and_float32(padding):
     x = torch.randn(2, 6, 12, 12)
     assert block(x).shape == conv(x).shape
     assert _relative(block(x), conv(x)) < 1e-5
-    assert block.conv_dw.weight.dtype == torch.float32
+    assert block.conv_dw.conv.weight.dtype == torch.float32
 
 
 def test_truncation_beats_random_and_rank_deficient_alternatives():
@@ -171,6 +172,28 @@ def test_truncation_beats_random_and_rank_deficient_alternatives():
     # And in output space, on random inputs.
     x = torch.randn(4, 8, 10, 10, dtype=torch.float64)
     assert _relative(block(x), conv(x)) < _relative(random_block.double()(x), conv(x))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_standard_twin_keeps_its_pairs_geometry_and_bias(bias: bool):
+    # The inverse direction: a depthwise + pointwise pair of stride 2, unequal padding and
+    # dilation per axis becomes one standard conv of the same geometry.
+    pair = nn.Sequential(
+        nn.Conv2d(6, 6, 3, stride=2, padding=(2, 1), dilation=(2, 1), groups=6, bias=False),
+        nn.BatchNorm2d(6),
+        nn.Conv2d(6, 10, 1, bias=bias),
+    ).eval()
+    x = torch.randn(1, 6, 11, 12)
+    twin, pairs = standard_twin(pair, x)
+    [conv] = [m for m in twin.modules() if isinstance(m, nn.Conv2d)]
+    assert pairs == 1
+    assert (conv.in_channels, conv.out_channels, conv.groups) == (6, 10, 1)
+    assert (conv.kernel_size, conv.stride, conv.padding, conv.dilation) == (
+        (3, 3), (2, 2), (2, 1), (2, 1),
+    )  # fmt: skip
+    assert (conv.bias is not None) == bias
+    with torch.no_grad():
+        assert twin(x).shape == pair(x).shape == (1, 10, 6, 6)
 
 
 def test_rank_for_energy_is_the_smallest_rank_reaching_the_fraction():

@@ -46,7 +46,7 @@ def test_user_model_full_rank_is_exact_and_skips_are_reported():
     assert [layer.name for layer in report.layers] == ["features.0", "features.3", "features.5"]
     assert isinstance(converted.features[0], DepthwiseSeparableConv2d)
     assert isinstance(model.features[0], nn.Conv2d)  # the original is left untouched
-    assert converted.features[5].conv_pw.groups == 4  # grouped conv -> grouped pointwise
+    assert converted.features[5].conv_pw.conv.groups == 4  # grouped conv -> grouped pointwise
     assert [layer.groups for layer in report.layers] == [1, 1, 4]
     reasons = dict(report.skipped)
     assert "non-square kernel 1x3" in reasons["features.6"]
@@ -96,6 +96,21 @@ def test_report_params_and_macs_match_independent_counts():
     assert first.params_before == 8 * 3 * 9 + 8
     assert first.params_after == 2 * 3 * (9 + 8) + 8
     assert report.to_dict()["layers"][0]["rank"] == 2
+
+
+def test_each_layers_macs_are_its_own_among_siblings_of_similar_names():
+    # Children "1" and "10" of one Sequential: layer 1's MACs are those of "1" and its children
+    # ("1.conv_dw", ...), never of "10".
+    model = nn.Sequential(*(nn.Conv2d(4, 4, 3, padding=1, bias=False) for _ in range(11)))
+    _, report = separabilize(model, rank=1, input_size=(1, 4, 6, 6))
+    assert [layer.name for layer in report.layers] == [str(i) for i in range(11)]
+    assert {layer.macs_before for layer in report.layers} == {4 * 4 * 9 * 36}
+    assert {layer.macs_after for layer in report.layers} == {1 * 4 * (9 + 4) * 36}
+    before, after = report.macs_before, report.macs_after
+    assert (before, after) == (11 * 4 * 4 * 9 * 36, 11 * 4 * 13 * 36)
+    assert f"{before:,} -> {after:,} ({before / after:.2f}x fewer)" in str(report.table().caption)
+    params = f"{report.params_before:,} -> {report.params_after:,} (2.77x fewer)"
+    assert params in str(report.table().caption)  # 11 x 144 -> 11 x 52
 
 
 def test_rank_is_capped_and_energy_chooses_per_layer():

@@ -251,6 +251,32 @@ def test_each_inference_candidate_matches_eager_fp32(
     assert not torch.equal(first, second)
 
 
+@pytest.mark.parametrize("device", [CUDA])
+def test_every_precision_matches_fp32_on_weights_that_keep_their_scale(
+    device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On random weights with fresh BatchNorm statistics the activations shrink to ~1e-8 and
+    fp16 underflows; with the calibrated ones of benchmarks/gpu_inference.py (activations at
+    unit scale) every precision's candidate passes its check."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from gpu_inference_models import calibrate_norms
+
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", num_classes=10, small_input=True).eval()
+    calibrate_norms(model, SIZE, torch.device(device))
+    model.cpu()
+    x = torch.randn(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    errors = {}
+    for precision in CUDA_PRECISIONS:
+        compiled = compile_for_inference(
+            model, backend="eager", input_size=(3, SIZE, SIZE), batch_size=4,
+            precision=precision,  # type: ignore[arg-type]
+            device=device, example=x,
+        )  # fmt: skip
+        errors[precision] = compiled.max_rel_error
+    record({"test": "precisions_on_calibrated_weights", "max_rel_error": errors})
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_auto_reports_what_it_picked_and_why(net: nn.Module, device: str) -> None:
     candidates = ("eager", "cudagraph") if device == "cuda" else ("eager",)

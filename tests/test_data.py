@@ -303,6 +303,30 @@ def test_random_erasing_rectangle_size_and_rate() -> None:
     assert aspect.min() >= 0.3 * (1 - 2 / 5) and aspect.max() <= (1 / 0.3) * (1 + 2 / 5)
 
 
+def test_crop_offsets_and_flips_reach_both_ends_of_their_range() -> None:
+    # 400 draws of 5 equally likely offsets: each is missed with probability (4/5)^400 ~ 1e-39;
+    # a fixed seed makes it certain.
+    params = RandomCropFlip(padding=2).sample(400, (6, 5), torch.Generator().manual_seed(0))
+    assert set(params.top.tolist()) == set(params.left.tolist()) == {0, 1, 2, 3, 4}
+    assert set(params.flip.tolist()) == {False, True}
+
+
+def test_random_erasing_reaches_every_position_shape_and_pixel_value() -> None:
+    # A fixed 14x14 square in a 28x28 image fits at offsets 0..14, each one to be drawn.
+    square = RandomErasing(p=1.0, area=(0.25, 0.25), ratio=1.0)
+    params = square.sample(1000, (28, 28), torch.Generator().manual_seed(0))
+    assert set(params.top.tolist()) == set(params.left.tolist()) == set(range(15))
+    assert (params.noise.min().item(), params.noise.max().item()) == (0, 255)
+    # Aspect ratios cover [r, 1/r], tall and wide alike; areas cover [s_l, s_h].
+    erasing = RandomErasing(p=1.0, area=(0.02, 0.2), ratio=0.3)
+    params = erasing.sample(1000, (64, 64), torch.Generator().manual_seed(0))
+    aspect = params.height.double() / params.width.double()
+    assert aspect.min() < 0.3 * 1.1 and aspect.max() > (1 / 0.3) / 1.1
+    area = (params.height * params.width).double() / 64**2
+    assert area.min() < 0.02 * 1.1 and area.max() > 0.2 / 1.1
+    assert ((params.top + params.height).max(), (params.left + params.width).max()) == (64, 64)
+
+
 def test_random_erasing_bad_arguments() -> None:
     for kwargs, match in [
         ({"p": 0.0}, r"argument `p`: expected 0 < p <= 1, received 0.0"),

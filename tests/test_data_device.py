@@ -26,7 +26,7 @@ from sepconv.data import (
     RandomErasing,
     channel_stats,
 )
-from sepconv.train.evaluate import to_model_input
+from sepconv.data.normalize import to_model_input
 from sepconv.utils.seeding import mix_seed
 
 DEVICES = [

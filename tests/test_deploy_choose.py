@@ -23,6 +23,7 @@ import sepconv.deploy.runtime as runtime
 from sepconv.bench.timing import Timing
 from sepconv.deploy.choose import keep_fastest
 from sepconv.deploy.compiled import InferenceModel
+from sepconv.deploy.registry import Backend
 
 SHAPE = (1, 3, 8, 8)
 X = torch.zeros(SHAPE)
@@ -133,17 +134,17 @@ def test_invalid_arguments_are_named(kwargs: dict, message: str) -> None:
 
 def test_auto_releases_every_runtime_it_did_not_pick(monkeypatch: pytest.MonkeyPatch) -> None:
     built: dict[str, tuple[weakref.ref, list[weakref.ref]]] = {}
-    build_cpu_runner = runtime.build_cpu_runner
+    build = Backend.build
 
-    def recording(name: str, *args: object) -> tuple[Callable, str]:
-        runner, precision = build_cpu_runner(name, *args)  # type: ignore[arg-type]
+    def recording(row: Backend, *args: object) -> tuple[Callable, str]:
+        runner, precision = build(row, *args)  # type: ignore[arg-type]
         # The ONNX Runtime session the runner's closure holds, if it is one.
         cells = [c.cell_contents for c in runner.__closure__ or ()]
         sessions = [weakref.ref(c) for c in cells if isinstance(c, ort.InferenceSession)]
-        built[name] = (weakref.ref(runner), sessions)
+        built[row.name] = (weakref.ref(runner), sessions)
         return runner, precision
 
-    monkeypatch.setattr(runtime, "build_cpu_runner", recording)
+    monkeypatch.setattr(Backend, "build", recording)
     torch.manual_seed(0)
     net = randomize_norms(mbconv_net(3), seed=1).eval()
     compiled = runtime.compile_for_inference(net, input_size=(3, 32, 32), threads=1)

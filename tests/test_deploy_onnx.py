@@ -27,7 +27,8 @@ from sepconv import ExportError, create_model, export_onnx, list_models
 
 SIZE = (3, 32, 32)
 # The deepest and the largest models: 20-50 s each on a loaded 2-core CPU.
-SLOW = {f"efficientnet_b{i}" for i in range(1, 8)} | {"vgg16", "xception"}
+SLOW = {f"efficientnet_b{i}" for i in range(1, 8)} | {"vgg16", "xception", "convnext_small"}
+SLOW |= {f"efficientnet_v2_{size}" for size in "sml"}
 
 
 def session(path: os.PathLike[str] | str) -> ort.InferenceSession:

@@ -22,6 +22,7 @@ from sepconv import create_model
 from sepconv.cli import main
 from sepconv.data import ImageDataset, channel_stats, load_fashion_mnist
 from sepconv.deploy import (
+    Agreement,
     agreement_interval,
     compare_top1,
     export_onnx,
@@ -219,6 +220,10 @@ def test_quantize_rejects_invalid_settings_before_writing(trained, tmp_path: Pat
         quantize(trained, images, tmp_path / "net.onnx", quantizer="nncf", per_channel=False)
     with pytest.raises(ValueError, match=r"`reduce_range`: expected None, True or False"):
         quantize(trained, images, tmp_path / "net.onnx", reduce_range="on")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=r"`backend`: expected one of 'onnxruntime', 'openvino', received 'eager'"
+    ):
+        quantize(trained, images, tmp_path / "net.onnx", backend="eager")
     assert list(tmp_path.iterdir()) == []  # refused before anything is written
 
 
@@ -300,6 +305,19 @@ def test_agreement_interval_covers_the_true_rate_about_95_percent_of_the_time() 
         for low, high in (agreement_interval(float(c) / n, n) for c in counts.tolist())
     ]
     assert 0.92 <= sum(covered) / len(covered) <= 0.98
+
+
+def test_an_agreements_reported_interval_and_drop_are_those_of_its_own_counts() -> None:
+    # What `evaluate` prints and writes: 197 of 200 images agree, accuracy 90% -> 88%.
+    result = Agreement(
+        samples=200, agreement=197 / 200, reference_accuracy=0.90, candidate_accuracy=0.88
+    )
+    expected = agreement_interval(197 / 200, 200)
+    assert result.interval == expected
+    assert expected != agreement_interval(197 / 200, 200, z=1.645)  # not another level
+    assert result.to_dict()["agreement_interval_95"] == list(expected)
+    assert result.accuracy_drop == pytest.approx(2.0)
+    assert result.to_dict()["accuracy_drop_points"] == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize(

@@ -14,16 +14,20 @@ from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
 from sepconv import (
+    ConvNeXtBlock,
     ConvNormAct,
     DepthwiseConv2d,
     DepthwiseSeparableConv2d,
     DropPath,
+    FusedMBConv,
     InvertedResidual,
     MBConv,
     PointwiseConv2d,
     SqueezeExcite,
+    UniversalInvertedResidual,
     make_divisible,
 )
+from sepconv.layers import SE_MOBILENET_V3
 
 
 def n_params(module: nn.Module) -> int:
@@ -70,7 +74,7 @@ def test_standard_vs_separable(
     std = ConvNormAct(c_in, c_out, 3, norm=None, act=None)
     std.conv.bias = None  # count weights only, as the worked examples do
     sep = DepthwiseSeparableConv2d(c_in, c_out, 3, norm=None, act=None)
-    sep.conv_pw.bias = None
+    sep.conv_pw.conv.bias = None
     assert n_params(std) == standard_params(c_in, c_out, 3) == standard
     assert n_params(sep) == 9 * c_in + c_in * c_out == separable
     assert round(n_params(std) / n_params(sep), 1) == ratio
@@ -119,7 +123,32 @@ def test_bias_only_without_norm() -> None:
     assert ConvNormAct(8, 8, 3).conv.bias is None
     assert ConvNormAct(8, 8, 3, norm=None).conv.bias is not None
     sep = DepthwiseSeparableConv2d(8, 16, norm=None, act=None)
-    assert sep.conv_dw.bias is None and sep.conv_pw.bias is not None
+    assert sep.conv_dw.conv.bias is None and sep.conv_pw.conv.bias is not None
+
+
+def test_separable_block_is_two_conv_norm_acts() -> None:
+    block = DepthwiseSeparableConv2d(8, 16, depth_multiplier=2, se_ratio=0.25)
+    assert isinstance(block.conv_dw, ConvNormAct) and isinstance(block.conv_pw, ConvNormAct)
+    assert (block.conv_dw.conv.groups, block.conv_dw.conv.out_channels) == (8, 16)
+    assert block.conv_pw.conv.kernel_size == (1, 1)
+    modules = {key.rsplit(".", 1)[0] for key in block.state_dict()}
+    assert modules == {
+        "conv_dw.conv",
+        "conv_dw.bn",
+        "se.conv_reduce",
+        "se.conv_expand",
+        "conv_pw.conv",
+        "conv_pw.bn",
+    }
+    linear = DepthwiseSeparableConv2d(8, 16, norm=None, act=None)
+    assert [name for name, _ in linear.conv_dw.named_children()] == ["conv"]
+
+
+def test_conv_norm_act_bias_can_be_chosen() -> None:
+    assert ConvNormAct(8, 8, 3, norm=None, act=None, bias=False).conv.bias is None
+    assert ConvNormAct(8, 8, 3, bias=True).conv.bias is not None
+    with pytest.raises(ValueError, match=r"`bias`: expected True, False or None .*received 1"):
+        ConvNormAct(8, 8, 3, bias=1)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -226,11 +255,10 @@ def test_separable_pair_matches_reference(
         act=None,
     )
     x = torch.randn(batch, channels, size, size)
-    dw = conv_reference(
-        as64(x), as64(block.conv_dw.weight), stride, block.conv_dw.padding[0], dilation, channels
-    )
-    expected = np.einsum("nchw,oc->nohw", dw, as64(block.conv_pw.weight)[:, :, 0, 0])
-    expected += as64(block.conv_pw.bias)[None, :, None, None]
+    dw, pw = block.conv_dw.conv, block.conv_pw.conv
+    depthwise = conv_reference(as64(x), as64(dw.weight), stride, dw.padding[0], dilation, channels)
+    expected = np.einsum("nchw,oc->nohw", depthwise, as64(pw.weight)[:, :, 0, 0])
+    expected += as64(pw.bias)[None, :, None, None]
     np.testing.assert_allclose(as64(block(x)), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -257,12 +285,17 @@ def test_separable_equals_standard_with_composed_kernel(
         norm=None,
         act=None,
     ).double()
-    d = block.conv_dw.weight[:, 0].reshape(channels, multiplier, k, k)  # D[i*m + r] -> d[i, r]
-    p = block.conv_pw.weight[:, :, 0, 0].reshape(c_out, channels, multiplier)  # P[o, i*m + r]
+    d = block.conv_dw.conv.weight[:, 0].reshape(channels, multiplier, k, k)  # D[i*m + r] -> d[i, r]
+    p = block.conv_pw.conv.weight[:, :, 0, 0].reshape(c_out, channels, multiplier)  # P[o, i*m + r]
     w = torch.einsum("oir,irhw->oihw", p, d)
     x = torch.randn(batch, channels, size, size, dtype=torch.float64)
     expected = F.conv2d(
-        x, w, block.conv_pw.bias, stride=stride, padding=block.conv_dw.padding, dilation=dilation
+        x,
+        w,
+        block.conv_pw.conv.bias,
+        stride=stride,
+        padding=block.conv_dw.conv.padding,
+        dilation=dilation,
     )
     torch.testing.assert_close(block(x), expected, rtol=1e-10, atol=1e-10)
 
@@ -286,6 +319,25 @@ def all_blocks() -> list[tuple[str, nn.Module, int]]:
         ("InvertedResidual", InvertedResidual(8, 8, drop_path=0.2), 8),
         ("InvertedResidual-s2", InvertedResidual(8, 16, stride=2, expand_ratio=1), 8),
         ("MBConv", MBConv(8, 8, kernel_size=5, drop_path=0.2), 8),
+        (
+            "InvertedResidual-mobilenet-v3",
+            InvertedResidual(8, 8, 3, act=nn.Hardswish, se_ratio=0.25, se_style=SE_MOBILENET_V3),
+            8,
+        ),
+        (
+            "UniversalInvertedResidual-extra-dw",
+            UniversalInvertedResidual(8, 16, 2, start_kernel_size=5, kernel_size=3),
+            8,
+        ),
+        (
+            "UniversalInvertedResidual-convnext-like",
+            UniversalInvertedResidual(8, 8, start_kernel_size=3, kernel_size=0, layer_scale=0.5),
+            8,
+        ),
+        ("UniversalInvertedResidual-ffn", UniversalInvertedResidual(8, 8, kernel_size=0), 8),
+        ("FusedMBConv", FusedMBConv(8, 8, drop_path=0.2, se_ratio=0.25), 8),
+        ("FusedMBConv-no-expansion", FusedMBConv(8, 16, 2, expand_ratio=1), 8),
+        ("ConvNeXtBlock", ConvNeXtBlock(8, drop_path=0.1), 8),
     ]
 
 

@@ -17,16 +17,22 @@ from torch import nn
 import sepconv.train
 from sepconv.cli import main
 from sepconv.convert import separabilize, standard_twin
-from sepconv.data import load_fashion_mnist
-from sepconv.models import create_model, load_model, load_weights, save_model
-from sepconv.models.modelfile import (
+from sepconv.data import ImageDataset, load_fashion_mnist
+from sepconv.data.normalize import to_model_input
+from sepconv.layers import DepthwiseSeparableConv2d
+from sepconv.modelfile.format import (
     FORMAT_VERSION,
-    ModelRecord,
+    LEGACY_CONVERT_KEY,
     read_model_file,
     write_model_file,
+    write_safetensors,
 )
+from sepconv.modelfile.interop import upgrade_keys
+from sepconv.modelfile.record import ModelRecord
+from sepconv.modelfile.weights import load_model, load_weights, save_model
+from sepconv.models import create_model
 from sepconv.models.options import small_input_for
-from sepconv.train.evaluate import to_model_input
+from sepconv.models.xception import SeparableConvBN
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
 
@@ -92,6 +98,109 @@ def test_checkpoint_gives_its_average_and_load_weights_reads_it() -> None:
     torch.testing.assert_close(logits(model, expected["input"]), expected["train_last"])
 
 
+def test_a_checkpoint_of_the_previous_format_resumes_to_the_weights_it_exported(
+    tmp_path: Path,
+) -> None:
+    # The run of generate.py: 2 steps of batch 32 on the first 64 Fashion-MNIST images, EMA 0.9.
+    checkpoint = read_model_file(LEGACY / "train_last.safetensors")
+    record = checkpoint.record
+    assert record.arch is not None and record.config is not None
+    try:
+        full = load_fashion_mnist("train")
+    except FileNotFoundError as err:
+        pytest.skip(f"Fashion-MNIST is not installed: {err}")
+    train = ImageDataset(full.images[:64], full.labels[:64], full.classes)
+    trainer = sepconv.train.Trainer(
+        create_model(record.arch, **record.kwargs),
+        sepconv.train.TrainConfig.from_dict(dict(record.config)),
+        train,
+        out_dir=tmp_path,
+    )
+    history = trainer.fit(resume=LEGACY / "train_last.safetensors")
+    assert (trainer.epoch, trainer.global_step) == (1, 2)
+    assert history == checkpoint.state["history"]
+    exported = read_model_file(tmp_path / "model.safetensors")
+    assert (exported.record.mean, exported.record.source) == (record.mean, "ema")
+    reference = read_model_file(LEGACY / "train_model.safetensors").tensors
+    assert exported.tensors.keys() == reference.keys()
+    assert all(torch.equal(exported.tensors[k], reference[k]) for k in reference)
+
+
+# ---------------------------------------------------------------- block names of earlier versions
+def _earlier_names(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict under the names earlier versions gave the parts of a separable
+    block, which held its convs and norms as direct children: ``conv_dw``, ``bn_dw``,
+    ``conv_pw``, ``bn_pw`` (``DepthwiseSeparableConv2d``) and ``conv_dw``, ``conv_pw``, ``bn``
+    (Xception's ``SeparableConvBN``)."""
+    renames: dict[str, str] = {}
+    for name, module in model.named_modules():
+        at = f"{name}." if name else ""
+        if isinstance(module, DepthwiseSeparableConv2d):
+            norms = {"conv_dw.bn.": "bn_dw.", "conv_pw.bn.": "bn_pw."}
+        elif isinstance(module, SeparableConvBN):
+            norms = {"conv_pw.bn.": "bn."}
+        else:
+            continue
+        convs = {"conv_dw.conv.": "conv_dw.", "conv_pw.conv.": "conv_pw."}
+        renames.update({at + now: at + before for now, before in {**convs, **norms}.items()})
+    renamed = {}
+    for key, tensor in model.state_dict().items():
+        now = next((n for n in renames if key.startswith(n)), None)
+        renamed[key if now is None else renames[now] + key[len(now) :]] = tensor
+    return renamed
+
+
+def _separable_models() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    v1 = create_model("mobilenet_v1_025", num_classes=10, in_chans=1, small_input=True)
+    models = {
+        "mobilenet_v1": v1,
+        "xception": create_model("xception", num_classes=10, in_chans=1, small_input=True),
+        "decoupled": separabilize(v1, rank=2).model,  # its stem conv made a separable block
+        "twin": standard_twin(v1.eval(), torch.zeros(1, 1, 28, 28))[0],
+    }
+    for model in models.values():  # BN statistics that are not the defaults
+        model.train()(torch.randn(4, 1, 28, 28))
+    return {name: model.eval() for name, model in models.items()}
+
+
+def test_files_with_the_earlier_block_names_load_to_the_same_outputs(tmp_path: Path) -> None:
+    x = torch.randn(2, 1, 28, 28)
+    for name, model in _separable_models().items():
+        earlier = _earlier_names(model)
+        assert earlier.keys() != model.state_dict().keys(), name
+        path = tmp_path / f"{name}.safetensors"
+        write_model_file(path, earlier, ModelRecord.of(model))
+        # Every reader sees today's names: read_model_file, load_model, load_weights.
+        assert read_model_file(path).tensors.keys() == model.state_dict().keys(), name
+        torch.testing.assert_close(logits(load_model(path), x), logits(model, x), rtol=0, atol=0)
+        fresh = load_model(path)
+        load_weights(fresh, earlier)  # a state dict of the earlier names, given directly
+        torch.testing.assert_close(logits(fresh, x), logits(model, x), rtol=0, atol=0)
+    # A checkpoint: its model's and its average's tensors are renamed under their prefixes.
+    model = _separable_models()["mobilenet_v1"]
+    tensors = {f"{p}.{k}": v for p in ("model", "ema") for k, v in _earlier_names(model).items()}
+    path = tmp_path / "last.safetensors"
+    write_model_file(path, tensors, ModelRecord.of(model), kind="checkpoint", state={"epoch": 1})
+    assert read_model_file(path).model_tensors().keys() == model.state_dict().keys()
+
+
+def test_only_earlier_separable_blocks_are_renamed(tmp_path: Path) -> None:
+    # timm's blocks call their own convs conv_dw / conv_pw: a model built by user code keeps
+    # its names in its file and when loaded, as does a file of today's names.
+    timm = pytest.importorskip("timm")
+    reference = timm.create_model("mobilenetv1_100", num_classes=4)
+    names = set(reference.state_dict())
+    assert {"blocks.0.0.conv_dw.weight", "blocks.0.0.bn1.weight"} <= names
+    path = tmp_path / "user.safetensors"
+    write_model_file(path, reference.state_dict(), ModelRecord.of(reference))
+    assert set(read_model_file(path).tensors) == names
+    load_weights(reference, path)  # every key fits as it is
+    assert upgrade_keys(reference.state_dict(), reference.state_dict()).keys() == names
+    current = create_model("mobilenet_v1_025").state_dict()
+    assert upgrade_keys(current).keys() == current.keys()
+
+
 # ---------------------------------------------------------------- the format itself
 def test_save_model_writes_the_current_format(tmp_path: Path) -> None:
     model = create_model("mobilenet_v1_025", num_classes=3, in_chans=1)
@@ -129,6 +238,85 @@ def test_malformed_header_and_user_models_are_clear_errors(tmp_path: Path) -> No
     write_model_file(user, nn.Linear(2, 2).state_dict(), ModelRecord.of(nn.Linear(2, 2)))
     with pytest.raises(ValueError, match=r"no registered architecture.*load_weights"):
         load_model(user)
+
+
+def test_a_file_of_a_newer_format_is_refused_not_read_as_an_older_one(tmp_path: Path) -> None:
+    # A later version's file must not load as format 1, whose reader would drop its record.
+    model = create_model("mobilenet_v1_025", num_classes=3, in_chans=1)
+    newer = FORMAT_VERSION + 1
+    header = {"format": newer, "kind": "weights", **ModelRecord.of(model).to_json()}
+    path = tmp_path / "future.safetensors"
+    write_safetensors(path, model.state_dict(), header)
+    with pytest.raises(ValueError, match=rf"future\.safetensors .*format {newer} is newer than"):
+        read_model_file(path)
+
+
+def _header(**changes: object) -> dict[str, object]:
+    """A format-2 header of a 1-channel MobileNetV1-0.25, with ``changes`` (``None`` deletes)."""
+    header: dict[str, object] = {
+        "format": FORMAT_VERSION,
+        "kind": "weights",
+        "arch": "mobilenet_v1_025",
+        "kwargs": {"num_classes": 3, "in_chans": 1},
+        "normalization": {"mean": [0.5], "std": [0.25]},
+    }
+    header.update(changes)
+    return {k: v for k, v in header.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (  # format 1, no "format" key: a Trainer file's kind is checked too
+            _header(format=None, arch=None, kwargs=None, kind="bogus", model="mobilenet_v1_025",
+                    model_kwargs={"num_classes": 3}),
+            "`kind` must be 'weights' or 'checkpoint', not 'bogus'",
+        ),
+        (_header(decoupled={"stem.conv": 0}), "`decoupled` rank of layer 'stem.conv' must be"),
+        (_header(twin=[1, 0, 28]), "`twin` must be [C, H, W]"),
+        (_header(normalization={"mean": [0.5], "std": [0.0]}), "one std > 0 per channel"),
+        (
+            _header(normalization={"mean": [0.5, 0.5, 0.5], "std": [0.25]}),
+            "one std > 0 per channel",
+        ),
+        (
+            _header(normalization={"mean": [float("nan")], "std": [0.25]}),
+            "`normalization.mean` must be a list of finite numbers",
+        ),
+    ],
+    ids=["format1-kind", "rank-0", "twin-side-0", "std-0", "lengths", "mean-nan"],
+)  # fmt: skip
+def test_a_record_out_of_range_is_refused_naming_the_field(
+    tmp_path: Path, header: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "bad.safetensors"
+    tensors = create_model("mobilenet_v1_025", num_classes=3, in_chans=1).state_dict()
+    write_safetensors(path, tensors, header)
+    with pytest.raises(ValueError, match=r"bad\.safetensors has malformed") as info:
+        read_model_file(path)
+    assert message in str(info.value)
+
+
+def test_a_convert_file_of_the_previous_format_at_rank_2_reads_its_input_channels(
+    tmp_path: Path,
+) -> None:
+    # The checked-in file decouples at rank 1, where C_in * R depthwise kernels are C_in: at
+    # rank 2 the input channels are half of them. (`sepconv convert` of format 1 took only
+    # --num-classes and --in-chans of the builder's arguments.)
+    torch.manual_seed(0)
+    original = create_model("mobilenet_v1_025", num_classes=7, in_chans=1)
+    converted = separabilize(original, rank=2).model.eval()
+    layers = [{"name": "stem.conv", "rank": 2}]
+    path = tmp_path / "convert.safetensors"
+    tensors = {k: v.contiguous() for k, v in _earlier_names(converted).items()}
+    meta = {LEGACY_CONVERT_KEY: json.dumps({"model": "mobilenet_v1_025", "layers": layers})}
+    save_file(tensors, str(path), metadata=meta)
+    file = read_model_file(path)
+    assert file.format == 1
+    assert file.record.kwargs == {"num_classes": 7, "in_chans": 1}
+    assert file.record.decoupled == {"stem.conv": 2}
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(logits(load_model(path), x), logits(converted, x), rtol=0, atol=0)
 
 
 def test_small_input_for_is_the_64_px_rule() -> None:
@@ -195,11 +383,12 @@ def test_trained_files_reload_with_load_model_and_evaluate(
              "--batch-size", "64", "--device", "cpu", "--out", str(out)]  # fmt: skip
     x = torch.randn(4, 1, 28, 28)
 
-    # Stopped after 2 of 3 steps: the checkpoint alone is there, and load_model reads it.
+    # Stopped after 2 of 3 steps: the checkpoint and the weights so far, and load_model reads
+    # both as the model that stopped.
     assert main([*train, "--max-steps", "2"]) == 0
-    assert not (out / "model.safetensors").exists()
     expected = logits(trainers[-1].eval_model, x)
-    torch.testing.assert_close(logits(load_model(out / "last.safetensors"), x), expected)
+    for name in ("last.safetensors", "model.safetensors"):
+        torch.testing.assert_close(logits(load_model(out / name), x), expected)
 
     # Resumed to the end of the epoch: the final weights too.
     assert main([*train, "--resume"]) == 0

@@ -12,6 +12,7 @@ from torch import nn
 
 import sepconv
 from sepconv.cli import main
+from sepconv.layers import ConvNormAct, SqueezeExcite
 from sepconv.models import (
     create_model,
     get_model_info,
@@ -23,7 +24,7 @@ from sepconv.models._registry import _REGISTRY
 
 # Published parameter counts at 1000 classes.
 # torchvision: the "num_params" of each model's IMAGENET1K_V1 weights entry
-#   (torchvision/models/{mobilenetv2,efficientnet,vgg,resnet}.py).
+#   (torchvision/models/{mobilenetv2,mobilenetv3,efficientnet,convnext,vgg,resnet}.py).
 # mobilenet_v1: timm mobilenetv1_100 and Keras Applications MobileNet (alpha 1.0) trainable count.
 # xception: timm legacy_xception and Keras Applications Xception trainable count.
 PUBLISHED_PARAMS = {
@@ -40,6 +41,13 @@ PUBLISHED_PARAMS = {
     "resnet50": 25_557_032,
     "mobilenet_v1": 4_231_976,
     "xception": 22_855_952,
+    "mobilenet_v3_large": 5_483_032,
+    "mobilenet_v3_small": 2_542_856,
+    "efficientnet_v2_s": 21_458_488,
+    "efficientnet_v2_m": 54_139_356,
+    "efficientnet_v2_l": 118_515_272,
+    "convnext_tiny": 28_589_128,
+    "convnext_small": 50_223_688,
 }
 
 
@@ -86,7 +94,19 @@ def test_mobilenet_v2_width_matches_torchvision(width: float) -> None:
 
 # small_input is implemented once per model class: one member of each family covers it
 @pytest.mark.parametrize(
-    "name", ["mobilenet_v1", "mobilenet_v2", "efficientnet_b2", "xception", "vgg16", "resnet50"]
+    "name",
+    [
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "efficientnet_b2",
+        "xception",
+        "vgg16",
+        "resnet50",
+        "mobilenet_v3_small",
+        "mobilenet_v4_conv_medium",
+        "efficientnet_v2_s",
+        "convnext_tiny",
+    ],
 )
 def test_small_input_keeps_param_count(name: str) -> None:
     assert count_params(name, small_input=True) == count_params(name)
@@ -167,6 +187,30 @@ def test_every_model_trains_on_small_grayscale_input(name: str) -> None:
         assert model(torch.randn(1, 1, 32, 32)).shape == (1, 7)
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_every_conv_norm_act_is_the_one_primitive(name: str) -> None:
+    # Every convolution is the conv of a ConvNormAct, except squeeze-excite's two 1x1 convs,
+    # which act as its fully connected layers (Hu et al. 2018).
+    with torch.device("meta"):
+        model = create_model(name)
+    parents = {name: module for name, module in model.named_modules()}
+    outside = [
+        conv_name
+        for conv_name, conv in model.named_modules()
+        if isinstance(conv, nn.Conv2d)
+        and not isinstance(parents[conv_name.rpartition(".")[0]], (ConvNormAct, SqueezeExcite))
+    ]
+    assert outside == []
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in _outside_conv_norm_act(model))
+
+
+def _outside_conv_norm_act(module: nn.Module) -> list[nn.Module]:
+    """The modules of ``module`` that are not inside a ConvNormAct."""
+    if isinstance(module, ConvNormAct):
+        return []
+    return [module] + [m for child in module.children() for m in _outside_conv_norm_act(child)]
+
+
 def expected_size(name: str, size: int, reduction: int, module: str) -> int:
     """Spatial size of a level: ``ceil(size / reduction)``, except Xception's unpadded stem
     (3x3 stride 2 then 3x3, no padding: 64 -> 31 -> 29), which shifts its deeper levels too."""
@@ -208,8 +252,19 @@ def test_small_input_reduces_to_eight() -> None:
     assert [i.reduction for i in model.feature_info] == [1, 1, 2, 4, 8]
 
 
-# stem_stride is shared by the three depthwise-separable families
-@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "efficientnet_b0"])
+# stem_stride is shared by the depthwise-separable families with a 3x3 stem
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "efficientnet_b0",
+        "mobilenet_v3_large",
+        "mobilenet_v3_small",
+        "mobilenet_v4_conv_small",
+        "efficientnet_v2_s",
+    ],
+)
 def test_stem_stride_overrides_small_input(name: str) -> None:
     wide = create_model(name, small_input=True, stem_stride=2, features_only=True)
     assert [i.reduction for i in wide.feature_info] == [2, 2, 4, 8, 16]

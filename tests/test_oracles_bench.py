@@ -20,7 +20,7 @@ from torch import nn
 from sepconv.bench import roofline
 from sepconv.bench import timing as timing_module
 from sepconv.bench.latency import benchmark, measure_latency
-from sepconv.bench.roofline import measure_ceilings
+from sepconv.bench.roofline import Ceilings, measure_ceilings, place
 from sepconv.bench.timing import Timing
 
 # What the recording model saw: (input dtype, input channels_last, weight dtype, weight
@@ -109,8 +109,10 @@ def test_ceilings_are_the_rates_of_the_times_measured(monkeypatch: pytest.Monkey
         return Timing.from_samples(samples, threads=3, device="cpu")
 
     monkeypatch.setattr(roofline, "measure", fake_measure)
+    cache = 8 * 2**20
+    monkeypatch.setattr(roofline, "last_level_cache_bytes", lambda device: cache)
     ceilings = measure_ceilings(device="cpu")
-    product, copied = calls
+    product, copied, cached = calls
     assert isinstance(product, torch.Tensor) and isinstance(copied, torch.Tensor)
     n = product.shape[0]
     assert product.shape == (n, n) and n >= 1024
@@ -121,6 +123,32 @@ def test_ceilings_are_the_rates_of_the_times_measured(monkeypatch: pytest.Monkey
     assert ceilings.bandwidth_gbs == pytest.approx(2 * nbytes / 0.25 / 1e9, rel=1e-12)
     assert ceilings.ridge == pytest.approx(ceilings.peak_gflops / ceilings.bandwidth_gbs)
     assert (ceilings.threads, ceilings.dtype) == (3, "float32")
+    # The cache roof: a copy whose source and destination together fit in the cache.
+    cached_bytes = cached.numel() * cached.element_size()
+    assert 2 * cached_bytes <= cache
+    assert ceilings.cache_bytes == cache
+    assert ceilings.cache_bandwidth_gbs == pytest.approx(2 * cached_bytes / 0.25 / 1e9, rel=1e-12)
+
+
+def test_each_layer_is_held_against_the_roof_of_the_level_its_bytes_fit_in() -> None:
+    c = Ceilings(
+        peak_gflops=100.0, bandwidth_gbs=10.0, threads=1, dtype="float32",
+        cache_bytes=1_000_000, cache_bandwidth_gbs=50.0,
+    )  # fmt: skip
+    # 1 MB at 1 FLOP/B in 0.1 ms: 10 GFLOP/s, which is the DRAM roof but a fifth of the cache's.
+    fits = place(1e6, 1e6, 1e-4, c)
+    assert (fits.level, fits.fraction_of_bound, fits.above_roof) == ("cache", 0.2, False)
+    spills = place(2e6, 2e6, 2e-4, c)
+    assert (spills.level, spills.fraction_of_bound) == ("dram", 1.0)
+    # Against its own level's ridge (100 / 50 = 2 FLOP/B), 3 FLOP/B in cache is compute-bound,
+    # while the same intensity from DRAM (ridge 10) is memory-bound.
+    assert place(3e6, 1e6, 1e-3, c).bound == "compute"
+    assert place(6e6, 2e6, 1e-3, c).bound == "memory"
+    # Faster than the roof allows is said so.
+    assert place(1e6, 1e6, 1e-5, c).above_roof
+    # Without a measured cache roof every layer is held against DRAM.
+    plain = Ceilings(peak_gflops=100.0, bandwidth_gbs=10.0, threads=1, dtype="float32")
+    assert place(1e6, 1e6, 1e-4, plain).level == "dram"
 
 
 def _best_seconds(fn: Callable[[], object], repeats: int) -> float:

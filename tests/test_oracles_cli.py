@@ -17,11 +17,15 @@ from safetensors.torch import load_file
 from sepconv.cli import main
 from sepconv.cli.demo import EXAMPLE_LAYERS
 from sepconv.data import load_dataset
-from sepconv.models import create_model, save_model
+from sepconv.modelfile.weights import save_model
+from sepconv.models import create_model
 
 
 @pytest.mark.parametrize("k", [3, 5])
-def test_demo_counts_match_the_closed_forms(k: int, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_counts_match_the_closed_forms(
+    k: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # every column (80 leaves some out: tests/test_cli_width)
     assert main(["demo", "-k", str(k)]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if "->" in line]

@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sepconv.cli import main
-from sepconv.models import create_model, load_model, save_model
+from sepconv.modelfile import load_model, save_model
+from sepconv.models import create_model
 
 TEMPERATURE, ALPHA = 4.0, 1.0
 

@@ -207,7 +207,8 @@ def test_cli_resume_after_max_steps_ends_bit_identical(tmp_path: Path) -> None:
     assert main([*common, "--out", str(straight)]) == 0
     torch.manual_seed(0)
     assert main([*common, "--out", str(split), "--max-steps", "3"]) == 0
-    assert not (split / "model.safetensors").exists()  # stopped mid-run: checkpoint only
+    # Stopped mid-run: the checkpoint and the weights so far, which the resumed run replaces.
+    assert (split / "last.safetensors").exists() and (split / "model.safetensors").exists()
     torch.manual_seed(1)  # resuming reads the weights and every RNG state from the checkpoint
     assert main([*common, "--out", str(split), "--resume"]) == 0
     a = load_file(straight / "model.safetensors")

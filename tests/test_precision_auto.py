@@ -7,16 +7,22 @@ calibration images batch by batch and its argmax compared with the unmodified ea
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
+import sepconv.deploy.choose as choose_module
+import sepconv.deploy.precision as precision_module
 from sepconv import create_model, save_model
-from sepconv.bench.timing import bf16_native
+from sepconv.bench.timing import Timing, bf16_native
 from sepconv.cli import main
 from sepconv.data import load_fashion_mnist
 from sepconv.deploy import compile_for_inference, prepare_images, quantize, split_calibration
-from sepconv.deploy.compiled import BF16_RTOL
+from sepconv.deploy.compiled import BF16_RTOL, InferenceModel
 from sepconv.deploy.precision import check_calibration
 from sepconv.train import update_bn_statistics
 
@@ -170,6 +176,79 @@ def test_lower_precisions_that_flip_a_prediction_are_dropped(images: torch.Tenso
     assert eager_bf16.max_rel_error is not None and eager_bf16.max_rel_error < BF16_RTOL
 
 
+def _race(
+    monkeypatch: pytest.MonkeyPatch, stand_ins: tuple[str, ...], min_agreement: float
+) -> tuple[InferenceModel, list[int]]:
+    """``precision="auto"`` on eager fp32 and stand-in int8 candidates, with the race's timings
+    set here: "flipped/int8" (predicts every image's least likely class) at 0.1 ms,
+    "exact/int8" (eager's own outputs) at 0.5 ms, eager fp32 at 1 ms; and the sizes of the
+    batches the stand-ins were judged on."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)
+    ).eval()
+    outputs = {"flipped": lambda x: -net(x), "exact": net}
+    latency_ms: dict[Callable, float] = {}
+    batches: list[int] = []
+
+    def stand_in_int8(model, calibration, backends, batch_size, threads, folder, built, skipped):  # type: ignore[no-untyped-def]
+        for name in stand_ins:
+
+            def run(x: torch.Tensor, output: Callable = outputs[name]) -> torch.Tensor:
+                batches.append(len(x))
+                with torch.no_grad():
+                    return output(x)
+
+            shape = (batch_size, 1, 8, 8)
+            built[f"{name}/int8"] = InferenceModel(name, shape, threads, run, precision="int8")
+            latency_ms[run] = {"flipped": 0.1, "exact": 0.5}[name]
+
+    def fake_measure(fn: functools.partial, **_: object) -> Timing:
+        ms = latency_ms.get(fn.func, 1.0)  # fn is partial(candidate.run, example)
+        return Timing.from_samples([ms / 1e3] * 3, threads=1, device="cpu")
+
+    monkeypatch.setattr(precision_module, "_build_int8", stand_in_int8)
+    monkeypatch.setattr(precision_module, "bf16_native", lambda: False)
+    monkeypatch.setattr(choose_module, "measure", fake_measure)
+    # No time passes in the race: what other processes did meanwhile is no warning here.
+    monkeypatch.setattr(choose_module, "OtherLoad", lambda: SimpleNamespace(note=lambda: None))
+    calibration = torch.randn(14, 1, 8, 8)  # judged on 7 of them: batches of 4, 1 padded
+    fast = compile_for_inference(
+        net, backend="eager", precision="auto", calibration=calibration,
+        min_agreement=min_agreement, input_size=(1, 8, 8), batch_size=4, threads=1,
+    )  # fmt: skip
+    return fast, batches
+
+
+def test_a_candidate_that_failed_its_agreement_never_wins_however_fast(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fast, batches = _race(monkeypatch, ("flipped",), min_agreement=0.5)
+    assert fast.timings == {"eager/fp32": 1.0, "flipped/int8": 0.1}
+    flipped = fast.candidates["flipped/int8"]
+    assert (flipped.kept, flipped.agreement, flipped.median_ms) == (False, 0.0, 0.1)
+    assert fast.skipped["flipped/int8"] == flipped.reason == "top-1 agreement 0.0000 < 0.5"
+    assert (fast.backend, fast.precision, fast.agreement) == ("eager", "fp32", 1.0)
+    assert fast.why.endswith("; faster but dropped: flipped/int8 0.1 ms, agreement 0.0000.")
+    # Judged on the 7 held-out images in batches of exactly the compiled 4.
+    assert flipped.samples == 7 and batches == [4, 4]
+
+
+def test_the_fastest_candidate_that_reaches_min_agreement_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "exact" reaches min_agreement=1.0 exactly: it qualifies, and beats fp32.
+    fast, _ = _race(monkeypatch, ("flipped", "exact"), min_agreement=1.0)
+    assert fast.timings == {"eager/fp32": 1.0, "flipped/int8": 0.1, "exact/int8": 0.5}
+    assert (fast.backend, fast.precision, fast.agreement) == ("exact", "int8", 1.0)
+    assert [n for n, r in fast.candidates.items() if r.kept] == ["eager/fp32", "exact/int8"]
+    assert fast.why == (
+        "exact/int8: 0.5 ms median, fastest of 2 of 3 candidates that qualified (fp32, or top-1 "
+        "agreement with eager fp32 >= 1 on 7 held-out calibration images); its agreement "
+        "1.0000; faster but dropped: flipped/int8 0.1 ms, agreement 0.0000."
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -239,8 +318,11 @@ def test_cli_export_reports_the_choice(
     printed = capsys.readouterr().out
     assert "precision auto: batch 1, CPU, 1 thread(s)" in printed
     assert "openvino/fp32" in printed and "onnxruntime/int8" in printed
-    chosen = [line for line in printed.splitlines() if line.startswith("chosen: ")]
-    assert len(chosen) == 1 and "on 12 held-out calibration images of fashion-mnist" in chosen[0]
+    # The sentence wraps at the terminal's width: read it with the line breaks undone.
+    flat = " ".join(printed.split())
+    assert flat.count("chosen: ") == 1
+    chosen = [flat[flat.index("chosen: ") :].partition(" int8 file:")[0]]
+    assert "on 12 held-out calibration images of fashion-mnist" in chosen[0]
     assert "(95% interval " in chosen[0]
     assert out.is_file()
     assert out.with_suffix(".int8.onnx").is_file() == ("/int8," in chosen[0])

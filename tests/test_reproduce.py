@@ -6,12 +6,14 @@ import json
 import re
 import shutil
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from sepconv.bench.timing import Timing
 from sepconv.cli import main
 from sepconv.data import Compose, RandomCropFlip
 from sepconv.layers import make_divisible
@@ -21,16 +23,20 @@ from sepconv.reproduce import (
     RunSpec,
     TwinSummary,
     build_row_model,
+    cost,
     load_config,
     plan_runs,
     run_sweep,
     with_epochs,
 )
+from sepconv.reproduce.config import ReproduceConfig, RowConfig
 from sepconv.reproduce.cost import LATENCY_BN_IMAGES, latency_model, row_cost
 from sepconv.reproduce.data import SweepData, training_augment
 from sepconv.reproduce.plan import longest_first
+from sepconv.reproduce.render import render_markdown
 from sepconv.reproduce.runs import run_identity
 from sepconv.reproduce.sweep import check_results_kept
+from sepconv.reproduce.table import ResultsTable
 from sepconv.train import load_tensors, save_tensors
 
 # ---------------------------------------------------------------------------- helpers
@@ -329,7 +335,7 @@ def test_twin_is_built_from_the_seed_alone(tmp_path: Path) -> None:
     state_a, state_b, state_c = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
     assert not torch.equal(
-        state_a["stages.4.1.conv_dw.weight"], state_c["stages.4.1.conv_dw.weight"]
+        state_a["stages.4.1.conv_dw.conv.weight"], state_c["stages.4.1.conv_dw.conv.weight"]
     )
     assert a.training
 
@@ -344,7 +350,7 @@ def test_twin_new_convs_get_the_builders_init_and_share_every_other_weight(
     # The 256 -> 256 standard conv of the last block: Kaiming-normal, fan-out (the builders'
     # rule), std sqrt(2 / (256 * 9)) = 0.0295; PyTorch's default would give
     # sqrt(1 / (3 * 256 * 9)) = 0.0120.
-    weight = twin.get_submodule("stages.4.1.conv_dw").weight.detach()
+    weight = twin.get_submodule("stages.4.1.conv_dw.conv").weight.detach()
     assert tuple(weight.shape) == (256, 256, 3, 3)
     assert float(weight.std()) == pytest.approx((2 / (256 * 9)) ** 0.5, rel=0.03)
     assert float(weight.mean()) == pytest.approx(0.0, abs=1e-3)
@@ -532,6 +538,46 @@ def test_latency_model_measures_batchnorm_statistics_without_weights(tmp_path: P
     )
 
 
+def test_latency_cache_is_reused_only_for_the_same_timed_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measured: list[tuple[str, Path | None]] = []
+
+    def fake_measure(
+        row: RowConfig, data: SweepData, latency: object, *, threads: int, weights: Path | None
+    ) -> dict[int, Timing]:
+        measured.append((row.name, weights))
+        return {1: Timing.from_samples([1e-3], threads=threads, device="cpu")}
+
+    monkeypatch.setattr(cost, "measure_row_latency", fake_measure)
+    plain = load_config(write_config(tmp_path))
+    # The same sweep, but the row trains with random erasing: other trained weights.
+    erasing = load_config(
+        write_config(
+            tmp_path, SWEEP.replace("seeds = 2\n", "seeds = 2\nrandom_erasing = 0.25\n"), "erase"
+        )
+    )
+    data, runs = SweepData.load(plain), tmp_path / "runs"
+
+    def latencies(config: ReproduceConfig) -> dict[str, bool]:
+        run = plan_runs(config, runs, only=["sep"])[0]
+        return cost.row_latencies(config, data, {"sep": [run]}, runs, 1)[1]
+
+    weights = runs / "sep" / "seed0" / "model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")  # only its presence is read: the fake measurement never opens it
+    assert latencies(plain) == {"sep": True} and len(measured) == 1
+    assert latencies(plain) == {"sep": True} and len(measured) == 1  # reused
+    latencies(erasing)
+    assert measured == [("sep", weights)] * 2  # trained with erasing: measured again
+    # Without weights the stand-in model is timed: initial weights, BatchNorm statistics on
+    # un-augmented images; random erasing does not change it, so it is measured once.
+    weights.unlink()
+    assert latencies(erasing) == {"sep": False} and measured[-1] == ("sep", None)
+    latencies(plain)
+    assert len(measured) == 3
+
+
 def test_plan_counts_rows_and_seeds(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path))
     assert [r.key for r in plan_runs(config, tmp_path)] == ["sep/seed0", "sep/seed1", "conv/seed0"]
@@ -564,7 +610,7 @@ def test_cli_dry_run_prints_the_plan_with_measured_step_time(
     )
     assert code == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "sep" in out and "conv (standard twin)" in out and "0/0/2" in out
+    assert "sep" in out and "conv" in out and "0/0/2" in out
     serial = re.search(r"Estimated training time of the pending runs: ([\d.]+) min at 1 ", out)
     parallel = re.search(r"With 2 runs at a time: about ([\d.]+) min of wall time", out)
     assert serial and parallel, out
@@ -697,3 +743,39 @@ def test_twin_verdicts(separable: tuple, standard: tuple, verdict: str) -> None:
 def test_cost_verdict_says_when_the_ratio_falls_short() -> None:
     twin = TwinSummary(summary("s", (0.9,), 200, True), summary("c", (0.9,), 1000, False))
     assert twin.cost_verdict == "5.0x fewer params, 5.0x fewer MACs (below 7x)"
+
+
+def _ms(value: float) -> Timing:
+    return Timing.from_samples([value / 1e3] * 3, threads=1, device="cpu")
+
+
+def test_twin_ratios_each_read_their_own_cost_and_latency() -> None:
+    # Params 8.5x but MACs only 5x apart, latency timed at b1 for both and at b8 for one: no
+    # ratio may stand in for another, and the verdict needs both cost ratios at 7x.
+    separable = replace(
+        summary("sep", (0.90,), 200, True),
+        cost=RowCost(params=200, macs=10_000, separable=True),
+        latency={1: _ms(1.0), 8: _ms(3.0)},
+    )
+    standard = replace(
+        summary("conv", (0.90,), 1700, False),
+        cost=RowCost(params=1700, macs=50_000, separable=False),
+        latency={1: _ms(4.0)},
+    )
+    twin = TwinSummary(separable, standard)
+    assert (twin.param_ratio, twin.mac_ratio) == (8.5, 5.0)
+    assert twin.cost_verdict == "8.5x fewer params, 5.0x fewer MACs (below 7x)"
+    assert twin.latency_ratio(1) == 4.0 and twin.latency_ratio(8) is None
+    assert twin.to_dict()["latency_ratio"] == {"1": 4.0, "8": None}
+    wider = TwinSummary(
+        replace(separable, cost=RowCost(params=100, macs=1_000, separable=True)),
+        replace(standard, cost=RowCost(params=700, macs=9_000, separable=False)),
+    )
+    assert wider.cost_verdict == "7.0x fewer params, 9.0x fewer MACs (at least 7x)"
+    # The rendered table prints these very ratios.
+    table = ResultsTable(
+        name="t", data="fashion-mnist", input_shape=(1, 28, 28), recipe={}, augment=False,
+        test_images=None, rows=(separable, standard), twins=(twin,),
+    )  # fmt: skip
+    line = next(x for x in render_markdown(table, "h").splitlines() if x.startswith("| sep | conv"))
+    assert "| 8.50x | 5.00x | 4.00x | - |" in line

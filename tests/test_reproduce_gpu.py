@@ -10,18 +10,22 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from test_reproduce import write_config
 from torch import nn
 
+import sepconv.reproduce.speed as speed
+from sepconv.bench.timing import Timing
 from sepconv.cli import main
 from sepconv.data import ImageDataset, Normalize
 from sepconv.data.idx import fashion_mnist_root
 from sepconv.reproduce import (
     RowCost,
     load_config,
+    render_markdown,
     run_sweep,
     smoke_config,
     summarize,
@@ -192,7 +196,7 @@ def test_compile_warm_up_leaves_weights_statistics_and_random_state_unchanged() 
     trainer = Trainer(_tiny_net(), TrainConfig(epochs=1, batch_size=32, compile=True), _tiny_set())
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     rng = torch.get_rng_state()
-    compile_warm_up(trainer)
+    assert compile_warm_up(trainer.state, trainer.train_step, trainer.loader) > 0
     after = trainer.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert torch.equal(rng, torch.get_rng_state())
@@ -217,6 +221,29 @@ def test_time_to_accuracy_counts_training_time_up_to_the_first_epoch_at_target()
     assert format_reached([None]) == "- (0/1)"
 
 
+def test_gpu_throughput_is_the_batch_over_the_median_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Timed blocks of 1, 2 and 6 ms per call: the median is 2 ms, the fastest 1 ms, the mean 3.
+    seen: list[tuple[tuple[int, ...], bool]] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append((tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last)))
+            return x
+
+    def fake_measure(fn, **_: object) -> Timing:  # type: ignore[no-untyped-def]
+        fn()
+        return Timing.from_samples([1e-3, 2e-3, 6e-3], threads=1, device="cpu")
+
+    monkeypatch.setattr(speed, "latency_model", lambda row, data, weights: Probe())
+    monkeypatch.setattr(speed, "measure", fake_measure)
+    data = SimpleNamespace(input_shape=(3, 4, 5))
+    for channels_last in (True, False):
+        row = SimpleNamespace(recipe=SimpleNamespace(amp="none", channels_last=channels_last))
+        rate = speed.gpu_throughput(row, data, "cpu", batch=64)  # type: ignore[arg-type]
+        assert rate == 64 / 2e-3
+        assert seen[-1] == ((64, 3, 4, 5), channels_last)
+
+
 def test_table_shows_gpu_throughput_and_time_to_target(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     path.write_text("target_accuracy = 0.9\n" + path.read_text())
@@ -239,7 +266,7 @@ def test_table_shows_gpu_throughput_and_time_to_target(tmp_path: Path) -> None:
         gpu_throughput={"sep": 12345.6},
         gpu="NVIDIA H200",
     )
-    text = table.to_markdown("header")
+    text = render_markdown(table, "header")
     assert "GPU img/s b256" in text and "s to 90%" in text and "on NVIDIA H200" in text
     sep_line = next(line for line in text.splitlines() if line.startswith("| sep |"))
     conv_line = next(line for line in text.splitlines() if line.startswith("| conv |"))

@@ -27,25 +27,12 @@ MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 PACKAGES = {_module_name(p) for p in PACKAGE.rglob("__init__.py")}
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _import_nodes(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement, module- or function-level; ``if TYPE_CHECKING:`` bodies are
-    skipped because they never run."""
-    stack: list[ast.AST] = [tree]
-    while stack:
-        node = stack.pop()
+    """Every import statement, module- or function-level, those under ``if TYPE_CHECKING:``
+    included: a type-only import that closes a circle is a circle in the design all the same."""
+    for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
-        children = list(ast.iter_child_nodes(node))
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            children = list(node.orelse)
-        stack.extend(children)
 
 
 def _base(module: str, node: ast.ImportFrom) -> str:
@@ -132,6 +119,8 @@ def test_checker_sees_nested_imports_circles_and_private_names() -> None:
     tree = ast.parse("def f():\n    from . import b\n    import c.d\n")
     found = [type(n).__name__ for n in _import_nodes(tree)]
     assert sorted(found) == ["Import", "ImportFrom"]
+    typed = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import e\n")
+    assert [n.names[0].name for n in _import_nodes(typed)] == ["TYPE_CHECKING", "e"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
     assert _owner("sepconv.models._registry", None) == "sepconv.models"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -270,7 +272,7 @@ def test_distillation_with_alpha_zero_is_plain_training_bit_for_bit() -> None:
 
 def test_distillation_loss_is_computed_on_the_augmented_batch() -> None:
     from sepconv.data import BatchLoader, channel_stats
-    from sepconv.train.evaluate import to_model_input
+    from sepconv.data.normalize import to_model_input
     from sepconv.train.losses import distillation_loss
 
     # One batch per epoch: the epoch's training loss is the loss of step 0.
@@ -353,3 +355,84 @@ def test_teacher_must_be_another_module() -> None:
     model = tiny_model()
     with pytest.raises(ValueError, match=r"`teacher`: expected an nn.Module other than `model`"):
         Trainer(model, TrainConfig(), tiny_data(), teacher=model)
+
+
+@pytest.mark.parametrize("stop_at", [2, 6], ids=["first-epoch", "second-epoch"])
+def test_a_run_stopped_by_max_steps_leaves_weights_log_and_checkpoint(
+    tmp_path: Path, stop_at: int
+) -> None:
+    config = TrainConfig(epochs=3, batch_size=16, ema_decay=0.9)
+    trainer = make_trainer(tmp_path, config)
+    trainer.fit(max_steps=stop_at)
+    assert trainer.global_step == stop_at
+    # The weights as they stand (the EMA, which is what gets evaluated) ...
+    weights, meta = load_tensors(tmp_path / "model.safetensors")
+    assert trainer.ema is not None and meta["source"] == "ema"
+    for name, tensor in trainer.ema.module.state_dict().items():
+        assert torch.equal(weights[name], tensor), name
+    # ... the finished epochs (4 steps each) in the log, and the checkpoint to go on from.
+    log = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == list(range(1, stop_at // 4 + 1))
+    resumed = make_trainer(tmp_path, config, model_seed=5)
+    resumed.fit(resume=tmp_path / "last.safetensors", max_steps=stop_at + 1)
+    assert resumed.global_step == stop_at + 1
+
+
+_CTRL_C_RUN = """
+import os, signal, sys
+import torch
+from torch import nn
+from sepconv.data import ImageDataset
+from sepconv.train import Trainer, TrainConfig
+
+class InterruptAt(nn.Module):  # sends this process a SIGINT on its 3rd training call
+    calls = 0
+    def forward(self, x):
+        if self.training:
+            InterruptAt.calls += 1
+            if InterruptAt.calls == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+        return x
+
+gen = torch.Generator().manual_seed(0)
+labels = torch.randint(0, 4, (64,), generator=gen)
+images = torch.randint(0, 100, (64, 1, 8, 8), generator=gen, dtype=torch.uint8)
+data = ImageDataset(images, labels, ("a", "b", "c", "d"))
+torch.manual_seed(0)
+model = nn.Sequential(InterruptAt(), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+trainer = Trainer(model, TrainConfig(epochs=3, batch_size=16), data, out_dir=sys.argv[1])
+try:
+    trainer.fit()
+except KeyboardInterrupt:
+    print("interrupted at step", trainer.global_step)
+    sys.exit(130)
+print("not interrupted")
+"""
+
+
+def _ctrl_c_model() -> nn.Module:
+    """The architecture of the run above, with other initial weights (the checkpoint's win)."""
+    torch.manual_seed(7)
+    return nn.Sequential(
+        nn.Identity(), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(8, 4),
+    )  # fmt: skip
+
+
+def test_ctrl_c_stops_after_the_step_in_progress_and_saves_the_run(tmp_path: Path) -> None:
+    # A process of its own, with Python's SIGINT handler, as a run in a terminal has it.
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_RUN, str(out)], capture_output=True, text=True, timeout=300
+    )
+    # The third step ran to its end; nothing after it did, and the run so far is saved.
+    assert done.returncode == 130, done.stdout + done.stderr[-2000:]
+    assert "interrupted at step 3" in done.stdout
+    assert "stopping after this step" in done.stderr
+    for name in ("last.safetensors", "model.safetensors", "log.jsonl"):
+        assert (out / name).is_file(), name
+    config = TrainConfig(epochs=3, batch_size=16)
+    resumed = Trainer(_ctrl_c_model(), config, tiny_data(), out_dir=out)
+    resumed.fit(resume=out / "last.safetensors", max_steps=4)
+    assert resumed.global_step == 4

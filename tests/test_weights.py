@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from sepconv.models import create_model, load_model, load_weights, save_model
+from sepconv.modelfile import load_model, load_weights, save_model
+from sepconv.models import create_model
 
 
 def trained_like(name: str, **kwargs: object) -> nn.Module:

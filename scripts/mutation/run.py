@@ -6,12 +6,12 @@ Usage (from the repository root; not part of CI, a few minutes per mutant on 2 c
     python scripts/mutation/run.py --only ema-decay-swapped --only clip-grad-no-op
     python scripts/mutation/run.py --list
 
-``src/`` and ``tests/`` are copied once to a temporary folder; each mutant is applied alone to
-that copy, the test files it names run there (``pytest -x -m "not slow"``, with ``PYTHONPATH``
-pointing at the copy), and the file is restored. The working tree is never modified. A mutant
-is *killed* when a test fails, *survived* when all pass, *timeout* past ``--timeout`` seconds
-(counted as killed: a hang is noticed), *stale* when its original snippet no longer occurs
-exactly once. Results go to a table on stdout and to ``--json`` (default
+``src/``, ``tests/``, ``configs/`` and ``scripts/`` are copied once to a temporary folder; each
+mutant is applied alone to that copy, the test files it names run there (``pytest -x -m "not
+slow"``, with ``PYTHONPATH`` pointing at the copy), and the file is restored. The working tree
+is never modified. A mutant is *killed* when a test fails, *survived* when all pass, *timeout*
+past ``--timeout`` seconds (counted as killed: a hang is noticed), *stale* when its original
+snippet no longer occurs exactly once. Results go to a table on stdout and to ``--json`` (default
 ``mutation-results.json``); the exit code is 1 when a mutant survived or went stale.
 """
 
@@ -79,10 +79,11 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="sepconv-mutation-") as tmp:
         copy = Path(tmp)
-        shutil.copytree(ROOT / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(
-            ROOT / "tests", copy / "tests", ignore=shutil.ignore_patterns("__pycache__")
-        )
+        # The tests read the shipped configs and scripts (`sepconv reproduce` configs, gpu-train).
+        for folder in ("src", "tests", "configs", "scripts"):
+            shutil.copytree(
+                ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__")
+            )
         shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")  # pytest settings
         for i, mutant in enumerate(chosen, 1):
             row = run_one(mutant, copy, args.timeout)

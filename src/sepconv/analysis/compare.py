@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from sepconv.analysis.counting import CONVENTIONS, conv_kind, conv_macs
 from sepconv.analysis.report import format_count
+from sepconv.utils.tables import Column, FitTable
 from sepconv.utils.validation import invalid, positive_int
 
 
@@ -105,11 +105,14 @@ class ConvComparison:
     def to_rich(self) -> Group:
         """Rich renderable: the table, then ratios and conventions."""
         header, body = self._table()
-        table = Table(title=self._title(), title_justify="left")
-        for column in header:
-            table.add_column(column, justify="left" if column in ("variant", "kind") else "right")
-        for row in body:
-            table.add_row(*row)
+        columns = {
+            "variant": Column("variant", "left"),
+            "kind": Column("kind", "left", drop=1),
+            "groups": Column("groups", short="g"),
+            "FLOPs": Column("FLOPs", drop=2),
+            "bytes moved": Column("bytes moved", short="bytes"),
+        }
+        table = FitTable(self._title(), [columns.get(h, Column(h)) for h in header], body)
         return Group(table, *(Text(n) for n in self._notes()))
 
     def _title(self) -> str:

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from rich.console import Console, Group
-from rich.table import Table
 from rich.text import Text
 
 from sepconv.analysis.counting import CONVENTIONS, HEADLINE_KINDS, KINDS, Kind
+from sepconv.utils.tables import Column, FitTable
 
 Shape = tuple[int, ...]
 
@@ -316,17 +316,34 @@ class CostReport:
         return header, body
 
 
-_TEXT_COLUMNS = frozenset({"layer", "module", "op", "kind", "input", "output", "dtype"})
+# How each column shows in a terminal: text left, numbers right (so digits line up), the short
+# header of a narrow layout, and which columns give way first when the terminal is narrow.
+_COLUMNS = {
+    column.header: column
+    for column in (
+        Column("layer", "left"),
+        Column("module", "left", drop=5),
+        Column("op", "left", drop=6),
+        Column("kind", "left", drop=2),
+        Column("input", "left", drop=4),
+        Column("output", "left", drop=3),
+        Column("params"),
+        Column("MACs"),
+        Column("bytes moved", short="bytes"),
+        Column("FLOP/B", drop=1),
+        Column("ops"),
+        Column("% params", short="%P", drop=7),
+        Column("% headline MACs", short="%MACs"),
+        Column("MACs (conv+linear)", short="MACs"),
+        Column("FLOPs (2 x MACs)", short="FLOPs"),
+        Column("other MAC-equiv.", short="other"),
+        Column("dtype", "left", drop=8),
+    )
+}
 
 
-def _rich_table(title: str, header: list[str], body: list[list[str]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in header:
-        # Text columns left, numbers right, so digits line up.
-        table.add_column(column, justify="left" if column in _TEXT_COLUMNS else "right")
-    for row in body:
-        table.add_row(*row)
-    return table
+def _rich_table(title: str, header: list[str], body: list[list[str]]) -> FitTable:
+    return FitTable(title, [_COLUMNS[name] for name in header], body)
 
 
 def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:

@@ -182,6 +182,7 @@ def per_layer_latency(
     warmup: int = 3,
     repeats: int = 15,
     progress: bool = False,
+    model_timing: Timing | None = None,
 ) -> PerLayerReport:
     """Time every leaf layer of ``model`` on the input it really receives from ``example``.
 
@@ -197,6 +198,9 @@ def per_layer_latency(
         warmup: Warm-up calls per layer.
         repeats: Timed blocks per layer.
         progress: Show a tqdm bar over the layers.
+        model_timing: The whole model's timing on ``example`` when the caller has measured it
+            already (same threads and device): reused, so that one model run gets one
+            whole-model figure. Default: measured here after the layers.
 
     Returns:
         A :class:`PerLayerReport`, with the whole model timed under the same settings.
@@ -237,7 +241,8 @@ def per_layer_latency(
                 roofline=point,
             )
         )
-    model_timing = measure(
-        lambda: model(example), warmup=warmup, repeats=repeats, threads=threads, device=device
-    )
+    if model_timing is None:
+        model_timing = measure(
+            lambda: model(example), warmup=warmup, repeats=repeats, threads=threads, device=device
+        )
     return PerLayerReport(tuple(rows), model_timing, ceilings)

@@ -54,7 +54,9 @@ def plot_roofline(
     Args:
         rows: Layers from :func:`sepconv.bench.per_layer.per_layer_latency` with ceilings; rows
             without a roofline place are skipped.
-        ceilings: The measured ceilings (the roof).
+        ceilings: The measured ceilings: the DRAM roof, and the cache roof (dashed) when it
+            was measured. A layer whose bytes fit in the cache is drawn as a triangle and held
+            against the cache roof.
         path: ``.png`` or ``.svg`` destination.
         title: Figure title.
 
@@ -67,20 +69,41 @@ def plot_roofline(
     lo = min([p.roofline.intensity for p in placed if p.roofline] + [ceilings.ridge / 20])
     hi = max([p.roofline.intensity for p in placed if p.roofline] + [ceilings.ridge * 20])
     xs = [lo / 1.5, ceilings.ridge, hi * 1.5]
-    roof = f"roof: {ceilings.peak_gflops:.0f} GFLOP/s, {ceilings.bandwidth_gbs:.1f} GB/s"
+    roof = f"DRAM roof: {ceilings.peak_gflops:.0f} GFLOP/s, {ceilings.bandwidth_gbs:.1f} GB/s"
     ax.plot(xs, [ceilings.attainable_gflops(x) for x in xs], color="black", lw=2, label=roof)
     ax.axvline(ceilings.ridge, color="grey", ls=":", lw=1)
+    if ceilings.cache_bandwidth_gbs is not None and ceilings.cache_bytes is not None:
+        ridge = ceilings.peak_gflops / ceilings.cache_bandwidth_gbs
+        cache_xs = sorted({lo / 1.5, min(max(ridge, lo / 1.5), hi * 1.5), hi * 1.5})
+        ax.plot(
+            cache_xs,
+            [ceilings.attainable_gflops(x, "cache") for x in cache_xs],
+            color="black",
+            lw=1.2,
+            ls="--",
+            label=f"cache roof: {ceilings.cache_bandwidth_gbs:.1f} GB/s "
+            f"(working set up to {ceilings.cache_bytes / 2**20:.0f} MiB; triangles)",
+        )
     for kind, colour in KIND_COLOURS.items():
-        points = [row.roofline for row in placed if row.cost and row.cost.kind == kind]
-        if points:
-            ax.scatter(
-                [p.intensity for p in points if p],
-                [p.achieved_gflops for p in points if p],
-                s=22,
-                color=colour,
-                label=f"{kind} ({len(points)})",
-                alpha=0.8,
-            )
+        for level, marker in (("dram", "o"), ("cache", "^")):
+            points = [
+                row.roofline
+                for row in placed
+                if row.cost
+                and row.cost.kind == kind
+                and row.roofline
+                and row.roofline.level == level
+            ]
+            if points:
+                ax.scatter(
+                    [p.intensity for p in points],
+                    [p.achieved_gflops for p in points],
+                    s=22,
+                    color=colour,
+                    marker=marker,
+                    label=f"{kind} ({len(points)}{', in cache' if level == 'cache' else ''})",
+                    alpha=0.8,
+                )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP/byte, FLOP = 2 MAC)")

@@ -21,7 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from sepconv.utils.validation import invalid, positive_int, positive_number
+from sepconv.utils.validation import invalid, positive_int, positive_number, thread_count
+
+#: Interquartile range above this fraction of the median marks a timing as noisy
+#: (:attr:`Timing.noisy`): on a quiet machine repeated blocks agree far better.
+NOISY_SPREAD = 0.25
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,18 @@ class Timing:
         """Interquartile range in milliseconds."""
         return self.iqr_s * 1e3
 
+    @property
+    def spread(self) -> float:
+        """The interquartile range as a fraction of the median (0 for a zero median)."""
+        return self.iqr_s / self.median_s if self.median_s > 0 else 0.0
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the spread exceeds :data:`NOISY_SPREAD`: blocks of one measurement that
+        differ this much mean something else was using the machine, and the median is not a
+        figure to compare."""
+        return self.spread > NOISY_SPREAD
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict, including the derived milliseconds."""
         out = asdict(self)
@@ -107,6 +123,7 @@ def pinned_threads(threads: int | None) -> Iterator[int]:
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise invalid("threads", "a positive integer or None", threads)
+        thread_count("threads", threads)
         torch.set_num_threads(threads)
     try:
         yield torch.get_num_threads()

@@ -123,6 +123,7 @@ def compare_twin(
     warmup: int = 3,
     repeats: int = 20,
     device: torch.device | str = "cpu",
+    separable_timing: Timing | None = None,
 ) -> TwinComparison:
     """Count and time ``model`` and its :func:`standard_twin` on ``example``.
 
@@ -134,6 +135,9 @@ def compare_twin(
         threads, warmup, repeats: Passed to :func:`sepconv.bench.timing.measure`.
         device: Where both are timed (``"cpu"`` or a CUDA device; CUDA-event timing there).
             The twin is built and counted on the CPU first.
+        separable_timing: The timing of ``model`` itself on ``example`` when the caller has
+            measured it already with the same settings: reused (one model, one figure), and
+            only the twin is timed here.
 
     Raises:
         ValueError: If ``model`` has no depthwise+pointwise pair to replace.
@@ -162,8 +166,10 @@ def compare_twin(
         separable, twin = (m.to(memory_format=torch.channels_last) for m in (separable, twin))
         x = x.contiguous(memory_format=torch.channels_last)
     timings = [
-        measure(partial(m, x), warmup=warmup, repeats=repeats, threads=threads, device=dev)
-        for m in (separable, twin)
+        timing
+        if timing is not None
+        else measure(partial(m, x), warmup=warmup, repeats=repeats, threads=threads, device=dev)
+        for m, timing in ((separable, separable_timing), (twin, None))
     ]
     return TwinComparison(
         label=label or type(model).__name__,

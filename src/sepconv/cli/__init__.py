@@ -18,7 +18,7 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sepconv.utils.version import __version__
 
@@ -35,6 +35,9 @@ COMMANDS: tuple[str, ...] = (
     "train",
     "evaluate",
     "reproduce",
+    "calibrate",
+    "predict",
+    "pick",
 )
 
 # What the user controls: bad values, paths and files, and the memory their sizes ask for.
@@ -57,23 +60,34 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"sepconv.cli.{name}").register(subparsers)
+    for sub in subparsers.choices.values():
+        sub.add_argument(
+            "--wide",
+            action="store_true",
+            help="print every table column whatever the terminal's width (tables otherwise fit "
+            "the terminal, or COLUMNS when the output is not one)",
+        )
     return parser
 
 
-def _flags(parser: argparse.ArgumentParser, command: str) -> set[str]:
-    """The long option strings of sub-command ``command`` (``{"--lr", "--batch-size", ...}``)."""
+def _flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """The long option strings of sub-command ``command``, by the argument name the library
+    would use for each: its own (``"batch_size": "--batch-size"``) and its destination where that
+    differs (``"in_channels": "--in"``)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            return {
-                flag
-                for sub_action in action.choices[command]._actions
-                for flag in sub_action.option_strings
-                if flag.startswith("--")
-            }
-    return set()
+            names: dict[str, str] = {}
+            for sub_action in action.choices[command]._actions:
+                long = [f for f in sub_action.option_strings if f.startswith("--")]
+                for flag in long:
+                    names[flag[2:].replace("-", "_")] = flag
+                if long:
+                    names.setdefault(sub_action.dest, long[0])
+            return names
+    return {}
 
 
-def user_message(err: BaseException, flags: set[str]) -> str | None:
+def user_message(err: BaseException, flags: Mapping[str, str] | set[str]) -> str | None:
     """The one-line message for a user error, in the CLI's words; ``None`` for a bug."""
     is_oom = isinstance(err, MemoryError) or (
         isinstance(err, RuntimeError)
@@ -88,9 +102,11 @@ def user_message(err: BaseException, flags: set[str]) -> str | None:
         return f"{err.strerror}: {err.filename!s}"
     message = str(err)
 
+    names = flags if isinstance(flags, Mapping) else {f[2:].replace("-", "_"): f for f in flags}
+
     def as_flag(match: re.Match[str]) -> str:
-        flag = "--" + match.group(1).replace("_", "-")
-        return f"`{flag}`" if flag in flags else match.group(0)
+        flag = names.get(match.group(1))
+        return f"`{flag}`" if flag is not None else match.group(0)
 
     message = re.sub(r"argument `([A-Za-z_][A-Za-z0-9_]*)`", as_flag, message)
     # A check that already names the flag says it the same way.
@@ -102,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("SEPCONV_DEBUG", "") not in ("", "0")
+    from sepconv.cli._console import set_wide
+
+    set_wide(args.wide)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

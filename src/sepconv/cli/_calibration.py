@@ -8,10 +8,6 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    import torch
-
     from sepconv.deploy.compiled import CandidateReport, InferenceModel
 
 #: Calibration images drawn by default: agreement is then measured to 0.1%.
@@ -21,21 +17,28 @@ CALIB_SAMPLES = 1000
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Add ``--calib-data``, ``--calib-samples`` and ``--min-agreement`` to ``parser``."""
     parser.add_argument(
-        "--calib-data", metavar="SPEC",
+        "--calib-data",
+        metavar="SPEC",
         help="with --precision auto: images on which int8 is calibrated (up to 256 of them) and "
         "every precision's top-1 agreement with eager fp32 is measured (all the others): "
         "fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | imagefolder:DIR (its training "
         "split), normalised as in the weights' training or by the images' own statistics",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--calib-samples", type=int, default=CALIB_SAMPLES, metavar="N",
+        "--calib-samples",
+        type=int,
+        default=CALIB_SAMPLES,
+        metavar="N",
         help=f"with --precision auto: calibration images, a seeded draw (default: {CALIB_SAMPLES})",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--min-agreement", type=float, default=None, metavar="A",
+        "--min-agreement",
+        type=float,
+        default=None,
+        metavar="A",
         help="with --precision auto: lowest top-1 agreement with eager fp32, in (0, 1], at which "
         "bf16 or int8 is kept (default: 0.995); fp32 always qualifies",
-    )  # fmt: skip
+    )
 
 
 def check_flags(args: argparse.Namespace) -> float:
@@ -62,38 +65,6 @@ def check_flags(args: argparse.Namespace) -> float:
     if args.min_agreement is None:
         return DEFAULT_MIN_AGREEMENT
     return finite_number("--min-agreement", args.min_agreement, low=0, high=1, low_inclusive=False)
-
-
-def calibration_images(
-    spec: str,
-    count: int,
-    *,
-    image_size: int,
-    in_chans: int,
-    mean: Sequence[float] | None,
-    std: Sequence[float] | None,
-) -> torch.Tensor:
-    """``count`` images of the training split of ``spec`` (seeded draw without replacement),
-    as model inputs ``(count, in_chans, image_size, image_size)``: normalised with ``mean`` and
-    ``std`` (the weights' training values) or, without them, the split's own statistics."""
-    import torch
-
-    from sepconv.data import channel_stats, load_dataset
-    from sepconv.deploy import prepare_images
-
-    train = load_dataset(spec, "train", image_size=image_size)
-    channels = int(train.images.shape[1])
-    if channels != in_chans:
-        raise ValueError(
-            f"Invalid value for argument `--calib-data`: {spec!r} has images of {channels} "
-            f"channel(s), the model takes {in_chans}."
-        )
-    if mean is None or std is None:
-        mean, std = channel_stats(train.images)
-    # Seeded and without replacement: the first N of a class-sorted file would miss classes.
-    keep = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))
-    picked = train.images[keep[:count].sort().values]
-    return prepare_images(picked, input_size=(channels, image_size, image_size), mean=mean, std=std)
 
 
 def candidate_rows(fast: InferenceModel) -> list[tuple[str, str]]:

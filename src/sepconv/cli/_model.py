@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from sepconv.models.modelfile import ModelRecord
+    from sepconv.modelfile.record import ModelRecord
 
 
 def resolve_model(spec: str) -> tuple[nn.Module, int | None]:
@@ -78,7 +78,7 @@ def is_model_file(path: Path | None) -> bool:
     """Whether ``path`` is a ``.safetensors`` file that sepconv wrote (it records its model)."""
     if path is None or path.suffix != ".safetensors" or not path.is_file():
         return False
-    from sepconv.models.modelfile import LEGACY_CONVERT_KEY, METADATA_KEY, read_safetensors
+    from sepconv.modelfile.format import LEGACY_CONVERT_KEY, METADATA_KEY, read_safetensors
 
     _, metadata = read_safetensors(path)
     return METADATA_KEY in metadata or LEGACY_CONVERT_KEY in metadata
@@ -92,7 +92,7 @@ def trained_model(
     Args:
         spec: The ``MODEL`` argument: must name the file's architecture when it records one;
             for a file of a user-built model, a registry name or ``module:attr`` to build.
-        weights: A model file (:mod:`sepconv.models.modelfile`): weights or a checkpoint, whose
+        weights: A model file (:mod:`sepconv.modelfile.format`): weights or a checkpoint, whose
             EMA weights are used when present.
         default_kwargs: Called for the builder arguments of a file that records none (only
             then, so that its work, e.g. loading data, is done only when needed).
@@ -102,8 +102,8 @@ def trained_model(
     """
     from dataclasses import replace
 
-    from sepconv.models import load_weights
-    from sepconv.models.modelfile import read_model_file
+    from sepconv.modelfile.format import read_model_file
+    from sepconv.modelfile.weights import load_weights
     from sepconv.utils.validation import invalid
 
     file = read_model_file(weights)
@@ -120,7 +120,7 @@ def trained_model(
         if record.arch is None:
             fallback = default_kwargs() if default_kwargs is not None else {}
             record = replace(record, arch=spec, kwargs=record.kwargs or fallback)
-        model = record.build()
+        model = record.build(origin=str(weights))
     load_weights(model, file.model_tensors(), format="sepconv")
     return model, record
 

@@ -6,20 +6,22 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
-    from sepconv.bench import PerLayerReport
+    from sepconv.bench import LatencyPoint, PerLayerReport
     from sepconv.bench.twin import TwinComparison
+    from sepconv.utils.tables import FitTable
 
 
 def _int_list(text: str) -> list[int]:
+    from sepconv.utils.validation import MAX_BATCH
+
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:
         values = []
-    if not values or any(v < 1 for v in values):
+    if not values or any(not 1 <= v <= MAX_BATCH for v in values):
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers such as 1,8,32, received {text!r}"
+            f"expected comma-separated positive integers up to {MAX_BATCH} such as 1,8,32, "
+            f"received {text!r}"
         )
     return values
 
@@ -76,7 +78,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from rich.table import Table
 
     from sepconv.analysis import analyze
     from sepconv.bench import (
@@ -86,11 +87,12 @@ def run(args: argparse.Namespace) -> int:
         measure_ceilings,
         per_layer_latency,
     )
+    from sepconv.bench.load import OtherLoad
     from sepconv.bench.plots import plot_roofline
     from sepconv.cli._console import console
     from sepconv.utils.devices import check_device
     from sepconv.utils.files import check_writable, write_json
-    from sepconv.utils.validation import invalid, positive_int
+    from sepconv.utils.validation import MAX_BATCH, MAX_SIDE, bounded_int, invalid, thread_count
 
     if args.plot is not None and not args.per_layer:
         raise invalid(
@@ -101,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
         )
     device = check_device(args.device, "--device")
     if args.threads is not None:
-        positive_int("--threads", args.threads)
+        thread_count("--threads", args.threads)
+    if args.input_size is not None:
+        bounded_int("--input-size", args.input_size, 1, MAX_SIDE)
+    bounded_int("--repeats", args.repeats, 1, MAX_BATCH)
     for flag, path in (("--plot", args.plot), ("--json", args.json)):
         if path is not None:
             check_writable(path, flag)
@@ -109,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     model, default_size = resolve_model(args.model)
     model.eval()
+    others = OtherLoad()  # what other processes take of the machine while this one measures
     size = args.input_size or default_size or 224
     macs = analyze(model, (1, 3, size, size)).macs
     points = benchmark(
@@ -128,27 +134,8 @@ def run(args: argparse.Namespace) -> int:
         if device.type == "cuda"
         else f"{threads} thread(s)"
     )
-    table = Table(
-        title=f"{args.model} at {size}x{size}: {macs / 1e9:.3f} GMACs per image (1 MAC = one "
-        f"multiply-add), {where}",
-        caption="median and interquartile range over repeated blocks",
-    )
-    for column in ("batch", "dtype", "memory", "mode", "median ms", "IQR ms", "img/s", "GMAC/s"):
-        table.add_column(
-            column, justify="left" if column in ("dtype", "memory", "mode") else "right"
-        )
-    for p in points:
-        table.add_row(
-            str(p.batch),
-            p.dtype,
-            "NHWC" if p.channels_last else "NCHW",
-            "compile" if p.compiled else "eager",
-            f"{p.timing.median_ms:.2f}",
-            f"{p.timing.iqr_ms:.2f}",
-            f"{p.images_per_s:.1f}",
-            f"{macs * p.images_per_s / 1e9:.1f}",
-        )
-    console().print(table)
+    out = console()
+    out.print(_points_table(points, args.model, size, macs, where, args.repeats))
     result: dict[str, Any] = {
         "model": args.model,
         "input_size": size,
@@ -157,18 +144,37 @@ def run(args: argparse.Namespace) -> int:
         "environment": environment(threads),
         "points": [p.to_dict() for p in points],
     }
+    # The whole model at the first batch, fp32, NCHW, eager: measured once above and reused by
+    # the per-layer summary and the twin table, so one run shows one figure for it.
+    plain = next(
+        (
+            p.timing
+            for p in points
+            if p.batch == args.batch[0]
+            and p.dtype == "fp32"
+            and not p.channels_last
+            and not p.compiled
+        ),
+        None,
+    )
     if args.per_layer:
         ceilings = measure_ceilings(threads=args.threads, device=device)
         example = torch.randn(args.batch[0], 3, size, size, device=device)
         report = per_layer_latency(
-            model.to(device), example, ceilings=ceilings, threads=args.threads, progress=True
+            model.to(device),
+            example,
+            ceilings=ceilings,
+            threads=args.threads,
+            progress=True,
+            model_timing=plain,
         )
-        console().print(_layers_table(report))
-        console().print(_roofline_table(report))
+        out.print(_layers_table(report))
+        out.print(_roofline_table(report, reused=plain is not None))
         result["per_layer"] = report.to_dict()
         if args.plot is not None:
             plot_roofline(report.rows, ceilings, args.plot, title=f"{args.model} on the roofline")
-            console().print(f"roofline written to {args.plot}")
+            out.print(f"roofline written to {args.plot}")
+    twin = None
     if args.twin:
         twin = compare_twin(
             model,
@@ -177,117 +183,209 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             repeats=args.repeats,
             device=device,
+            separable_timing=plain,
         )
-        console().print(_twin_table(twin, args.batch[0]))
+        out.print(_twin_table(twin, reused=plain is not None))
         result["twin"] = twin.to_dict()
+    busy = others.note()
+    for line in busy_warnings(points, twin) + ([f"warning: {busy}"] if busy else []):
+        out.print(line, style="yellow", markup=False)
     if args.json is not None:
         write_json(args.json, result)
-        console().print(f"measurements written to {args.json}")
+        out.print(f"measurements written to {args.json}")
     return 0
 
 
-def _layers_table(report: PerLayerReport) -> Table:
-    """One row per convolution and linear layer: counted cost next to its measured time."""
-    from rich.table import Table
+def busy_warnings(points: list[LatencyPoint], twin: TwinComparison | None) -> list[str]:
+    """A warning per timing whose blocks disagree too much to trust its median."""
+    from sepconv.bench.timing import NOISY_SPREAD
 
-    table = Table(
-        title="counted cost next to measured time, per conv / linear layer "
-        "(1 MAC = one multiply-add; bytes: weights + activations read and written, fp32)",
-        caption="each layer timed alone on its captured input; bound and % of bound from the "
-        "roofline measured here",
+    timings = [(f"batch {p.batch} {p.dtype} {_mode(p)}", p.timing) for p in points]
+    if twin is not None:
+        timings.append(("the standard twin", twin.standard))
+    return [
+        f"warning: {name}: IQR {100 * t.spread:.0f}% of the median (more than "
+        f"{100 * NOISY_SPREAD:.0f}%): the machine looks busy; compare medians from a quiet run"
+        for name, t in timings
+        if t.noisy
+    ]
+
+
+def _mode(point: LatencyPoint) -> str:
+    return f"{'NHWC' if point.channels_last else 'NCHW'} {'compile' if point.compiled else 'eager'}"
+
+
+def _points_table(
+    points: list[LatencyPoint], model: str, size: int, macs: int, where: str, repeats: int
+) -> FitTable:
+    """The whole model per batch, dtype, memory format and mode."""
+    from sepconv.utils.tables import Column, FitTable
+
+    columns = [
+        Column("batch"),
+        Column("dtype", "left"),
+        Column("memory", "left", short="mem"),
+        Column("mode", "left"),
+        Column("median ms"),
+        Column("IQR ms"),
+        Column("img/s", drop=2),
+        Column("GFLOP/s", short="GF/s", drop=1),
+    ]
+    rows = [
+        [
+            str(p.batch),
+            p.dtype,
+            "NHWC" if p.channels_last else "NCHW",
+            "compile" if p.compiled else "eager",
+            f"{p.timing.median_ms:.2f}",
+            f"{p.timing.iqr_ms:.2f}",
+            f"{p.images_per_s:.1f}",
+            f"{2 * macs * p.images_per_s / 1e9:.1f}",
+        ]
+        for p in points
+    ]
+    return FitTable(
+        f"{model} at {size}x{size}, {where}",
+        columns,
+        rows,
+        caption=f"{macs / 1e9:.3f} GMACs per image (1 MAC = one multiply-add, FLOPs = 2 x "
+        f"MACs); median and interquartile range over {repeats} timed blocks",
     )
-    for column in (
-        "layer", "kind", "in -> out", "MMACs", "MB moved", "FLOP/B", "ms", "GMAC/s", "bound",
-        "% of bound",
-    ):  # fmt: skip
-        table.add_column(
-            column, justify="left" if column in ("layer", "kind", "bound") else "right"
-        )
+
+
+def _layers_table(report: PerLayerReport) -> FitTable:
+    """One row per convolution and linear layer: counted cost next to its measured time."""
+    from sepconv.utils.tables import Column, FitTable
+
+    columns = [
+        Column("layer", "left"),
+        Column("kind", "left", drop=3),
+        Column("in -> out", "left", drop=5),
+        Column("MMACs", drop=4),
+        Column("MB moved", short="MB"),
+        Column("FLOP/B", drop=2),
+        Column("ms"),
+        Column("GFLOP/s", short="GF/s"),
+        Column("bound", "left", drop=1),
+        Column("% of bound", short="%"),
+    ]
+    rows = []
     for row in report.rows:
         if row.cost is None or row.roofline is None:
             continue
+        point = row.roofline
         out = row.output_shape or ()
         shape_in = "x".join(map(str, row.input_shape[1:]))
         shape_out = "x".join(map(str, out[1:]))
-        table.add_row(
-            row.name,
-            row.cost.kind.removesuffix("_conv"),
-            f"{shape_in} -> {shape_out}",
-            f"{row.cost.macs / 1e6:.1f}",
-            f"{row.cost.bytes_moved / 1e6:.2f}",
-            f"{row.roofline.intensity:.1f}",
-            f"{row.timing.median_ms:.3f}",
-            f"{row.gmacs_per_s or 0.0:.1f}",
-            row.roofline.bound,
-            f"{100 * row.roofline.fraction_of_bound:.0f}",
+        rows.append(
+            [
+                row.name,
+                row.cost.kind.removesuffix("_conv"),
+                f"{shape_in} -> {shape_out}",
+                f"{row.cost.macs / 1e6:.1f}",
+                f"{row.cost.bytes_moved / 1e6:.2f}",
+                f"{point.intensity:.1f}",
+                f"{row.timing.median_ms:.3f}",
+                f"{point.achieved_gflops:.1f}",
+                point.bound + (" (c)" if point.level == "cache" else ""),
+                f"{100 * point.fraction_of_bound:.0f}" + ("*" if point.above_roof else ""),
+            ]
         )
-    return table
+    c = report.ceilings
+    notes = [
+        "each layer timed alone on its captured input; bytes: weights + activations read "
+        "and written once"
+    ]
+    if c is not None and c.cache_bandwidth_gbs is not None and c.cache_bytes is not None:
+        notes.append(
+            f"(c): bytes fit in the {c.cache_bytes / 2**20:.0f} MiB last-level cache, so the "
+            f"layer runs from it when repeated: held against the cache roof "
+            f"({c.cache_bandwidth_gbs:.1f} GB/s) instead of DRAM ({c.bandwidth_gbs:.1f} GB/s)"
+        )
+    above = {r[-2].split()[0] for r in rows if r[-1].endswith("*")}
+    if "memory" in above:
+        notes.append(
+            "* on a memory-bound layer: above its roof, as its data stayed in a cache closer "
+            "than the one measured (L1/L2)"
+        )
+    if "compute" in above:
+        notes.append(
+            "* on a compute-bound layer: faster than the matmul that measured the peak (taken "
+            "once, it comes out low on a busy machine or where the BLAS favours this shape)"
+        )
+    return FitTable(
+        "per layer: counted cost next to measured time", columns, rows, caption="\n".join(notes)
+    )
 
 
-def _roofline_table(report: PerLayerReport) -> Table:
+def _roofline_table(report: PerLayerReport, *, reused: bool) -> FitTable:
     """Summarise placed layers per kind: count, share of time, bound, median fraction of bound."""
     from statistics import median
 
-    from rich.table import Table
-
+    from sepconv.utils.tables import Column, FitTable
     from sepconv.utils.validation import invalid
 
     c = report.ceilings
     if c is None:
         raise invalid("report", "one with ceilings", report.ceilings)
-    table = Table(
-        title=f"per layer, batch {report.rows[0].input_shape[0]}: roofline peak "
-        f"{c.peak_gflops:.1f} GFLOP/s, {c.bandwidth_gbs:.1f} GB/s, ridge {c.ridge:.1f} FLOP/byte",
-        caption=f"sum of isolated layers {report.layers_total_s * 1e3:.1f} ms vs whole model "
-        f"{report.model_timing.median_ms:.1f} ms (coverage {report.coverage:.2f})",
-    )
-    for column in (
-        "kind",
-        "layers",
-        "time %",
-        "memory-bound",
-        "compute-bound",
-        "median % of bound",
-    ):
-        table.add_column(column, justify="left" if column == "kind" else "right")
     kinds: dict[str, list[Any]] = {}
     for row in report.rows:
         kinds.setdefault(row.cost.kind if row.cost else "not counted", []).append(row)
-    for kind, rows in kinds.items():
-        placed = [r.roofline for r in rows if r.roofline is not None]
-        share = sum(r.timing.median_s for r in rows) / report.layers_total_s
-        table.add_row(
-            kind,
-            str(len(rows)),
-            f"{100 * share:.1f}",
-            str(sum(p.bound == "memory" for p in placed)) if placed else "-",
-            str(sum(p.bound == "compute" for p in placed)) if placed else "-",
-            f"{100 * median(p.fraction_of_bound for p in placed):.1f}" if placed else "-",
+    rows = []
+    for kind, layer_rows in kinds.items():
+        placed = [r.roofline for r in layer_rows if r.roofline is not None]
+        share = sum(r.timing.median_s for r in layer_rows) / report.layers_total_s
+        rows.append(
+            [
+                kind,
+                str(len(layer_rows)),
+                f"{100 * share:.1f}",
+                str(sum(p.bound == "memory" for p in placed)) if placed else "-",
+                str(sum(p.bound == "compute" for p in placed)) if placed else "-",
+                f"{100 * median(p.fraction_of_bound for p in placed):.1f}" if placed else "-",
+            ]
         )
-    return table
+    columns = [
+        Column("kind", "left"),
+        Column("layers"),
+        Column("time %"),
+        Column("memory-bound", short="mem"),
+        Column("compute-bound", short="comp"),
+        Column("median % of bound", short="med %"),
+    ]
+    cache = f", cache {c.cache_bandwidth_gbs:.1f} GB/s" if c.cache_bandwidth_gbs is not None else ""
+    whole = "the same timing as the first table" if reused else "timed after the layers"
+    return FitTable(
+        f"per kind, batch {report.rows[0].input_shape[0]}",
+        columns,
+        rows,
+        caption=f"roofline: peak {c.peak_gflops:.1f} GFLOP/s, DRAM {c.bandwidth_gbs:.1f} GB/s"
+        f"{cache}, ridge {c.ridge:.1f} FLOP/byte (FLOP = 2 MACs)\n"
+        f"sum of isolated layers {report.layers_total_s * 1e3:.1f} ms vs whole model "
+        f"{report.model_timing.median_ms:.1f} ms ({whole}); coverage {report.coverage:.2f}",
+    )
 
 
-def _twin_table(twin: TwinComparison, batch: int) -> Table:
+def _twin_table(twin: TwinComparison, *, reused: bool) -> FitTable:
     """The model next to its standard twin: counted MACs, measured time, and both ratios."""
-    from rich.table import Table
+    from sepconv.utils.tables import Column, FitTable
 
-    table = Table(
-        title=f"{twin.label} vs its standard-conv twin ({twin.pairs} depthwise+pointwise pairs "
-        "made standard convs)",
-        caption="fewer MACs is not the same as faster: compare the two ratios",
+    rows = [
+        [name, f"{macs / 1e9:.3f}", f"{timing.median_ms:.2f}", f"{timing.iqr_ms:.2f}"]
+        for name, macs, timing in (
+            ("separable", twin.separable_macs, twin.separable),
+            ("standard twin", twin.standard_macs, twin.standard),
+        )
+    ]
+    rows.append(
+        ["standard / separable", f"{twin.mac_ratio:.2f}x", f"{twin.latency_ratio:.2f}x", ""]
     )
-    for column in ("version", "GMACs", "median ms", "IQR ms"):
-        table.add_column(column, justify="left" if column == "version" else "right")
-    for name, macs, timing in (
-        ("separable", twin.separable_macs, twin.separable),
-        ("standard twin", twin.standard_macs, twin.standard),
-    ):
-        table.add_row(name, f"{macs / 1e9:.3f}", f"{timing.median_ms:.2f}", f"{timing.iqr_ms:.2f}")
-    table.add_row(
-        "ratio standard / separable",
-        f"{twin.mac_ratio:.2f}x",
-        f"{twin.latency_ratio:.2f}x",
-        "",
-        style="bold",
+    separable = "the first table's timing" if reused else "timed here"
+    return FitTable(
+        f"{twin.label} vs its standard-conv twin",
+        [Column("version", "left"), Column("GMACs"), Column("median ms"), Column("IQR ms")],
+        rows,
+        caption=f"{twin.pairs} depthwise+pointwise pairs made standard convs; separable: "
+        f"{separable}, twin timed with the same settings. Fewer MACs is not the same as "
+        "faster: compare the two ratios",
     )
-    return table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
@@ -29,20 +29,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     choice.add_argument("--energy", type=float, help="retained singular-value energy in (0, 1]")
     parser.add_argument("--skip", nargs="*", default=[], help="module-name patterns to keep")
     parser.add_argument(
-        "--input-size", type=int, nargs=2, default=[224, 224], metavar=("H", "W"),
+        "--input-size",
+        type=int,
+        nargs=2,
+        default=[224, 224],
+        metavar=("H", "W"),
         help="image size at which MACs are counted",
-    )  # fmt: skip
+    )
     parser.add_argument("--output", type=Path, help="write the converted state dict here")
     parser.add_argument("--report", type=Path, help="write the conversion report as JSON here")
     parser.add_argument(
-        "--finetune-epochs", type=int, default=0,
+        "--finetune-epochs",
+        type=int,
+        default=0,
         help="epochs of distillation from the original through sepconv's Trainer (default: 0)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--data", default="fashion-mnist",
+        "--data",
+        default="fashion-mnist",
         help="fine-tuning data: fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | imagefolder:DIR"
         " (image folders are resized to --input-size; default: fashion-mnist)",
-    )  # fmt: skip
+    )
     parser.add_argument("--batch-size", type=int, default=128, help="fine-tuning batch size")
     parser.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate")
     parser.add_argument("--temperature", type=float, default=4.0, help="distillation T")
@@ -56,18 +63,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sepconv.cli._console import console
     from sepconv.convert import separabilize
-    from sepconv.models import create_model, load_weights
-    from sepconv.models.modelfile import ModelRecord, write_model_file
+    from sepconv.modelfile.format import write_model_file
+    from sepconv.modelfile.record import ModelRecord
+    from sepconv.modelfile.weights import load_weights
+    from sepconv.models import create_model
     from sepconv.utils.devices import check_device
     from sepconv.utils.files import check_writable, write_json
-    from sepconv.utils.validation import non_negative_int
+    from sepconv.utils.validation import (
+        MAX_SIDE,
+        bounded_int,
+        finite_number,
+        non_negative_int,
+        positive_int,
+    )
 
+    inputs = {"--weights": args.weights}
     for flag, path in (("--output", args.output), ("--report", args.report)):
         if path is not None:
-            check_writable(path, flag)
+            check_writable(path, flag, inputs=inputs)
+            inputs[flag] = path
     if args.device is not None:
         check_device(args.device, "--device")
     non_negative_int("--finetune-epochs", args.finetune_epochs)
+    for side in args.input_size:
+        bounded_int("--input-size", side, 1, MAX_SIDE)
+    if args.finetune_epochs:
+        # Named as typed: the training config would name them distill_temperature, ...
+        finite_number("--temperature", args.temperature, low=0, low_inclusive=False)
+        finite_number("--alpha", args.alpha, low=0, high=1)
+        finite_number("--lr", args.lr, low=0, low_inclusive=False)
+        positive_int("--batch-size", args.batch_size)
     original = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans)
     if args.weights is not None:
         load_weights(original, args.weights)
@@ -81,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
 
     summary = report.to_dict()
     summary.update(model=args.model, finetune_epochs=args.finetune_epochs)
+    trained: dict[str, Any] = {}
     if args.finetune_epochs:
-        summary["accuracy"] = _finetune(model, original, args)
+        summary["accuracy"], trained = _finetune(model, original, args)
         out.print(
             "test accuracy: original {original:.4f}, converted {converted:.4f}, "
             "after fine-tuning {finetuned:.4f}".format(**summary["accuracy"])
@@ -103,14 +129,24 @@ def run(args: argparse.Namespace) -> int:
             original,
             decoupled={layer.name: layer.rank for layer in report.layers},
             provenance=provenance,
+            **trained,
         )
         write_model_file(args.output, model.state_dict(), record)
         out.print(f"wrote {args.output}")
     return 0
 
 
-def _finetune(model: nn.Module, teacher: nn.Module, args: argparse.Namespace) -> dict[str, float]:
-    """Distil ``teacher`` into ``model`` in place with the Trainer; test accuracy before/after."""
+def _finetune(
+    model: nn.Module, teacher: nn.Module, args: argparse.Namespace
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Distil ``teacher`` into ``model`` in place with the Trainer.
+
+    Returns:
+        The test accuracy before and after, and what the converted model's record keeps of the
+        fine-tune, as ``sepconv train`` records its weights: the normalisation the model was
+        trained with (the training images' :func:`~sepconv.data.channel_stats`, as the Trainer
+        computes them), the classes, the config and which weights these are.
+    """
     import torch
 
     from sepconv.data import default_augment, load_dataset
@@ -153,4 +189,11 @@ def _finetune(model: nn.Module, teacher: nn.Module, args: argparse.Namespace) ->
         teacher=teacher,
     )
     history = trainer.fit()
-    return {**before, "finetuned": float(history[-1]["test_acc"])}
+    trained = {
+        "mean": tuple(mean),
+        "std": tuple(std),
+        "classes": tuple(train.classes),
+        "config": config.to_dict(),
+        "source": "model",  # the file holds the fine-tuned model itself (no weight average)
+    }
+    return {**before, "finetuned": float(history[-1]["test_acc"])}, trained

@@ -27,35 +27,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.table import Table
     from torch import nn
 
     from sepconv.cli._console import console
     from sepconv.layers import DepthwiseSeparableConv2d
+    from sepconv.utils.tables import Column, FitTable
+    from sepconv.utils.validation import MAX_SIDE, bounded_int
 
-    k = args.kernel_size
-    table = Table(
-        title=f"Standard vs depthwise-separable {k}x{k} conv, stride 1",
-        caption="MACs: multiply-adds (FLOPs = 2 x MACs); weights only, no bias or norm",
-    )
-    columns = ("layer", "std params", "sep params", "std MACs", "sep MACs", "ratio", "1/C_out+1/K²")
-    for column in columns:
-        table.add_column(column, justify="right", no_wrap=True)
+    k = bounded_int("--kernel-size", args.kernel_size, 1, MAX_SIDE)
+    columns = [
+        Column("layer", "left"),
+        Column("std params", short="std P", drop=1),
+        Column("sep params", short="sep P", drop=1),
+        Column("std MACs"),
+        Column("sep MACs"),
+        Column("ratio"),
+        Column("1/C_out+1/K²", drop=2),
+    ]
+    rows = []
     for c_in, c_out, size in EXAMPLE_LAYERS:
         standard = nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False)
         separable = DepthwiseSeparableConv2d(c_in, c_out, k, norm=None, act=None)
         std_params = standard.weight.numel()
-        sep_params = separable.conv_dw.weight.numel() + separable.conv_pw.weight.numel()
+        # weights only, as the closed form counts them (the pointwise conv carries a bias
+        # when there is no norm)
+        sep_params = sum(p.numel() for n, p in separable.named_parameters() if n.endswith("weight"))
         # at stride 1 with "same" padding every weight is used once per output position
         positions = size * size
-        table.add_row(
-            f"{c_in}->{c_out} @{size}",
-            f"{std_params:,}",
-            f"{sep_params:,}",
-            f"{std_params * positions / 1e6:,.1f}M",
-            f"{sep_params * positions / 1e6:,.1f}M",
-            f"{std_params / sep_params:.1f}x",
-            f"1/{1 / (1 / c_out + 1 / k**2):.2f}",
+        rows.append(
+            [
+                f"{c_in}->{c_out} @{size}",
+                f"{std_params:,}",
+                f"{sep_params:,}",
+                f"{std_params * positions / 1e6:,.1f}M",
+                f"{sep_params * positions / 1e6:,.1f}M",
+                f"{std_params / sep_params:.1f}x",
+                f"1/{1 / (1 / c_out + 1 / k**2):.2f}",
+            ]
         )
-    console().print(table)
+    console().print(
+        FitTable(
+            f"Standard vs depthwise-separable {k}x{k} conv, stride 1",
+            columns,
+            rows,
+            caption="MACs: multiply-adds (FLOPs = 2 x MACs); weights only, no bias or norm",
+        )
+    )
     return 0

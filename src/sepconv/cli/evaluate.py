@@ -14,10 +14,12 @@ if TYPE_CHECKING:
     from torch import nn
 
     from sepconv.data import ImageDataset
-    from sepconv.models.modelfile import ModelRecord
+    from sepconv.modelfile.record import ModelRecord
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from sepconv.deploy.runtime import backend_choices, precision_choices
+
     parser = subparsers.add_parser(
         "evaluate",
         help="accuracy, per-class accuracy and confusion matrix of trained weights",
@@ -38,13 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--backend",
-        choices=("auto", "eager", "compile", "onnxruntime", "openvino"),
+        choices=backend_choices("cpu"),
         default=None,
         help="also evaluate the model compiled for inference on this backend (CPU)",
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "bf16", "auto"),
+        choices=precision_choices("cpu"),
         default="fp32",
         help="with --backend: what it may compute in (bf16 where the CPU has it natively); "
         "auto: build fp32, bf16 and int8, measure each one's top-1 agreement with eager fp32 "
@@ -56,26 +58,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.table import Table
 
-    from sepconv.cli._calibration import calibration_images, check_flags
+    from sepconv.cli._calibration import check_flags
     from sepconv.cli._console import console
     from sepconv.cli._model import trained_model
     from sepconv.data import channel_stats, load_dataset
+    from sepconv.deploy import calibration_images
     from sepconv.models.options import small_input_for
     from sepconv.train import evaluate, plot_confusion_matrix
     from sepconv.utils.devices import check_device
     from sepconv.utils.files import check_writable, write_json
-    from sepconv.utils.validation import invalid, positive_int
+    from sepconv.utils.tables import Column, FitTable
+    from sepconv.utils.validation import (
+        MAX_SIDE,
+        bounded_int,
+        invalid,
+        positive_int,
+        thread_count,
+    )
 
+    inputs = {"--weights": args.weights}
     for flag, path in (("--plot", args.plot), ("--json", args.json)):
         if path is not None:
-            check_writable(path, flag)
+            check_writable(path, flag, inputs=inputs)
+            inputs[flag] = path
     check_device(args.device, "--device")
     positive_int("--batch-size", args.batch_size)
     if args.threads is not None:
-        positive_int("--threads", args.threads)
-    positive_int("--image-size", args.image_size)
+        thread_count("--threads", args.threads)
+    bounded_int("--image-size", args.image_size, 1, MAX_SIDE)
     min_agreement = check_flags(args)
     if args.precision == "auto" and args.backend is None:
         raise invalid("--precision", "'auto' only with --backend", args.precision)
@@ -133,18 +144,22 @@ def run(args: argparse.Namespace) -> int:
         std=norm["std"],
         batch_size=args.batch_size,
         device=args.device,
+        progress=True,
     )
-    table = Table(
-        title=f"{args.model} on {args.data} ({args.split}): accuracy {result.accuracy:.4f}"
+    rows = [
+        [name, f"{acc:.4f}", str(count)]
+        for name, acc, count in zip(
+            result.classes, result.per_class_accuracy, result.confusion.sum(1).tolist(), strict=True
+        )
+    ]
+    console().print(
+        FitTable(
+            "accuracy per class",
+            [Column("class", "left"), Column("accuracy"), Column("images")],
+            rows,
+            caption=f"{args.model} on {args.data} ({args.split}): accuracy {result.accuracy:.4f}",
+        )
     )
-    table.add_column("class")
-    table.add_column("accuracy", justify="right")
-    table.add_column("images", justify="right")
-    for name, acc, count in zip(
-        result.classes, result.per_class_accuracy, result.confusion.sum(1).tolist(), strict=True
-    ):
-        table.add_row(name, f"{acc:.4f}", str(count))
-    console().print(table)
     if args.plot:
         plot_confusion_matrix(result, args.plot)
     metrics: dict[str, Any] = result.to_dict()

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from sepconv.models.modelfile import ModelRecord
+    from sepconv.modelfile.record import ModelRecord
 
 FORMATS = ("onnx",)
 CHECK_IMAGES = 8  # test images of --check-data; batch b is checked on the first b
@@ -37,48 +37,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, help="output file (default: ./MODEL.onnx)")
     parser.add_argument("--weights", type=Path, help=".safetensors/.pt/.pth weights to load")
     parser.add_argument(
-        "--input-size", type=int, metavar="S",
+        "--input-size",
+        type=int,
+        metavar="S",
         help="input side in pixels (default: the registered model's resolution, else 224)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--in-chans", type=int,
+        "--in-chans",
+        type=int,
         help="input channels (default: the weights' own when sepconv wrote them, else 3)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--num-classes", type=int, help="classes of a registered model (default: its own, 1000)"
     )
     parser.add_argument(
-        "--small-input", action="store_true",
+        "--small-input",
+        action="store_true",
         help="build a registered model for 28-64 px inputs (overall stride 8)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--no-fold-bn", dest="fold_bn", action="store_false", help="keep BatchNorms as such"
     )
     parser.add_argument(
-        "--static-batch", dest="dynamic_batch", action="store_false",
+        "--static-batch",
+        dest="dynamic_batch",
+        action="store_false",
         help="fix the batch axis to 1 instead of leaving it dynamic",
-    )  # fmt: skip
+    )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 18 (default: 18)")
     parser.add_argument(
-        "--check-data", metavar="SPEC",
+        "--check-data",
+        metavar="SPEC",
         help="check on the first 8 test images of fashion-mnist[:DIR] | cifar10:DIR | "
         "cifar100:DIR | imagefolder:DIR instead of random noise, normalised as in the weights' "
         "training (`sepconv train` records it) or by the images' own statistics: for trained "
         "models, on which noise can be ill-conditioned",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--precision", choices=("fp32", "auto"), default="fp32",
+        "--precision",
+        choices=("fp32", "auto"),
+        default="fp32",
         help="auto: after the export, build the model for CPU inference in fp32, bf16 (where "
         "the CPU has it) and int8, measure each one's top-1 agreement with eager fp32 on "
         "--calib-data and report the fastest that reaches --min-agreement; when that is int8, "
         "also write its file, OUTPUT with .int8.onnx",
-    )  # fmt: skip
+    )
     add_flags(parser)
     parser.add_argument(
-        "--threads", type=int, metavar="N",
+        "--threads",
+        type=int,
+        metavar="N",
         help="with --precision auto: CPU threads the candidates are built and timed with, as "
         "the model will run (default: PyTorch's intra-op thread count)",
-    )  # fmt: skip
+    )
     parser.set_defaults(func=run)
 
 
@@ -86,7 +97,8 @@ def _build(args: argparse.Namespace) -> tuple[nn.Module, str, int | None, ModelR
     """The model, its display name, its registered input side (``None`` for user models) and,
     for weights sepconv wrote, their record (the model is then built from it, weights loaded)."""
     from sepconv.cli._model import is_model_file, resolve_model, trained_model
-    from sepconv.models import create_model, get_model_info, load_weights
+    from sepconv.modelfile.weights import load_weights
+    from sepconv.models import create_model, get_model_info
     from sepconv.utils.validation import invalid
 
     if ":" in args.model and (args.num_classes is not None or args.small_input):
@@ -154,30 +166,40 @@ def _check_images(
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from sepconv.cli._calibration import calibration_images, check_flags
+    from sepconv.cli._calibration import check_flags
     from sepconv.cli._console import console
-    from sepconv.deploy import ExportError, export_onnx, fuse
-    from sepconv.utils.files import check_writable
-    from sepconv.utils.validation import invalid, positive_int
+    from sepconv.deploy import ExportError, calibration_images, export_onnx, fuse
+    from sepconv.deploy.onnx import check_opset
+    from sepconv.utils.files import check_writable, existing_file
+    from sepconv.utils.validation import (
+        MAX_SIDE,
+        bounded_int,
+        invalid,
+        positive_int,
+        thread_count,
+    )
 
     if args.in_chans is not None:
         positive_int("--in-chans", args.in_chans)
     if args.input_size is not None:
-        positive_int("--input-size", args.input_size)
+        bounded_int("--input-size", args.input_size, 1, MAX_SIDE)
     display = args.model.rpartition(":")[2].rpartition(".")[2]
+    if args.weights is not None:
+        existing_file(args.weights, "--weights", (".safetensors", ".pt", ".pth"))
     output = check_writable(
-        args.output if args.output is not None else Path(f"{display}.onnx"), "--output"
+        args.output if args.output is not None else Path(f"{display}.onnx"),
+        "--output",
+        inputs={"--weights": args.weights},
     )
-    if args.weights is not None and not args.weights.is_file():
-        raise invalid("--weights", "an existing weights file", str(args.weights))
+    check_opset(args.opset)
     min_agreement = check_flags(args)
     if args.threads is not None:
         if args.precision != "auto":
             raise invalid("--threads", "nothing unless --precision auto", args.threads)
-        positive_int("--threads", args.threads)
+        thread_count("--threads", args.threads)
     int8_output = output.with_suffix(".int8.onnx")
     if args.precision == "auto":
-        check_writable(int8_output, "--output")
+        check_writable(int8_output, "--output", inputs={"--weights": args.weights})
     model, name, default_size, record = _build(args)
     recorded_chans = record.kwargs.get("in_chans") if record is not None else None
     in_chans = int(args.in_chans or recorded_chans or 3)

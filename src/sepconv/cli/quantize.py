@@ -14,11 +14,11 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-# The ops that are ONNX Runtime's int8 kernels.
-_INT8_OPS = ("QLinearConv", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QGemm", "MatMulInteger")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from sepconv.deploy.quantize import DEFAULT_QUANTIZER, QUANTIZERS
+    from sepconv.deploy.registry import DEFAULT_ONNX_BACKEND, int8_runtimes
+
     parser = subparsers.add_parser(
         "quantize",
         help="int8 post-training quantization with calibration on real images",
@@ -32,41 +32,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="registry name or module:attr")
     parser.add_argument(
-        "--calib-data", required=True,
+        "--calib-data",
+        required=True,
         help="calibration images: fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | "
         "imagefolder:DIR (the training split; the test split is used for the check)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--weights", type=Path,
+        "--weights",
+        type=Path,
         help="weights: model.safetensors from `sepconv train`, or torchvision/timm/sepconv "
         "weights for a registered model",
-    )  # fmt: skip
+    )
     parser.add_argument("--output", type=Path, help="int8 ONNX file (default: ./MODEL.int8.onnx)")
     parser.add_argument(
         "--num-samples", type=int, default=256, help="calibration images (default: 256)"
     )
     parser.add_argument(
-        "--per-tensor", dest="per_channel", action="store_false",
+        "--per-tensor",
+        dest="per_channel",
+        action="store_false",
         help="one weight scale per tensor instead of per output channel",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--reduce-range", choices=("auto", "on", "off"), default="auto",
+        "--reduce-range",
+        choices=("auto", "on", "off"),
+        default="auto",
         help="7-bit weights (with --quantizer nncf: its overflow fix on every layer); auto: on "
         "for x86 CPUs without VNNI, whose int8 kernels saturate 8-bit weights (default: auto)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
-        help="runtime the file is for and the check runs on (default: onnxruntime)",
-    )  # fmt: skip
+        "--backend",
+        choices=[row.name for row in int8_runtimes()],
+        default=DEFAULT_ONNX_BACKEND,
+        help=f"runtime the file is for and the check runs on (default: {DEFAULT_ONNX_BACKEND})",
+    )
     parser.add_argument(
-        "--quantizer", choices=("onnxruntime", "nncf"), default="onnxruntime",
+        "--quantizer",
+        choices=QUANTIZERS,
+        default=DEFAULT_QUANTIZER,
         help="who places the int8 ops: ONNX Runtime's quantize_static, or NNCF, whose file "
-        "OpenVINO runs faster on EfficientNet (default: onnxruntime)",
-    )  # fmt: skip
+        f"OpenVINO runs faster on EfficientNet (default: {DEFAULT_QUANTIZER})",
+    )
     parser.add_argument(
-        "--eval-samples", type=int, default=None,
+        "--eval-samples",
+        type=int,
+        default=None,
         help="test images of the check (default: all; 0 skips the check)",
-    )  # fmt: skip
+    )
     parser.add_argument("--batch-size", type=int, default=100, help="batch of the check")
     parser.add_argument("--image-size", type=int, default=32, help="image-folder resize side")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
@@ -79,11 +91,12 @@ def _load(
 ) -> tuple[nn.Module, Sequence[float] | None, Sequence[float] | None]:
     """The fp32 model in eval mode and the normalisation it was trained with (if known)."""
     from sepconv.cli._model import is_model_file, resolve_model, trained_model
-    from sepconv.models import load_weights
+    from sepconv.modelfile.weights import load_weights
+    from sepconv.utils.files import existing_file
 
     weights: Path | None = args.weights
-    if weights is not None and not weights.is_file():
-        raise FileNotFoundError(f"Weights file {weights} does not exist.")
+    if weights is not None:
+        existing_file(weights, "--weights", (".safetensors", ".pt", ".pth"))
     if weights is not None and is_model_file(weights):
         # Written by sepconv: it knows its architecture and, from training, its normalisation.
         model, record = trained_model(args.model, weights)
@@ -103,21 +116,31 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.deploy import ExportError
     from sepconv.deploy.agreement import compare_top1
     from sepconv.deploy.quantize import Quantizer, needs_reduce_range, prepare_images, quantize
-    from sepconv.deploy.runtime_ops import openvino_layers, quantized_ops
+    from sepconv.deploy.registry import int8_report
     from sepconv.utils.files import check_writable, write_json
-    from sepconv.utils.validation import non_negative_int, positive_int
+    from sepconv.utils.validation import (
+        MAX_SIDE,
+        bounded_int,
+        non_negative_int,
+        positive_int,
+        thread_count,
+    )
 
+    report = int8_report(args.backend, argument="--backend")
     positive_int("--num-samples", args.num_samples)
     positive_int("--batch-size", args.batch_size)
+    bounded_int("--image-size", args.image_size, 1, MAX_SIDE)
     if args.threads is not None:
-        positive_int("--threads", args.threads)
+        thread_count("--threads", args.threads)
     if args.eval_samples is not None:
         non_negative_int("--eval-samples", args.eval_samples)
     output = check_writable(
-        args.output or Path(f"{args.model.rpartition(':')[2]}.int8.onnx"), "--output"
+        args.output or Path(f"{args.model.rpartition(':')[2]}.int8.onnx"),
+        "--output",
+        inputs={"--weights": args.weights},
     )
     if args.json is not None:
-        check_writable(args.json, "--json")
+        check_writable(args.json, "--json", inputs={"--weights": args.weights, "--output": output})
     model, mean, std = _load(args)
     train = load_dataset(args.calib_data, "train", image_size=args.image_size)
     if mean is None or std is None:
@@ -147,8 +170,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"sepconv quantize: error: {err}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - start
-    # What the backend runs: ONNX Runtime's fused ops, or OpenVINO's layers and precisions.
-    ops = quantized_ops(output) if args.backend == "onnxruntime" else openvino_layers(output)
+    # What the backend runs (ONNX Runtime's fused ops, OpenVINO's layers and precisions).
+    ops = report.count(output)
 
     summary: dict[str, Any] = {
         "command": " ".join(["sepconv", *sys.argv[1:]]),
@@ -163,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         "per_channel": args.per_channel,
         "reduce_range": seven_bit,
         "normalization": {"mean": list(mean), "std": list(std)},
-        "ops_after_fusion" if args.backend == "onnxruntime" else "openvino_layers": ops,
+        report.key: ops,
         "max_rel_error_first_batch": int8.max_rel_error,
         "seconds": seconds,
     }
@@ -175,10 +198,7 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("quantizer", f"{quantizer}, for {args.backend}")
     weights = "per channel" if args.per_channel else "per tensor"
     table.add_row("weights", f"int8, {weights}" + (", 7-bit range" if seven_bit else ""))
-    if args.backend == "onnxruntime":
-        is_int8 = {op: op in _INT8_OPS for op in ops}
-    else:
-        is_int8 = {op: op.endswith((" i8", " u8")) for op in ops}
+    is_int8 = {op: report.is_int8(op) for op in ops}
     int8_ops = ", ".join(f"{op} x{n}" for op, n in ops.items() if is_int8[op])
     table.add_row(f"int8 kernels ({args.backend})", int8_ops or "none")
     float_ops = {k: v for k, v in ops.items() if not is_int8[k]}

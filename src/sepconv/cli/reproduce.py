@@ -9,21 +9,27 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the config module loads torch: only when the command runs
     from sepconv.reproduce.config import ReproduceConfig
+    from sepconv.utils.tables import Column
 
-PLAN_COLUMNS = (
-    "row",
-    "params",
-    "MACs",
-    "runs (done/partial/todo)",
-    "epochs",
-    "steps/run",
-    "first step s",
-    "s/step",
-    "eval s",
-    "min/run",
-    "min pending",
-    "changes",
-)
+
+def _plan_columns() -> list[Column]:
+    """The plan table's columns; the least needed give way first in a narrow terminal."""
+    from sepconv.utils.tables import Column
+
+    return [
+        Column("row", "left"),
+        Column("twin", "left", drop=7),
+        Column("params", drop=3),
+        Column("MACs", drop=2),
+        Column("runs (done/partial/todo)", short="runs d/p/t"),
+        Column("epochs", short="ep"),
+        Column("steps/run", short="steps", drop=4),
+        Column("first step s", short="1st s", drop=5),
+        Column("s/step"),
+        Column("eval s", drop=6),
+        Column("min/run", short="min"),
+        Column("min pending", short="pending"),
+    ]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -139,16 +145,32 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Every number of the command line, in range, before the config is read or a run starts."""
+    from sepconv.reproduce.checks import MAX_SEEDS
+    from sepconv.utils.validation import bounded_int, positive_int, thread_count
+
+    if args.seeds is not None:
+        bounded_int("--seeds", args.seeds, 1, MAX_SEEDS)
+    for flag, value in (("--threads", args.threads), ("--jobs", args.jobs)):
+        if value is not None:
+            thread_count(flag, value)
+    for flag, value in (("--max-steps", args.max_steps), ("--epochs", args.epochs)):
+        if value is not None:
+            positive_int(flag, value)
+    bounded_int("--time-steps", args.time_steps, 0, 1000)
+
+
 def _minutes(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f}"
 
 
 def _plan(args: argparse.Namespace, config: ReproduceConfig, runs_dir: Path) -> int:
     """``--dry-run``: print the plan with each row's cost and measured step time."""
-    from rich.table import Table
 
     from sepconv.cli._console import console
     from sepconv.reproduce.plan import dry_run, split_threads
+    from sepconv.utils.tables import FitTable
     from sepconv.utils.validation import invalid
 
     device = args.device or config.device
@@ -164,33 +186,43 @@ def _plan(args: argparse.Namespace, config: ReproduceConfig, runs_dir: Path) -> 
         time_steps=args.time_steps,
         device=device,
     )
-    table = Table(
-        title=f"{config.name}: plan ({runs_dir}), step times measured at {threads} "
-        f"thread(s) on {_device_name(device)}"
-    )
-    for column in PLAN_COLUMNS:
-        table.add_column(column, justify="left" if column in ("row", "changes") else "right")
+    rows = []
+    changed = []
     total = 0.0
     for entry in entries:
         counts = "/".join(str(entry.statuses.count(s)) for s in ("done", "partial", "todo"))
-        changes = ", ".join(f"{k}={v}" for k, v in entry.row.changes.items())
-        table.add_row(
-            entry.row.name + (f" ({entry.row.twin} twin)" if entry.row.twin else ""),
-            f"{entry.cost.params:,}",
-            f"{entry.cost.macs / 1e6:,.1f}M",
-            counts,
-            str(entry.row.recipe.epochs),
-            str(entry.steps_per_run),
-            "-" if entry.first_s is None else f"{entry.first_s:.2f}",
-            "-" if entry.step_s is None else f"{entry.step_s:.4f}",
-            "-" if entry.eval_s is None else f"{entry.eval_s:.2f}",
-            _minutes(entry.run_s),
-            _minutes(entry.pending_s),
-            changes or "-",
+        rows.append(
+            [
+                entry.row.name,
+                entry.row.twin or "-",
+                f"{entry.cost.params:,}",
+                f"{entry.cost.macs / 1e6:,.1f}M",
+                counts,
+                str(entry.row.recipe.epochs),
+                str(entry.steps_per_run),
+                "-" if entry.first_s is None else f"{entry.first_s:.2f}",
+                "-" if entry.step_s is None else f"{entry.step_s:.4f}",
+                "-" if entry.eval_s is None else f"{entry.eval_s:.2f}",
+                _minutes(entry.run_s),
+                _minutes(entry.pending_s),
+            ]
         )
+        if entry.row.changes:
+            changes = ", ".join(f"{k}={v}" for k, v in entry.row.changes.items())
+            changed.append(f"  {entry.row.name}: {changes}")
         total += entry.pending_s or 0.0
     out = console()
-    out.print(table)
+    out.print(
+        FitTable(
+            f"{config.name}: plan",
+            _plan_columns(),
+            rows,
+            caption=f"runs in {runs_dir}; step times measured at {threads} thread(s) on "
+            f"{_device_name(device)}",
+        )
+    )
+    if changed:
+        out.print("Rows that change the recipe:\n" + "\n".join(changed), markup=False)
     if args.time_steps:
         out.print(
             f"Estimated training time of the pending runs: {total / 60:.1f} min at "
@@ -207,7 +239,7 @@ def _plan(args: argparse.Namespace, config: ReproduceConfig, runs_dir: Path) -> 
     if args.plan_json:
         from sepconv.utils.files import write_json
 
-        rows = [
+        plan_rows = [
             {
                 "row": entry.row.name,
                 "params": entry.cost.params,
@@ -230,7 +262,7 @@ def _plan(args: argparse.Namespace, config: ReproduceConfig, runs_dir: Path) -> 
                 "device": _device_name(device),
                 "jobs": jobs,
                 "threads_per_run": threads,
-                "rows": rows,
+                "rows": plan_rows,
                 "pending_s": total if args.time_steps else None,
                 "wall_s_if_jobs_keep_step_times": total / jobs if args.time_steps else None,
             },
@@ -251,11 +283,13 @@ def _device_name(device: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from sepconv.cli._console import console
     from sepconv.reproduce.config import load_config
+    from sepconv.reproduce.guard import check_results_writable
     from sepconv.reproduce.runs import plan_runs
     from sepconv.reproduce.sweep import check_results_kept, run_sweep
     from sepconv.reproduce.variants import smoke_config, with_epochs
     from sepconv.utils.devices import check_device
 
+    _check_numbers(args)
     config = load_config(args.config)
     # Before any data is read: `--device cuda` on a machine without a GPU is a one-line error.
     check_device(args.device or config.device, "--device")
@@ -265,13 +299,16 @@ def run(args: argparse.Namespace) -> int:
         config = smoke_config(config)
     runs_dir = Path(args.runs_dir or f"runs/reproduce/{config.name}")
     out_dir = Path(args.out or f"results/{config.name}")
-    if args.dry_run:
-        return _plan(args, config, runs_dir)
     from sepconv.utils.files import check_writable
 
+    if args.dry_run:
+        if args.plan_json:
+            check_writable(args.plan_json, "--plan-json")
+        return _plan(args, config, runs_dir)
     # Hours of training must not end in a folder that cannot be written.
     check_writable(runs_dir, "--runs-dir", is_dir=True)
     check_writable(out_dir, "--out", is_dir=True)
+    check_results_writable(out_dir, "--out")
     if not args.overwrite:
         runs = plan_runs(config, runs_dir, only=args.only, seeds=args.seeds)
         check_results_kept(config, runs, runs_dir, out_dir, args.seeds, ("--out", "--overwrite"))

@@ -7,6 +7,7 @@ nccl on CUDA; ``--batch-size`` is the global batch).
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sepconv.train.config import TrainConfig
 
@@ -48,7 +49,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="continue from a checkpoint (default: OUT/last.safetensors)",
     )
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after N total steps")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run OUT holds (its checkpoint, weights and log); without it, a new "
+        "run into a folder that holds one is refused",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after N optimizer steps in all, leaving the checkpoint, the log and "
+        "model.safetensors (the weights so far); --resume continues",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     for field, kind, text in (
         ("epochs", int, "passes over the training set"),
@@ -69,26 +82,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             default=getattr(_DEFAULTS, field),
             help=f"{text} (default: {getattr(_DEFAULTS, field)})",
         )
-    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default=_DEFAULTS.optimizer)
-    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default=_DEFAULTS.amp)
+    parser.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        default=_DEFAULTS.optimizer,
+        help="sgd: SGD with Nesterov momentum; adamw: AdamW (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--amp",
+        choices=("auto", "bf16", "off"),
+        default=_DEFAULTS.amp,
+        help="mixed precision: bf16 autocast, auto = bf16 where the device computes it "
+        "natively, off = fp32 (default: %(default)s)",
+    )
     parser.add_argument("--no-channels-last", action="store_true", help="keep NCHW layout")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import inspect
-    from pathlib import Path
+    from contextlib import nullcontext
 
     import torch
 
     from sepconv.data import default_augment, load_dataset
     from sepconv.models import create_model, get_model_info
-    from sepconv.models.options import small_input_for
+    from sepconv.models.options import MAX_WIDTH_MULT, small_input_for
     from sepconv.train import Trainer, cleanup_distributed, init_distributed
-    from sepconv.train.checkpoint import CHECKPOINT_NAME
+    from sepconv.train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
+    from sepconv.train.runfolder import check_run_folder, clear_run_folder
     from sepconv.utils.devices import check_device
-    from sepconv.utils.files import check_writable
-    from sepconv.utils.validation import invalid, positive_int, positive_number
+    from sepconv.utils.files import check_writable, existing_file
+    from sepconv.utils.locks import locked_folder
+    from sepconv.utils.validation import (
+        MAX_SIDE,
+        bounded_int,
+        invalid,
+        positive_int,
+        positive_number,
+    )
 
     if not 0.0 <= args.random_erasing <= 1.0 or (args.random_erasing and args.no_augment):
         raise invalid(
@@ -116,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     # Everything the user typed is checked here, before the data loads and the model trains.
     if args.max_steps is not None:
         positive_int("--max-steps", args.max_steps)
-    positive_int("--image-size", args.image_size)
+    bounded_int("--image-size", args.image_size, 1, MAX_SIDE)
     if args.device is not None:
         check_device(args.device, "--device")
     builder_args = inspect.signature(get_model_info(args.model).builder).parameters
@@ -129,10 +161,18 @@ def run(args: argparse.Namespace) -> int:
                 note=f" for {args.model!r}",
             )
         positive_number("--width-mult", args.width_mult)
+        if args.width_mult > MAX_WIDTH_MULT:
+            raise invalid(
+                "--width-mult", f"a positive number up to {MAX_WIDTH_MULT:g}", args.width_mult
+            )
     out = check_writable(args.out or f"runs/{args.model}", "--out", is_dir=True)
     resume = out / CHECKPOINT_NAME if args.resume == "auto" else args.resume
-    if resume is not None and not Path(resume).is_file():
-        raise invalid("--resume", "an existing checkpoint file", str(resume))
+    if resume is not None:
+        existing_file(resume, "--resume", (".safetensors",))
+    # Another run's files are not replaced by surprise, nor written by two runs at once.
+    check_run_folder(
+        out, resume=resume, overwrite=args.overwrite, names=("--out", "--resume", "--overwrite")
+    )
     train_set = load_dataset(args.data, "train", image_size=args.image_size)
     test_set = load_dataset(args.data, "test", image_size=args.image_size)
     side = int(train_set.images.shape[-1])
@@ -161,7 +201,19 @@ def run(args: argparse.Namespace) -> int:
             context=context,
             metadata={"data": args.data},
         )
-        history = trainer.fit(resume, max_steps=args.max_steps)
+        try:
+            with locked_folder(out, "--out") if context.is_main else nullcontext():
+                if args.overwrite and context.is_main:
+                    clear_run_folder(out)
+                history = trainer.fit(resume, max_steps=args.max_steps)
+        except KeyboardInterrupt:
+            if context.is_main and (out / CHECKPOINT_NAME).is_file():
+                print(
+                    f"\nstopped at step {trainer.global_step}: checkpoint, log and "
+                    f"{WEIGHTS_NAME} saved in {out}; continue with --resume --out {out}",
+                    file=sys.stderr,
+                )
+            raise
     finally:
         cleanup_distributed()
     if context.is_main and history:
@@ -173,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if context.is_main and trainer.epoch < config.epochs:
         print(
-            f"stopped at step {trainer.global_step} (--max-steps {args.max_steps}); checkpoint "
-            f"{out / CHECKPOINT_NAME}; continue with --resume --out {out}"
+            f"stopped at step {trainer.global_step} (--max-steps {args.max_steps}): checkpoint, "
+            f"log and {WEIGHTS_NAME} (the weights so far) in {out}; continue with --resume "
+            f"--out {out}"
         )
     return 0

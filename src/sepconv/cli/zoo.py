@@ -24,32 +24,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from rich.table import Table
 
     from sepconv.cli._console import console
     from sepconv.models import create_model, get_model_info, list_models
+    from sepconv.utils.tables import Column, FitTable
 
     names = list_models(args.pattern)
     if not names:
         expected = "a pattern matching a registered model"
         note = "; run `sepconv zoo` for the full list"
         raise invalid("pattern", expected, args.pattern, note=note)
-    table = Table(title="sepconv model zoo", caption="params at 1000 classes; top-1: ImageNet-1k")
-    for column in ("model", "params", "input", "top-1 %", "source"):
-        table.add_column(
-            column, justify="right" if column in ("params", "input", "top-1 %") else "left"
-        )
+    rows = []
     for name in names:
         info = get_model_info(name)
         # the meta device allocates no memory: counting VGG-16's 138M parameters is instant
         with torch.device("meta"):
             params = sum(p.numel() for p in create_model(name).parameters())
-        table.add_row(
-            name,
-            f"{params:,}",
-            f"{info.input_size}x{info.input_size}",
-            f"{info.top1:g}",
-            info.source,
+        rows.append(
+            [
+                name,
+                f"{params:,}",
+                f"{info.input_size}x{info.input_size}",
+                f"{info.top1:.1f}",
+                info.source,
+            ]
         )
+    columns = [
+        Column("model", "left"),
+        Column("params"),
+        Column("input", drop=2),
+        Column("top-1 %"),
+        Column("source", "left", drop=1),
+    ]
+    table = FitTable(
+        "sepconv model zoo",
+        columns,
+        rows,
+        caption="params at 1000 classes; top-1: ImageNet-1k, as published",
+    )
     console().print(table)
     return 0

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from sepconv.layers import DepthwiseSeparableConv2d
+from sepconv.layers import ConvNormAct, DepthwiseSeparableConv2d
 from sepconv.utils.validation import finite_number, invalid, invalid_type
 
 
@@ -142,8 +142,8 @@ def decouple(conv: nn.Conv2d, rank: int | None = None) -> Decoupled:
 
     Stride, dilation and padding go to the depthwise conv, the bias (if any) to the pointwise conv.
     A grouped convolution (``groups=g``) is decoupled per group and gets a grouped pointwise conv
-    (``conv_pw`` is then an ``nn.Conv2d`` with ``groups=g``). The block lives on the conv's device
-    and dtype; the SVD is computed in float64.
+    (``conv_pw.conv`` then has ``groups=g``). The block lives on the conv's device and dtype; the
+    SVD is computed in float64.
 
     Args:
         conv: An ``nn.Conv2d`` with a square ``K x K`` kernel, ``K > 1``, zero padding of any
@@ -170,7 +170,7 @@ def decouple(conv: nn.Conv2d, rank: int | None = None) -> Decoupled:
         >>> x = torch.randn(1, 16, 8, 8)
         >>> bool(torch.allclose(block(x), conv(x), atol=1e-5)), error < 1e-6
         (True, True)
-        >>> decouple(nn.Conv2d(16, 32, 3, groups=4), rank=2).block.conv_pw.groups
+        >>> decouple(nn.Conv2d(16, 32, 3, groups=4), rank=2).block.conv_pw.conv.groups
         4
     """
     _check(conv)
@@ -196,29 +196,34 @@ def decouple(conv: nn.Conv2d, rank: int | None = None) -> Decoupled:
     )
     # The block's constructor takes one int per geometry argument; the conv may carry per-axis
     # values or 'same'/'valid', which nn.Conv2d's forward accepts as they are.
-    block.conv_dw.stride = conv.stride
-    block.conv_dw.dilation = conv.dilation
-    block.conv_dw.padding = conv.padding
+    block.conv_dw.conv.stride = conv.stride
+    block.conv_dw.conv.dilation = conv.dilation
+    block.conv_dw.conv.padding = conv.padding
     if groups > 1:
         # Each group's C_in/g * R intermediate channels feed only that group's C_out/g outputs.
-        # PointwiseConv2d has no groups, so a plain grouped 1x1 nn.Conv2d takes its place.
-        grouped = nn.Conv2d(
-            conv.in_channels * rank, conv.out_channels, 1, groups=groups, bias=conv.bias is not None
+        block.conv_pw = ConvNormAct(
+            conv.in_channels * rank,
+            conv.out_channels,
+            1,
+            groups=groups,
+            norm=None,
+            act=None,
+            bias=conv.bias is not None,
         )
-        block.add_module("conv_pw", grouped)
     elif conv.bias is None:
-        block.conv_pw.bias = None
+        block.conv_pw.conv.bias = None
     block = block.to(device=conv.weight.device, dtype=conv.weight.dtype)
 
     depthwise = vh[:, :rank].reshape(conv.in_channels * rank, 1, kernel, kernel)
     pointwise = u[:, :, :rank] * s[:, None, :rank]  # (C_in, C_out/g, R), i = j*C_in/g + i'
     # -> (C_out, C_in/g * R): output o = j*C_out/g + o' reads group j's channels i'*R + r.
     pointwise = pointwise.unflatten(0, (groups, -1)).transpose(1, 2).flatten(0, 1).flatten(1)
+    dw, pw = block.conv_dw.conv, block.conv_pw.conv
     with torch.no_grad():
-        block.conv_dw.weight.copy_(depthwise)
-        block.conv_pw.weight.copy_(pointwise[:, :, None, None])
-        if conv.bias is not None and block.conv_pw.bias is not None:
-            block.conv_pw.bias.copy_(conv.bias)
+        dw.weight.copy_(depthwise)
+        pw.weight.copy_(pointwise[:, :, None, None])
+        if conv.bias is not None and pw.bias is not None:
+            pw.bias.copy_(conv.bias)
 
     energy = s.square()
     discarded = energy[:, rank:].sum()

@@ -254,7 +254,7 @@ def separabilize(
         )
     if layers and getattr(converted, "arch_name", None) is not None:
         # The converted model's identity: its architecture plus what was decoupled, so a file
-        # written from it says how to rebuild it (sepconv.models.modelfile.ModelRecord.of).
+        # written from it says how to rebuild it (sepconv.modelfile.record.ModelRecord.of).
         decoupled = dict(getattr(converted, "arch_decoupled", {}) or {})
         decoupled.update({layer.name: layer.rank for layer in layers})
         setattr(converted, "arch_decoupled", decoupled)  # noqa: B010 (mypy: Module)

@@ -141,7 +141,7 @@ def standard_twin(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, i
                 setattr(owner, "in_channels", pw_conv.out_channels)  # noqa: B010 (mypy: Module)
     if pairs and getattr(model, "arch_name", None) is not None:
         # Its identity: the architecture's standard twin, traced at this input (C, H, W), so a
-        # file written from it says how to rebuild it (sepconv.models.modelfile.ModelRecord.of).
+        # file written from it says how to rebuild it (sepconv.modelfile.record.ModelRecord.of).
         setattr(twin, "arch_twin", tuple(int(v) for v in example.shape[1:]))  # noqa: B010
     return twin, len(pairs)
 

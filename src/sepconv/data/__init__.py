@@ -22,7 +22,7 @@ from sepconv.data.cifar import load_cifar
 from sepconv.data.dataset import BatchLoader, ImageDataset, channel_stats
 from sepconv.data.folder import load_image_folder
 from sepconv.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
-from sepconv.data.normalize import Normalize
+from sepconv.data.normalize import Normalize, to_model_input
 from sepconv.data.spec import default_augment, load_dataset
 
 __all__ = [
@@ -44,4 +44,5 @@ __all__ = [
     "load_fashion_mnist",
     "load_image_folder",
     "read_idx",
+    "to_model_input",
 ]

@@ -133,7 +133,7 @@ class RandomCropFlip:
         cols = torch.arange(w, device=images.device)
         # A flipped crop reads its columns right to left.
         cols = torch.where(params.flip[:, None], w - 1 - cols, cols) + params.left[:, None]
-        # One gather with flat indices beats 4-D advanced indexing by ~1.5x on CPU.
+        # One gather over flat indices: one index tensor, where 4-D advanced indexing needs four.
         flat = (rows[:, :, None] * padded_w + cols[:, None, :]).view(n, 1, h * w)
         out = padded.reshape(n, c, -1).gather(2, flat.expand(n, c, h * w))
         return out.view(n, c, h, w)

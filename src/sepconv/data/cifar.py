@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sepconv.data.dataset import ImageDataset
+from sepconv.utils.files import file_kind
 
 # The function numpy pickles arrays with, found without importing a private module path
 # (``numpy.core`` in numpy 1.x, ``numpy._core`` in 2.x).
@@ -70,6 +71,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def _unpickle(path: Path) -> dict[bytes, Any]:
     if not path.is_file():
+        kind = file_kind(path)
+        if kind is not None:  # never opened: reading a named pipe would wait for a writer
+            raise ValueError(f"CIFAR batch file {path} is {kind}, not a regular file.")
         raise FileNotFoundError(f"CIFAR batch file {path} does not exist.")
     try:
         obj = _RestrictedUnpickler(path.read_bytes(), path).load()

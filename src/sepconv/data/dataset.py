@@ -30,9 +30,13 @@ class ImageDataset:
 
     Args:
         images: ``uint8`` tensor of shape ``(N, C, H, W)``.
-        labels: ``int64`` tensor of shape ``(N,)`` with values in ``[0, len(classes))``, on
-            the same device as ``images``.
-        classes: class names, index ``i`` naming label ``i``.
+        labels: integer tensor of shape ``(N,)`` with values in ``[0, len(classes))``, on
+            the same device as ``images`` (kept as ``int64``).
+        classes: distinct class names, index ``i`` naming label ``i``.
+
+    Raises:
+        ValueError: a tensor of the wrong dtype or shape, labels out of range or not integers,
+            or class names that are missing or repeated (each message names the argument).
 
     Example:
         >>> ds = ImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8),
@@ -63,6 +67,12 @@ class ImageDataset:
                 "Invalid value for argument `labels`: expected a tensor on the device of "
                 f"`images` ({self.images.device}), received one on {self.labels.device}."
             )
+        _check_classes(self.classes)
+        # A tuple, whatever sequence was given: the dataset is frozen and hashable.
+        object.__setattr__(self, "classes", tuple(self.classes))
+        _check_labels(self.labels, len(self.classes))
+        if self.labels.dtype != torch.int64:
+            object.__setattr__(self, "labels", self.labels.long())
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -98,6 +108,43 @@ class ImageDataset:
         if device.type == self.device.type and device.index in (None, self.device.index):
             return self
         return replace(self, images=self.images.to(device), labels=self.labels.to(device))
+
+
+def _check_classes(classes: object) -> None:
+    """Raise unless ``classes`` is a non-empty sequence of distinct strings."""
+    if (
+        isinstance(classes, str)
+        or not isinstance(classes, (tuple, list))
+        or not classes
+        or not all(isinstance(c, str) for c in classes)
+    ):
+        raise ValueError(
+            "Invalid value for argument `classes`: expected a non-empty tuple of class names "
+            f"(strings), received {classes!r}."
+        )
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise ValueError(
+            "Invalid value for argument `classes`: expected distinct class names, received "
+            f"{repeated[0]!r} {classes.count(repeated[0])} times."
+        )
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """Raise unless ``labels`` are integer class indices in ``[0, num_classes)``."""
+    if labels.dtype == torch.bool or labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise ValueError(
+            "Invalid value for argument `labels`: expected an integer tensor of class indices, "
+            f"received dtype {labels.dtype}."
+        )
+    if labels.numel() == 0 or labels.device.type == "meta":  # no values to check
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"Invalid value for argument `labels`: expected class indices in [0, {num_classes}) "
+            f"(one per class of `classes`), received values from {low} to {high}."
+        )
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -86,3 +86,24 @@ class Normalize:
         if self.dtype != torch.float32:
             x = x.to(self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def to_model_input(
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    device: torch.device,
+    channels_last: bool,
+) -> torch.Tensor:
+    """``uint8`` ``(N, C, H, W)`` images -> normalised float32 ``(x / 255 - mean) / std`` on
+    ``device``, by :class:`Normalize` (the same bits on every device).
+
+    Example:
+        >>> images = torch.tensor([[[[0, 255]]]], dtype=torch.uint8)
+        >>> to_model_input(images, (0.5,), (0.25,), device=torch.device("cpu"),
+        ...                channels_last=False).flatten().tolist()
+        [-2.0, 2.0]
+    """
+    normalize = Normalize(mean, std, channels_last=channels_last)
+    return normalize(images.to(device, non_blocking=True))

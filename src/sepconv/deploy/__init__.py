@@ -7,7 +7,10 @@ missing one raises an ImportError naming the extra to install (``pip install 'se
 """
 
 from sepconv.deploy.agreement import Agreement, agreement_interval, compare_top1
+from sepconv.deploy.backends import onnxruntime_settings, openvino_config
+from sepconv.deploy.calibration import calibration_images
 from sepconv.deploy.compiled import CandidateReport
+from sepconv.deploy.cuda_backends import capture_graph
 from sepconv.deploy.fuse import fuse
 from sepconv.deploy.onnx import ExportError, OnnxExport, export_onnx
 from sepconv.deploy.precision import split_calibration
@@ -28,11 +31,15 @@ __all__ = [
     "InferenceModel",
     "OnnxExport",
     "agreement_interval",
+    "calibration_images",
+    "capture_graph",
     "compare_top1",
     "compile_for_inference",
     "export_onnx",
     "fuse",
     "load_onnx",
+    "onnxruntime_settings",
+    "openvino_config",
     "openvino_layers",
     "prepare_images",
     "quantize",

@@ -1,116 +1,67 @@
-"""The CPU backends of :func:`sepconv.deploy.runtime.compile_for_inference`, and
-:func:`load_onnx`.
+"""The CPU backends of :func:`sepconv.deploy.runtime.compile_for_inference`: how each is built
+and run. Their rows are in :data:`sepconv.deploy.registry.BACKEND_TABLE`.
 
-Each ``*_runner`` returns a function from a float32 CPU tensor of the compiled shape to the
-output tensor: eager PyTorch (NCHW or channels-last, whichever measured faster), torch.compile
-(inductor with frozen weights), ONNX Runtime and OpenVINO, each with a pinned thread count and
-otherwise the settings that measured fastest (for the two runtimes: their defaults, see
-:func:`onnxruntime_settings` and :func:`openvino_config`).
+Each builder returns a function from a float32 CPU tensor of the compiled shape to the output
+tensor, and the precision it computes in: eager PyTorch (NCHW or channels-last, whichever is
+faster on the compiled shape), torch.compile (inductor with frozen weights), ONNX Runtime and
+OpenVINO, each with a pinned thread count and otherwise the settings that are fastest (for the
+two runtimes: their defaults, see :func:`onnxruntime_settings` and :func:`openvino_config`).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from sepconv.bench.timing import bf16_native, measure, pinned_threads
-from sepconv.deploy._extras import require
-from sepconv.deploy.compiled import InferenceModel, Runner
+from sepconv.deploy._extras import ONNXRUNTIME, OPENVINO, require
+from sepconv.deploy.compiled import Runner, Target
 from sepconv.deploy.fuse import fuse
-from sepconv.utils.validation import invalid, positive_int
 
-__all__ = ["OnnxBackend", "build_cpu_runner", "load_onnx", "require_runtime"]
+__all__ = [
+    "build_compiled",
+    "build_eager",
+    "onnxruntime_session",
+    "onnxruntime_settings",
+    "openvino_compiled",
+    "openvino_config",
+    "run_onnxruntime",
+    "run_openvino",
+]
 
-OnnxBackend = Literal["onnxruntime", "openvino"]
 CpuPrecision = Literal["fp32", "bf16"]
 
 
-def choices(names: Sequence[str]) -> str:
-    """``names`` quoted and comma-separated, for error messages."""
-    return ", ".join(repr(n) for n in names)
+def build_eager(model: nn.Module, example: torch.Tensor, target: Target) -> tuple[Runner, str]:
+    """The ``"eager"`` CPU backend: the BatchNorm-folded model under ``inference_mode``, in
+    channels-last layout where that is faster on ``example``, under bf16 autocast for
+    ``target.precision == "bf16"``."""
+    bf16 = target.precision == "bf16"
+    return eager_runner(model, example, target.threads, bf16), target.precision
 
 
-def check_threads(threads: int | None) -> int:
-    """``threads``, or PyTorch's intra-op thread count for ``None``; else a ValueError."""
-    if threads is None:
-        return torch.get_num_threads()
-    return positive_int("threads", threads)
+def build_compiled(model: nn.Module, example: torch.Tensor, target: Target) -> tuple[Runner, str]:
+    """The ``"compile"`` CPU backend: ``torch.compile`` with frozen weights, compiled now."""
+    bf16 = target.precision == "bf16"
+    return compiled_runner(model, example, target.threads, bf16), target.precision
 
 
-def load_onnx(
-    path: str | Path,
-    *,
-    backend: OnnxBackend = "onnxruntime",
-    batch_size: int = 1,
-    threads: int | None = None,
-) -> InferenceModel:
-    """Run an ONNX file on ONNX Runtime or OpenVINO with the settings of
-    :func:`compile_for_inference` (fp32 or int8 QDQ files alike).
+def run_onnxruntime(path: Path, target: Target) -> tuple[Runner, str]:
+    """The ``"onnxruntime"`` backend: a CPU session of ``path`` (fp32 or int8 QDQ), computing in
+    fp32 (its CPU provider has no bf16 convolutions)."""
+    return onnxruntime_runner(path, target.threads), "fp32"
 
-    The file must have one input of shape ``(N, C, H, W)`` with static ``C, H, W`` (``N`` may be
-    dynamic; it is fixed to ``batch_size``) and one output. A file containing QuantizeLinear
-    nodes is reported as ``precision="int8"``.
 
-    Args:
-        path: The ``.onnx`` file.
-        backend: ``"onnxruntime"`` or ``"openvino"``.
-        batch_size: ``N`` of the inputs the returned model takes.
-        threads: Intra-op threads (default: ``torch.get_num_threads()``).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: an invalid argument, or a file whose input or outputs do not fit.
-        ImportError: the runtime (or ``onnx``) is not installed; the message names the extra.
-
-    Example:
-        >>> int8 = load_onnx("mobilenet_v2.int8.onnx", backend="openvino")  # doctest: +SKIP
-        >>> int8.precision  # doctest: +SKIP
-        'int8'
-    """
-    if backend not in get_args(OnnxBackend):
-        raise invalid("backend", f"one of {choices(get_args(OnnxBackend))}", backend)
-    positive_int("batch_size", batch_size)
-    used_threads = check_threads(threads)
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"ONNX file {str(file)!r} does not exist.")
-    onnx = require("onnx", "reading an ONNX file")
-    try:
-        proto = onnx.load(str(file), load_external_data=False)
-    except Exception as err:  # protobuf raises DecodeError and others for a damaged file
-        raise ValueError(
-            f"File {str(file)!r} is not a readable ONNX model ({err}); re-export it."
-        ) from err
-    graph_inputs = {i.name for i in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in graph_inputs]
-    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
-    if len(dims) != 4 or min(dims[1:]) < 1 or len(proto.graph.output) != 1:
-        raise ValueError(
-            f"ONNX file {str(file)!r} does not fit: expected one input of shape (N, C, H, W) with "
-            f"fixed C, H, W and one output, received {len(inputs)} input(s) of dims {dims} and "
-            f"{len(proto.graph.output)} output(s)."
-        )
-    shape = (batch_size, dims[1], dims[2], dims[3])
-    int8 = any(node.op_type == "QuantizeLinear" for node in proto.graph.node)
-    runner = (
-        onnxruntime_runner(file, used_threads)
-        if backend == "onnxruntime"
-        else openvino_runner(file, shape, used_threads, "fp32")[0]
-    )
-    return InferenceModel(
-        backend=backend,
-        input_shape=shape,
-        threads=used_threads,
-        run=runner,
-        precision="int8" if int8 else "fp32",
-        path=file,
-    )
+def run_openvino(path: Path, target: Target) -> tuple[Runner, str]:
+    """The ``"openvino"`` backend: ``path`` compiled for the CPU at ``target.shape``, in bf16
+    where asked for and the CPU has it natively, else f32."""
+    precision: CpuPrecision = "bf16" if target.precision == "bf16" else "fp32"
+    return openvino_runner(path, target.shape, target.threads, precision)
 
 
 def eager_runner(model: nn.Module, example: torch.Tensor, threads: int, bf16: bool) -> Runner:
@@ -156,12 +107,6 @@ def compiled_runner(model: nn.Module, example: torch.Tensor, threads: int, bf16:
     return run
 
 
-def require_runtime(backend: str) -> None:
-    """Import the runtime ``backend`` needs, or raise the ImportError that names its extra."""
-    if backend in ("onnxruntime", "openvino"):
-        require(backend, f"The {backend} backend")
-
-
 def onnxruntime_settings(threads: int) -> dict[str, object]:
     """The ``SessionOptions`` attributes sepconv sets on an ONNX Runtime CPU session."""
     # Only the thread count: ONNX Runtime's defaults are already all graph optimisations and
@@ -174,7 +119,7 @@ def onnxruntime_settings(threads: int) -> dict[str, object]:
 def onnxruntime_session(path: Path, settings: dict[str, object]) -> Runner:
     """A runner over a CPU ``InferenceSession`` of ``path`` with the ``SessionOptions``
     attributes ``settings`` (the rest keep ONNX Runtime's defaults)."""
-    ort = require("onnxruntime", "The onnxruntime backend")
+    ort = require(ONNXRUNTIME, "The onnxruntime backend")
     options = ort.SessionOptions()
     for name, value in settings.items():
         setattr(options, name, value)
@@ -209,7 +154,7 @@ def openvino_compiled(
     """A runner over ``path`` compiled for the CPU at the static ``shape`` with the plugin
     properties ``config`` (the rest keep OpenVINO's defaults), and the inference precision the
     plugin compiled for (OpenVINO's name: ``"f32"``, ``"bf16"``)."""
-    ov = require("openvino", "The openvino backend")
+    ov = require(OPENVINO, "The openvino backend")
     graph = ov.convert_model(str(path))
     graph.reshape(list(shape))  # static shape: the CPU plugin plans memory and kernels once
     compiled = ov.Core().compile_model(graph, "CPU", config)
@@ -233,26 +178,3 @@ def openvino_runner(
     asked = "bf16" if precision == "bf16" and bf16_native() else "f32"
     run, used = openvino_compiled(path, shape, openvino_config(threads, asked))
     return run, "bf16" if used == "bf16" else "fp32"
-
-
-def build_cpu_runner(
-    name: str,
-    model: nn.Module,
-    example: torch.Tensor,
-    onnx_file: Path,
-    threads: int,
-    precision: CpuPrecision,
-) -> tuple[Runner, CpuPrecision]:
-    """The runner of backend ``name`` and the precision it computes in."""
-    bf16 = precision == "bf16"
-    if name == "eager":
-        return eager_runner(model, example, threads, bf16), precision
-    if name == "compile":
-        return compiled_runner(model, example, threads, bf16), precision
-    if name == "onnxruntime":
-        return onnxruntime_runner(onnx_file, threads), "fp32"
-    shape = tuple(example.shape)
-    return openvino_runner(onnx_file, shape, threads, precision)  # type: ignore[arg-type]
-
-
-# ---------------------------------------------------------------------------------------------

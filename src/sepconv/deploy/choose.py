@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import functools
 import gc
+import warnings
 from collections.abc import Collection
 
 import numpy as np
 import torch
 
+from sepconv.bench.load import OtherLoad
 from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order, measure
 from sepconv.deploy.compiled import InferenceModel
 from sepconv.utils.validation import invalid, positive_int, positive_number
@@ -27,8 +29,9 @@ CHOICE_ROUNDS = 5
 #: Seconds of timed calls per candidate per round (after a pause and two warm-up calls).
 CHOICE_BLOCK_S = 0.1
 #: After the first round, a candidate whose median is above this multiple of the best eligible
-#: one's is not timed again: eager PyTorch at 2-4x the runtimes' latency cannot catch up, and
-#: timing it would only lengthen the build.
+#: one's is not timed again: a candidate that far behind (eager PyTorch next to the ONNX
+#: runtimes, results/deploy/README.md) cannot catch up, and timing it would only lengthen the
+#: build.
 FAR_BEHIND = 1.5
 _MANY = 1_000_000
 
@@ -61,6 +64,10 @@ def keep_fastest(
     set the bar of the race: an int8 candidate that failed its agreement check, twice as fast
     as every fp32 one, would otherwise leave the eligible ones a single round to be told apart
     by.
+
+    When other processes take more than :data:`sepconv.bench.load.BUSY_SHARE` of the machine
+    during the race, a ``RuntimeWarning`` says so: the choice is then the fastest on a busy
+    machine, which need not be the fastest on a quiet one.
 
     Before returning, ``built`` is emptied and the garbage collector runs, so that the losing
     runners, their ONNX Runtime sessions or OpenVINO compiled models, and the threads those
@@ -102,6 +109,7 @@ def keep_fastest(
         raise invalid("eligible", f"a non-empty subset of the candidates {names}", eligible)
     samples: dict[str, list[float]] = {name: [] for name in names}
     racing = list(names)
+    load = OtherLoad()  # what other processes take of the machine during the race
     for r in range(rounds):
         for index in interleaved_order(len(racing), r):
             name = racing[index]
@@ -120,6 +128,9 @@ def keep_fastest(
             best_first = min(first[name] for name in allowed)
             racing = [name for name in racing if first[name] <= FAR_BEHIND * best_first]
     timings = {name: float(np.median(samples[name])) * 1e3 for name in names}
+    busy = load.note()
+    if busy is not None:
+        warnings.warn(f"choosing the fastest backend: {busy}", RuntimeWarning, stacklevel=2)
     best = min(allowed, key=timings.__getitem__)  # min keeps the first of equal medians
     winner = built[best]
     # Release the losers now: a live ONNX Runtime session keeps spinning threads, and an

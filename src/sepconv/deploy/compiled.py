@@ -1,5 +1,6 @@
 """What :func:`sepconv.deploy.runtime.compile_for_inference` returns: a model compiled for one
-input shape on one backend, and the error raised when a backend disagrees with eager PyTorch."""
+input shape on one backend, and the error raised when a backend disagrees with eager PyTorch;
+and what every backend is built for (:class:`Target`) and builds (a :data:`Runner`)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,32 @@ __all__ = [
     "CandidateReport",
     "InferenceModel",
     "Runner",
+    "Target",
     "fastest_reason",
 ]
 
 #: A backend's forward: a batch of the compiled shape -> the float32 output.
 Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one backend is built for.
+
+    Attributes:
+        shape: The ``(N, C, H, W)`` of the inputs it takes.
+        precision: What it is asked to compute in (``"fp32"``, ``"bf16"``, ``"fp16"``); a
+            backend reports what it really uses (OpenVINO stays f32 on a CPU without bf16).
+        threads: Intra-op threads of a CPU backend.
+        device: Where it runs.
+        compile_mode: The ``torch.compile`` mode of the CUDA ``"compile"`` backend.
+    """
+
+    shape: tuple[int, int, int, int]
+    precision: str
+    threads: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    compile_mode: str = "max-autotune"
 
 
 class BackendMismatchError(RuntimeError):
@@ -166,9 +188,9 @@ def fastest_reason(best: str, timings: Mapping[str, float], skipped: Mapping[str
 # On CUDA the fp32 candidates run with TF32 off (sepconv.deploy.cuda), so the bound is the same.
 FP32_RTOL = 1e-3
 # The same for a backend computing in bfloat16 (8 significand bits, rounding error 2^-9 per
-# value). Trained Fashion-MNIST MobileNets land at 1.6e-2..3.0e-2 on real images, agreeing with
-# fp32 on 99.7-99.9% of the test set (results/deploy/bf16_fashion_mnist); random-weight ImageNet
-# models move by 0.11-0.19 and fail it (results/benchmarks/inference_amd_epyc.md).
+# value). Trained networks on real images stay inside it while agreeing with fp32 on nearly
+# every image (results/deploy/bf16_fashion_mnist/README.md); random-weight ImageNet models with
+# real BatchNorm statistics fail it (results/deploy/README.md).
 BF16_RTOL = 5e-2
 # The same for a CUDA candidate computing in float16: 11 significand bits (rounding error
 # 2^-11) put it ~8x closer than bf16 on the same model, so it is held to bf16's bound; its risk

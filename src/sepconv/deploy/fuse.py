@@ -153,7 +153,9 @@ def fuse(model: nn.Module) -> nn.Module:
     an untraceable ``forward`` is left unfolded (correct, only not faster). Also left alone:
     a BN not preceded by a conv, a BN without running statistics, and BatchNorm2d subclasses
     other than timm's ``BatchNormAct2d``. Every BN of the sepconv models and of torchvision's and
-    timm's MobileNet / EfficientNet / ResNet models is folded (tested).
+    timm's MobileNet / EfficientNet / ResNet models is folded (tested), MobileNetV4's BN after
+    its post-pool 1x1 conv included. A LayerNorm (ConvNeXt) is never folded: it normalises each
+    sample with its own statistics, which no fixed weights can absorb.
 
     The copy is in eval mode with ``requires_grad=False``: the batch statistics that training
     needs are gone, so it is for inference only. The parameter count drops by the BN parameters

@@ -11,9 +11,16 @@ from collections.abc import Sequence
 
 import torch
 
-from sepconv.utils.validation import invalid, positive_int
+from sepconv.utils.validation import invalid, positive_int, thread_count
 
-__all__ = ["check_batch_sizes", "check_images", "check_input_size", "first_images", "random_inputs"]
+__all__ = [
+    "check_batch_sizes",
+    "check_images",
+    "check_input_size",
+    "check_threads",
+    "first_images",
+    "random_inputs",
+]
 
 
 def check_input_size(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -25,6 +32,13 @@ def check_input_size(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
     ):
         raise invalid("input_size", "(C, H, W) as three positive integers", input_size)
     return (input_size[0], input_size[1], input_size[2])
+
+
+def check_threads(threads: int | None) -> int:
+    """``threads``, or PyTorch's intra-op thread count for ``None``; else a ValueError."""
+    if threads is None:
+        return torch.get_num_threads()
+    return thread_count("threads", threads)
 
 
 def check_batch_sizes(check_batches: Sequence[int]) -> tuple[int, ...]:

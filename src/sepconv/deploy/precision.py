@@ -2,13 +2,13 @@
 build the model in every precision this machine runs fast, measure each on the user's own
 images, and keep the fastest one whose predictions agree with eager fp32.
 
-A fixed bound on the outputs' relative error is a poor judge of a lower precision. On trained
-Fashion-MNIST MobileNets bf16 moved the outputs by up to 3.0e-2, 0.6 of
-:data:`~sepconv.deploy.compiled.BF16_RTOL`, while agreeing with fp32 on 99.74-99.85% of the test
-images (``results/deploy/bf16_fashion_mnist``); random-weight networks fail the bound outright.
-What matters to a user is whether the predictions change on their data, so that is what decides
-here: the top-1 agreement with eager fp32 on the calibration images (argmax over the output's
-last dimension), next to the max relative error, which is reported but does not decide.
+A fixed bound on the outputs' relative error is a poor judge of a lower precision: on trained
+networks bf16 can move the outputs by a large part of :data:`~sepconv.deploy.compiled.BF16_RTOL`
+while changing almost no prediction (``results/deploy/bf16_fashion_mnist/README.md``), and
+random-weight networks fail the bound outright. What matters to a user is whether the
+predictions change on their data, so that is what decides here: the top-1 agreement with eager
+fp32 on the calibration images (argmax over the output's last dimension), next to the max
+relative error, which is reported but does not decide.
 
 The calibration images are split once (:func:`split_calibration`): int8's ranges are set on a
 seeded draw of at most :data:`INT8_CALIBRATION` of them, and every candidate is judged on the
@@ -16,16 +16,18 @@ rest, which the quantizer never saw. MinMax ranges cover the extremes of the ima
 set on, so judging int8 on those would leave out the very clipping that changes predictions on
 new images.
 
-Candidates, each ``"backend/precision"``:
+Candidates, each ``"backend/precision"``, over the CPU rows of the backend table
+(:data:`sepconv.deploy.registry.BACKEND_TABLE`):
 
 - fp32: every backend of ``candidates`` that is installed, checked against eager PyTorch with
   :data:`~sepconv.deploy.compiled.FP32_RTOL` as ``backend="auto"`` does (an fp32 backend that
   misses it runs a wrong graph; that is not rounding). fp32 always qualifies: it is the fallback.
-- bf16: eager PyTorch and torch.compile under CPU autocast, and OpenVINO with bf16 inference
-  precision, only where the CPU has native bf16 (:func:`sepconv.bench.timing.bf16_native`);
-  elsewhere bf16 is emulated and slower than fp32. ONNX Runtime has no bf16 convolutions.
+- bf16: the backends whose row lists bf16 (eager PyTorch and torch.compile under CPU autocast,
+  OpenVINO with bf16 inference precision), only where the CPU has native bf16
+  (:func:`sepconv.bench.timing.bf16_native`); elsewhere bf16 is emulated and slower than fp32.
 - int8: the file :func:`sepconv.deploy.quantize` writes (ONNX Runtime's quantizer, its ranges
-  set on the int8 part of the split), run on ONNX Runtime and on OpenVINO.
+  set on the int8 part of the split), run on every backend whose row runs int8 files (ONNX
+  Runtime, OpenVINO).
 """
 
 from __future__ import annotations
@@ -41,17 +43,19 @@ import torch
 from torch import nn
 
 from sepconv.bench.timing import bf16_native
-from sepconv.deploy.backends import build_cpu_runner, load_onnx, require_runtime
 from sepconv.deploy.choose import keep_fastest
 from sepconv.deploy.compiled import (
     BackendMismatchError,
     CandidateReport,
     InferenceModel,
+    Target,
     checked,
 )
 from sepconv.deploy.inputs import check_images, first_images
-from sepconv.deploy.onnx import export_onnx, relative_error
+from sepconv.deploy.load import load_onnx
+from sepconv.deploy.onnx import relative_error
 from sepconv.deploy.quantize import quantize
+from sepconv.deploy.registry import Backend, device_precisions, find, rows
 from sepconv.utils.validation import finite_number, invalid
 
 __all__ = [
@@ -62,19 +66,14 @@ __all__ = [
     "split_calibration",
 ]
 
-#: Default ``min_agreement``: at most 1 calibration image in 200 may change its top-1 class.
-#: bf16 measured 99.74-99.85% and ONNX Runtime's int8 99.22-99.54% on trained Fashion-MNIST
-#: MobileNets (results/deploy/), so by default bf16 qualifies there and int8 does not.
+#: Default ``min_agreement``: at most 1 calibration image in 200 may change its top-1 class. On
+#: the trained Fashion-MNIST MobileNets of results/deploy/ (their READMEs have the numbers) bf16
+#: clears it and ONNX Runtime's int8 does not.
 DEFAULT_MIN_AGREEMENT = 0.995
 
 #: Most calibration images int8's ranges are set on (:func:`split_calibration`); MinMax ranges
 #: stop moving after a few hundred, and the default of :func:`sepconv.deploy.quantize`.
 INT8_CALIBRATION = 256
-
-# Backends that compute in bfloat16 when asked (sepconv.deploy.backends.build_cpu_runner).
-_BF16_BACKENDS = ("eager", "compile", "openvino")
-# Runtimes that run an int8 QDQ ONNX file.
-_INT8_BACKENDS = ("onnxruntime", "openvino")
 
 
 def check_calibration(
@@ -185,33 +184,24 @@ def search_precision(
     """
     n, c, h, w = (int(v) for v in example.shape)
     shape = (n, c, h, w)
+    table = [find(name, rows("cpu"), argument="backends") for name in backends]
     built: dict[str, InferenceModel] = {}
     skipped: dict[str, str] = {}
     mismatched = False
     with tempfile.TemporaryDirectory(prefix="sepconv-precision-") as tmp:
-        onnx_file = Path(tmp) / "model.onnx"
-        for precision in ("fp32", "bf16"):
-            for backend in backends:
-                if precision == "bf16" and backend not in _BF16_BACKENDS:
+        onnx_file = Path(tmp) / "model.onnx"  # exported once, for the backends that run it
+        for precision in device_precisions("cpu"):
+            for row in table:
+                if precision not in row.precisions:
                     continue
+                backend = row.name
                 name = f"{backend}/{precision}"
                 if precision == "bf16" and not bf16_native():
                     skipped[name] = "this CPU has no native bf16 (AVX512-BF16 or AMX)"
                     continue
                 try:
-                    require_runtime(backend)  # before the export, which takes a while
-                    if backend in _INT8_BACKENDS and not onnx_file.exists():
-                        export_onnx(
-                            model,
-                            onnx_file,
-                            input_size=(c, h, w),
-                            dynamic_batch=False,
-                            check_batches=(batch_size,),
-                            check_inputs=example,
-                        )
-                    runner, used = build_cpu_runner(
-                        backend, model, example, onnx_file, threads, precision
-                    )
+                    target = Target(shape, precision, threads)
+                    runner, used = row.build(model, example, target, onnx_file)
                     if used != precision:  # OpenVINO reads back what it compiled for
                         skipped[name] = f"{backend} compiled it in {used}, not {precision}"
                     elif precision == "fp32":
@@ -220,7 +210,11 @@ def search_precision(
                         )
                     else:  # judged by agreement below, not by a bound on the error
                         built[name] = InferenceModel(
-                            backend, shape, threads, runner, precision=used
+                            backend,
+                            shape,
+                            threads,
+                            runner,
+                            precision=used,  # type: ignore[arg-type]
                         )
                 except ImportError as err:
                     skipped[name] = str(err)
@@ -228,7 +222,7 @@ def search_precision(
                     skipped[name] = str(err)
                     mismatched = True
         int8_images, judged = split_calibration(calibration)
-        _build_int8(model, int8_images, backends, batch_size, threads, Path(tmp), built, skipped)
+        _build_int8(model, int8_images, table, batch_size, threads, Path(tmp), built, skipped)
 
     eager = copy.deepcopy(model).float().cpu().eval()
     truth = _top_outputs(eager, judged, batch_size)
@@ -288,7 +282,7 @@ def search_precision(
 def _build_int8(
     model: nn.Module,
     calibration: torch.Tensor,
-    backends: Sequence[str],
+    backends: Sequence[Backend],
     batch_size: int,
     threads: int,
     folder: Path,
@@ -298,7 +292,7 @@ def _build_int8(
     """Quantize ``model`` once, calibrated on all of ``calibration`` (the int8 part of the
     split), and load the int8 file on each int8-capable backend of ``backends`` into ``built``
     (or the reason into ``skipped``)."""
-    runtimes = [b for b in backends if b in _INT8_BACKENDS]
+    runtimes = [row.name for row in backends if row.int8 is not None]
     if not runtimes:
         return
     if len(calibration) == 0:
@@ -315,7 +309,7 @@ def _build_int8(
             calibration,
             path,
             num_samples=len(calibration),
-            backend=runtimes[0],  # type: ignore[arg-type]
+            backend=runtimes[0],
             batch_size=batch_size,
             threads=threads,
         )
@@ -326,7 +320,7 @@ def _build_int8(
     built[f"{runtimes[0]}/int8"] = dataclasses.replace(first, path=None)
     for backend in runtimes[1:]:
         try:
-            other = load_onnx(path, backend=backend, batch_size=batch_size, threads=threads)  # type: ignore[arg-type]
+            other = load_onnx(path, backend=backend, batch_size=batch_size, threads=threads)
             built[f"{backend}/int8"] = dataclasses.replace(other, path=None)
         except ImportError as err:
             skipped[f"{backend}/int8"] = str(err)

@@ -16,17 +16,14 @@ Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", eq
 - OpenVINO (``quantizer="nncf"``, OpenVINO's NNCF on the ONNX graph): pairs where OpenVINO's
   CPU plugin fuses them into its int8 kernels, leaving activations such as SiLU as fused
   post-ops (:func:`~sepconv.deploy.runtime_ops.openvino_layers` lists what runs in which
-  precision). OpenVINO reading ONNX
-  Runtime's file instead keeps every int8 <-> float conversion that file asks for: on
-  EfficientNet-B0 that is 131 reorders and 66 conversions, and the int8 model ran slower than
-  the best fp32 one (11.78 ms against 9.88 ms; NNCF's file 8.51 ms; batch 1, 224x224, 2
-  threads, 2-core Intel Xeon, all in one run of ``python benchmarks/inference.py --rounds 4``,
-  ``results/benchmarks/inference.md``).
+  precision). OpenVINO reading ONNX Runtime's file instead keeps every int8 <-> float
+  conversion that file asks for, as reorders and conversions between its kernels, which can
+  make the int8 model slower than fp32 where the file has many such boundaries (EfficientNet's
+  SiLU and squeeze-excite; measured in ``results/deploy/README.md``).
 
-ONNX Runtime's quantizer is the default for both runtimes: on a MobileNetV2-0.5 trained on
-Fashion-MNIST (``results/deploy/int8_fashion_mnist``), its file agrees with fp32 on 99.38% of
-the test images in ONNX Runtime and 99.37% in OpenVINO, NNCF's on 98.24% (0.40 points of
-accuracy lost).
+ONNX Runtime's quantizer is the default for both runtimes: on the trained model where the two
+were compared, its file agreed with fp32 more often than NNCF's, in either runtime
+(``results/deploy/int8_fashion_mnist/README.md``).
 """
 
 from __future__ import annotations
@@ -47,16 +44,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepconv.data.dataset import ImageDataset, channel_stats
-from sepconv.deploy._extras import require
-from sepconv.deploy.backends import OnnxBackend, load_onnx
+from sepconv.data.normalize import to_model_input
+from sepconv.deploy._extras import NNCF, ONNX, ONNXRUNTIME, require
 from sepconv.deploy.compiled import InferenceModel
 from sepconv.deploy.inputs import check_input_size
+from sepconv.deploy.load import load_onnx
 from sepconv.deploy.onnx import INPUT_NAME, export_onnx, relative_error
-from sepconv.train.evaluate import to_model_input
+from sepconv.deploy.registry import DEFAULT_ONNX_BACKEND, find, int8_runtimes
 from sepconv.utils.files import write_atomic
 from sepconv.utils.validation import invalid, positive_int
 
 __all__ = [
+    "DEFAULT_QUANTIZER",
+    "QUANTIZERS",
     "needs_reduce_range",
     "prepare_images",
     "quantize",
@@ -65,8 +65,10 @@ __all__ = [
 # Images run through the calibration session at a time (the exported file has a dynamic batch).
 _CALIBRATION_BATCH = 16
 
+#: Who writes the int8 file: ONNX Runtime's ``quantize_static`` or OpenVINO's NNCF.
 Quantizer = Literal["onnxruntime", "nncf"]
 QUANTIZERS: tuple[Quantizer, ...] = get_args(Quantizer)
+DEFAULT_QUANTIZER: Quantizer = "onnxruntime"
 
 
 def prepare_images(
@@ -135,8 +137,8 @@ def quantize(
     num_samples: int = 256,
     per_channel: bool = True,
     reduce_range: bool | None = None,
-    backend: OnnxBackend = "onnxruntime",
-    quantizer: Quantizer = "onnxruntime",
+    backend: str = DEFAULT_ONNX_BACKEND,
+    quantizer: Quantizer = DEFAULT_QUANTIZER,
     batch_size: int = 1,
     threads: int | None = None,
 ) -> InferenceModel:
@@ -170,18 +172,17 @@ def quantize(
             ``vpmaddubsw``, which saturates the 16-bit sum of two products (255 * 127 * 2 >
             32767); ONNX Runtime's int8 kernels then return wrong values unless weights stay
             within 7 bits. ``None`` (default) turns it on exactly on such CPUs (this one is
-            assumed to be where the file runs). Measured on a small EfficientNet-style model
-            on Fashion-MNIST, AVX2 without VNNI: top-1 agreement with fp32 92.0% with 8-bit
-            weights, 96.6% with 7-bit (``tests/test_deploy_quantize.py`` model). With
-            ``quantizer="nncf"`` it sets NNCF's overflow fix: ``True`` on every layer, ``False``
-            on none, ``None`` on every layer on such CPUs and NNCF's own default (the first
-            layer only) elsewhere; NNCF's default is not enough there: measured on the same
-            model in OpenVINO on an AVX2 AMD EPYC without VNNI, 84.5% agreement with the fix
-            on the first layer only, 96.4% on every layer.
-        backend: Runtime of the returned model: ``"onnxruntime"`` or ``"openvino"``.
-        quantizer: ``"onnxruntime"`` (default) or ``"nncf"``, OpenVINO's own: faster in
-            OpenVINO on EfficientNet, less accurate on the MobileNetV2 measured (module
-            docstring).
+            assumed to be where the file runs); 8-bit weights there lose agreement with fp32
+            that 7-bit ones keep. With ``quantizer="nncf"`` it sets NNCF's overflow fix:
+            ``True`` on every layer, ``False`` on none, ``None`` on every layer on such CPUs and
+            NNCF's own default (the first layer only) elsewhere; on such a CPU NNCF's default
+            leaves a model agreeing with fp32 much less often than the fix on every layer does
+            (both measured in ``results/deploy/README.md``).
+        backend: Runtime of the returned model: a CPU backend that runs int8 files
+            (:func:`~sepconv.deploy.registry.int8_runtimes`: ``"onnxruntime"``, the default,
+            or ``"openvino"``).
+        quantizer: ``"onnxruntime"`` (default) or ``"nncf"``, OpenVINO's own, which places the
+            int8 ops where OpenVINO fuses them (module docstring).
         batch_size: Batch of the returned model (the file itself takes any batch).
         threads: Intra-op threads of the returned model (default: ``torch.get_num_threads()``).
 
@@ -206,10 +207,11 @@ def quantize(
         >>> quantized_ops(int8.path)["QLinearConv"]  # doctest: +SKIP
         27
     """
-    require("onnxruntime", "int8 quantization")
+    require(ONNXRUNTIME, "int8 quantization")
     quantization = importlib.import_module("onnxruntime.quantization")
     if not isinstance(model, nn.Module):
         raise invalid("model", "an nn.Module", type(model).__name__)
+    find(backend, int8_runtimes(), argument="backend")
     if quantizer not in QUANTIZERS:
         raise invalid("quantizer", f"one of {', '.join(map(repr, QUANTIZERS))}", quantizer)
     if quantizer == "nncf":
@@ -219,7 +221,7 @@ def quantize(
                 "True with quantizer='nncf' (NNCF always uses per-channel weight scales)",
                 per_channel,
             )
-        require("nncf", "int8 quantization with NNCF")
+        require(NNCF, "int8 quantization with NNCF")
     if reduce_range is not None and not isinstance(reduce_range, bool):
         raise invalid("reduce_range", "None, True or False", reduce_range)
     positive_int("num_samples", num_samples)
@@ -282,8 +284,8 @@ def _nncf_quantize(
     (its bias correction assumes batches of one), and save the QDQ file to ``target``.
     ``overflow_fix``: 7-bit weights on every layer (True), on none (False), or NNCF's default
     (None: the first layer only)."""
-    onnx = require("onnx", "int8 quantization with NNCF")
-    nncf = require("nncf", "int8 quantization with NNCF")
+    onnx = require(ONNX, "int8 quantization with NNCF")
+    nncf = require(NNCF, "int8 quantization with NNCF")
     parameters = importlib.import_module("nncf.quantization.advanced_parameters")
     logging.getLogger("nncf").setLevel(logging.WARNING)
     dataset = nncf.Dataset([{INPUT_NAME: image[None].numpy()} for image in inputs])

@@ -11,9 +11,19 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from sepconv.deploy._extras import require
+from sepconv.deploy._extras import ONNX, ONNXRUNTIME, OPENVINO, require
 
-__all__ = ["openvino_layers", "quantized_ops"]
+__all__ = ["ORT_INT8_OPS", "is_int8_layer", "is_int8_op", "openvino_layers", "quantized_ops"]
+
+#: The ops of :func:`quantized_ops` that are ONNX Runtime's int8 kernels.
+ORT_INT8_OPS = (
+    "QLinearConv",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearSigmoid",
+    "QGemm",
+    "MatMulInteger",
+)
 
 
 def quantized_ops(path: str | os.PathLike[str]) -> dict[str, int]:
@@ -28,8 +38,8 @@ def quantized_ops(path: str | os.PathLike[str]) -> dict[str, int]:
         >>> quantized_ops("mobilenet_v2.int8.onnx")  # doctest: +SKIP
         {'QLinearConv': 52, 'QLinearAdd': 10, 'QGemm': 1, ...}
     """
-    ort = require("onnxruntime", "Counting the ops of an ONNX file")
-    onnx = require("onnx", "Counting the ops of an ONNX file")
+    ort = require(ONNXRUNTIME, "Counting the ops of an ONNX file")
+    onnx = require(ONNX, "Counting the ops of an ONNX file")
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"ONNX file {str(file)!r} does not exist.")
@@ -56,7 +66,7 @@ def openvino_layers(path: str | os.PathLike[str]) -> dict[str, int]:
         >>> openvino_layers("efficientnet_b0.int8.onnx")  # doctest: +SKIP
         {'Convolution i8': 49, 'Convolution f32': 32, 'Reduce i8': 17, ...}
     """
-    ov = require("openvino", "Counting the layers OpenVINO runs")
+    ov = require(OPENVINO, "Counting the layers OpenVINO runs")
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"ONNX file {str(file)!r} does not exist.")
@@ -70,3 +80,24 @@ def openvino_layers(path: str | os.PathLike[str]) -> dict[str, int]:
         if kind not in ("Const", "Input", "Output"):
             counts[f"{kind} {info['runtimePrecision'].astype(str)}"] += 1
     return dict(counts.most_common())
+
+
+def is_int8_op(op: str) -> bool:
+    """Whether an op type of :func:`quantized_ops` is one of ONNX Runtime's int8 kernels.
+
+    Example:
+        >>> is_int8_op("QLinearConv"), is_int8_op("Conv")
+        (True, False)
+    """
+    return op in ORT_INT8_OPS
+
+
+def is_int8_layer(layer: str) -> bool:
+    """Whether a ``"<type> <precision>"`` key of :func:`openvino_layers` runs in int8 (``i8``
+    on signed, ``u8`` on unsigned activations).
+
+    Example:
+        >>> is_int8_layer("Convolution u8"), is_int8_layer("Convolution f32")
+        (True, False)
+    """
+    return layer.endswith((" i8", " u8"))

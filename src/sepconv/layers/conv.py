@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from sepconv.layers.squeeze_excite import SqueezeExcite
+from sepconv.layers.squeeze_excite import SqueezeExcite, squeeze_channels
 from sepconv.utils.validation import (
     check_input_channels,
     divisible,
@@ -64,8 +64,9 @@ class ConvNormAct(nn.Sequential):
     """Convolution, then optional normalisation, then optional activation: the one primitive.
 
     Children are named ``conv``, ``bn`` and ``act`` (the last two only when enabled), so
-    state-dict keys read ``conv.weight``, ``bn.running_mean``. The convolution has a bias only
-    when there is no norm after it (a norm's shift makes a bias redundant).
+    state-dict keys read ``conv.weight``, ``bn.running_mean``. By default the convolution has a
+    bias only when there is no norm after it (a norm's shift makes a bias redundant), as in
+    torchvision's ``Conv2dNormActivation``.
 
     Args:
         in_channels: Input channels ``C_in``.
@@ -77,6 +78,7 @@ class ConvNormAct(nn.Sequential):
         groups: Groups ``g``; ``C_in`` and ``C_out`` must both be divisible by it (see module doc).
         norm: Norm factory taking the channel count, or ``None`` for no norm.
         act: Activation factory, or ``None`` for a linear block.
+        bias: Whether the convolution has a bias; ``None`` (default): ``norm is None``.
 
     Shape:
         ``(N, C_in, H, W) -> (N, C_out, H', W')`` with
@@ -99,6 +101,7 @@ class ConvNormAct(nn.Sequential):
         groups: int = 1,
         norm: NormFactory | None = nn.BatchNorm2d,
         act: ActFactory | None = nn.ReLU,
+        bias: bool | None = None,
     ) -> None:
         positive_int("in_channels", in_channels)
         positive_int("out_channels", out_channels)
@@ -107,6 +110,8 @@ class ConvNormAct(nn.Sequential):
         divisible("in_channels", in_channels, "groups", groups)
         divisible("out_channels", out_channels, "groups", groups)
         padding = kernel_padding(kernel_size, padding, dilation)
+        if bias is not None and not isinstance(bias, bool):
+            raise invalid("bias", "True, False or None (a bias exactly when norm is None)", bias)
         super().__init__()
         self.in_channels = in_channels
         self.conv = nn.Conv2d(
@@ -117,7 +122,7 @@ class ConvNormAct(nn.Sequential):
             padding=padding,
             dilation=dilation,
             groups=groups,
-            bias=norm is None,
+            bias=norm is None if bias is None else bias,
         )
         if norm is not None:
             self.bn = norm(out_channels)
@@ -210,19 +215,12 @@ class PointwiseConv2d(nn.Conv2d):
         return self._conv_forward(x, self.weight, self.bias)
 
 
-def norm_act(
-    channels: int, norm: NormFactory | None, act: ActFactory | None
-) -> tuple[nn.Module, nn.Module]:
-    """Build the norm and activation that follow a conv, ``nn.Identity`` where switched off."""
-    return (
-        norm(channels) if norm is not None else nn.Identity(),
-        act() if act is not None else nn.Identity(),
-    )
-
-
 class DepthwiseSeparableConv2d(nn.Module):
     """Depthwise separable convolution: depthwise ``K x K`` -> norm -> act -> [SE] ->
     pointwise 1x1 -> norm -> act, the block of MobileNetV1 (Howard et al., 2017, Fig. 3).
+
+    Both halves are :class:`ConvNormAct`: the depth-wise one with ``groups = C_in``, the
+    point-wise one with a 1x1 kernel.
 
     Without norm and activation the block is linear and equals a standard convolution whose kernel
     is ``W[o, i] = sum_r P[o, i*m + r] * D[i*m + r]`` (``D``: depthwise kernels, ``P``: pointwise
@@ -248,9 +246,10 @@ class DepthwiseSeparableConv2d(nn.Module):
         padding: Depthwise zero padding; default keeps the size at stride 1.
 
     Attributes:
-        conv_dw, bn_dw, act_dw: The depthwise conv (a :class:`DepthwiseConv2d`) and what follows.
+        conv_dw: The depth-wise :class:`ConvNormAct` (``conv``, then ``bn`` and ``act`` when
+            enabled), ``C_in -> C_in * m`` channels.
         se: The squeeze-excite module, or ``nn.Identity``.
-        conv_pw, bn_pw, act_pw: The pointwise conv (a :class:`PointwiseConv2d`) and what follows.
+        conv_pw: The point-wise :class:`ConvNormAct`, ``C_in * m -> C_out`` channels.
 
     Shape:
         ``(N, C_in, H, W) -> (N, C_out, H', W')``.
@@ -259,6 +258,8 @@ class DepthwiseSeparableConv2d(nn.Module):
         >>> block = DepthwiseSeparableConv2d(64, 128)
         >>> block(torch.randn(1, 64, 56, 56)).shape
         torch.Size([1, 128, 56, 56])
+        >>> [name for name, _ in block.named_children()]
+        ['conv_dw', 'se', 'conv_pw']
     """
 
     def __init__(
@@ -275,21 +276,24 @@ class DepthwiseSeparableConv2d(nn.Module):
         padding: int | None = None,
     ) -> None:
         super().__init__()
+        positive_int("in_channels", in_channels)
         positive_int("out_channels", out_channels)
         self.in_channels = in_channels
         mid_channels = in_channels * positive_int("depth_multiplier", depth_multiplier)
         linear = norm is None and act is None
         # depth-wise
-        self.conv_dw = DepthwiseConv2d(
+        self.conv_dw = ConvNormAct(
             in_channels,
+            mid_channels,
             kernel_size,
             stride=stride,
             padding=padding,
             dilation=dilation,
-            depth_multiplier=depth_multiplier,
+            groups=in_channels,
+            norm=norm,
+            act=act,
             bias=norm is None and not linear,
         )
-        self.bn_dw, self.act_dw = norm_act(mid_channels, norm, act)
         # squeeze-excite
         self.se: nn.Module = nn.Identity()
         if se_ratio is not None:
@@ -299,22 +303,9 @@ class DepthwiseSeparableConv2d(nn.Module):
                 act=act if act is not None else nn.SiLU,
             )
         # point-wise
-        self.conv_pw = PointwiseConv2d(mid_channels, out_channels, bias=norm is None)
-        self.bn_pw, self.act_pw = norm_act(out_channels, norm, act)
+        self.conv_pw = ConvNormAct(mid_channels, out_channels, 1, norm=norm, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_channels(x, self.in_channels, "DepthwiseSeparableConv2d")
-        x = self.act_dw(self.bn_dw(self.conv_dw(x)))  # (N, C_in * m, H', W')
-        x = self.se(x)
-        return self.act_pw(self.bn_pw(self.conv_pw(x)))  # (N, C_out, H', W')
-
-
-def squeeze_channels(in_channels: int, se_ratio: float) -> int:
-    """Squeeze-excite width from the block's input channels, as in EfficientNet (Tan & Le 2019)."""
-    if (
-        isinstance(se_ratio, bool)
-        or not isinstance(se_ratio, (int, float))
-        or not 0 < se_ratio <= 1
-    ):
-        raise invalid("se_ratio", "a number in (0, 1]", se_ratio)
-    return max(1, int(in_channels * se_ratio))
+        x = self.se(self.conv_dw(x))  # (N, C_in * m, H', W')
+        return self.conv_pw(x)  # (N, C_out, H', W')

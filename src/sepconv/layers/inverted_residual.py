@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sepconv.layers.conv import ActFactory, ConvNormAct, NormFactory, squeeze_channels
+from sepconv.layers.conv import ActFactory, ConvNormAct, NormFactory
 from sepconv.layers.drop_path import DropPath
-from sepconv.layers.squeeze_excite import SqueezeExcite
+from sepconv.layers.rounding import expanded_channels
+from sepconv.layers.squeeze_excite import SE_EFFICIENTNET, SEStyle
 from sepconv.utils.validation import (
     check_input_channels,
     positive_int,
@@ -19,7 +20,7 @@ from sepconv.utils.validation import (
 class InvertedResidual(nn.Module):
     """Inverted residual with linear bottleneck (Sandler et al., "MobileNetV2", CVPR 2018, Table 1).
 
-    1x1 expansion to ``round(C_in * t)`` channels (skipped when ``t == 1``) -> depthwise ``K x K``
+    1x1 expansion to ``C_in * t`` channels (skipped when ``t == 1``) -> depthwise ``K x K``
     -> optional squeeze-excite -> linear 1x1 projection (no activation: the paper's linear
     bottleneck). The input is added back when ``stride == 1`` and ``C_in == C_out``; the residual
     branch is then dropped per sample with probability ``drop_path`` in training.
@@ -31,10 +32,17 @@ class InvertedResidual(nn.Module):
         expand_ratio: Expansion factor ``t`` (> 0; MobileNetV2 uses 6, 1 in its first block).
         kernel_size: Depthwise kernel size ``K`` (odd).
         act: Activation after expansion and depthwise conv.
-        se_ratio: Squeeze-excite with ``max(1, int(C_in * se_ratio))`` channels, or ``None``.
+        se_ratio: Squeeze-excite ratio ``r`` in ``(0, 1]``, or ``None`` for none.
         drop_path: Stochastic depth probability of the residual branch, in ``[0, 1)``.
         norm: Norm factory.
         dilation: Depthwise dilation.
+        se_style: How the squeeze-excite is sized and gated (:class:`SEStyle`); the default,
+            EfficientNet's, has ``max(1, int(C_in * r))`` channels, ``act`` inside and a
+            sigmoid gate; MobileNetV3's (``SE_MOBILENET_V3``) rounds ``r`` of the expanded
+            channels to 8, with ReLU and a hard-sigmoid gate.
+        expand_divisor: Rounding of the expanded width ``C_in * t``: ``None`` rounds to the
+            nearest integer (MobileNetV2, EfficientNet), an integer to a multiple of it with
+            ``make_divisible`` (MobileNetV3: 8).
 
     Attributes:
         conv_pw: Point-wise expansion (``ConvNormAct``), ``nn.Identity`` when ``expand_ratio == 1``.
@@ -65,6 +73,8 @@ class InvertedResidual(nn.Module):
         drop_path: float = 0.0,
         norm: NormFactory = nn.BatchNorm2d,
         dilation: int = 1,
+        se_style: SEStyle = SE_EFFICIENTNET,
+        expand_divisor: int | None = None,
     ) -> None:
         super().__init__()
         positive_int("in_channels", in_channels)
@@ -75,7 +85,7 @@ class InvertedResidual(nn.Module):
         self.in_channels = in_channels
         self.block_name = type(self).__name__  # for error messages (TorchScript has no type())
         self.has_residual = stride == 1 and in_channels == out_channels
-        mid_channels = round(in_channels * expand_ratio)
+        mid_channels = expanded_channels(in_channels, expand_ratio, expand_divisor)
 
         # point-wise expansion
         self.conv_pw: nn.Module = nn.Identity()
@@ -95,7 +105,9 @@ class InvertedResidual(nn.Module):
         # squeeze-excite
         self.se: nn.Module = nn.Identity()
         if se_ratio is not None:
-            self.se = SqueezeExcite(mid_channels, squeeze_channels(in_channels, se_ratio), act=act)
+            self.se = se_style.build(
+                se_ratio, in_channels=in_channels, expanded_channels=mid_channels, block_act=act
+            )
         # point-wise linear projection
         self.conv_pwl = ConvNormAct(mid_channels, out_channels, 1, norm=norm, act=None)
         self.drop_path: nn.Module = (

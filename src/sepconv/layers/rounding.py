@@ -29,3 +29,20 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     if rounded < 0.9 * value:  # rounding down must not lose more than 10%
         rounded += divisor
     return rounded
+
+
+def expanded_channels(in_channels: int, expand_ratio: float, divisor: int | None) -> int:
+    """Width of an inverted bottleneck's expansion: ``C_in * t``, rounded.
+
+    ``divisor=None`` rounds to the nearest integer (MobileNetV2, EfficientNet, whose ratios give
+    whole numbers); an integer rounds with :func:`make_divisible` (MobileNetV3 at a width
+    multiplier, MobileNetV4, EfficientNetV2's Fused-MBConv: the references round to 8).
+
+    Example:
+        >>> expanded_channels(24, 3.67, None), expanded_channels(24, 3.67, 8)
+        (88, 88)
+        >>> expanded_channels(60, 2.3, None), expanded_channels(60, 2.3, 8)
+        (138, 136)
+    """
+    value = in_channels * expand_ratio
+    return round(value) if divisor is None else make_divisible(value, divisor)

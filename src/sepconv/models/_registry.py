@@ -17,7 +17,17 @@ from typing import Any, TypeVar, cast
 
 from torch import nn
 
+from sepconv.models.options import check_option_types
 from sepconv.utils.validation import invalid
+
+__all__ = [
+    "ModelInfo",
+    "create_model",
+    "get_model_info",
+    "list_models",
+    "published_model_info",
+    "register_model",
+]
 
 BuilderT = TypeVar("BuilderT", bound=Callable[..., nn.Module])
 ModelT = TypeVar("ModelT", bound=nn.Module)
@@ -82,6 +92,7 @@ def register_model(
 
         @functools.wraps(builder)
         def build(**kwargs: Any) -> nn.Module:
+            check_option_types(builder, kwargs)
             model = builder(**kwargs)
             # setattr: plain attributes on an nn.Module, invisible to state_dict()
             setattr(model, "arch_name", key)  # noqa: B010

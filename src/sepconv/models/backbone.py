@@ -2,7 +2,8 @@
 
 Every sepconv model is a :class:`Backbone`: ``stem``, an ``nn.Sequential`` of ``stages`` and a
 ``final`` module (``nn.Identity`` where the architecture has none). ``forward_features`` runs them
-and returns the last feature map; ``forward_head`` pools and classifies. With
+and returns the last feature map; ``forward_head`` pools, runs the optional ``pre_logits``
+(MobileNetV3's post-pool 1x1 conv, ConvNeXt's LayerNorm) and classifies. With
 ``features_only=True`` the model instead returns one feature map per level listed in
 ``feature_info`` (as timm's ``features_only`` does), and modules after the last level, classifier
 included, are not built, so every parameter takes part in the output.
@@ -11,10 +12,13 @@ included, are not built, so every parameter takes part in the output.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+__all__ = ["Backbone", "FeatureInfo", "resolution_levels"]
 
 
 @dataclass(frozen=True)
@@ -39,16 +43,34 @@ class FeatureInfo:
         return int(math.log2(self.reduction))
 
 
+def resolution_levels(strides: Sequence[int]) -> list[int]:
+    """The stages whose outputs form the feature pyramid: the last stage at each resolution.
+
+    Args:
+        strides: The stride of each stage (of its first block), in order.
+
+    Example:
+        >>> resolution_levels([1, 2, 2, 2, 1, 2, 1])  # MobileNetV2 / EfficientNet: 0, 1, 2, 4, 6
+        [0, 1, 2, 4, 6]
+    """
+    last = len(strides) - 1
+    return [i for i in range(len(strides)) if i == last or strides[i + 1] > 1]
+
+
 class Backbone(nn.Module):
     """Base of every sepconv model: shared forward logic over ``stem``, ``stages``, ``final``.
 
     Subclasses build ``stem``, ``stages`` and ``final``, then call :meth:`_finish` with the
-    feature levels and the width of the last feature map.
+    feature levels, the width of the last feature map and, where the architecture has one, the
+    module that runs on the pooled features before the classifier.
 
     Attributes:
         feature_info: The levels returned when ``features_only=True`` (or available for it).
         features_only: Whether ``forward`` returns the list of feature maps.
         num_features: Channels of the map returned by ``forward_features``.
+        pre_logits: What runs on the pooled ``(N, num_features, 1, 1)`` map before dropout and
+            the classifier: MobileNetV3/V4's 1x1 conv to 1280 or 1024 channels (a
+            ``ConvNormAct``), ConvNeXt's LayerNorm; ``nn.Identity`` elsewhere.
     """
 
     stem: nn.Module
@@ -56,6 +78,7 @@ class Backbone(nn.Module):
     final: nn.Module
     feature_info: tuple[FeatureInfo, ...]
     pool: nn.Module
+    pre_logits: nn.Module
     drop: nn.Module
     classifier: nn.Module
 
@@ -67,8 +90,14 @@ class Backbone(nn.Module):
         num_classes: int,
         drop_rate: float,
         features_only: bool,
+        pre_logits: nn.Module | None = None,
+        pre_logits_features: int | None = None,
     ) -> None:
-        """Build the classifier head, or drop the modules past the last level in features_only."""
+        """Build the classifier head, or drop the modules past the last level in features_only.
+
+        ``pre_logits`` (see the class) outputs ``pre_logits_features`` channels, the
+        classifier's input (default ``num_features``, the width of the pooled map).
+        """
         self.feature_info = tuple(feature_info)
         self.features_only = features_only
         self.num_features = num_features
@@ -82,8 +111,10 @@ class Backbone(nn.Module):
                     self.stages = self.stages[:keep]
             return
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pre_logits = pre_logits if pre_logits is not None else nn.Identity()
         self.drop = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(num_features, num_classes)
+        width = num_features if pre_logits_features is None else pre_logits_features
+        self.classifier = nn.Linear(width, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Return the last feature map ``(N, num_features, H / 32, W / 32)`` (default strides)."""
@@ -105,8 +136,10 @@ class Backbone(nn.Module):
         return maps
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Pool, drop out and classify a feature map: ``(N, C, H, W) -> (N, num_classes)``."""
-        x = torch.flatten(self.pool(x), 1)
+        """Pool, run ``pre_logits``, drop out and classify a feature map:
+        ``(N, C, H, W) -> (N, num_classes)``."""
+        x = self.pre_logits(self.pool(x))  # (N, C', 1, 1)
+        x = torch.flatten(x, 1)
         return self.classifier(self.drop(x))
 
     def check_input(self, x: object) -> None:

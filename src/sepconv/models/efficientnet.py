@@ -15,6 +15,18 @@ from sepconv.models.init import init_weights
 from sepconv.models.options import check_common, check_stem_stride, norm_with_eps
 from sepconv.utils.validation import probability
 
+__all__ = [
+    "EfficientNet",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "efficientnet_b4",
+    "efficientnet_b5",
+    "efficientnet_b6",
+    "efficientnet_b7",
+]
+
 
 @dataclass(frozen=True)
 class MBStage:

@@ -13,6 +13,14 @@ from sepconv.models.backbone import Backbone, FeatureInfo
 from sepconv.models.init import init_weights
 from sepconv.models.options import check_common, check_stem_stride, check_width, norm_with_eps
 
+__all__ = [
+    "MobileNetV1",
+    "mobilenet_v1",
+    "mobilenet_v1_025",
+    "mobilenet_v1_050",
+    "mobilenet_v1_075",
+]
+
 
 @dataclass(frozen=True)
 class DSStage:

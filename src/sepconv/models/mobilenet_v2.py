@@ -13,6 +13,13 @@ from sepconv.models.backbone import Backbone, FeatureInfo
 from sepconv.models.init import init_weights
 from sepconv.models.options import check_common, check_stem_stride, check_width, norm_with_eps
 
+__all__ = [
+    "MobileNetV2",
+    "mobilenet_v2",
+    "mobilenet_v2_050",
+    "mobilenet_v2_075",
+]
+
 
 @dataclass(frozen=True)
 class IRStage:

@@ -14,6 +14,8 @@ from sepconv.models.backbone import Backbone, FeatureInfo
 from sepconv.models.init import init_weights
 from sepconv.models.options import check_common, norm_with_eps
 
+__all__ = ["ResNet", "resnet50"]
+
 
 class Bottleneck(nn.Module):
     """1x1 reduce -> 3x3 (strided) -> 1x1 expand (x4), plus a shortcut, then ReLU.

@@ -14,6 +14,8 @@ from sepconv.models.backbone import Backbone, FeatureInfo
 from sepconv.models.init import init_weights
 from sepconv.models.options import check_common
 
+__all__ = ["VGG", "vgg16"]
+
 
 @dataclass(frozen=True)
 class VGGStage:

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sepconv.layers import ConvNormAct, DepthwiseConv2d, NormFactory, PointwiseConv2d
+from sepconv.layers import ConvNormAct, NormFactory
 from sepconv.models._registry import register_model
 from sepconv.models.backbone import Backbone, FeatureInfo
 from sepconv.models.init import init_weights
 from sepconv.models.options import check_common, norm_with_eps
+
+__all__ = ["Xception", "xception"]
 
 
 class SeparableConvBN(nn.Module):
@@ -20,7 +22,9 @@ class SeparableConvBN(nn.Module):
 
     Unlike :class:`~sepconv.layers.DepthwiseSeparableConv2d`, Xception puts neither a norm nor an
     activation between the depthwise and the pointwise conv (Chollet 2017, Section 4.7 found the
-    intermediate activation hurts), and neither conv has a bias.
+    intermediate activation hurts), and neither conv has a bias: the depth-wise half is a
+    :class:`~sepconv.layers.ConvNormAct` without norm and activation, the point-wise half one
+    with the norm and no activation.
 
     Shape:
         ``(N, C_in, H, W) -> (N, C_out, H, W)``.
@@ -33,13 +37,14 @@ class SeparableConvBN(nn.Module):
         # not in place: the block input is still needed by the residual shortcut
         self.act: nn.Module = nn.ReLU() if pre_act else nn.Identity()
         # depth-wise
-        self.conv_dw = DepthwiseConv2d(in_channels, 3)
+        self.conv_dw = ConvNormAct(
+            in_channels, in_channels, 3, groups=in_channels, norm=None, act=None, bias=False
+        )
         # point-wise
-        self.conv_pw = PointwiseConv2d(in_channels, out_channels)
-        self.bn = norm(out_channels)
+        self.conv_pw = ConvNormAct(in_channels, out_channels, 1, norm=norm, act=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv_pw(self.conv_dw(self.act(x))))
+        return self.conv_pw(self.conv_dw(self.act(x)))
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ row in one process, and writes a Markdown + JSON table with plots.
 
 Modules: ``config`` (the TOML file), ``data`` (images and row models), ``runs`` (the run-folder
 protocol), ``pool`` (parallel workers), ``cost`` (params, MACs, latency), ``plan`` (threads,
-order, ETA, dry run), ``sweep`` (the orchestrator), ``table`` (with ``summary``, ``twins`` and
-``render``), ``plots`` and ``results`` (the results folder), ``speed`` (GPU throughput, time
-to an accuracy) and ``variants`` (the smoke test, another number of epochs).
+order, ETA, dry run), ``sweep`` (the orchestrator), ``table`` (with ``summary`` and ``twins``),
+``render`` (the table as Markdown), ``plots`` and ``results`` (the results folder), ``speed``
+(GPU throughput, time to an accuracy) and ``variants`` (the smoke test, another number of
+epochs).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sepconv.reproduce.config import LatencyConfig, ReproduceConfig, RowConfig, 
 from sepconv.reproduce.cost import RowCost, latency_model
 from sepconv.reproduce.data import SweepData, build_row_model
 from sepconv.reproduce.plan import PlanEntry, dry_run
+from sepconv.reproduce.render import render_markdown
 from sepconv.reproduce.results import write_results
 from sepconv.reproduce.runs import RunSpec, plan_runs, train_run
 from sepconv.reproduce.speed import gpu_throughput, time_to_accuracy
@@ -43,6 +45,7 @@ __all__ = [
     "latency_model",
     "load_config",
     "plan_runs",
+    "render_markdown",
     "run_sweep",
     "smoke_config",
     "summarize",

@@ -22,6 +22,11 @@ from sepconv.train.config import TrainConfig
 SWEEP_MODEL_ARGS = ("num_classes", "in_chans", "small_input", "features_only")
 
 
+MAX_SEEDS = 1000
+"""Most seeds a row may have: more is a typo, and each seed is a whole training run."""
+_REQUIRED = object()  # KeyChecker.integer without a default: the key must be there
+
+
 class KeyChecker:
     """Type and range checks of the keys of one config file, raising ``ValueError``.
 
@@ -51,10 +56,33 @@ class KeyChecker:
                 f"some of: {', '.join(allowed)}."
             )
 
-    def integer(self, table: Mapping[str, Any], key: str, where: str, *, minimum: int) -> int:
+    def integer(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        where: str,
+        *,
+        minimum: int,
+        maximum: int | None = None,
+        default: Any = _REQUIRED,
+    ) -> Any:
+        """``table[key]`` if an integer in range; ``default`` when absent (if given)."""
+        if key not in table and default is not _REQUIRED:
+            return default
         value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(f"{where}{key}", f"an integer >= {minimum}", value)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            too_large = maximum is not None and isinstance(value, int) and value > maximum
+            expected = (
+                f"an integer from {minimum} to {maximum}"
+                if too_large
+                else f"an integer >= {minimum}"
+            )
+            raise self.error(f"{where}{key}", expected, value)
         return value
 
     def number(self, table: Mapping[str, Any], key: str, where: str) -> float:

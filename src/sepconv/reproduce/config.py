@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sepconv.reproduce.checks import KeyChecker, model_kwargs_from, recipe_from
+from sepconv.reproduce.checks import MAX_SEEDS, KeyChecker, model_kwargs_from, recipe_from
 from sepconv.train.config import TrainConfig
-from sepconv.utils.validation import invalid
+from sepconv.utils.validation import MAX_THREADS, invalid
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -252,8 +252,8 @@ def _latency(check: KeyChecker, table: Mapping[str, Any]) -> LatencyConfig:
         )
     return LatencyConfig(
         batch_sizes=tuple(batch_sizes),
-        threads=(
-            check.integer(table, "threads", "latency.", minimum=1) if "threads" in table else None
+        threads=check.integer(
+            table, "threads", "latency.", minimum=1, maximum=MAX_THREADS, default=None
         ),
         warmup=(
             check.integer(table, "warmup", "latency.", minimum=1)
@@ -301,7 +301,9 @@ def _row(
         model=model,
         model_kwargs=model_kwargs_from(check, row, where, model),
         twin=twin,
-        seeds=check.integer(row, "seeds", where, minimum=1) if "seeds" in row else default_seeds,
+        seeds=check.integer(
+            row, "seeds", where, minimum=1, maximum=MAX_SEEDS, default=default_seeds
+        ),
         train_images=(
             check.integer(row, "train_images", where, minimum=1) if "train_images" in row else None
         ),
@@ -380,7 +382,7 @@ def load_config(path: str | Path) -> ReproduceConfig:
         path=source,
         text=text,
         data=check.string(raw, "data", ""),
-        threads=check.integer(raw, "threads", "", minimum=1) if "threads" in raw else 1,
+        threads=check.integer(raw, "threads", "", minimum=1, maximum=MAX_THREADS, default=1),
         augment=augment,
         test_images=(
             check.integer(raw, "test_images", "", minimum=1) if "test_images" in raw else None
@@ -389,7 +391,7 @@ def load_config(path: str | Path) -> ReproduceConfig:
         latency=_latency(check, check.table(raw, "latency", "")),
         rows=rows,
         random_erasing=erasing,
-        jobs=check.integer(raw, "jobs", "", minimum=1) if "jobs" in raw else 1,
+        jobs=check.integer(raw, "jobs", "", minimum=1, maximum=MAX_THREADS, default=1),
         device=device,
         target_accuracy=(
             check.fraction(raw, "target_accuracy", "") if "target_accuracy" in raw else None

@@ -3,7 +3,8 @@
 Params and MACs come from :func:`sepconv.analysis.analyze` at the trained input size (batch 1).
 Latency comes from :func:`sepconv.bench.timing.measure` at the configured batch sizes and
 threads, for every row in one process so the ratios are fair, and is kept in
-``RUNS_DIR/latency.json``: a later sweep with the same rows, settings and machine reuses it.
+``RUNS_DIR/latency.json``: a later sweep with the same timed models (:func:`latency_identity`),
+settings and machine reuses it.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from tqdm import tqdm
 from sepconv.analysis import analyze
 from sepconv.bench.timing import Timing, environment, measure
 from sepconv.data import channel_stats
+from sepconv.data.normalize import to_model_input
 from sepconv.reproduce.config import LatencyConfig, ReproduceConfig, RowConfig
 from sepconv.reproduce.data import SweepData
-from sepconv.reproduce.runs import RunSpec
+from sepconv.reproduce.runs import RunSpec, run_identity
 from sepconv.train import load_tensors, update_bn_statistics
-from sepconv.train.evaluate import to_model_input
 from sepconv.train.trainer import WEIGHTS_NAME
 from sepconv.utils.files import write_json
 
@@ -126,12 +127,39 @@ def measure_row_latency(
     return timings
 
 
+def timed_run(runs: Sequence[RunSpec]) -> RunSpec | None:
+    """The first of ``runs`` that kept its ``model.safetensors``: the run whose trained weights
+    stand for its row's latency."""
+    return next((run for run in runs if (run.directory / WEIGHTS_NAME).is_file()), None)
+
+
 def trained_weights(runs: Sequence[RunSpec]) -> Path | None:
     """The ``model.safetensors`` of the first of ``runs`` that kept one."""
-    return next(
-        (run.directory / WEIGHTS_NAME for run in runs if (run.directory / WEIGHTS_NAME).is_file()),
-        None,
-    )
+    run = timed_run(runs)
+    return None if run is None else run.directory / WEIGHTS_NAME
+
+
+def latency_identity(
+    config: ReproduceConfig, row: RowConfig, timed: RunSpec | None
+) -> dict[str, Any]:
+    """What decides the weights of the model timed for ``row``, as JSON: a cached latency is
+    reused only while this is unchanged.
+
+    Trained weights (those of the run ``timed``) are decided by everything that decides the
+    run's outcome, :func:`~sepconv.reproduce.runs.run_identity`: the row, the seed, the data,
+    the augmentation and the row's random erasing (and the test images, which a run folder is
+    checked against too). The stand-in of :func:`latency_model`
+    (``timed`` is ``None``) by the row and its training images alone: seed 0 and BatchNorm
+    statistics on un-augmented images, so augmentation and erasing do not enter.
+
+    Example:
+        >>> latency_identity(config, config.row("vgg16"), None)["data"]  # doctest: +SKIP
+        'fashion-mnist'
+    """
+    if timed is not None:
+        return run_identity(timed, config)
+    stand_in: dict[str, Any] = json.loads(json.dumps({**row.identity(), "data": config.data}))
+    return stand_in
 
 
 def _cached(path: Path, settings: dict[str, Any], wanted: dict[str, Any]) -> Any:
@@ -171,8 +199,9 @@ def row_latencies(
     """Latency of every row with a finished run, and whether it was timed on trained weights.
 
     Measured now, in this one process, unless ``runs_dir/latency.json`` already holds every
-    row of ``finished`` under the same settings, machine and weights (trained or not, as
-    :func:`latency_model` says); what is measured is written there.
+    row of ``finished`` under the same settings and machine, timed on the same weights
+    (trained or not, as :func:`latency_model` says, and decided by the same
+    :func:`latency_identity`); what is measured is written there.
 
     Args:
         config: The sweep.
@@ -190,10 +219,16 @@ def row_latencies(
         "threads": threads,
         "environment": environment(threads),
     }
-    weights = {name: trained_weights(runs) for name, runs in finished.items()}
+    timed = {name: timed_run(runs) for name, runs in finished.items()}
+    weights = {
+        name: None if run is None else run.directory / WEIGHTS_NAME for name, run in timed.items()
+    }
     trained = {name: path is not None for name, path in weights.items()}
     wanted = {
-        name: {"identity": config.row(name).identity(), "trained": trained[name]}
+        name: {
+            "identity": latency_identity(config, config.row(name), timed[name]),
+            "trained": trained[name],
+        }
         for name in finished
     }
     wanted = json.loads(json.dumps(wanted))

@@ -23,7 +23,7 @@ from sepconv.reproduce.runs import RunSpec, plan_runs
 from sepconv.train import Trainer, evaluate
 from sepconv.train.distributed import DistributedContext
 from sepconv.utils.devices import check_device
-from sepconv.utils.validation import invalid, positive_int
+from sepconv.utils.validation import invalid, positive_int, thread_count
 
 
 def steps_per_run(row: RowConfig, train_images: int) -> int:
@@ -56,7 +56,9 @@ def split_threads(
         >>> split_threads(config, threads=2, jobs=2)  # doctest: +SKIP
         (2, 1)
     """
-    jobs = config.jobs if jobs is None else positive_int("jobs", jobs)
+    jobs = config.jobs if jobs is None else thread_count("jobs", jobs)
+    if threads is not None:
+        thread_count("threads", threads)
     if jobs > 1 and torch.device(device).type not in ("cpu", "cuda"):
         raise invalid(
             "jobs",
@@ -70,8 +72,9 @@ def split_threads(
 def longest_first(runs: Sequence[RunSpec], data: SweepData) -> list[RunSpec]:
     """``runs`` by images to train, most first (ties keep their order): the order parallel
     jobs start them in, so that the longest run does not end alone on one core. Images, not
-    MACs: on a CPU, small CNNs' training time follows their images far more closely (the
-    committed compact table trained 385-850 images/s for 9.5M-76.5M MACs an image)."""
+    MACs: on a CPU, small CNNs' training time follows the images they see far more closely
+    than their MACs (see the images/s of the runs against the MACs column in
+    ``results/reproduce_compact``)."""
     return sorted(runs, key=lambda run: -images_to_train(run.row, data))
 
 

@@ -1,35 +1,29 @@
 """The results table as Markdown: what the numbers mean, the rows, the twin pairs, notes and
 references.
 
-:meth:`ResultsTable.to_markdown <sepconv.reproduce.table.ResultsTable.to_markdown>` calls
-:func:`render_markdown`; :func:`sepconv.reproduce.results.write_results` writes the text.
+:func:`render_markdown` reads a :class:`~sepconv.reproduce.table.ResultsTable`;
+:func:`sepconv.reproduce.results.write_results` writes the text as ``results.md``.
 """
 
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING
 
 from sepconv.bench.output import markdown_table
 from sepconv.reproduce.speed import format_count, format_reached, speed_notes
+from sepconv.reproduce.table import FASHION_MNIST_BENCHMARK, ResultsTable
 from sepconv.reproduce.twins import HOWARD_TABLE_4
 
-if TYPE_CHECKING:
-    from sepconv.reproduce.table import ResultsTable
-
-__all__ = ["FASHION_MNIST_BENCHMARK", "render_markdown"]
-
-# The benchmark table of https://github.com/zalandoresearch/fashion-mnist (README, "Benchmark";
-# submitted results, marked there as not yet tested by the maintainers).
-FASHION_MNIST_BENCHMARK = (
-    "Fashion-MNIST benchmark table (github.com/zalandoresearch/fashion-mnist README, submitted "
-    "results not verified by its maintainers): MobileNet (horizontal flips) 0.950, ResNet18 "
-    "0.949, VGG16 (26M params) 0.935 test accuracy."
-)
+__all__ = ["render_markdown"]
 
 
 def render_markdown(table: ResultsTable, header: str) -> str:
-    """``table`` as Markdown under ``header`` (command, machine, versions)."""
+    """``table`` as Markdown under ``header`` (command, machine, versions).
+
+    Example:
+        >>> text = render_markdown(summarize(config, results, costs, latency,
+        ...                                  input_shape=(1, 28, 28)), "header")  # doctest: +SKIP
+    """
     batches = sorted({b for row in table.rows for b in row.latency})
     lines = _preamble(table, header)
     lines.append(_rows_table(table, batches))

@@ -13,9 +13,24 @@ from typing import Any
 from sepconv.bench.output import markdown_environment
 from sepconv.reproduce.config import ReproduceConfig
 from sepconv.reproduce.plots import plot_results
+from sepconv.reproduce.render import render_markdown
 from sepconv.reproduce.table import ResultsTable
 from sepconv.utils.files import write_json, write_text
 from sepconv.utils.version import __version__
+
+RESULT_FILES = (
+    "results.json",
+    "results.md",
+    "acc_vs_params.png",
+    "acc_vs_macs.png",
+    "acc_vs_latency.png",
+    "config.toml",
+    "command.txt",
+    "environment.json",
+)
+"""The files :func:`write_results` writes at the top of a results folder (and ``runs/``)."""
+RUN_RECORDS = ("result.json", "log.jsonl")
+"""The files of each run it copies under ``runs/<row>/seed<k>/``."""
 
 
 def _versions() -> dict[str, str]:
@@ -76,7 +91,7 @@ def write_results(
         write_json(out / "results.json", {**table.to_dict(), "command": command, "context": env}),
         write_text(
             out / "results.md",
-            table.to_markdown(markdown_environment(context["environment"], command)),
+            render_markdown(table, markdown_environment(context["environment"], command)),
         ),
         *plot_results(table, out),
         write_text(out / "config.toml", config.text),

@@ -20,13 +20,14 @@ from typing import Any
 import torch
 
 from sepconv.bench.timing import environment
+from sepconv.reproduce.checks import MAX_SEEDS
 from sepconv.reproduce.config import ReproduceConfig, RowConfig
 from sepconv.reproduce.data import SweepData, training_augment
 from sepconv.train import Trainer, TrainingDiverged
 from sepconv.train.distributed import DistributedContext
 from sepconv.train.trainer import CHECKPOINT_NAME
 from sepconv.utils.files import write_json
-from sepconv.utils.validation import positive_int
+from sepconv.utils.validation import bounded_int
 
 RESULT_NAME = "result.json"
 FAILED_NAME = "failed.json"  # a run whose training diverged: its error, for the table
@@ -79,7 +80,7 @@ def plan_runs(
     for name in only:
         config.row(name)
     if seeds is not None:
-        positive_int("seeds", seeds)
+        bounded_int("seeds", seeds, 1, MAX_SEEDS)
     base = Path(runs_dir)
     return [
         RunSpec(row, seed, base / row.name / f"seed{seed}")

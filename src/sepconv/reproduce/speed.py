@@ -39,8 +39,7 @@ def gpu_throughput(
     :func:`sepconv.bench.timing.measure` (median of the blocks).
 
     Example:
-        >>> gpu_throughput(config.row("mobilenet_v2"), data, "cuda")  # doctest: +SKIP
-        41000.0
+        >>> rate = gpu_throughput(config.row("mobilenet_v2"), data, "cuda")  # doctest: +SKIP
     """
     dev = torch.device(device)
     recipe = row.recipe

@@ -9,10 +9,9 @@ finished runs skipped and interrupted ones resumed), trains them one after the o
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from sepconv.bench.timing import environment, pinned_threads
 from sepconv.reproduce.config import ReproduceConfig
 from sepconv.reproduce.cost import RowCost, row_cost, row_latencies, trained_weights
 from sepconv.reproduce.data import SweepData
+from sepconv.reproduce.guard import check_results_kept, check_results_writable, table_runs
 from sepconv.reproduce.plan import Eta, clock, longest_first, split_threads
 from sepconv.reproduce.pool import CONSOLE_NAME, train_in_parallel
 from sepconv.reproduce.results import write_results
@@ -32,7 +32,6 @@ from sepconv.reproduce.runs import (
     RunSpec,
     plan_runs,
     read_result,
-    run_identity,
     train_run,
 )
 from sepconv.reproduce.speed import gpu_throughput
@@ -129,74 +128,17 @@ def _train(
             bar.set_postfix_str(f"{jobs} runs at a time, ETA {clock(estimate)}")
 
 
-def _table_runs(config: ReproduceConfig, runs_dir: Path, seeds: int | None) -> Iterator[RunSpec]:
-    """Every run the sweep's table can list: each row's seeds up to its own or ``seeds``."""
-    for row in config.rows:
-        for seed in range(max(row.seeds, seeds or 0)):
-            yield RunSpec(row, seed, runs_dir / row.name / f"seed{seed}")
-
-
 def _collect(
     config: ReproduceConfig, runs_dir: Path, seeds: int | None, outcome: SweepOutcome
 ) -> dict[str, list[RunSpec]]:
     """Every finished run of every row (not only the planned ones), its result put in
     ``outcome.results``: the table lists every row with results."""
     finished: dict[str, list[RunSpec]] = {}
-    for run in _table_runs(config, runs_dir, seeds):
+    for run in table_runs(config, runs_dir, seeds):
         if run.status == "done":
             finished.setdefault(run.row.name, []).append(run)
             outcome.results.setdefault(run.row.name, []).append(read_result(run, config))
     return finished
-
-
-def check_results_kept(
-    config: ReproduceConfig,
-    runs: Sequence[RunSpec],
-    runs_dir: Path,
-    out_dir: Path,
-    seeds: int | None,
-    names: tuple[str, str] = ("out_dir", "overwrite=True"),
-) -> None:
-    """Raise ``ValueError`` if ``out_dir`` holds the results of runs that the table of this
-    sweep (the planned ``runs`` and every finished run, as :func:`_collect` gathers them) would
-    not hold as they are: a row or seed it leaves out, or one it trains differently (another
-    config, ``--epochs``) or takes from another runs folder without that run.
-
-    The runs of a results folder are those copied into its ``runs/<row>/seed<k>/``, each
-    with the identity it was trained under; a sweep that keeps every one of them may rewrite
-    the folder (its table then holds the same runs, and perhaps more). ``names``: how the
-    message names the results folder and the way to overwrite it (``--out``, ``--overwrite``
-    on the command line).
-    """
-    if not (out_dir / "results.json").is_file():
-        return
-    planned = {run.key for run in runs}
-    kept: dict[str, dict[str, Any]] = {}
-    for run in _table_runs(config, runs_dir, seeds):
-        done = run.status == "done"
-        if done:
-            read_result(run, config)  # a stale run is refused first, as by the sweep
-        if done or run.key in planned:
-            kept[run.key] = run_identity(run, config)
-    lost = []
-    for path in sorted((out_dir / "runs").glob(f"*/seed*/{RESULT_NAME}")):
-        key = f"{path.parent.parent.name}/{path.parent.name}"
-        try:
-            identity = json.loads(path.read_text(encoding="utf-8")).get("identity")
-        except (OSError, ValueError, AttributeError):
-            identity = None
-        if key not in kept:
-            lost.append(f"{key} (not a run of this sweep in {runs_dir})")
-        elif identity != kept[key]:
-            lost.append(f"{key} (trained differently here)")
-    if lost:
-        shown = ", ".join(lost[:4]) + (f" and {len(lost) - 4} more" if len(lost) > 4 else "")
-        name, overwrite = names
-        raise ValueError(
-            f"{name}: expected a results folder this sweep can rewrite without losing results, "
-            f"received {str(out_dir)!r}, which holds the results of other runs: {shown}. Give "
-            f"another {name}, or {overwrite} to replace them."
-        )
 
 
 def _write_table(
@@ -322,6 +264,7 @@ def run_sweep(
         positive_int("max_steps", max_steps)
     if not overwrite:
         check_results_kept(config, runs, runs_path, out_path, seeds)
+    check_results_writable(out_path)
     jobs, run_threads = split_threads(config, threads, jobs, device)
     load_start = _loadavg()
     data = SweepData.load(config)

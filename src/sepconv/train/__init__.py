@@ -1,5 +1,5 @@
-"""Training: :class:`Trainer`, :class:`TrainConfig`, evaluation, checkpoints and torchrun
-set-up."""
+"""Training: :class:`Trainer`, :class:`TrainConfig`, the run's :class:`TrainState`,
+evaluation, checkpoints and torchrun set-up."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sepconv.train.divergence import TrainingDiverged
 from sepconv.train.ema import ModelEma
 from sepconv.train.evaluate import EvalResult, evaluate, plot_confusion_matrix
 from sepconv.train.optim import WarmupCosine, build_optimizer, param_groups
+from sepconv.train.state import TrainState
 from sepconv.train.trainer import Trainer
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "EvalResult",
     "ModelEma",
     "TrainConfig",
+    "TrainState",
     "Trainer",
     "TrainingDiverged",
     "WarmupCosine",

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from sepconv.utils.validation import (
+    bounded_int,
     finite_number,
     invalid,
     non_negative_int,
@@ -15,6 +16,8 @@ from sepconv.utils.validation import (
 
 _OPTIMIZERS = ("sgd", "adamw")
 _AMP = ("auto", "bf16", "off")
+MAX_SEED = 2**63 - 1
+"""Largest ``seed``: generators take 64 bits, and sepconv's derived seeds are 63-bit."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,9 @@ class TrainConfig:
         # its argument, and not as a NaN loss or a crash epochs later.
         for name in ("epochs", "batch_size", "eval_batch_size"):
             positive_int(name, getattr(self, name))
-        for name in ("seed", "checkpoint_every"):
-            non_negative_int(name, getattr(self, name))
+        non_negative_int("checkpoint_every", self.checkpoint_every)
+        # torch.manual_seed takes 64 bits; a larger seed would fail at the first step.
+        bounded_int("seed", self.seed, 0, MAX_SEED)
         one_of("optimizer", self.optimizer, _OPTIMIZERS)
         one_of("amp", self.amp, _AMP)
         for name in ("channels_last", "compile"):

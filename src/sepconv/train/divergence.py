@@ -22,8 +22,6 @@ near ln(num_classes) (2.3 for 10 classes) and falls while training works; 1e4 ti
 past any healthy spike, and is reached by a run whose weights blow up long before the loss
 becomes inf or NaN."""
 
-_NONE = 2**62  # "no bad step" in the cross-rank minimum
-
 
 class TrainingDiverged(ValueError):
     """The loss became NaN, infinite or :data:`DIVERGENCE_FACTOR` times its first value.
@@ -65,14 +63,18 @@ class DivergenceWatch:
         self._loss = torch.where(fresh, loss.double(), self._loss)
 
     def first_bad(self, *, distributed: bool) -> tuple[int, float] | None:
-        """The first diverged step and its loss (the earliest over all ranks), or ``None``."""
-        step = int(self._step)
-        if distributed:
-            # Every rank must stop at the same point, or the others wait in the next all-reduce.
-            flag = torch.tensor([step if step >= 0 else _NONE], device=self._step.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            step = int(flag.item()) if int(flag.item()) < _NONE else -1
-        return None if step < 0 else (step, float(self._loss))
+        """The first diverged step and its loss (the earliest over all ranks, with the loss of
+        the rank that saw it), or ``None``."""
+        if not distributed:
+            step = int(self._step)
+            return None if step < 0 else (step, float(self._loss))
+        # Every rank must stop at the same point, or the others wait in the next collective;
+        # and each names the loss that diverged, not its own.
+        mine = torch.stack([self._step.double(), self._loss])
+        every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+        dist.all_gather(every, mine)
+        seen = [(int(s), v) for s, v in (t.tolist() for t in every) if s >= 0]
+        return min(seen, key=lambda bad: bad[0]) if seen else None  # ties: the lowest rank
 
     def check(self, *, distributed: bool, checkpoint: Path | None, saved_step: int | None) -> None:
         """Raise :class:`TrainingDiverged` naming the step and the checkpoint left intact."""

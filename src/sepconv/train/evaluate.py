@@ -10,24 +10,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from sepconv.data.dataset import BatchLoader, ImageDataset
-from sepconv.data.normalize import Normalize
+from sepconv.data.normalize import to_model_input
 from sepconv.utils.files import write_atomic
-
-
-def to_model_input(
-    images: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    *,
-    device: torch.device,
-    channels_last: bool,
-) -> torch.Tensor:
-    """``uint8`` ``(N, C, H, W)`` images -> normalised float32 ``(x / 255 - mean) / std`` on
-    ``device``, by :class:`~sepconv.data.normalize.Normalize` (the same bits on every device)."""
-    normalize = Normalize(mean, std, channels_last=channels_last)
-    return normalize(images.to(device, non_blocking=True))
 
 
 @dataclass(frozen=True)
@@ -62,6 +49,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     channels_last: bool = False,
     autocast_bf16: bool = False,
+    progress: bool = False,
 ) -> EvalResult:
     """Classify every image of ``dataset`` once and tally the results.
 
@@ -73,11 +61,12 @@ def evaluate(
         device: where to run.
         channels_last: feed NHWC inputs.
         autocast_bf16: run under bf16 autocast.
+        progress: show a progress bar over the batches (on stderr).
 
     Example:
         >>> result = evaluate(model, test_set, mean=(0.286,), std=(0.353,))  # doctest: +SKIP
-        >>> result.accuracy  # doctest: +SKIP
-        0.93
+        >>> len(result.per_class_accuracy) == test_set.num_classes  # doctest: +SKIP
+        True
     """
     dev = torch.device(device)
     was_training = model.training
@@ -86,13 +75,16 @@ def evaluate(
     confusion = torch.zeros(k, k, dtype=torch.int64)
     loss_sum = 0.0
     loader = BatchLoader(dataset, batch_size, shuffle=False, drop_last=False)
+    bar = tqdm(total=len(dataset), desc="evaluating", unit="img", disable=not progress)
     for images, labels in loader:
+        bar.update(len(labels))
         x = to_model_input(images, mean, std, device=dev, channels_last=channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast_bf16):
             logits = model(x)
         logits = logits.float().cpu()
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         confusion += torch.bincount(labels * k + logits.argmax(1), minlength=k * k).view(k, k)
+    bar.close()
     model.train(was_training)
     totals = confusion.sum(1).clamp_min(1)
     per_class = (confusion.diag().double() / totals).tolist()

@@ -1,172 +1,264 @@
-"""The inside of :meth:`Trainer.fit <sepconv.train.Trainer.fit>`: an epoch's steps, the record
-that closes it, the per-epoch log and the ``torch.compile`` warm-up.
+"""The inside of :meth:`Trainer.fit <sepconv.train.Trainer.fit>`: one optimizer step, an epoch
+of them, the record that closes an epoch, the per-epoch log and the ``torch.compile`` warm-up.
 
-Each function takes the :class:`~sepconv.train.Trainer` and advances its state (step counters,
-running metrics, history) in place, as :mod:`sepconv.train.checkpoint` reads and restores it.
+Every function takes what it touches as arguments, as timm's ``train_one_epoch`` does: the
+run's :class:`~sepconv.train.state.TrainState` (advanced in place), the :class:`TrainStep`
+(model, optimizer, schedule, EMA, loss), the batches, and callbacks for what the trainer decides
+around the loop (divergence checks, checkpoints, evaluation).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from sepconv.data.dataset import BatchLoader
+from sepconv.train.config import TrainConfig
+from sepconv.train.distributed import DistributedContext
+from sepconv.train.divergence import DivergenceWatch
+from sepconv.train.ema import ModelEma
+from sepconv.train.evaluate import EvalResult
+from sepconv.train.state import TrainState
 from sepconv.utils.files import write_atomic
 
-if TYPE_CHECKING:
-    from sepconv.train.trainer import Trainer
-
-__all__ = ["LOG_NAME", "compile_warm_up", "end_epoch", "train_epoch", "write_log"]
+__all__ = [
+    "LOG_NAME",
+    "LossFn",
+    "TrainStep",
+    "compile_warm_up",
+    "end_epoch",
+    "train_epoch",
+    "write_log",
+]
 
 LOG_NAME = "log.jsonl"
 
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(logits, x, y) -> loss``: float32 logits ``(N, K)``, the batch ``x`` they came from (a
+teacher sees it too) and the labels ``(N,)``; returns the mean loss, a scalar."""
 
-def train_epoch(trainer: Trainer, max_steps: int | None) -> bool:
-    """Run the rest of the current epoch; False when ``max_steps`` stopped it early."""
-    cfg = trainer.config
-    trainer.loader.set_epoch(trainer.epoch)
+
+@dataclass(frozen=True)
+class TrainStep:
+    """One optimizer step: forward pass, loss, backward pass, update, weight average.
+
+    Attributes:
+        net: What runs the forward pass: ``model``, possibly wrapped in
+            ``DistributedDataParallel`` and compiled.
+        model: The model itself, whose parameters are clipped and averaged.
+        optimizer: Updates ``model``'s parameters.
+        scheduler: Stepped after every optimizer step.
+        ema: The weight average updated after every step, or ``None``.
+        loss_fn: The training loss (:data:`LossFn`).
+        bf16: Run the forward pass under bf16 autocast.
+        clip_grad_norm: Clip the gradients to this global norm first; 0 leaves them.
+    """
+
+    net: nn.Module
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: ModelEma | None
+    loss_fn: LossFn
+    bf16: bool
+    clip_grad_norm: float
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, loss)`` of the batch ``x`` ``(N, C, H, W)`` with labels ``y`` ``(N,)``."""
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.net(x)
+        return logits, self.loss_fn(logits.float(), x, y)
+
+    def update(self, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss``, then step the optimizer, the schedule and the average."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+
+def train_epoch(
+    state: TrainState,
+    step: TrainStep,
+    loader: BatchLoader,
+    *,
+    config: TrainConfig,
+    ctx: DistributedContext,
+    watch: DivergenceWatch,
+    check_diverged: Callable[[], None],
+    save_checkpoint: Callable[[], None],
+    max_steps: int | None = None,
+    stop_requested: Callable[[], bool] | None = None,
+) -> bool:
+    """Run the rest of the current epoch from ``state.step_in_epoch``.
+
+    Args:
+        state: Advanced step by step.
+        step: What each step runs.
+        loader: The training batches, normalised and on the device (see
+            :class:`~sepconv.data.BatchLoader`).
+        config: ``epochs`` (for the progress bar) and ``checkpoint_every``.
+        ctx: Process placement: only rank 0 shows progress.
+        watch: Records every step's loss.
+        check_diverged: Raises if a step so far diverged; called where the host syncs anyway
+            (progress updates).
+        save_checkpoint: Writes a checkpoint of ``state``; called every
+            ``config.checkpoint_every`` steps inside the epoch (the trainer writes the one at
+            its end).
+        max_steps: Stop before the step that would exceed this many steps in all.
+        stop_requested: Asked before each step; ``True`` stops the epoch there (an interrupt
+            asked for between two steps, so that what is saved is a whole step).
+
+    Returns:
+        ``False`` when ``max_steps`` or ``stop_requested`` stopped the epoch early, else
+        ``True``.
+    """
+    loader.set_epoch(state.epoch)
     bar = tqdm(
-        total=len(trainer.loader),
-        initial=trainer.step_in_epoch,
-        desc=f"epoch {trainer.epoch + 1}/{cfg.epochs}",
+        total=len(loader),
+        initial=state.step_in_epoch,
+        desc=f"epoch {state.epoch + 1}/{config.epochs}",
         unit="batch",
         dynamic_ncols=True,
-        disable=not trainer.ctx.is_main,
+        disable=not ctx.is_main,
     )
-    trainer.net.train()
-    # A restored checkpoint holds the sums on the CPU.
-    trainer._running = trainer._running.to(trainer.ctx.device)
+    step.net.train()
     start = time.perf_counter()
     finished = True
-    # Normalised inputs and labels, already on the device (see BatchLoader).
-    for x, y in trainer.loader.batches(trainer.step_in_epoch):
-        if max_steps is not None and trainer.global_step >= max_steps:
+    for x, y in loader.batches(state.step_in_epoch):
+        if (max_steps is not None and state.global_step >= max_steps) or (
+            stop_requested is not None and stop_requested()
+        ):
             finished = False
             break
-        with torch.autocast(trainer.ctx.device.type, dtype=torch.bfloat16, enabled=trainer.bf16):
-            logits = trainer.net(x)
-        loss = trainer._loss(logits.float(), x, y)
-        trainer._watch.record(loss.detach(), trainer.global_step + 1)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip_grad_norm > 0:
-            nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.clip_grad_norm)
-        trainer.optimizer.step()
-        trainer.scheduler.step()
-        if trainer.ema is not None:
-            trainer.ema.update(trainer.model)
-        trainer.global_step += 1
-        trainer.step_in_epoch += 1
-        n = y.shape[0]
-        # The same float64 sums as host arithmetic would give, without a sync per step.
-        trainer._running += torch.stack(
-            [
-                loss.detach().double() * n,
-                (logits.argmax(1) == y).sum().double(),
-                torch.full((), n, dtype=torch.float64, device=y.device),
-            ]
-        )
+        logits, loss = step.forward(x, y)
+        watch.record(loss.detach(), state.global_step + 1)
+        step.update(loss)
+        state.count_step(loss, logits, y)
         bar.update(1)
-        if trainer.step_in_epoch % 10 == 0 or trainer.step_in_epoch == len(trainer.loader):
-            trainer._check_diverged()
-            elapsed = trainer._epoch_time + time.perf_counter() - start
-            loss_sum, correct, seen = trainer._running.tolist()
+        if state.step_in_epoch % 10 == 0 or state.step_in_epoch == len(loader):
+            check_diverged()
+            elapsed = state.epoch_time_s + time.perf_counter() - start
+            loss_sum, correct, seen = state.totals()
             bar.set_postfix(
                 loss=f"{loss_sum / seen:.4f}",
                 acc=f"{correct / seen:.4f}",
-                img_s=f"{seen * trainer.ctx.world_size / max(elapsed, 1e-9):.0f}",
+                img_s=f"{seen * ctx.world_size / max(elapsed, 1e-9):.0f}",
             )
         if (
-            cfg.checkpoint_every
-            and trainer.global_step % cfg.checkpoint_every == 0
-            and trainer.step_in_epoch < len(trainer.loader)
+            config.checkpoint_every
+            and state.global_step % config.checkpoint_every == 0
+            and state.step_in_epoch < len(loader)
         ):
-            trainer._epoch_time += time.perf_counter() - start
-            trainer.save_checkpoint()
+            state.epoch_time_s += time.perf_counter() - start
+            save_checkpoint()
             start = time.perf_counter()
-    trainer._epoch_time += time.perf_counter() - start
+    state.epoch_time_s += time.perf_counter() - start
     bar.close()
     return finished
 
 
-def compile_warm_up(trainer: Trainer) -> None:
-    """Compile the forward and backward passes on the next batch, then undo the pass.
+def compile_warm_up(state: TrainState, step: TrainStep, loader: BatchLoader) -> float:
+    """Compile the forward and backward passes on the next batch, undo the pass, and return
+    the seconds it took.
 
     Weights, BatchNorm statistics and every random state are restored and the gradients
     dropped, so training continues as if the warm-up had not run, and the one-time
-    compilation stays out of the timed epochs.
+    compilation stays out of the timed epochs. ``state`` is only read.
     """
-    trainer._compile_pending = False
     start = time.perf_counter()
-    trainer.loader.set_epoch(trainer.epoch)
-    x, y = next(iter(trainer.loader.batches(trainer.step_in_epoch)))
-    saved = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    loader.set_epoch(state.epoch)
+    x, y = next(iter(loader.batches(state.step_in_epoch)))
+    saved = {k: v.detach().clone() for k, v in step.model.state_dict().items()}
     cpu_rng = torch.get_rng_state()
-    on_cuda = trainer.ctx.device.type == "cuda"
-    cuda_rng = torch.cuda.get_rng_state(trainer.ctx.device) if on_cuda else None
-    trainer.net.train()
-    with torch.autocast(trainer.ctx.device.type, dtype=torch.bfloat16, enabled=trainer.bf16):
-        logits = trainer.net(x)
-    trainer._loss(logits.float(), x, y).backward()
-    trainer.optimizer.zero_grad(set_to_none=True)
+    on_cuda = x.device.type == "cuda"
+    cuda_rng = torch.cuda.get_rng_state(x.device) if on_cuda else None
+    step.net.train()
+    _, loss = step.forward(x, y)
+    loss.backward()
+    step.optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():
-        for name, value in trainer.model.state_dict().items():
+        for name, value in step.model.state_dict().items():
             value.copy_(saved[name])
     torch.set_rng_state(cpu_rng)
     if cuda_rng is not None:
-        torch.cuda.set_rng_state(cuda_rng, trainer.ctx.device)
-        torch.cuda.synchronize(trainer.ctx.device)
-    trainer.compile_time_s = time.perf_counter() - start
+        torch.cuda.set_rng_state(cuda_rng, x.device)
+        torch.cuda.synchronize(x.device)
+    return time.perf_counter() - start
 
 
-def end_epoch(trainer: Trainer) -> None:
-    """Close the current epoch: reduce the running metrics over ranks, evaluate on the test
-    set (rank 0), append the epoch's record to the history and the log, and reset the
-    counters for the next epoch."""
-    totals = trainer._running.clone()
-    if trainer.ctx.distributed:
+def end_epoch(
+    state: TrainState,
+    step: TrainStep,
+    *,
+    ctx: DistributedContext,
+    evaluate: Callable[[nn.Module], EvalResult] | None,
+    out_dir: Path | None,
+) -> None:
+    """Close the current epoch and move ``state`` on to the next.
+
+    The epoch's record holds its number, the step, the learning rate, the training loss and
+    accuracy (summed over ranks), images/s and training seconds; with ``evaluate`` (on rank 0)
+    also the test loss and accuracy of the weights that get exported (the EMA when on, then
+    ``evaluated="ema"`` and the raw model's ``model_test_loss`` / ``model_test_acc`` too). It
+    is appended to ``state.history`` and rank 0 prints it and rewrites the log in ``out_dir``.
+
+    Args:
+        state: The run; its epoch ends here.
+        step: The model, average and schedule the record reads.
+        ctx: Process placement; under torchrun every rank must call this.
+        evaluate: Scores a model on the test set, or ``None`` without one.
+        out_dir: Folder of ``log.jsonl``, or ``None`` to write nothing.
+    """
+    totals = state.running.clone()
+    if ctx.distributed:
         dist.all_reduce(totals)
     loss_sum, correct, seen = totals.tolist()
     record: dict[str, Any] = {
-        "epoch": trainer.epoch + 1,
-        "step": trainer.global_step,
-        "lr": trainer.scheduler.get_last_lr()[0],
+        "epoch": state.epoch + 1,
+        "step": state.global_step,
+        "lr": step.scheduler.get_last_lr()[0],
         "train_loss": loss_sum / seen,
         "train_acc": correct / seen,
-        "images_per_s": seen / max(trainer._epoch_time, 1e-9),
-        "epoch_time_s": trainer._epoch_time,
+        "images_per_s": seen / max(state.epoch_time_s, 1e-9),
+        "epoch_time_s": state.epoch_time_s,
     }
-    if trainer.test_set is not None and trainer.ctx.is_main:
-        result = trainer._evaluate(trainer.eval_model, trainer.test_set)
+    if evaluate is not None and ctx.is_main:
+        result = evaluate(step.ema.module if step.ema is not None else step.model)
         record.update(
             test_loss=result.loss,
             test_acc=result.accuracy,
-            evaluated="ema" if trainer.ema is not None else "model",
+            evaluated="ema" if step.ema is not None else "model",
         )
-        if trainer.ema is not None:
+        if step.ema is not None:
             # The raw weights too, so one run shows what the average adds.
-            raw = trainer._evaluate(trainer.model, trainer.test_set)
+            raw = evaluate(step.model)
             record.update(model_test_loss=raw.loss, model_test_acc=raw.accuracy)
-    trainer.history.append(record)
-    if trainer.ctx.is_main:
+    state.history.append(record)
+    if ctx.is_main:
         tqdm.write(json.dumps(record))
-        write_log(trainer)
-    trainer.epoch += 1
-    trainer.step_in_epoch = 0
-    trainer._running.zero_()
-    trainer._epoch_time = 0.0
+        write_log(out_dir, state.history)
+    state.next_epoch()
 
 
-def write_log(trainer: Trainer) -> None:
-    """Rewrite ``out_dir/log.jsonl`` with the whole history, one JSON line per epoch (nothing
-    without ``out_dir``)."""
-    if trainer.out_dir is None:
+def write_log(out_dir: Path | None, history: list[dict[str, Any]]) -> None:
+    """Rewrite ``out_dir/log.jsonl`` with ``history``, one JSON line per epoch (nothing without
+    ``out_dir``)."""
+    if out_dir is None:
         return
-    text = "".join(json.dumps(r) + "\n" for r in trainer.history)
-    trainer.out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(trainer.out_dir / LOG_NAME, lambda tmp: tmp.write_text(text))
+    text = "".join(json.dumps(r) + "\n" for r in history)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / LOG_NAME, lambda tmp: tmp.write_text(text))

@@ -3,13 +3,17 @@
 Resume is exact at any step, mid-epoch included: data order and augmentation are functions of
 ``(seed, epoch, step)`` (see :class:`~sepconv.data.BatchLoader`), and a checkpoint holds the
 model, optimizer, scheduler, EMA, every rank's RNG state and the running epoch metrics.
-The steps of an epoch, its closing record and the compile warm-up are in
-:mod:`sepconv.train.loop`; checkpoint and weights files in :mod:`sepconv.train.checkpoint`.
+Where the run stands (steps, running metrics, history) is one record,
+:class:`~sepconv.train.state.TrainState` (``trainer.state``); the steps of an epoch, its closing
+record and the compile warm-up are functions over it in :mod:`sepconv.train.loop`, and
+:mod:`sepconv.train.checkpoint` writes it with the weights and reads it back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +25,34 @@ from torch.nn.parallel import DistributedDataParallel
 from sepconv.data.augment import BatchAugment
 from sepconv.data.dataset import BatchLoader, ImageDataset, channel_stats
 from sepconv.data.normalize import Normalize
-from sepconv.models.modelfile import ModelRecord
+from sepconv.modelfile.format import write_model_file
+from sepconv.modelfile.record import ModelRecord
 from sepconv.train.checkpoint import (
     CHECKPOINT_NAME,
     WEIGHTS_NAME,
     restore_checkpoint,
     write_checkpoint,
-    write_weights,
 )
+from sepconv.train.checks import check_max_steps, check_spread, check_trainer_arguments
 from sepconv.train.config import TrainConfig
 from sepconv.train.distributed import DistributedContext
 from sepconv.train.divergence import DIVERGENCE_FACTOR, DivergenceWatch, TrainingDiverged
 from sepconv.train.ema import ModelEma
 from sepconv.train.evaluate import EvalResult, evaluate
-from sepconv.train.loop import LOG_NAME, compile_warm_up, end_epoch, train_epoch
+from sepconv.train.interrupt import interrupt_between_steps
+from sepconv.train.loop import (
+    LOG_NAME,
+    TrainStep,
+    compile_warm_up,
+    end_epoch,
+    train_epoch,
+    write_log,
+)
 from sepconv.train.losses import distillation_loss
 from sepconv.train.optim import WarmupCosine, build_optimizer
+from sepconv.train.state import TrainState
+from sepconv.utils.locks import locked_folder
 from sepconv.utils.seeding import mix_seed
-from sepconv.utils.validation import invalid
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -67,7 +81,7 @@ class Trainer:
             ``DistributedDataParallel`` and only rank 0 writes files.
         metadata: extra JSON-able facts stored in checkpoints and weights (their record's
             ``provenance``, e.g. ``{"data": "fashion-mnist"}``). The model's identity comes
-            from the model itself (:meth:`~sepconv.models.modelfile.ModelRecord.of`: built by
+            from the model itself (:meth:`~sepconv.modelfile.record.ModelRecord.of`: built by
             :func:`~sepconv.models.create_model`, then possibly separabilized or made a standard
             twin).
         teacher: a trained classifier to distil from (knowledge distillation, Hinton et al.
@@ -82,8 +96,8 @@ class Trainer:
     Example:
         >>> cfg = TrainConfig(epochs=1)
         >>> trainer = Trainer(model, cfg, train, test, out_dir="runs/a")  # doctest: +SKIP
-        >>> trainer.fit()[-1]["test_acc"]  # doctest: +SKIP
-        0.91
+        >>> trainer.fit()[-1]["epoch"]  # doctest: +SKIP
+        1
     """
 
     def __init__(
@@ -99,14 +113,7 @@ class Trainer:
         metadata: dict[str, Any] | None = None,
         teacher: nn.Module | None = None,
     ) -> None:
-        _check_arguments(model, config, train_set, test_set)
-        if teacher is not None and (not isinstance(teacher, nn.Module) or teacher is model):
-            raise invalid(
-                "teacher",
-                "an nn.Module other than `model` or None",
-                type(teacher).__name__,
-                note=" (the model itself)" if teacher is model else "",
-            )
+        check_trainer_arguments(model, config, train_set, test_set, teacher)
         self.config = config
         self.ctx = context or DistributedContext(rank=0, world_size=1, device=torch.device("cpu"))
         # The training images live where the model does: batches are gathered, augmented and
@@ -119,6 +126,7 @@ class Trainer:
         self.identity = ModelRecord.of(model, provenance=dict(self.metadata))
         """The model's architecture and builder arguments, as its files record them."""
         self.mean, self.std = channel_stats(train_set.images)
+        check_spread(self.std)
         model.to(self.ctx.device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -163,15 +171,46 @@ class Trainer:
         self.bf16 = config.amp == "bf16" or (
             config.amp == "auto" and on_cuda and torch.cuda.is_bf16_supported()
         )
-        self.epoch = 0
-        self.step_in_epoch = 0
-        self.global_step = 0
-        self.history: list[dict[str, Any]] = []
-        # Loss sum, correct, images; kept on the device so a step needs no host sync.
-        self._running = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)
-        self._epoch_time = 0.0
+        self.state = TrainState.start(self.ctx.device)
+        """Where the run stands: steps, running metrics, history (restored on resume)."""
         self._watch = DivergenceWatch(self.ctx.device)
-        self._saved_step: int | None = None
+        self._saved_step: int | None = None  # the step of the last checkpoint written
+
+    # ------------------------------------------------------------------ the run's state
+    @property
+    def epoch(self) -> int:
+        """Finished epochs."""
+        return self.state.epoch
+
+    @property
+    def step_in_epoch(self) -> int:
+        """Optimizer steps done in the current epoch."""
+        return self.state.step_in_epoch
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps done in all."""
+        return self.state.global_step
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per finished epoch (the lines of ``log.jsonl``)."""
+        return self.state.history
+
+    @property
+    def train_step(self) -> TrainStep:
+        """What one optimizer step runs: the model (wrapped as trained), optimizer, schedule,
+        EMA and loss (see :class:`~sepconv.train.loop.TrainStep`)."""
+        return TrainStep(
+            net=self.net,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            ema=self.ema,
+            loss_fn=self._loss,
+            bf16=self.bf16,
+            clip_grad_norm=self.config.clip_grad_norm,
+        )
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -179,26 +218,72 @@ class Trainer:
     ) -> list[dict[str, Any]]:
         """Train until ``config.epochs`` are done and return the per-epoch records.
 
+        Whatever ends the call, ``out_dir`` holds the run so far: the checkpoint to resume
+        from, the log of the finished epochs and ``model.safetensors`` with the weights as
+        they stand (the EMA when on). A first Ctrl-C (in a single process) stops after the
+        step in progress, saves all three and raises ``KeyboardInterrupt``; a second stops at
+        once.
+
         Args:
             resume: checkpoint to continue from (any step, mid-epoch included).
             max_steps: stop once this many optimizer steps are done in total, after writing
-                a checkpoint: a long run split over several job slots.
+                the files: a long run split over several job slots.
+
+        Raises:
+            ValueError: ``max_steps`` below 1, a checkpoint that does not fit this run, or an
+                ``out_dir`` that another process is training into (one run per folder at a
+                time: the folder is locked while the run writes it).
         """
+        check_max_steps(max_steps)
+        if self.out_dir is None or not self.ctx.is_main:
+            return self._fit(resume, max_steps)
+        with locked_folder(self.out_dir, "out_dir"):
+            return self._fit(resume, max_steps)
+
+    def _fit(
+        self, resume: str | os.PathLike[str] | None, max_steps: int | None
+    ) -> list[dict[str, Any]]:
         if resume is not None:
             self.load_checkpoint(resume)
         else:
             # Dropout draws from the global generator: one stream per rank, from the seed.
             torch.manual_seed(mix_seed(self.config.seed, self.ctx.rank))
-        if self._compile_pending and self.epoch < self.config.epochs:
-            compile_warm_up(self)
-        while self.epoch < self.config.epochs:
-            if not train_epoch(self, max_steps):
+        state, step, test_set = self.state, self.train_step, self.test_set
+        if self._compile_pending and state.epoch < self.config.epochs:
+            self._compile_pending = False
+            self.compile_time_s = compile_warm_up(state, step, self.loader)
+        with interrupt_between_steps(enabled=not self.ctx.distributed) as interrupted:
+            while state.epoch < self.config.epochs:
+                finished = train_epoch(
+                    state,
+                    step,
+                    self.loader,
+                    config=self.config,
+                    ctx=self.ctx,
+                    watch=self._watch,
+                    check_diverged=self._check_diverged,
+                    save_checkpoint=self.save_checkpoint,
+                    max_steps=max_steps,
+                    stop_requested=interrupted,
+                )
+                if not finished:
+                    break
+                end_epoch(
+                    state,
+                    step,
+                    ctx=self.ctx,
+                    evaluate=None
+                    if test_set is None
+                    else partial(self._evaluate, test_set=test_set),
+                    out_dir=self.out_dir,
+                )
                 self.save_checkpoint()
-                return self.history
-            end_epoch(self)
-            self.save_checkpoint()
-        self._export_weights()
-        return self.history
+            if state.epoch < self.config.epochs:  # stopped early: save the run so far
+                self.save_checkpoint()
+            self._write_outputs()
+            if interrupted():
+                raise KeyboardInterrupt
+        return state.history
 
     def _check_diverged(self) -> None:
         """Raise :class:`TrainingDiverged` if a step so far diverged, on any rank."""
@@ -228,6 +313,7 @@ class Trainer:
         )
 
     def _evaluate(self, model: nn.Module, test_set: ImageDataset) -> EvalResult:
+        """``model`` scored on ``test_set``, with the training normalisation and precision."""
         return evaluate(
             model,
             test_set,
@@ -245,40 +331,55 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     # ------------------------------------------------------------------ files
+    def model_record(self, source: str | None = None) -> ModelRecord:
+        """The record the run's files carry: the model's identity, normalisation, classes and
+        training config; ``source`` says which weights a weights file holds."""
+        return dataclasses.replace(
+            self.identity,
+            mean=tuple(self.mean),
+            std=tuple(self.std),
+            classes=tuple(self.train_set.classes),
+            config=self.config.to_dict(),
+            source=source,
+        )
+
     def save_checkpoint(self) -> None:
         """Write ``out_dir/last.safetensors`` (all ranks must call it: it gathers RNG states
         and metrics; rank 0 writes). See :mod:`sepconv.train.checkpoint`."""
         self._check_diverged()  # never overwrite the last good checkpoint with diverged weights
-        write_checkpoint(self)
+        write_checkpoint(
+            None if self.out_dir is None else self.out_dir / CHECKPOINT_NAME,
+            self.state,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            ema=self.ema,
+            record=self.model_record(),
+            ctx=self.ctx,
+            distilled=self.teacher is not None,
+        )
         self._saved_step = self.global_step
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Restore everything :meth:`save_checkpoint` wrote; every rank reads the file."""
-        restore_checkpoint(self, path)
-
-    def _export_weights(self) -> None:
-        write_weights(self)
-
-
-def _check_arguments(model: object, config: object, train_set: object, test_set: object) -> None:
-    """Refuse arguments of the wrong kind, and splits whose classes differ, before any work."""
-    if not isinstance(model, nn.Module):
-        raise invalid("model", "an nn.Module", type(model).__name__)
-    if not isinstance(config, TrainConfig):
-        raise invalid("config", "a TrainConfig", type(config).__name__)
-    for name, value in (("train_set", train_set), ("test_set", test_set)):
-        if not isinstance(value, ImageDataset) and (name == "train_set" or value is not None):
-            expected = "an ImageDataset (see sepconv.data.load_dataset)"
-            raise invalid(
-                name, expected + (" or None" if name == "test_set" else ""), type(value).__name__
-            )
-    if not isinstance(train_set, ImageDataset) or not isinstance(test_set, ImageDataset):
-        return
-    if tuple(test_set.classes) != tuple(train_set.classes):
-        # Scored against another split's names, the test accuracy would mean nothing.
-        raise invalid(
-            "test_set",
-            f"the classes of `train_set` ({', '.join(train_set.classes[:10])})",
-            ", ".join(test_set.classes[:10]),
-            note=" (both splits must name the same classes, in the same order)",
+        self.state = restore_checkpoint(
+            path,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            ema=self.ema,
+            expected=self.model_record(),
+            config=self.config,
+            ctx=self.ctx,
+            distilled=self.teacher is not None,
+            steps_per_epoch=len(self.loader),
         )
+
+    def _write_outputs(self) -> None:
+        """Write ``out_dir/log.jsonl`` and ``out_dir/model.safetensors``, the weights that get
+        evaluated (the EMA when on); rank 0 only."""
+        if not self.ctx.is_main or self.out_dir is None:
+            return
+        write_log(self.out_dir, self.state.history)
+        record = self.model_record("ema" if self.ema is not None else "model")
+        write_model_file(self.out_dir / WEIGHTS_NAME, self.eval_model.state_dict(), record)

@@ -69,6 +69,52 @@ def non_negative_int(name: str, value: int) -> int:
     return value
 
 
+MAX_THREADS = 1024
+"""Most threads a thread count may ask for: more is a typo, and OpenMP would try to start them."""
+MAX_SIDE = 16384
+"""Largest image or input side (and kernel size) in pixels: a larger one is a typo, and past
+int64 it is no size PyTorch can even represent."""
+MAX_BATCH = 1 << 20
+"""Largest batch size (or count of timed repeats) a command takes."""
+
+
+def bounded_int(name: str, value: int, low: int, high: int) -> int:
+    """Return ``value`` if it is an integer in ``[low, high]``, else raise naming ``name`` (below
+    ``low``, in the words of :func:`positive_int` / :func:`non_negative_int` when they apply).
+
+    Example:
+        >>> bounded_int("seeds", 3, 1, 1000)
+        3
+        >>> bounded_int("n", 9, 2, 5)
+        Traceback (most recent call last):
+        ValueError: Invalid value for argument `n`: expected an integer from 2 to 5, received 9.
+    """
+    kind = {0: "a non-negative integer", 1: "a positive integer"}.get(low)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        # The wording of positive_int / non_negative_int when that is the bound missed.
+        raise invalid(name, kind or f"an integer >= {low}", value)
+    if value > high:
+        raise invalid(
+            name, f"{kind} up to {high}" if kind else f"an integer from {low} to {high}", value
+        )
+    return value
+
+
+def thread_count(name: str, value: int) -> int:
+    """Return ``value`` if it is a thread count from 1 to :data:`MAX_THREADS`, else raise."""
+    return bounded_int(name, value, 1, MAX_THREADS)
+
+
+def boolean(name: str, value: object) -> bool:
+    """Return ``value`` if it is ``True`` or ``False``, else raise naming ``name``.
+
+    A string such as ``"no"`` is truthy, so accepting it would switch the option on.
+    """
+    if not isinstance(value, bool):
+        raise invalid(name, "True or False", value)
+    return value
+
+
 def finite_number(
     name: str,
     value: float,

@@ -4,8 +4,8 @@ A state dict of another architecture differs from the model in hundreds of keys;
 all makes one unreadable line. :func:`weight_mismatch` says how many keys are missing,
 unexpected and mis-shaped, shows the first few of each, and names the likely cause: another
 architecture, another ``num_classes``, another ``in_chans``. Every loader of weights
-(:func:`~sepconv.models.load_weights`, :func:`~sepconv.models.load_model`, a Trainer's resume,
-``sepconv evaluate``) reports through it.
+(:func:`~sepconv.modelfile.load_weights`, :func:`~sepconv.modelfile.load_model`, a Trainer's
+resume, ``sepconv evaluate``) reports through it.
 """
 
 from __future__ import annotations
@@ -90,8 +90,10 @@ def _cause(
     unexpected: list[str],
     shaped: list[str],
 ) -> str:
+    # Most of the model's keys absent, or most of the weights' keys unknown to the model (the
+    # blocks of MobileNetV1 and V2 share their part names, not their layout).
     shared = len(expected) - len(missing)
-    if shared < len(expected) / 2:
+    if shared < len(expected) / 2 or len(unexpected) > len(received) / 2:
         return "the weights are of another architecture (most keys differ)"
     if shaped and not missing and not unexpected and all(_is_head(k) for k in shaped):
         key = next((k for k in shaped if k.endswith("weight")), shaped[0])

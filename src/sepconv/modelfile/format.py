@@ -1,6 +1,6 @@
 """sepconv's one model file format: a safetensors file that says how to rebuild its model.
 
-Every file sepconv writes with weights in it (:func:`~sepconv.models.save_model`, the
+Every file sepconv writes with weights in it (:func:`~sepconv.modelfile.save_model`, the
 Trainer's ``model.safetensors`` and ``last.safetensors``, ``sepconv convert --output``) is a
 safetensors file whose header metadata holds, under the key ``"sepconv"``, one JSON object:
 
@@ -17,7 +17,8 @@ safetensors file whose header metadata holds, under the key ``"sepconv"``, one J
 
 A weights file holds the model's tensors under their own names; a checkpoint is the same
 record plus the training state, its tensors prefixed ``model.``, ``ema.``, ``optimizer.`` and
-``rng.``. :func:`read_model_file` also reads the three layouts older versions wrote (``{"arch",
+``rng.``; what the training state holds is the Trainer's business, not the format's.
+:func:`read_model_file` also reads the three layouts older versions wrote (format 1: ``{"arch",
 "kwargs"}`` from ``save_model``; ``{"kind", "model", "model_kwargs", ...}`` from the Trainer;
 ``"sepconv.convert"`` from ``sepconv convert``).
 """
@@ -27,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,8 +37,23 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sepconv.models._registry import create_model
-from sepconv.utils.files import write_atomic
+from sepconv.modelfile.interop import upgrade_keys
+from sepconv.modelfile.record import ModelRecord
+from sepconv.models import create_model, get_model_info, list_models
+from sepconv.utils.files import file_kind, io_error, nearby_files, write_atomic
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LEGACY_CONVERT_KEY",
+    "METADATA_KEY",
+    "FileKind",
+    "ModelFile",
+    "check_model_path",
+    "read_model_file",
+    "read_safetensors",
+    "write_model_file",
+    "write_safetensors",
+]
 
 METADATA_KEY = "sepconv"
 """The safetensors metadata key of sepconv's JSON header."""
@@ -46,10 +62,14 @@ LEGACY_CONVERT_KEY = "sepconv.convert"
 """Where ``sepconv convert`` of format 1 put its (incomplete) model description."""
 
 FileKind = Literal["weights", "checkpoint"]
+_MODEL_SUFFIXES = (".safetensors", ".pt", ".pth")
 PathLike = str | os.PathLike[str]
 
-# Header fields of format 1 Trainer files that are training state, not the model's identity.
-_STATE_FIELDS = (
+# The header of a format 1 Trainer file mixed the model's identity, the run's metadata and the
+# training state in one flat object; these fields were the training state. Format 1 is no longer
+# written, so this list is fixed: later Trainers keep their state under "state", whatever its
+# fields are called.
+_FORMAT1_STATE_FIELDS = (
     "epoch",
     "step_in_epoch",
     "global_step",
@@ -64,136 +84,6 @@ _STATE_FIELDS = (
 
 
 @dataclass(frozen=True)
-class ModelRecord:
-    """A model sepconv can rebuild: its registered architecture, builder arguments and extras.
-
-    Attributes:
-        arch: Registered model name (``sepconv zoo``), or ``None`` for a model built by user
-            code, whose file still carries the extras but cannot be rebuilt from the file alone.
-        kwargs: Keyword arguments of the builder (``num_classes``, ``in_chans``, ...).
-        decoupled: Convolutions replaced by their decoupled, depthwise separable form after
-            building (``sepconv convert``): qualified module name -> depth multiplier (rank).
-        twin: ``(C, H, W)`` of the input the model's standard twin was traced at
-            (:func:`sepconv.convert.standard_twin`: every depthwise + pointwise pair made one
-            standard conv), or ``None`` for the architecture itself.
-        mean: Per-channel mean the model's inputs are normalised with, or ``None``.
-        std: Per-channel standard deviation, or ``None``.
-        classes: Class names, index ``k`` for output ``k``, or ``None``.
-        config: Training configuration (``TrainConfig.to_dict()``), or ``None``.
-        source: Which weights of a training run a weights file holds: ``"ema"`` or ``"model"``.
-        provenance: JSON-able facts on where the weights come from (``{"data": ...}``,
-            ``{"converted_from": ...}``).
-
-    Example:
-        >>> record = ModelRecord("mobilenet_v1_025", {"num_classes": 10, "in_chans": 1})
-        >>> record.build().classifier.out_features
-        10
-    """
-
-    arch: str | None
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    decoupled: Mapping[str, int] = field(default_factory=dict)
-    twin: tuple[int, int, int] | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    classes: tuple[str, ...] | None = None
-    config: Mapping[str, Any] | None = None
-    source: str | None = None
-    provenance: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, model: nn.Module, **extras: Any) -> ModelRecord:
-        """The record of a model built by :func:`~sepconv.models.create_model` (``arch`` is
-        ``None`` for other models), decoupled by :func:`~sepconv.convert.separabilize` or made
-        a :func:`~sepconv.convert.standard_twin`, with ``extras`` as further fields."""
-        identity: dict[str, Any] = {
-            "arch": getattr(model, "arch_name", None),
-            "kwargs": dict(getattr(model, "arch_kwargs", None) or {}),
-            "decoupled": dict(getattr(model, "arch_decoupled", None) or {}),
-            "twin": getattr(model, "arch_twin", None),
-        }
-        return cls(**{**identity, **extras})
-
-    def build(self) -> nn.Module:
-        """Build the model this record describes, with freshly initialised weights.
-
-        Raises:
-            ValueError: the record names no registered architecture.
-        """
-        if self.arch is None:
-            raise ValueError(
-                "The model file records no registered architecture (the model was built by "
-                "user code): build the model yourself and load the file with load_weights()."
-            )
-        model = create_model(self.arch, **self.kwargs)
-        if self.decoupled:
-            # Imported here: only converted models need the conversion code.
-            from sepconv.convert.decouple import decouple
-
-            for name, rank in self.decoupled.items():
-                parent, _, child = name.rpartition(".")
-                conv = model.get_submodule(name)
-                if not isinstance(conv, nn.Conv2d):
-                    raise ValueError(
-                        f"The model file decouples layer {name!r} of {self.arch}, which is a "
-                        f"{type(conv).__name__}, not an nn.Conv2d."
-                    )
-                setattr(model.get_submodule(parent), child, decouple(conv, rank).block)
-        if self.twin is not None:
-            from sepconv.convert.twin import standard_twin
-
-            model, _ = standard_twin(model.eval(), torch.zeros(1, *self.twin))
-        return model
-
-    def to_json(self) -> dict[str, Any]:
-        """The record's fields as the header's JSON object (optional fields only when set)."""
-        data: dict[str, Any] = {"arch": self.arch, "kwargs": dict(self.kwargs)}
-        if self.decoupled:
-            data["decoupled"] = dict(self.decoupled)
-        if self.twin is not None:
-            data["twin"] = list(self.twin)
-        if self.mean is not None and self.std is not None:
-            data["normalization"] = {"mean": list(self.mean), "std": list(self.std)}
-        if self.classes is not None:
-            data["classes"] = list(self.classes)
-        if self.config is not None:
-            data["config"] = dict(self.config)
-        if self.source is not None:
-            data["source"] = self.source
-        if self.provenance:
-            data["provenance"] = dict(self.provenance)
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ModelRecord:
-        """Inverse of :meth:`to_json`; raises ``KeyError`` / ``TypeError`` on malformed data."""
-        norm = data.get("normalization") or {}
-        classes = data.get("classes")
-        arch = data["arch"]
-        if arch is not None and not isinstance(arch, str):
-            raise TypeError(f"`arch` must be a string, not {type(arch).__name__}")
-        return cls(
-            arch=arch,
-            kwargs=dict(data["kwargs"]),
-            decoupled={str(k): int(v) for k, v in (data.get("decoupled") or {}).items()},
-            twin=_shape(data["twin"]) if data.get("twin") is not None else None,
-            mean=tuple(norm["mean"]) if "mean" in norm else None,
-            std=tuple(norm["std"]) if "std" in norm else None,
-            classes=tuple(classes) if classes is not None else None,
-            config=data.get("config"),
-            source=data.get("source"),
-            provenance=dict(data.get("provenance") or {}),
-        )
-
-
-def _shape(value: Any) -> tuple[int, int, int]:
-    if not isinstance(value, (list, tuple)) or len(value) != 3:
-        raise TypeError(f"`twin` must be [C, H, W], not {value!r}")
-    c, h, w = (int(v) for v in value)
-    return (c, h, w)
-
-
-@dataclass(frozen=True)
 class ModelFile:
     """What :func:`read_model_file` returns: the record, the tensors and the training state.
 
@@ -201,7 +91,8 @@ class ModelFile:
         path: The file.
         kind: ``"weights"`` or ``"checkpoint"``.
         record: How to rebuild the model, and its extras.
-        tensors: Every tensor of the file, under its name in the file.
+        tensors: Every tensor of the file, under its name in the file; the names of earlier
+            sepconv versions upgraded to today's for sepconv's own architectures.
         state: A checkpoint's training state (epoch, step, scheduler, ...); ``{}`` for weights.
         format: The format version the file was written in (1: older sepconv versions).
     """
@@ -232,7 +123,17 @@ def write_safetensors(
     """
     body = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
     metadata = None if header is None else {METADATA_KEY: json.dumps(header)}
-    write_atomic(Path(path), lambda tmp: save_file(body, str(tmp), metadata=metadata))
+
+    def save(tmp: Path) -> None:
+        try:
+            save_file(body, str(tmp), metadata=metadata)
+        except SafetensorError as err:
+            if "IoError" not in str(err):
+                raise
+            # A full disk or a read-only file system, said as an OSError naming the file.
+            raise io_error(err, path) from err
+
+    write_atomic(Path(path), save)
 
 
 def read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -243,8 +144,9 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str,
         ValueError: not a readable safetensors file (truncated, corrupted, another format).
     """
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"Weight file {file} does not exist.")
+    check_model_path(file)
+    with open(file, "rb"):  # a file that cannot be read is an OSError, not a corrupt file
+        pass
     try:
         with safe_open(str(file), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
@@ -254,6 +156,30 @@ def read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str,
             f"File {file} is not a readable safetensors file ({err}); it may be truncated or "
             "corrupted: save or download it again."
         ) from err
+
+
+def check_model_path(file: Path) -> None:
+    """Raise unless ``file`` is a regular file, saying what is there instead and which model
+    files of its folder could be meant.
+
+    Raises:
+        FileNotFoundError: nothing is there.
+        IsADirectoryError: a directory is there.
+        ValueError: a named pipe, a device or a socket is there (never opened: reading a named
+            pipe would wait for a writer).
+    """
+    if file.is_file():
+        return
+    kind = file_kind(file)
+    nearby = nearby_files(file, _MODEL_SUFFIXES)
+    listed = ", ".join(repr(f) for f in nearby)
+    if kind == "a directory":
+        holds = f"it holds {listed}: give one of them" if nearby else "it holds no model file"
+        raise IsADirectoryError(f"Weight file {file} is a directory, not a file; {holds}.")
+    if kind is not None:
+        raise ValueError(f"Weight file {file} is {kind}, not a regular file.")
+    meant = f"; {file.parent} holds {listed}: did you mean one of them?" if nearby else "."
+    raise FileNotFoundError(f"Weight file {file} does not exist{meant}")
 
 
 def write_model_file(
@@ -286,6 +212,10 @@ def write_model_file(
 def read_model_file(path: PathLike) -> ModelFile:
     """Read a model file of any sepconv version: record, tensors and training state.
 
+    The tensors of a sepconv architecture carry today's key names, whichever version wrote them
+    (:func:`~sepconv.modelfile.interop.upgrade_keys`), so every reader of the file (loading,
+    evaluation, a Trainer's resume) sees the names of the model it builds.
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: the file is unreadable, has no sepconv header, or a malformed one.
@@ -294,7 +224,22 @@ def read_model_file(path: PathLike) -> ModelFile:
         >>> read_model_file("runs/a/model.safetensors").record.arch  # doctest: +SKIP
         'mobilenet_v1_025'
     """
-    file = Path(path)
+    read = _read(Path(path))
+    if not _is_sepconv_architecture(read.record.arch):
+        return read
+    return replace(read, tensors=upgrade_keys(read.tensors))
+
+
+def _is_sepconv_architecture(arch: str | None) -> bool:
+    """Whether ``arch`` is one of sepconv's own models, whose key names sepconv knows: models
+    registered by user code keep the names their files hold."""
+    return arch in list_models() and get_model_info(arch).builder.__module__.startswith(
+        "sepconv.models."
+    )
+
+
+def _read(file: Path) -> ModelFile:
+    """The file as it is: record, tensors under the names they were written with, state."""
     tensors, metadata = read_safetensors(file)
     if METADATA_KEY not in metadata and LEGACY_CONVERT_KEY not in metadata:
         raise ValueError(
@@ -311,12 +256,24 @@ def read_model_file(path: PathLike) -> ModelFile:
             raise TypeError(f"the header is a {type(header).__name__}, not an object")
         if header.get("format") == FORMAT_VERSION:
             kind = header["kind"]
-            state = dict(header.get("state") or {})
-            return ModelFile(file, kind, ModelRecord.from_json(header), tensors, state)
+            if kind not in ("weights", "checkpoint"):
+                raise ValueError(f"`kind` must be 'weights' or 'checkpoint', not {kind!r}")
+            state = header.get("state") or {}
+            if not isinstance(state, dict):
+                raise ValueError(f"`state` must be an object, not {state!r}")
+            return ModelFile(file, kind, ModelRecord.from_json(header), tensors, dict(state))
         if "format" in header:
             raise ValueError(f"format {header['format']!r} is newer than this sepconv reads")
         return _legacy(file, header, tensors)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+    except (
+        json.JSONDecodeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        TypeError,
+        ValueError,
+        ZeroDivisionError,
+    ) as err:
         raise ValueError(
             f"Model file {file} has malformed sepconv metadata ({err}); write it again with "
             "this version of sepconv."
@@ -328,6 +285,8 @@ def _legacy(file: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]
     if "kind" not in header:
         record = ModelRecord(arch=header["arch"], kwargs=dict(header["kwargs"]))
         return ModelFile(file, "weights", record, tensors, format=1)
+    if header["kind"] not in ("weights", "checkpoint"):
+        raise ValueError(f"`kind` must be 'weights' or 'checkpoint', not {header['kind']!r}")
     identity = {"model", "model_kwargs", "kind", "source", "config", "normalization", "classes"}
     rest = {k: v for k, v in header.items() if k not in identity}
     record = ModelRecord.from_json(
@@ -335,10 +294,10 @@ def _legacy(file: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]
             **header,
             "arch": header.get("model"),
             "kwargs": header.get("model_kwargs") or {},
-            "provenance": {k: v for k, v in rest.items() if k not in _STATE_FIELDS},
+            "provenance": {k: v for k, v in rest.items() if k not in _FORMAT1_STATE_FIELDS},
         }
     )
-    state = {k: v for k, v in rest.items() if k in _STATE_FIELDS}
+    state = {k: v for k, v in rest.items() if k in _FORMAT1_STATE_FIELDS}
     return ModelFile(file, header["kind"], record, tensors, state, format=1)
 
 

@@ -1,10 +1,12 @@
 """Weights in and out: sepconv model files, and torchvision / timm state dicts.
 
-sepconv's files (:mod:`sepconv.models.modelfile`) are safetensors files whose header records
+sepconv's files (:mod:`sepconv.modelfile.format`) are safetensors files whose header records
 the registered architecture and its builder arguments, so :func:`load_model` rebuilds a model
 from the file alone. Third-party ``.pth`` files are read with ``torch.load(...,
-weights_only=True)``, which refuses to unpickle arbitrary objects; their key names are mapped
-by :mod:`sepconv.models.interop`.
+weights_only=True)``, which refuses to unpickle arbitrary objects. Every state dict reaches a
+model through one function here, which maps its key names (:mod:`sepconv.modelfile.interop`:
+torchvision's, timm's and those of earlier sepconv versions) and checks every key and shape
+(:mod:`sepconv.modelfile.mismatch`) before loading.
 """
 
 from __future__ import annotations
@@ -18,19 +20,20 @@ from typing import Literal
 import torch
 from torch import nn
 
-from sepconv.models.interop import KEY_MAPS, convert_state_dict
-from sepconv.models.mismatch import weight_mismatch
-from sepconv.models.modelfile import (
+from sepconv.modelfile.format import (
     LEGACY_CONVERT_KEY,
     METADATA_KEY,
-    ModelRecord,
+    check_model_path,
     read_model_file,
     read_safetensors,
     write_model_file,
 )
+from sepconv.modelfile.interop import convert_state_dict
+from sepconv.modelfile.mismatch import weight_mismatch
+from sepconv.modelfile.record import ModelRecord
 from sepconv.utils.validation import invalid
 
-__all__ = ["KEY_MAPS", "convert_state_dict", "load_model", "load_weights", "save_model"]
+__all__ = ["load_model", "load_weights", "save_model"]
 
 WeightFormat = Literal["auto", "torchvision", "timm", "sepconv"]
 StateDict = Mapping[str, torch.Tensor]
@@ -42,8 +45,7 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
 
     A sepconv checkpoint gives its model's (EMA when present) tensors without their prefix.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"Weight file {str(path)!r} does not exist.")
+    check_model_path(path)
     if path.suffix == ".safetensors":
         tensors, metadata = read_safetensors(path)
         if METADATA_KEY in metadata or LEGACY_CONVERT_KEY in metadata:
@@ -75,10 +77,13 @@ def _check_state_dict(obj: object, origin: str) -> dict[str, torch.Tensor]:
 
 def _detect_format(keys: set[str], from_sepconv: bool) -> str:
     """Guess where a state dict comes from by its key names."""
-    if from_sepconv or any(k.startswith("stages.") for k in keys):
+    if from_sepconv:
         return "sepconv"
-    if {"conv_stem.weight", "block1.skip.weight"} & keys:
+    # before the "stages." test: timm's ConvNeXt names its stages so too
+    if {"conv_stem.weight", "block1.skip.weight", "stem.0.weight"} & keys:
         return "timm"
+    if any(k.startswith("stages.") for k in keys):
+        return "sepconv"
     if {"features.0.0.weight", "features.0.weight", "layer1.0.conv1.weight"} & keys:
         return "torchvision"
     raise invalid(
@@ -103,7 +108,9 @@ def load_weights(
             ``.safetensors`` file (a sepconv checkpoint gives its EMA weights when it has them,
             else its model's).
         format: ``"torchvision"``, ``"timm"``, ``"sepconv"``, or ``"auto"`` to detect it from the
-            keys. The supported pairs are listed in :data:`KEY_MAPS`.
+            keys. The supported pairs are listed in
+            :data:`~sepconv.modelfile.interop.KEY_MAPS`; ``"sepconv"`` also reads the key names
+            of earlier sepconv versions.
 
     Returns:
         ``model``, for chaining.
@@ -112,7 +119,7 @@ def load_weights(
         FileNotFoundError: ``source`` is a path that does not exist.
         ValueError: an unreadable file (naming it), or weights that do not fit: the message
             counts the missing, unexpected and mis-shaped keys, shows the first few of each and
-            names the likely cause (:func:`~sepconv.models.mismatch.weight_mismatch`).
+            names the likely cause (:func:`~sepconv.modelfile.mismatch.weight_mismatch`).
 
     Example:
         >>> import torchvision
@@ -147,11 +154,13 @@ def _load_into(model: nn.Module, state_dict: StateDict, fmt: str, origin: str) -
 def save_model(model: nn.Module, path: PathLike) -> None:
     """Save ``model``'s state dict as a sepconv model file that records its architecture.
 
-    The file (:mod:`sepconv.models.modelfile`) is written to a temporary name and moved into
+    The file (:mod:`sepconv.modelfile.format`) is written to a temporary name and moved into
     place, so a crash never leaves a half-written file at ``path``.
 
     Args:
-        model: A model built by :func:`~sepconv.models.create_model` or a registered builder.
+        model: A model built by :func:`~sepconv.models.create_model` or a registered builder
+            (then possibly converted: :func:`~sepconv.convert.separabilize`,
+            :func:`~sepconv.convert.standard_twin`).
         path: Destination ``.safetensors`` file; its folder must exist.
 
     Raises:
@@ -186,13 +195,14 @@ def load_model(path: PathLike) -> nn.Module:
         The model, in training mode as any freshly built model; call ``.eval()`` to predict.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is unreadable, lacks sepconv's architecture metadata, or its
-            tensors do not fit the architecture it records.
+        FileNotFoundError: no such file (the message names the model files of its folder).
+        IsADirectoryError: ``path`` is a directory (the message names its model files).
+        ValueError: the file is unreadable, lacks sepconv's architecture metadata, records a
+            model that does not build, or its tensors do not fit the architecture it records.
 
     Example:
         >>> model = load_model("runs/mobilenet_v1_025/last.safetensors").eval()  # doctest: +SKIP
     """
     file = read_model_file(path)
-    model = file.record.build()
+    model = file.record.build(origin=str(path))
     return _load_into(model, file.model_tensors(), "sepconv", repr(str(path)))

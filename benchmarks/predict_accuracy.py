@@ -1,0 +1,270 @@
+"""How well a calibration profile predicts the latency of models it never saw.
+
+Draws random models from the MobileNet family's design space (``sepconv.predict.sample_network``:
+width, resolution, depth per stage, expansion, kernel size, SE on or off, activation; BatchNorm
+statistics randomised so that folding leaves real biases), predicts each from the profile, then
+builds it on the profile's backend (``compile_for_inference``) and measures it: the median of
+interleaved rounds, in groups of models timed round-robin. Reports the share of models within
+10% and 5% of their measured latency and the RMSPE, next to two baselines fitted on the same
+profile's kernel measurements: MACs only (``t = a + b * MACs`` per kernel) and a roofline
+(``t = a + max(MACs / P, bytes / W)`` per kernel). The noise floor beside them is the runtime
+timed against itself: one model per group is built twice and both are timed in the same rounds.
+
+Run (one profile per backend, from ``sepconv calibrate``):
+    .venv/bin/python benchmarks/predict_accuracy.py --profiles ort.json eager.json --models 100
+    .venv/bin/python benchmarks/predict_accuracy.py --smoke   # calibrates eager for 20 s, 3 models
+
+Writes results/benchmarks/predict_accuracy.{json,md} (``--results-dir``/``--out`` move them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
+from torch import nn
+
+from sepconv.bench.load import OtherLoad
+from sepconv.bench.output import markdown_table
+from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
+from sepconv.deploy import compile_for_inference
+from sepconv.predict import (
+    MOBILENET_STYLES,
+    Profile,
+    calibrate,
+    extract_kernels,
+    predict_latency,
+    sample_network,
+)
+from sepconv.predict.quiet import quiet_measure
+
+GROUP = 10  # models timed round-robin together (with one twin: the noise floor)
+
+
+def randomize_norms(model: nn.Module, rng: np.random.Generator) -> nn.Module:
+    """Trained-looking BatchNorm statistics: folding then gives every conv a real bias."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.5, c)))
+                m.running_var.copy_(torch.from_numpy(rng.uniform(0.25, 2.25, c)))
+                m.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, c)))
+                m.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, c)))
+    return model
+
+
+def fit_baselines(profile: Profile, variant: str) -> dict[str, Any]:
+    """The MACs-only and roofline-only kernel models, fitted to the profile's samples by least
+    squares on relative error."""
+    kernels = [k for k, _ in profile.samples]
+    t = np.array([s[variant] for _, s in profile.samples])
+    keep = t > 0
+    macs = np.array([k.macs for k in kernels], float)[keep]
+    moved = np.array([k.bytes for k in kernels], float)[keep]
+    t = t[keep]
+
+    def linear(feature: np.ndarray) -> tuple[float, float]:
+        design = np.stack([np.ones_like(feature), feature], axis=1) / t[:, None]
+        a, b = np.linalg.lstsq(design, np.ones_like(t), rcond=None)[0]
+        return float(a), float(b)
+
+    a_macs, b_macs = linear(macs)
+    best = (np.inf, 0.0, 0.0, 0.0)
+    for peak in np.logspace(9, 12, 61):  # MAC/s
+        for bandwidth in np.logspace(9, 12, 61):  # bytes/s
+            a, b = linear(np.maximum(macs / peak, moved / bandwidth))
+            err = float(
+                np.mean(((a + b * np.maximum(macs / peak, moved / bandwidth)) / t - 1) ** 2)
+            )
+            if err < best[0]:
+                best = (err, peak / b, bandwidth / b, a)
+    return {"macs": (a_macs, b_macs), "roofline": best[1:]}
+
+
+def baseline_ms(fits: dict[str, Any], profile: Profile, variant: str, kernels: list) -> dict:
+    a, b = fits["macs"]
+    peak, bandwidth, a_roof = fits["roofline"]
+    call = profile.call_s[variant]
+    macs_s = call + sum(a + b * k.macs for k in kernels)
+    roof_s = call + sum(a_roof + max(k.macs / peak, k.bytes / bandwidth) for k in kernels)
+    return {"macs_only": 1e3 * macs_s, "roofline_only": 1e3 * roof_s}
+
+
+def time_group(runners: list, inputs: list, rounds: int, tally: dict[str, int]) -> list[float]:
+    """Median over interleaved rounds of each runner's median ms, each timing leaving out the
+    blocks other processes disturbed (``quiet_measure``)."""
+    per_round: list[list[float]] = [[] for _ in runners]
+    for r in range(rounds):
+        for i in interleaved_order(len(runners), r):
+            time.sleep(RUNTIME_SETTLE_S)  # the previous runtime's threads stop spinning
+            timing = quiet_measure(
+                functools.partial(runners[i], inputs[i]), repeats=5, min_block_s=0.02
+            )
+            per_round[i].append(timing.median_ms)
+            tally["kept"] += timing.kept
+            tally["disturbed"] += timing.disturbed
+            tally["busy"] += timing.busy
+    return [float(np.median(v)) for v in per_round]
+
+
+def summary(errors: list[float]) -> dict[str, float]:
+    e = np.asarray(errors)
+    return {
+        "within_10pct": float(np.mean(np.abs(e) <= 0.10)),
+        "within_5pct": float(np.mean(np.abs(e) <= 0.05)),
+        "rmspe": float(np.sqrt(np.mean(e**2))),
+        "mean_error": float(np.mean(e)),
+        "max_abs_error": float(np.max(np.abs(e))),
+    }
+
+
+def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[str, Any]:
+    profile.check_here()
+    variant = profile.variants[0]
+    fits = fit_baselines(profile, variant)
+    rng = np.random.default_rng(seed)
+    seen = {k for k, _ in profile.samples}
+    rows: list[dict[str, Any]] = []
+    noise: list[float] = []
+    load = OtherLoad()
+    tally = {"kept": 0, "disturbed": 0, "busy": 0}
+    for start in range(0, count, GROUP):
+        specs = [sample_network(rng, MOBILENET_STYLES) for _ in range(min(GROUP, count - start))]
+        runners, inputs, models = [], [], []
+        for spec in specs:
+            model = randomize_norms(spec.build(), rng)
+            models.append(model)
+            side = spec.resolution
+            began = time.perf_counter()
+            p = predict_latency(model, side, profile)
+            predict_s = time.perf_counter() - began
+            kernels = extract_kernels(model, (1, 3, side, side), profile.fusions)
+            ms = {"predicted": p.ms, **baseline_ms(fits, profile, p.variant, kernels)}
+            rows.append(
+                {
+                    "model": spec.describe(),
+                    "macs": p.macs,
+                    "predict_s": predict_s,
+                    "kernels": len(kernels),
+                    "seen_kernels": sum(k in seen for k in kernels),
+                    **{f"{k}_ms": v for k, v in ms.items()},
+                }
+            )
+            net = compile_for_inference(
+                model, backend=profile.backend, input_size=(3, side, side), threads=profile.threads
+            )
+            runners.append(net)
+            inputs.append(torch.randn(1, 3, side, side))
+        twin = compile_for_inference(
+            models[0],
+            backend=profile.backend,
+            input_size=inputs[0].shape[1:],
+            threads=profile.threads,
+        )
+        measured = time_group([*runners, twin], [*inputs, inputs[0]], rounds, tally)
+        for row, ms in zip(rows[start:], measured[:-1], strict=True):
+            row["measured_ms"] = ms
+        noise.append(measured[-1] / measured[0] - 1)
+        print(f"{profile.backend}: {len(rows)}/{count} models measured", flush=True)
+    result: dict[str, Any] = {
+        "profile": profile.describe(),
+        "backend": profile.backend,
+        "threads": profile.threads,
+        "fusions": list(profile.fusions),
+        "calibration_s": profile.elapsed_s,
+        "models": rows,
+        "other_cpu_share": load.share(),
+        "noise": noise,
+        "blocks": tally,
+    }
+    for name in ("predicted", "macs_only", "roofline_only"):
+        result[name] = summary([r[f"{name}_ms"] / r["measured_ms"] - 1 for r in rows])
+    result["noise_floor"] = summary(noise)
+    result["predict_s_max"] = max(r["predict_s"] for r in rows)
+    result["seen_kernel_share"] = sum(r["seen_kernels"] for r in rows) / sum(
+        r["kernels"] for r in rows
+    )
+    return result
+
+
+def report(data: dict[str, Any]) -> str:
+    lines = [header("Latency prediction on models it never saw", data), clock_line(data), ""]
+    heads = ["backend", "predictor", "within 10%", "within 5%", "RMSPE", "mean error", "worst"]
+    rows = []
+    for b in data["backends"]:
+        for name, label in (
+            ("predicted", "sepconv (kernels)"),
+            ("macs_only", "MACs only"),
+            ("roofline_only", "roofline only"),
+            ("noise_floor", "noise: runtime vs itself"),
+        ):
+            s = b[name]
+            rows.append(
+                [
+                    b["backend"],
+                    label,
+                    f"{100 * s['within_10pct']:.0f}%",
+                    f"{100 * s['within_5pct']:.0f}%",
+                    f"{100 * s['rmspe']:.1f}%",
+                    f"{100 * s['mean_error']:+.1f}%",
+                    f"{100 * s['max_abs_error']:.0f}%",
+                ]
+            )
+    lines.append(markdown_table(heads, rows))
+    for b in data["backends"]:
+        measured = [m["measured_ms"] for m in b["models"]]
+        share = b["other_cpu_share"]
+        lines += [
+            "",
+            f"**{b['backend']}** ({b['profile']}; calibrated in "
+            f"{b['calibration_s']:.0f} s; fusions: {', '.join(b['fusions']) or 'none'}): "
+            f"{len(measured)} models, {min(measured):.2f} to {max(measured):.2f} ms "
+            f"measured; prediction took at most {b['predict_s_max']:.2f} s a model; "
+            f"{100 * b['seen_kernel_share']:.0f}% of their kernels were among the "
+            f"profile's samples; noise floor from {len(b['noise'])} twins; other processes "
+            f"used {100 * (share or 0):.0f}% of the machine meanwhile.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--profiles",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="profiles of `sepconv calibrate` (default: calibrate --backend)",
+    )
+    parser.add_argument("--backend", default="eager", help="what to calibrate without profiles")
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--budget-s", type=float, default=None, help="calibration budget")
+    parser.add_argument("--models", type=positive_int, default=100)
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--seed", type=int, default=2024, help="seed of the drawn models")
+    add_smoke_flag(parser, "calibrate eager for 20 s, then 3 models in 2 rounds")
+    add_output_flags(parser)
+    args = parser.parse_args()
+    run = Run.start(__file__, args)
+    if args.smoke:
+        args.models, args.rounds, args.budget_s = 3, 2, args.budget_s or 20.0
+    profiles = [Profile.load(p) for p in args.profiles]
+    if not profiles:
+        kwargs = {} if args.budget_s is None else {"budget_s": args.budget_s}
+        profiles = [calibrate(args.backend, threads=args.threads, progress=print, **kwargs)]
+    backends = [run_backend(p, args.models, args.rounds, args.seed) for p in profiles]
+    data = {**run.record(args.threads), "backends": backends}
+    text = report(data)
+    run.write(data, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

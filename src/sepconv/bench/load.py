@@ -1,0 +1,75 @@
+"""What else used the machine while something was timed.
+
+A load average counts this process's own work too, so it cannot tell a benchmark that keeps
+both cores busy from one that shares them with another job. :class:`OtherLoad` reads the CPU
+time the whole machine spent (``/proc/stat``) and the CPU time of this process, every thread
+included (:func:`time.process_time`), over an interval: the difference is what other processes
+used. A share above :data:`BUSY_SHARE` of the machine means the timings of the interval compare
+a runtime with the other job as much as with its peers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Share of the machine's CPU time used by other processes above which a timing is marked as
+#: taken on a busy machine.
+BUSY_SHARE = 0.15
+_STAT = Path("/proc/stat")
+
+
+def _machine_busy_s() -> float | None:
+    """Seconds of CPU time the machine has spent busy since boot (all CPUs), or ``None``
+    where the operating system does not say (no ``/proc/stat``)."""
+    try:
+        fields = _STAT.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return (user + nice + system + irq + softirq + steal) / ticks
+
+
+@dataclass
+class OtherLoad:
+    """The CPU share other processes used between :meth:`start` (at creation) and
+    :meth:`share`.
+
+    Example:
+        >>> load = OtherLoad()
+        >>> share = load.share()  # doctest: +SKIP
+        >>> share is None or 0.0 <= share <= 1.0
+        True
+    """
+
+    machine_s: float | None = field(default_factory=lambda: _machine_busy_s())
+    own_s: float = field(default_factory=lambda: time.process_time())
+    wall_s: float = field(default_factory=lambda: time.perf_counter())
+
+    def share(self) -> float | None:
+        """Other processes' CPU time since the start, as a share of all CPUs' time (0 to 1);
+        ``None`` where the machine's CPU time cannot be read."""
+        machine = _machine_busy_s()
+        if machine is None or self.machine_s is None:
+            return None
+        wall = time.perf_counter() - self.wall_s
+        if wall <= 0:
+            return 0.0
+        others = (machine - self.machine_s) - (time.process_time() - self.own_s)
+        return min(1.0, max(0.0, others / (wall * (os.cpu_count() or 1))))
+
+    def note(self) -> str | None:
+        """A warning when other processes used more than :data:`BUSY_SHARE` of the machine
+        since the start, else ``None``."""
+        share = self.share()
+        if share is None or share <= BUSY_SHARE:
+            return None
+        return (
+            f"the machine was busy: other processes used {100 * share:.0f}% of its CPU time "
+            "while this was timed, so its timings and ratios are not those of a quiet machine"
+        )

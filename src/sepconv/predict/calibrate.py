@@ -1,0 +1,307 @@
+"""``calibrate``: time a sampled set of kernels on this machine and backend, within a budget.
+
+1. **Fusions.** The test cases of :mod:`sepconv.predict.fusion` decide which activations and
+   residual adds the backend fuses into the conv before them; from then on every kernel is
+   sampled as the backend runs it.
+2. **Initial sample.** Kernels of random networks of the design space
+   (:class:`~sepconv.predict.sampling.KernelPool`), until :data:`INITIAL_SHARE` of the budget
+   is spent.
+3. **Adaptive sample.** Rounds of fresh kernels, each predicted from the samples so far
+   *before* it is timed (a held-out test of the predictor); the kernels it missed by more
+   than :data:`MISS` get their neighbours timed too (:func:`~sepconv.predict.sampling.neighbours`),
+   so samples concentrate where the prediction error is largest. Every timed kernel joins the
+   samples. The held-out errors (relative to the measured time, or to :data:`ERROR_FLOOR_S`
+   if more) go into the profile.
+
+Kernels are timed as :mod:`sepconv.predict.timers` describes, leaving out blocks another
+process disturbed (:mod:`sepconv.predict.quiet`); the profile records the machine, how many
+blocks were disturbed, and what else used the machine meanwhile
+(:class:`sepconv.bench.load.OtherLoad`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from sepconv.bench.load import OtherLoad
+from sepconv.bench.timing import measure, pinned_threads
+from sepconv.deploy.registry import find, rows
+from sepconv.predict.fusion import detect_fusions
+from sepconv.predict.kernels import Kernel
+from sepconv.predict.profile import Profile, machine_record
+from sepconv.predict.regression import KernelRegressor, group_key, rmspe
+from sepconv.predict.sampling import KernelPool, neighbours
+from sepconv.predict.timers import TIMED_BACKENDS, make_timers
+from sepconv.utils.validation import MAX_BATCH, bounded_int, finite_number, invalid, thread_count
+
+__all__ = ["DEFAULT_BUDGET_S", "INITIAL_SHARE", "MISS", "calibrate"]
+
+#: The budget ``sepconv calibrate`` spends unless told.
+DEFAULT_BUDGET_S = 300.0
+#: Share of the budget the fusion test cases may take (their first round always runs).
+FUSION_SHARE = 0.15
+#: Share of the budget spent on the initial random sample.
+INITIAL_SHARE = 0.4
+#: A held-out kernel predicted further off than this gets its neighbours timed.
+MISS = 0.05
+#: Errors are relative to the measured time, or to this many seconds if more: a kernel of a
+#: microsecond is within its timing noise, and a fused-away one measures about zero.
+ERROR_FLOOR_S = 5e-6
+# Fresh kernels per adaptive round, and neighbours per missed one.
+ROUND = 24
+NEAR = 3
+# Identity modules in the chain that times a module call.
+MODULE_CHAIN = 64
+# The shortest budget that leaves time for the fusion tests and a useful sample.
+MIN_BUDGET_S = 20.0
+
+
+def _check_backend(backend: str, device: str) -> tuple[str, ...]:
+    row = find(backend, rows(device), argument="backend")
+    variants = TIMED_BACKENDS.get((row.name, device))
+    if variants is None:
+        timed = sorted({name for name, dev in TIMED_BACKENDS if dev == device})
+        raise invalid(
+            "backend",
+            f"a backend whose kernels can be timed on {device}: {', '.join(timed)}",
+            backend,
+        )
+    row.require()
+    return variants
+
+
+def _call_seconds(timer: Any, variant: str, threads: int, device: str) -> float:
+    """The runtime's fixed cost of one model call (what a model pays once, not per kernel)."""
+    if hasattr(timer, "empty"):
+        return float(timer.empty)
+    x = torch.zeros(1, 3, 8, 8, device=device)
+    layout = torch.channels_last if variant == "nhwc" else torch.contiguous_format
+
+    def call() -> torch.Tensor:
+        with pinned_threads(threads), torch.inference_mode():
+            return x.contiguous(memory_format=layout).float()
+
+    return measure(call, warmup=3, repeats=9).median_s
+
+
+def _module_call_seconds(timer: Any, device: str) -> float:
+    """Python's cost of one module call: a chain of identity modules, per module (0 for a
+    runtime that runs a graph, where modules are gone)."""
+    if hasattr(timer, "empty"):
+        return 0.0
+    chain = torch.nn.Sequential(*(torch.nn.Identity() for _ in range(MODULE_CHAIN)))
+    x = torch.zeros(1, device=device)
+    with torch.inference_mode():
+        return measure(lambda: chain(x), warmup=3, repeats=9).median_s / (MODULE_CHAIN + 1)
+
+
+def calibrate(
+    backend: str = "onnxruntime",
+    *,
+    threads: int = 1,
+    budget_s: float = DEFAULT_BUDGET_S,
+    device: str = "cpu",
+    batch_sizes: Sequence[int] = (1,),
+    seed: int = 0,
+    max_kernels: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Profile:
+    """Time kernels on this machine and ``backend`` for about ``budget_s`` seconds.
+
+    Args:
+        backend: ``"onnxruntime"``, ``"openvino"`` or ``"eager"`` (and ``"eager"`` on CUDA).
+        threads: Intra-op threads of the backend (the profile predicts for this count only).
+        budget_s: Seconds to spend; the calibration stops sampling when they are spent
+            (a minute or two already predicts MobileNets; longer predicts better).
+        device: ``"cpu"`` or ``"cuda"``.
+        batch_sizes: Batch sizes to sample at (the first drawn most often).
+        seed: Seed of the sampled networks.
+        max_kernels: Stop once this many kernels are measured (default: when the budget is
+            spent).
+        progress: Called with a line of news now and then.
+
+    Returns:
+        The :class:`Profile`; save it with ``.save(path)``.
+
+    Example:
+        >>> profile = calibrate("onnxruntime", threads=2, budget_s=120)  # doctest: +SKIP
+        >>> profile.save("ort_2t.json")  # doctest: +SKIP
+    """
+    thread_count("threads", threads)
+    finite_number(
+        "budget_s",
+        budget_s,
+        low=MIN_BUDGET_S,
+        high=24 * 3600.0,
+        expected=f"a number of seconds from {MIN_BUDGET_S:g} to 86400",
+    )
+    if not batch_sizes:
+        raise invalid("batch_sizes", "at least one batch size", batch_sizes)
+    for batch in batch_sizes:
+        bounded_int("batch_sizes", batch, 1, MAX_BATCH)
+    if max_kernels is not None:
+        bounded_int("max_kernels", max_kernels, 1, 200_000)
+    variants = _check_backend(backend, device)
+    say = progress or (lambda _line: None)
+    start = time.perf_counter()
+    deadline = start + budget_s
+    load = OtherLoad()
+    timers = make_timers(backend, device, threads)
+    try:
+        for timer in timers.values():
+            timer.deadline = deadline
+        fusions, verdicts = detect_fusions(
+            timers[variants[0]].isolated, deadline=start + FUSION_SHARE * budget_s
+        )
+        say(f"fusions found: {', '.join(fusions) or 'none'}")
+        call_s = {v: _call_seconds(timers[v], v, threads, device) for v in variants}
+        module_call_s = {v: _module_call_seconds(timers[v], device) for v in variants}
+        sampler = _Sampler(timers, variants, deadline, max_kernels)
+        pool = KernelPool(np.random.default_rng(seed), fusions, batch_sizes)
+        initial_end = start + INITIAL_SHARE * budget_s
+        initial_count = INITIAL_SHARE * (max_kernels or np.inf)
+        while time.perf_counter() < initial_end and len(sampler.samples) < initial_count:
+            if not sampler.time_all(pool.draw(8), initial_end):
+                break
+        say(f"initial sample: {len(sampler.samples)} kernels")
+        held_out = _adaptive(sampler, pool, variants, np.random.default_rng(seed + 1), say)
+    finally:
+        for timer in timers.values():
+            timer.close()
+    elapsed = time.perf_counter() - start
+    return Profile(
+        backend=backend,
+        device=device,
+        threads=threads,
+        machine=machine_record(backend, threads),
+        variants=variants,
+        fusions=tuple(fusions),
+        fusion_tests=tuple(v.to_dict() for v in verdicts),
+        call_s=call_s,
+        module_call_s=module_call_s,
+        samples=tuple(sampler.samples.items()),
+        budget_s=float(budget_s),
+        elapsed_s=elapsed,
+        other_cpu_share=load.share(),
+        validation={**_validation(held_out), **_disturbance(timers)},
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+class _Sampler:
+    """Times kernels in every variant while the budget lasts."""
+
+    def __init__(
+        self,
+        timers: dict[str, Any],
+        variants: Sequence[str],
+        deadline: float,
+        max_kernels: int | None = None,
+    ) -> None:
+        self.timers = timers
+        self.variants = tuple(variants)
+        self.deadline = deadline
+        self.max_kernels = max_kernels
+        self.samples: dict[Kernel, dict[str, float]] = {}
+        self._spent: list[float] = []
+
+    def fits(self, until: float | None = None) -> bool:
+        """Whether one more kernel fits before ``until`` (default: the deadline)."""
+        if self.max_kernels is not None and len(self.samples) >= self.max_kernels:
+            return False
+        typical = float(np.median(self._spent[-50:])) if self._spent else 0.1
+        return time.perf_counter() + typical < min(until or self.deadline, self.deadline)
+
+    def time_all(self, kernels: Sequence[Kernel], until: float | None = None) -> list[Kernel]:
+        """Time each of ``kernels`` that fits; the ones timed."""
+        done = []
+        for kernel in kernels:
+            if not self.fits(until):
+                break
+            began = time.perf_counter()
+            self.samples[kernel] = {v: self.timers[v]([kernel]) for v in self.variants}
+            self._spent.append(time.perf_counter() - began)
+            done.append(kernel)
+        return done
+
+
+def _adaptive(
+    sampler: _Sampler,
+    pool: KernelPool,
+    variants: Sequence[str],
+    rng: np.random.Generator,
+    say: Callable[[str], None],
+) -> list[tuple[Kernel, float]]:
+    """The adaptive rounds; every held-out kernel with its worst relative error."""
+    held_out: list[tuple[Kernel, float]] = []
+    rounds = 0
+    while sampler.fits():
+        kernels = list(sampler.samples)
+        regressors = {
+            v: KernelRegressor(kernels, [sampler.samples[k][v] for k in kernels]) for v in variants
+        }
+        fresh = pool.draw(ROUND)
+        predicted = {}
+        for kernel in fresh:
+            try:
+                predicted[kernel] = {v: regressors[v].predict(kernel) for v in variants}
+            except ValueError:  # a group never sampled yet: a miss by definition
+                predicted[kernel] = {v: float("inf") for v in variants}
+        timed = sampler.time_all(fresh)
+        missed = []
+        for kernel in timed:
+            errors = [
+                (predicted[kernel][v] - sampler.samples[kernel][v])
+                / max(sampler.samples[kernel][v], ERROR_FLOOR_S)
+                for v in variants
+            ]
+            worst = max(errors, key=abs)
+            if np.isfinite(worst):
+                held_out.append((kernel, worst))
+            if not np.isfinite(worst) or abs(worst) > MISS:
+                missed.append(kernel)
+        near = [n for k in missed for n in neighbours(k, rng, NEAR) if n not in sampler.samples]
+        pool.mark(near)
+        sampler.time_all(near)
+        rounds += 1
+        if rounds % 5 == 0:
+            recent = [e for _, e in held_out[-5 * ROUND :]]
+            say(
+                f"{len(sampler.samples)} kernels; held-out error of the last {len(recent)}: "
+                f"RMSPE {100 * rmspe(recent):.1f}%"
+            )
+    return held_out
+
+
+def _disturbance(timers: dict[str, Any]) -> dict[str, Any]:
+    """How many timed blocks other processes disturbed (left out and timed again)."""
+    kept = sum(getattr(t, "kept", 0) for t in timers.values())
+    disturbed = sum(getattr(t, "disturbed", 0) for t in timers.values())
+    return {"blocks_kept": kept, "blocks_disturbed": disturbed}
+
+
+def _validation(held_out: Sequence[tuple[Kernel, float]]) -> dict[str, Any]:
+    """Summary of the held-out kernel errors: overall and by kernel group."""
+    if not held_out:
+        return {"held_out_kernels": 0}
+    errors = np.array([e for _, e in held_out])
+    groups: dict[str, list[float]] = {}
+    for kernel, error in held_out:
+        name = "/".join(str(p) for p in group_key(kernel) if p not in ("", None))
+        groups.setdefault(name, []).append(error)
+    last = errors[len(errors) // 2 :]  # the second half: the predictor nearer its final state
+    return {
+        "held_out_kernels": int(errors.size),
+        "rmspe": rmspe(errors),
+        "rmspe_second_half": rmspe(last),
+        "within_10pct_second_half": float(np.mean(np.abs(last) <= 0.10)),
+        "by_group": {
+            name: {"kernels": len(e), "rmspe": rmspe(e)} for name, e in sorted(groups.items())
+        },
+    }

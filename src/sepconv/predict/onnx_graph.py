@@ -1,0 +1,222 @@
+"""Kernels as ONNX graphs, written node by node as :func:`sepconv.export_onnx` writes them.
+
+Exporting a one-kernel PyTorch module takes seconds (``torch.export`` and the checks); writing
+the same nodes with ``onnx.helper`` takes a millisecond, which is what lets a calibration time
+thousands of kernels. Each kernel is translated to the nodes the exporter emits for it
+(opset 18): a BatchNorm-folded conv is ``Conv`` with a bias; ReLU6 is ``Clip(0, 6)``; SiLU is
+``Sigmoid`` then ``Mul``; exact GELU is ``Div, Erf, Add, Mul, Mul``; ``LayerNorm2d`` is
+``Transpose, LayerNormalization, Transpose``; a global average pool is ``ReduceMean``; a
+linear layer after it ``Reshape, Gemm``. ``tests/test_predict_kernels.py`` checks the
+translation against the exporter's own output for each block kind.
+
+A graph can *sandwich* its kernels (:func:`kernel_graph`): every input first goes through a
+per-channel 1x1 depthwise conv and every output through another. The runtime then sees the
+kernel between two of its own conv kernels, as it does inside a model: in the layout it keeps
+between convs (ONNX Runtime's NCHWc blocks, OpenVINO's blocked formats), with the layout
+conversions a non-conv kernel needs, and with the fusions a conv neighbour allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sepconv.predict.kernels import Kernel
+
+__all__ = ["OPSET", "kernel_graph"]
+
+OPSET = 18
+Shape = tuple[int, ...]
+
+
+class _Builder:
+    """Collects the nodes, initializers and names of one graph."""
+
+    def __init__(self, seed: int) -> None:
+        try:
+            import onnx
+        except ImportError as err:
+            raise ImportError(
+                "Timing kernels in an ONNX runtime needs the `onnx` package, which is not "
+                "installed: run `pip install 'sepconv[onnx]'`."
+            ) from err
+        self.onnx = onnx
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self.rng = np.random.default_rng(seed)
+        self.count = 0
+
+    def name(self, stem: str) -> str:
+        self.count += 1
+        return f"{stem}_{self.count}"
+
+    def const(self, values: np.ndarray, stem: str = "w") -> str:
+        name = self.name(stem)
+        self.inits.append(self.onnx.numpy_helper.from_array(values, name))
+        return name
+
+    def weight(self, shape: Sequence[int]) -> str:
+        # Small values: random weights must not overflow or underflow to denormals.
+        values = (0.1 * self.rng.standard_normal(tuple(shape))).astype(np.float32)
+        return self.const(values)
+
+    def node(self, op: str, inputs: Sequence[str], **attrs: Any) -> str:
+        out = self.name(op.lower())
+        self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [out], **attrs))
+        return out
+
+    def conv(
+        self, x: str, cin: int, cout: int, k: int, stride: int, pad: int, dil: int, groups: int
+    ) -> str:
+        w = self.weight((cout, cin // groups, k, k))
+        b = self.weight((cout,))
+        return self.node(
+            "Conv",
+            [x, w, b],
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[pad] * 4,
+            dilations=[dil, dil],
+            group=groups,
+        )
+
+    def act(self, x: str, act: str) -> str:
+        if act == "relu":
+            return self.node("Relu", [x])
+        if act == "relu6":
+            low = self.const(np.array(0.0, np.float32), "min")
+            high = self.const(np.array(6.0, np.float32), "max")
+            return self.node("Clip", [x, low, high])
+        if act == "silu":
+            return self.node("Mul", [x, self.node("Sigmoid", [x])])
+        if act == "sigmoid":
+            return self.node("Sigmoid", [x])
+        if act == "hardswish":
+            return self.node("HardSwish", [x])
+        if act == "hardsigmoid":
+            return self.node("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)
+        if act == "gelu":
+            root2 = self.const(np.array(np.sqrt(2.0), np.float32), "c")
+            one = self.const(np.array(1.0, np.float32), "c")
+            half = self.const(np.array(0.5, np.float32), "c")
+            erf = self.node("Erf", [self.node("Div", [x, root2])])
+            return self.node("Mul", [self.node("Mul", [x, self.node("Add", [erf, one])]), half])
+        raise ValueError(
+            f"Invalid value for argument `act`: expected a known activation, received {act!r}."
+        )
+
+    def mean_hw(self, x: str) -> str:
+        axes = self.const(np.array([-1, -2], np.int64), "axes")
+        return self.node("ReduceMean", [x, axes], keepdims=1)
+
+    def reshape(self, x: str, shape: Sequence[int]) -> str:
+        return self.node("Reshape", [x, self.const(np.array(shape, np.int64), "shape")])
+
+    def kernel(self, kernel: Kernel, inputs: Sequence[str]) -> str:
+        """The nodes of ``kernel`` reading ``inputs``; the name of its output."""
+        x = inputs[0]
+        shape = kernel.inputs[0]
+        if kernel.kind == "conv":
+            y = self.conv(
+                x,
+                shape[1],
+                kernel.output[1],
+                kernel.kernel_size,
+                kernel.stride,
+                kernel.padding,
+                kernel.dilation,
+                kernel.groups,
+            )
+            if kernel.act:
+                y = self.act(y, kernel.act)
+            return self.node("Add", [y, inputs[1]]) if kernel.add else y
+        if kernel.kind == "act":
+            return self.act(x, kernel.act)
+        if kernel.kind in ("add", "mul"):
+            return self.node(kernel.kind.capitalize(), [x, inputs[1]])
+        if kernel.kind == "scale":
+            return self.node("Mul", [x, self.weight((shape[1], 1, 1))])
+        if kernel.kind == "se":
+            c, hidden = shape[1], kernel.hidden
+            s = self.mean_hw(x)
+            s = self.act(self.conv(s, c, hidden, 1, 1, 0, 1, 1), kernel.act)
+            s = self.act(self.conv(s, hidden, c, 1, 1, 0, 1, 1), kernel.gate)
+            return self.node("Mul", [x, s])
+        if kernel.kind == "layernorm":
+            c = shape[1]
+            if kernel.transposed:
+                x = self.node("Transpose", [x], perm=[0, 2, 3, 1])
+            y = self.node(
+                "LayerNormalization",
+                [x, self.weight((c,)), self.weight((c,))],
+                axis=-1,
+                epsilon=1e-6,
+                stash_type=1,
+            )
+            return self.node("Transpose", [y], perm=[0, 3, 1, 2]) if kernel.transposed else y
+        if kernel.kind == "pool":
+            return self.mean_hw(x)
+        if kernel.kind == "linear":
+            cin, cout = shape[-1], kernel.output[-1]
+            w, b = self.weight((cout, cin)), self.weight((cout,))
+            return self.node("Gemm", [x, w, b], transB=1)
+        raise ValueError(
+            f"Invalid value for argument `kernel`: expected a kernel kind, "
+            f"received {kernel.kind!r}."
+        )
+
+
+def _as_map(shape: Shape) -> Shape:
+    """A 2-D ``(N, C)`` shape as the ``(N, C, 1, 1)`` map a sandwich conv can read."""
+    return shape if len(shape) == 4 else (*shape, 1, 1)
+
+
+def kernel_graph(
+    kernels: Sequence[Kernel], *, sandwich: bool = True, seed: int = 0
+) -> tuple[Any, list[Shape]]:
+    """An ONNX model running ``kernels`` one after the other, and the shapes of its inputs.
+
+    The first kernel reads the graph's inputs (its residual, for a conv with a fused add, is
+    a second input); each next kernel reads the previous one's output (and, for an add, a
+    further graph input of its shape). With ``sandwich`` every input and the output pass through
+    a per-channel 1x1 depthwise conv (see the module doc).
+
+    Example:
+        >>> k = Kernel("act", ((1, 8, 4, 4),), (1, 8, 4, 4), act="relu6")
+        >>> model, shapes = kernel_graph([k])
+        >>> [n.op_type for n in model.graph.node], shapes
+        (['Conv', 'Clip', 'Conv'], [(1, 8, 4, 4)])
+    """
+    b = _Builder(seed)
+    helper, tensor = b.onnx.helper, b.onnx.TensorProto
+    graph_inputs: list[Any] = []
+    shapes: list[Shape] = []
+
+    def new_input(shape: Shape) -> str:
+        name = f"input_{len(graph_inputs)}"
+        fed = _as_map(shape) if sandwich else shape
+        graph_inputs.append(helper.make_tensor_value_info(name, tensor.FLOAT, list(fed)))
+        shapes.append(fed)
+        if not sandwich:
+            return name
+        y = b.conv(name, fed[1], fed[1], 1, 1, 0, 1, fed[1])
+        return y if len(shape) == 4 else b.reshape(y, shape)
+
+    current = new_input(kernels[0].inputs[0])
+    for kernel in kernels:
+        extra = [new_input(shape) for shape in kernel.inputs[1:]]
+        current = b.kernel(kernel, [current, *extra])
+    out_shape = kernels[-1].output
+    if sandwich:
+        if len(out_shape) != 4:
+            current = b.reshape(current, _as_map(out_shape))
+        c = _as_map(out_shape)[1]
+        current = b.conv(current, c, c, 1, 1, 0, 1, c)
+        out_shape = _as_map(out_shape)
+    output = helper.make_tensor_value_info(current, tensor.FLOAT, list(out_shape))
+    graph = helper.make_graph(b.nodes, "kernels", graph_inputs, [output], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = min(model.ir_version, 10)
+    return model, shapes

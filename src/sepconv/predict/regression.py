@@ -1,0 +1,190 @@
+"""The per-kernel predictor: nearest measured neighbours and a local linear fit in log space.
+
+Kernels are grouped by what changes their code path: a conv by its type (standard, grouped,
+depthwise, pointwise), kernel size, stride and dilation; an activation by its function; an SE
+by its two activations; the others by kind. Within a group a kernel is described by the logs
+(base 2) of its sizes: output positions ``N * H' * W'``, input and output channels (and
+groups, or an SE's reduced channels). A conv's fused activation and residual add are
+categories: a neighbour that differs in one is counted as farther away.
+
+A prediction takes the :data:`NEIGHBOURS` measured kernels of its group nearest to the query
+and fits ``log t = a + b . features`` to them by weighted least squares (weights falling with
+distance, a small ridge on the slopes), then evaluates it at the query: interpolation where the
+samples surround the query, a power law continued from the nearest ones where they do not.
+Log time makes the fit relative: a 5% error costs the same on a 10 us kernel and a 10 ms one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sepconv.predict.kernels import Kernel, UnpredictableKernelError
+
+__all__ = ["NEIGHBOURS", "GroupModel", "KernelRegressor", "features", "group_key"]
+
+#: Measured kernels a prediction is fitted to.
+NEIGHBOURS = 10
+# Distance added for each category (fused activation, fused add) a neighbour differs in: as far
+# as a kernel with 8x the channels.
+CATEGORY_DISTANCE = 3.0
+# Ridge penalty on the slopes of the local fit (relative to the neighbours' total weight),
+# against collinear features (a depthwise conv's equal input and output channels).
+RIDGE = 1e-4
+# Measured times are floored here before taking logs: a kernel the runtime folds into its
+# neighbour costs nothing, and its measurement may come out at or below zero.
+FLOOR_S = 2e-7
+
+
+def group_key(kernel: Kernel) -> tuple[object, ...]:
+    """The group a kernel is predicted within (see the module doc)."""
+    if kernel.kind == "conv":
+        return ("conv", kernel.conv_type, kernel.kernel_size, kernel.stride, kernel.dilation)
+    if kernel.kind == "act":
+        return ("act", kernel.act)
+    if kernel.kind == "se":
+        return ("se", kernel.act, kernel.gate)
+    if kernel.kind == "mul":
+        return ("mul", kernel.inputs[0] != kernel.inputs[1])
+    if kernel.kind == "layernorm":
+        return ("layernorm", kernel.transposed)
+    return (kernel.kind,)
+
+
+def features(kernel: Kernel) -> tuple[np.ndarray, tuple[object, ...]]:
+    """The continuous features (log2 sizes) and the categories of ``kernel``."""
+    out = kernel.output
+    n = kernel.inputs[0][0]
+    cin = kernel.inputs[0][1]
+    if kernel.kind == "conv":
+        positions = n * out[2] * out[3]
+        values = [positions, cin, out[1]]
+        if kernel.conv_type == "grouped":
+            values.append(kernel.groups)
+        return np.log2(np.array(values, float)), (kernel.act, kernel.add)
+    if kernel.kind == "linear":
+        return np.log2(np.array([n, cin, out[-1]], float)), ()
+    shape = kernel.inputs[0]
+    positions = n * (shape[2] * shape[3] if len(shape) == 4 else 1)
+    values = [positions, cin]
+    if kernel.kind == "se":
+        values.append(kernel.hidden)
+    return np.log2(np.array(values, float)), ()
+
+
+@dataclass
+class GroupModel:
+    """The measured kernels of one group: features, categories and log2 seconds."""
+
+    x: np.ndarray
+    categories: list[tuple[object, ...]]
+    log_t: np.ndarray
+    kernels: list[Kernel]
+
+    def distances(self, query: np.ndarray, categories: tuple[object, ...]) -> np.ndarray:
+        d = np.sqrt(((self.x - query) ** 2).sum(axis=1))
+        if categories:
+            mismatch = np.array(
+                [sum(a != b for a, b in zip(c, categories, strict=True)) for c in self.categories]
+            )
+            d = d + CATEGORY_DISTANCE * mismatch
+        return d
+
+    def predict(self, kernel: Kernel) -> tuple[float, float]:
+        """Seconds for ``kernel``, and the distance to its nearest measured neighbour."""
+        query, categories = features(kernel)
+        d = self.distances(query, categories)
+        count = min(NEIGHBOURS, len(d))
+        near = np.argpartition(d, count - 1)[:count]
+        nearest = float(d[near].min())
+        dims = query.size
+        if count < dims + 2:  # too few to fit slopes: scale the nearest by its size
+            j = int(near[np.argmin(d[near])])
+            ratio = (kernel.macs + kernel.bytes) / max(
+                1, self.kernels[j].macs + self.kernels[j].bytes
+            )
+            return float(2.0 ** self.log_t[j]) * ratio, nearest
+        weights = 1.0 / (d[near] ** 2 + 0.25)
+        design = np.hstack([np.ones((count, 1)), self.x[near] - query])
+        sw = np.sqrt(weights)[:, None]
+        a = design * sw
+        penalty = RIDGE * float(weights.sum()) * np.eye(dims + 1)
+        penalty[0, 0] = 0.0
+        coef = np.linalg.solve(a.T @ a + penalty, a.T @ (self.log_t[near] * sw[:, 0]))
+        # The intercept is the fit at the query (features were centred on it).
+        log_t = float(coef[0])
+        low, high = self.log_t[near].min(), self.log_t[near].max()
+        # Within the group's measured range stretched by 8x each way: a fit continued far past
+        # its neighbours is not trusted further than that.
+        log_t = min(max(log_t, self.log_t.min() - 3.0), self.log_t.max() + 3.0)
+        if nearest < 1.0:  # among measured kernels: stay within what they measured, +-25%
+            log_t = min(max(log_t, low - 0.32), high + 0.32)
+        return float(2.0**log_t), nearest
+
+
+class KernelRegressor:
+    """Predicts a kernel's seconds from measured ``(kernel, seconds)`` pairs.
+
+    Example:
+        >>> ks = [Kernel("act", ((1, c, 8, 8),), (1, c, 8, 8), act="relu") for c in (8, 16, 32)]
+        >>> reg = KernelRegressor(ks, [1e-6 * c for c in (8, 16, 32)])
+        >>> round(reg.predict(Kernel("act", ((1, 24, 8, 8),), (1, 24, 8, 8), act="relu")) * 1e6, 1)
+        24.0
+    """
+
+    def __init__(self, kernels: Sequence[Kernel], seconds: Sequence[float]) -> None:
+        grouped: dict[tuple[object, ...], list[tuple[Kernel, float]]] = {}
+        for kernel, t in zip(kernels, seconds, strict=True):
+            grouped.setdefault(group_key(kernel), []).append((kernel, t))
+        self.groups: dict[tuple[object, ...], GroupModel] = {}
+        for key, pairs in grouped.items():
+            feats = [features(k) for k, _ in pairs]
+            self.groups[key] = GroupModel(
+                x=np.array([f[0] for f in feats]),
+                categories=[f[1] for f in feats],
+                log_t=np.log2(np.maximum([t for _, t in pairs], FLOOR_S)),
+                kernels=[k for k, _ in pairs],
+            )
+
+    def predict(self, kernel: Kernel) -> float:
+        """Seconds for ``kernel``; :class:`UnpredictableKernelError` when its group has no
+        measured kernel."""
+        return self.predict_with_distance(kernel)[0]
+
+    def predict_with_distance(self, kernel: Kernel) -> tuple[float, float]:
+        """Seconds for ``kernel`` and the distance (log2 units) to its nearest measured one."""
+        model = self.groups.get(group_key(kernel))
+        if model is None:
+            raise UnpredictableKernelError(
+                f"Cannot predict kernel {describe(kernel)} in layer `{kernel.layer or '?'}`: "
+                f"the profile measured no kernel of its group {_group_text(group_key(kernel))}; "
+                "calibrate with models that contain it."
+            )
+        return model.predict(kernel)
+
+
+def _group_text(key: tuple[object, ...]) -> str:
+    return "/".join(str(part) for part in key if part not in ("", None))
+
+
+def describe(kernel: Kernel) -> str:
+    """A short description: ``"conv depthwise 3x3/2 relu6 1x96x56x56 -> 1x96x28x28"``."""
+    shape = "x".join(map(str, kernel.inputs[0]))
+    out = "x".join(map(str, kernel.output))
+    what: str = kernel.kind
+    if kernel.kind == "conv":
+        k = kernel.kernel_size
+        what = f"conv {kernel.conv_type} {k}x{k}/{kernel.stride}"
+        what += (f" {kernel.act}" if kernel.act else "") + (" +add" if kernel.add else "")
+    elif kernel.kind in ("act", "se"):
+        what += f" {kernel.act}" + (f"/{kernel.gate}" if kernel.gate else "")
+    return f"{what} {shape} -> {out}"
+
+
+def rmspe(errors: Sequence[float] | np.ndarray) -> float:
+    """Root mean square of relative errors (0.05: 5%)."""
+    e = np.asarray(errors, float)
+    return float(math.sqrt(float(np.mean(e**2)))) if e.size else math.nan

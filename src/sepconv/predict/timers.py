@@ -1,0 +1,311 @@
+"""Timing kernels on a backend: what one kernel (or a chain of them) adds to a model's latency.
+
+- ONNX runtimes (ONNX Runtime, OpenVINO): each chain is a sandwiched ONNX graph
+  (:func:`~sepconv.predict.onnx_graph.kernel_graph`) run in the backend's own session settings
+  (:func:`sepconv.deploy.onnxruntime_settings`, :func:`sepconv.deploy.openvino_config`). The
+  sandwich's own cost is measured once per shape, on a graph of the two sandwich convs alone,
+  and taken off: a kernel is charged what it adds between two convs, as inside a model.
+- PyTorch (eager, CPU or CUDA): each chain is a function calling the ops the model calls
+  (BatchNorm folded), timed on an input in the layout the backend runs (NCHW or channels-last);
+  nothing is taken off, since a model pays every call's dispatch too.
+
+Every time is the median of the blocks of :func:`~sepconv.predict.quiet.quiet_measure` that no
+other process disturbed (on CUDA, of :func:`sepconv.bench.measure`'s blocks, timed with CUDA
+events).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sepconv.bench.timing import measure, pinned_threads
+from sepconv.deploy.backends import onnxruntime_settings, openvino_config
+from sepconv.predict.kernels import Kernel
+from sepconv.predict.onnx_graph import kernel_graph
+from sepconv.predict.quiet import RETRIES, quiet_measure
+
+__all__ = ["TIMED_BACKENDS", "KernelTimer", "OnnxTimer", "TorchTimer", "make_timers"]
+
+Shape = tuple[int, ...]
+# Timed blocks per kernel, and the shortest block: enough for a stable median of
+# microsecond kernels without spending the calibration's budget on any one of them.
+REPEATS = 7
+MIN_BLOCK_S = 2e-3
+
+
+class KernelTimer(Protocol):
+    """Times kernels on one backend, in seconds."""
+
+    def __call__(self, kernels: Sequence[Kernel]) -> float:
+        """What the chain ``kernels`` adds to a model's latency."""
+
+    def isolated(self, kernels: Sequence[Kernel]) -> float:
+        """The chain run on its own, less an empty call (the fusion test cases)."""
+
+    def close(self) -> None:
+        """Release what the timer holds."""
+
+
+class _Retrying:
+    """Retries a disturbed timing (:mod:`sepconv.predict.quiet`) only while before
+    ``deadline``, so that a busy machine cannot stretch a calibration past its budget."""
+
+    deadline: float = float("inf")
+
+    def _retries(self) -> int:
+        return RETRIES if time.perf_counter() < self.deadline else 0
+
+
+class OnnxTimer(_Retrying):
+    """Sandwiched ONNX graphs on ONNX Runtime or OpenVINO (see the module doc)."""
+
+    def __init__(self, runtime: str, threads: int, repeats: int = REPEATS) -> None:
+        self.runtime = runtime
+        self.threads = threads
+        self.repeats = repeats
+        self._baselines: dict[Shape, float] = {}
+        self.kept = 0
+        self.disturbed = 0
+        self._folder = tempfile.TemporaryDirectory(prefix="sepconv-calibrate-")
+        self.empty = self._sandwich((1, 8, 1, 1))  # a call and two near-empty kernels
+        tiny = Kernel("scale", ((1, 8, 1, 1),), (1, 8, 1, 1))
+        self._empty_alone = self._run(*kernel_graph([tiny], sandwich=False))
+
+    def _run(self, model: Any, shapes: Sequence[Shape]) -> float:
+        path = Path(self._folder.name) / "kernel.onnx"
+        path.write_bytes(model.SerializeToString())
+        rng = np.random.default_rng(0)
+        feeds = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        run = self._runner(path, feeds)
+        run()  # first call plans memory; measure's warm-up covers the rest
+        timing = quiet_measure(
+            run, warmup=2, repeats=self.repeats, min_block_s=MIN_BLOCK_S, retries=self._retries()
+        )
+        self.kept += timing.kept
+        self.disturbed += timing.disturbed
+        del run  # release the session and its threads before the next one starts
+        return timing.median_s
+
+    def _runner(self, path: Path, feeds: list[np.ndarray]) -> Callable[[], object]:
+        if self.runtime == "onnxruntime":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            for name, value in onnxruntime_settings(self.threads).items():
+                setattr(options, name, value)
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            names = [i.name for i in session.get_inputs()]
+            inputs = dict(zip(names, feeds, strict=True))
+            return lambda: session.run(None, inputs)
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(
+            ov.convert_model(str(path)), "CPU", openvino_config(self.threads, "f32")
+        )
+        request = compiled.create_infer_request()
+        by_index = dict(enumerate(feeds))
+        return lambda: request.infer(by_index, share_inputs=True)
+
+    def _sandwich(self, shape: Shape) -> float:
+        """Seconds of a graph of only the two sandwich convs on ``shape``."""
+        if shape not in self._baselines:
+            # The scale's node is taken out again: the graph is the two sandwich convs.
+            marker = Kernel("scale", (shape,), shape)
+            model, shapes = kernel_graph([marker], sandwich=True)
+            _drop_kernel_nodes(model)
+            self._baselines[shape] = self._run(model, shapes)
+        return self._baselines[shape]
+
+    def __call__(self, kernels: Sequence[Kernel]) -> float:
+        model, shapes = kernel_graph(kernels, sandwich=True)
+        total = self._run(model, shapes)
+        ends = [*shapes, _as_map(kernels[-1].output)]
+        # Each end's half of its sandwich, less the call itself, counted once.
+        sides = sum(0.5 * (self._sandwich(s) - self.empty) for s in ends)
+        return total - sides - self.empty
+
+    def isolated(self, kernels: Sequence[Kernel]) -> float:
+        return self._run(*kernel_graph(kernels, sandwich=False)) - self._empty_alone
+
+    def close(self) -> None:
+        self._folder.cleanup()
+
+
+def _as_map(shape: Shape) -> Shape:
+    return shape if len(shape) == 4 else (*shape, 1, 1)
+
+
+def _drop_kernel_nodes(model: Any) -> None:
+    """Rewire a sandwiched one-``scale`` graph so that the second conv reads the first."""
+    nodes = list(model.graph.node)
+    first, scale, last = nodes
+    last.input[0] = first.output[0]
+    model.graph.node.remove(scale)
+    used = {name for node in model.graph.node for name in node.input}
+    for init in list(model.graph.initializer):
+        if init.name not in used:
+            model.graph.initializer.remove(init)
+
+
+_ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "silu": F.silu,
+    "hardswish": F.hardswish,
+    "hardsigmoid": F.hardsigmoid,
+    "sigmoid": torch.sigmoid,
+    "gelu": F.gelu,
+}
+
+
+def torch_function(kernel: Kernel, device: torch.device) -> Callable[..., torch.Tensor]:
+    """The ops the model calls for ``kernel``, as one function of its input tensors."""
+    gen = torch.Generator().manual_seed(0)
+
+    def weight(*shape: int) -> torch.Tensor:
+        return (0.1 * torch.randn(shape, generator=gen)).to(device)
+
+    act = _ACTS.get(kernel.act) if kernel.act else None
+    if kernel.kind == "conv":
+        cin, cout = kernel.inputs[0][1], kernel.output[1]
+        w = weight(cout, cin // kernel.groups, kernel.kernel_size, kernel.kernel_size)
+        b = weight(cout)
+        s, p, d, g = kernel.stride, kernel.padding, kernel.dilation, kernel.groups
+
+        def conv(x: torch.Tensor, *residual: torch.Tensor) -> torch.Tensor:
+            y = F.conv2d(x, w, b, s, p, d, g)
+            if act is not None:
+                y = act(y)
+            return y + residual[0] if residual else y
+
+        return conv
+    if kernel.kind == "act" and act is not None:
+        return act
+    if kernel.kind == "add":
+        return torch.add
+    if kernel.kind == "mul":
+        return torch.mul
+    if kernel.kind == "scale":
+        gamma = weight(kernel.inputs[0][1], 1, 1)
+        return lambda x: x * gamma
+    if kernel.kind == "se":
+        c, h = kernel.inputs[0][1], kernel.hidden
+        w1, b1, w2, b2 = weight(h, c, 1, 1), weight(h), weight(c, h, 1, 1), weight(c)
+        inner, gate = _ACTS[kernel.act], _ACTS[kernel.gate]
+
+        def se(x: torch.Tensor) -> torch.Tensor:
+            scale = x.mean((2, 3), keepdim=True)
+            scale = F.conv2d(inner(F.conv2d(scale, w1, b1)), w2, b2)
+            return x * gate(scale)
+
+        return se
+    if kernel.kind == "layernorm":
+        c = kernel.inputs[0][1]
+        ln_w, ln_b = weight(c), weight(c)
+        if kernel.transposed:
+            return lambda x: F.layer_norm(x.permute(0, 2, 3, 1), (c,), ln_w, ln_b, 1e-6).permute(
+                0, 3, 1, 2
+            )
+        return lambda x: F.layer_norm(x, (x.shape[-1],), None, None, 1e-6)
+    if kernel.kind == "pool":
+        return lambda x: F.adaptive_avg_pool2d(x, 1)
+    if kernel.kind == "linear":
+        w, b = weight(kernel.output[-1], kernel.inputs[0][-1]), weight(kernel.output[-1])
+        return lambda x: F.linear(x, w, b)
+    raise ValueError(
+        f"Invalid value for argument `kernel`: expected a kernel kind, received {kernel.kind!r}."
+    )
+
+
+class TorchTimer(_Retrying):
+    """PyTorch ops on ``device``, the inputs in ``layout`` (``"nchw"`` or ``"nhwc"``)."""
+
+    def __init__(
+        self, device: str, threads: int, layout: str = "nchw", repeats: int = REPEATS
+    ) -> None:
+        self.device = torch.device(device)
+        self.threads = threads
+        self.layout = layout
+        self.repeats = repeats
+        self._empty: float | None = None
+        self.kept = 0
+        self.disturbed = 0
+
+    def _input(self, shape: Shape, gen: torch.Generator) -> torch.Tensor:
+        x = torch.randn(shape, generator=gen).to(self.device)
+        if len(shape) == 4 and self.layout == "nhwc":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def __call__(self, kernels: Sequence[Kernel]) -> float:
+        gen = torch.Generator().manual_seed(0)
+        first = kernels[0]
+        x = self._input(first.inputs[0], gen)
+        steps = []
+        for kernel in kernels:
+            fn = torch_function(kernel, self.device)
+            extra = [self._input(s, gen) for s in kernel.inputs[1:]]
+            steps.append((fn, extra))
+
+        def run() -> torch.Tensor:
+            y = x
+            for fn, extra in steps:
+                y = fn(y, *extra)
+            return y
+
+        return self._time(run)
+
+    def _time(self, run: Callable[[], object]) -> float:
+        if self.device.type == "cuda":
+            timing = measure(
+                run, warmup=2, repeats=self.repeats, min_block_s=MIN_BLOCK_S, device=self.device
+            )
+            return timing.median_s
+        with pinned_threads(self.threads), torch.inference_mode():
+            quiet = quiet_measure(
+                run,
+                warmup=2,
+                repeats=self.repeats,
+                min_block_s=MIN_BLOCK_S,
+                retries=self._retries(),
+            )
+        self.kept += quiet.kept
+        self.disturbed += quiet.disturbed
+        return quiet.median_s
+
+    def isolated(self, kernels: Sequence[Kernel]) -> float:
+        if self._empty is None:
+            x = torch.zeros(1)
+            self._empty = self._time(lambda: x)
+        return self(kernels) - self._empty
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+#: The backends a calibration can time, by ``(name, device)``: the variants it measures each
+#: kernel in. Eager PyTorch runs a model in NCHW or channels-last, whichever is faster
+#: (:func:`sepconv.deploy.compile_for_inference`), so both are measured and a prediction takes
+#: the faster total; the ONNX runtimes choose their layouts themselves.
+TIMED_BACKENDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("eager", "cpu"): ("nchw", "nhwc"),
+    ("onnxruntime", "cpu"): ("native",),
+    ("openvino", "cpu"): ("native",),
+    ("eager", "cuda"): ("nchw", "nhwc"),
+}
+
+
+def make_timers(backend: str, device: str, threads: int) -> dict[str, Any]:
+    """One timer per variant of ``TIMED_BACKENDS[(backend, device)]``."""
+    variants = TIMED_BACKENDS[(backend, device)]
+    if backend in ("onnxruntime", "openvino"):
+        return {variants[0]: OnnxTimer(backend, threads)}
+    return {layout: TorchTimer(device, threads, layout) for layout in variants}

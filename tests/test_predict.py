@@ -1,0 +1,166 @@
+"""The latency predictor on a synthetic machine: a fake timer whose kernel times are a known
+function of each kernel's sizes, so that nothing here depends on the clock."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import sepconv
+from sepconv.layers import ConvNormAct, MBConv
+from sepconv.predict import (
+    Kernel,
+    Profile,
+    UnpredictableKernelError,
+    calibrate,
+    extract_kernels,
+    predict_latency,
+    sample_network,
+)
+from sepconv.predict.fusion import detect_fusions
+from sepconv.predict.regression import KernelRegressor, features
+
+# The module, not the function the package exports under the same name.
+calibrate_module = importlib.import_module("sepconv.predict.calibrate")
+CALL_S = 2e-5
+# What the fake runtime fuses into the conv before: these activations, and the residual add.
+FAKE_FUSED = ("relu", "relu6", "hardswish")
+
+
+def true_seconds(kernel: Kernel) -> float:
+    """The synthetic machine: a power law of the kernel's sizes, one per kernel kind."""
+    x, _ = features(kernel)
+    weights = np.array([0.9, 0.5, 0.4, 0.1])[: x.size]
+    scale = {"conv": 1e-8, "se": 3e-8, "linear": 2e-8}.get(kernel.kind, 5e-9)
+    return float(scale * 2.0 ** (weights @ x))
+
+
+class FakeTimer:
+    """Times kernels on the synthetic machine; fuses :data:`FAKE_FUSED` and the add."""
+
+    empty = CALL_S
+
+    def __call__(self, kernels: list[Kernel]) -> float:
+        total = 0.0
+        for i, kernel in enumerate(kernels):
+            previous = kernels[i - 1] if i else None
+            fused = (
+                previous is not None
+                and previous.kind == "conv"
+                and ((kernel.kind == "act" and kernel.act in FAKE_FUSED) or kernel.kind == "add")
+            )
+            total += 0.0 if fused else true_seconds(kernel)
+        return total
+
+    def isolated(self, kernels: list[Kernel]) -> float:
+        return self(kernels)
+
+    def close(self) -> None:
+        pass
+
+
+def fake_calibration(max_kernels: int = 1000, seed: int = 3) -> Profile:
+    """A calibration of the synthetic machine (recorded as this machine, ONNX Runtime)."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(calibrate_module, "make_timers", lambda *a: {"native": FakeTimer()})
+    try:
+        return calibrate("onnxruntime", threads=2, budget_s=60, max_kernels=max_kernels, seed=seed)
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def fake_profile() -> Profile:
+    return fake_calibration()
+
+
+def test_fusions_are_found_by_the_test_cases(fake_profile: Profile) -> None:
+    assert set(fake_profile.fusions) == {f"conv+{a}" for a in FAKE_FUSED} | {"conv+add"}
+    silu = [t for t in fake_profile.fusion_tests if t["name"] == "conv+silu"]
+    assert len(silu) == 2 and not any(t["fused"] for t in silu)
+
+
+def test_detect_fusions_needs_both_conv_types() -> None:
+    def timer(kernels: list[Kernel]) -> float:
+        # Fused after a pointwise conv only: not a rule the extraction may apply everywhere.
+        if len(kernels) == 2 and kernels[0].conv_type == "pointwise":
+            return 1.0
+        return sum(1.0 if k.kind == "conv" else 0.5 for k in kernels)
+
+    fused, verdicts = detect_fusions(timer)
+    assert "conv+relu" not in fused
+    assert any(v.fused for v in verdicts if v.name == "conv+relu")
+
+
+def test_prediction_matches_the_synthetic_machine(fake_profile: Profile) -> None:
+    rng = np.random.default_rng(123)  # networks the calibration never drew
+    errors = []
+    for _ in range(6):
+        spec = sample_network(rng)
+        model = spec.build()
+        p = predict_latency(model, spec.resolution, fake_profile)
+        shape = (1, 3, spec.resolution, spec.resolution)
+        truth = CALL_S + FakeTimer()(extract_kernels(model, shape, ()))  # unfused ops in order
+        errors.append(p.seconds / truth - 1)
+        assert p.seconds == pytest.approx(CALL_S + sum(k.seconds for k in p.kernels))
+    assert max(abs(e) for e in errors) < 0.01, errors
+
+
+def test_kernel_regressor_is_exact_on_a_power_law() -> None:
+    kernels = [
+        Kernel("conv", ((1, c, s, s),), (1, 2 * c, s, s))
+        for c in (8, 16, 24, 32, 48, 64, 96)
+        for s in (7, 14, 28, 56)
+    ]
+    regressor = KernelRegressor(kernels, [true_seconds(k) for k in kernels])
+    query = Kernel("conv", ((1, 40, 20, 20),), (1, 80, 20, 20))
+    assert regressor.predict(query) == pytest.approx(true_seconds(query), rel=2e-3)
+
+
+def test_an_unpredictable_kernel_raises(fake_profile: Profile) -> None:
+    model = nn.Sequential(ConvNormAct(3, 8, 3), nn.MaxPool2d(2))
+    with pytest.raises(UnpredictableKernelError, match=r"`max_pool2d` in layer `1`"):
+        predict_latency(model, 32, fake_profile)
+    # A kernel kind the profile never measured is an error too, never a zero.
+    pruned = Profile(
+        **{
+            **vars(fake_profile),
+            "samples": tuple((k, t) for k, t in fake_profile.samples if k.kind != "se"),
+            "_regressors": {},
+        }
+    )
+    with pytest.raises(UnpredictableKernelError, match="measured no kernel of its group se"):
+        predict_latency(MBConv(16, 16), (16, 14, 14), pruned)
+
+
+def test_batch_and_input_sizes(fake_profile: Profile) -> None:
+    model = sepconv.mobilenet_v2(width_mult=0.5)
+    one = predict_latency(model, 96, fake_profile)
+    eight = predict_latency(model, (3, 96, 96), fake_profile, batch_size=8)
+    assert one.input_shape == (1, 3, 96, 96) and eight.input_shape == (8, 3, 96, 96)
+    assert eight.ms > one.ms
+    assert one.to_dict()["predicted_ms"] == pytest.approx(one.ms)
+    with pytest.raises(ValueError, match="argument `input_size`"):
+        predict_latency(model, (96, 96), fake_profile)
+    with pytest.raises(ValueError, match="argument `batch_size`"):
+        predict_latency(model, 96, fake_profile, batch_size=0)
+
+
+def test_prediction_does_not_run_the_model(fake_profile: Profile) -> None:
+    class Exploding(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.device.type != "meta":
+                raise AssertionError("ran on real data")
+            return self.conv(x)
+
+    assert predict_latency(Exploding(), 32, fake_profile).seconds > 0
+    assert math.isfinite(predict_latency(sepconv.efficientnet_b0(), 224, fake_profile).ms)
