@@ -32,7 +32,7 @@ from torch import nn
 
 from sepconv.bench.load import OtherLoad
 from sepconv.bench.output import markdown_table
-from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
+from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order, measure
 from sepconv.deploy import compile_for_inference
 from sepconv.predict import (
     MOBILENET_STYLES,
@@ -97,12 +97,25 @@ def baseline_ms(fits: dict[str, Any], profile: Profile, variant: str, kernels: l
     return {"macs_only": 1e3 * macs_s, "roofline_only": 1e3 * roof_s}
 
 
-def time_group(runners: list, inputs: list, rounds: int, tally: dict[str, int]) -> list[float]:
-    """Median over interleaved rounds of each runner's median ms, each timing leaving out the
-    blocks other processes disturbed (``quiet_measure``)."""
+def time_group(
+    runners: list, inputs: list, rounds: int, tally: dict[str, int], device: str = "cpu"
+) -> list[float]:
+    """Median over interleaved rounds of each runner's median ms. On the CPU each timing leaves
+    out the blocks other processes disturbed (``quiet_measure``); on a GPU CUDA events time
+    blocks of calls, each block synchronised (``measure``)."""
     per_round: list[list[float]] = [[] for _ in runners]
     for r in range(rounds):
         for i in interleaved_order(len(runners), r):
+            if device == "cuda":
+                gpu = measure(
+                    functools.partial(runners[i], inputs[i]),
+                    repeats=5,
+                    min_block_s=0.02,
+                    device=device,
+                )
+                per_round[i].append(gpu.median_ms)
+                tally["kept"] += 5
+                continue
             time.sleep(RUNTIME_SETTLE_S)  # the previous runtime's threads stop spinning
             timing = quiet_measure(
                 functools.partial(runners[i], inputs[i]), repeats=5, min_block_s=0.02
@@ -127,6 +140,7 @@ def summary(errors: list[float]) -> dict[str, float]:
 
 def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[str, Any]:
     profile.check_here()
+    device = profile.device
     variant = profile.variants[0]
     fits = fit_baselines(profile, variant)
     rng = np.random.default_rng(seed)
@@ -158,17 +172,22 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
                 }
             )
             net = compile_for_inference(
-                model, backend=profile.backend, input_size=(3, side, side), threads=profile.threads
+                model,
+                backend=profile.backend,
+                input_size=(3, side, side),
+                threads=profile.threads,
+                device=device,
             )
             runners.append(net)
-            inputs.append(torch.randn(1, 3, side, side))
+            inputs.append(torch.randn(1, 3, side, side, device=device))
         twin = compile_for_inference(
             models[0],
             backend=profile.backend,
-            input_size=inputs[0].shape[1:],
+            input_size=(3, specs[0].resolution, specs[0].resolution),
             threads=profile.threads,
+            device=device,
         )
-        measured = time_group([*runners, twin], [*inputs, inputs[0]], rounds, tally)
+        measured = time_group([*runners, twin], [*inputs, inputs[0]], rounds, tally, device)
         for row, ms in zip(rows[start:], measured[:-1], strict=True):
             row["measured_ms"] = ms
         noise.append(measured[-1] / measured[0] - 1)
@@ -176,6 +195,7 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
     result: dict[str, Any] = {
         "profile": profile.describe(),
         "backend": profile.backend,
+        "device": device,
         "threads": profile.threads,
         "fusions": list(profile.fusions),
         "calibration_s": profile.elapsed_s,
@@ -245,6 +265,9 @@ def main() -> None:
     )
     parser.add_argument("--backend", default="eager", help="what to calibrate without profiles")
     parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda"), help="where to calibrate"
+    )
     parser.add_argument("--budget-s", type=float, default=None, help="calibration budget")
     parser.add_argument("--models", type=positive_int, default=100)
     parser.add_argument("--rounds", type=positive_int, default=5)
@@ -252,13 +275,18 @@ def main() -> None:
     add_smoke_flag(parser, "calibrate eager for 20 s, then 3 models in 2 rounds")
     add_output_flags(parser)
     args = parser.parse_args()
-    run = Run.start(__file__, args)
+    profiles = [Profile.load(p) for p in args.profiles]
+    cuda = args.device == "cuda" or any(p.device == "cuda" for p in profiles)
+    run = Run.start(__file__, args, name="predict_accuracy_cuda" if cuda else None)
     if args.smoke:
         args.models, args.rounds, args.budget_s = 3, 2, args.budget_s or 20.0
-    profiles = [Profile.load(p) for p in args.profiles]
     if not profiles:
         kwargs = {} if args.budget_s is None else {"budget_s": args.budget_s}
-        profiles = [calibrate(args.backend, threads=args.threads, progress=print, **kwargs)]
+        profiles = [
+            calibrate(
+                args.backend, threads=args.threads, device=args.device, progress=print, **kwargs
+            )
+        ]
     backends = [run_backend(p, args.models, args.rounds, args.seed) for p in profiles]
     data = {**run.record(args.threads), "backends": backends}
     text = report(data)

@@ -207,14 +207,14 @@ def test_gpu_check_lists_its_parts_and_refuses_an_unknown_one() -> None:
     script = str(ROOT / "scripts" / "gpu-check")
     listed = subprocess.run(["bash", script, "--list"], capture_output=True, text=True, check=True)
     lines = listed.stdout.splitlines()
-    assert len(lines) == 14 and lines[0].split()[:2] == ["1", "tests"]
+    assert len(lines) == 15 and lines[0].split()[:2] == ["1", "tests"]
     assert lines[10].split()[:2] == ["11", "train"]
-    assert lines[-1].split()[:2] == ["14", "fused-models-rest"]
+    assert lines[-1].split()[:2] == ["15", "predict"]
     for model in ("mobilenet_v1", "mobilenet_v2", "efficientnet_b0", "resnet50"):
         assert sum(f"infer-{model}-" in line for line in lines) == 2
-    wrong = subprocess.run(["bash", script, "--part", "15"], capture_output=True, text=True)
+    wrong = subprocess.run(["bash", script, "--part", "16"], capture_output=True, text=True)
     assert wrong.returncode == 2 and "invalid value for --part" in wrong.stderr
-    assert "received '15'" in wrong.stderr
+    assert "received '16'" in wrong.stderr
 
 
 @pytest.mark.slow

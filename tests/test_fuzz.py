@@ -840,6 +840,27 @@ def test_a_folder_held_by_another_process_is_refused_to_the_api(tmp_path: Path) 
     assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
+def test_the_api_keeps_another_trainers_run_unless_told_to_replace_it(tmp_path: Path) -> None:
+    def trainer() -> Trainer:
+        model = create_model("mobilenet_v1_025", num_classes=2, small_input=True)
+        return Trainer(model, TrainConfig(epochs=2, batch_size=2), _varied(), out_dir=tmp_path)
+
+    first = trainer()
+    first.fit(max_steps=1)
+    first.fit(max_steps=2)  # the same Trainer goes on with its own run
+    weights = (tmp_path / "model.safetensors").read_bytes()
+    way = r"holds a run.*continue it with `resume`, replace it with `overwrite=True`"
+    with pytest.raises(ValueError, match=r"argument `out_dir`.*" + way):
+        trainer().fit(max_steps=1)
+    assert (tmp_path / "model.safetensors").read_bytes() == weights
+    with pytest.raises(TypeError, match=r"argument `overwrite`: expected True or False"):
+        trainer().fit(max_steps=1, overwrite="yes")  # type: ignore[arg-type]
+    trainer().fit(tmp_path / "last.safetensors", max_steps=3)  # continues the folder's run
+    replaced = trainer()
+    replaced.fit(max_steps=1, overwrite=True)
+    assert replaced.state.global_step == 1 and (tmp_path / "model.safetensors").read_bytes() != weights
+
+
 # --------------------------------------------------------------------------- reproduce
 COMPACT = Path(__file__).parents[1] / "configs" / "reproduce_compact.toml"
 
@@ -940,7 +961,12 @@ def test_an_empty_class_folder_is_refused_and_a_hidden_one_ignored(
             (root / split / ".ipynb_checkpoints" / "0.png").write_bytes(b"not read")
 
     root = _folder_with(tmp_path / "d", extra)
-    assert load_dataset(f"imagefolder:{root}", "train", image_size=8).classes == ("cat", "dog")
+    before = load_dataset(f"imagefolder:{root}", "train", image_size=8)
+    assert before.classes == ("cat", "dog")
+    # A hidden file beside the images (macOS's resource fork of one) is not an image either.
+    (root / "train" / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    after = load_dataset(f"imagefolder:{root}", "train", image_size=8)
+    assert len(after) == len(before)
     (root / "train" / "eel").mkdir()
     (root / "test" / "eel").mkdir()
     (root / "train" / "eel" / "notes.txt").write_text("no image")

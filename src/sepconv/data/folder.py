@@ -62,9 +62,13 @@ def check_same_classes(train_root: Path, test_root: Path) -> None:
 
 def _image_files(folder: Path) -> list[Path]:
     """The image files of one class folder, sorted; anything there that is not a regular file
-    or a folder (a named pipe, a device, a socket) is refused before any file is opened."""
+    or a folder (a named pipe, a device, a socket) is refused before any file is opened. Hidden
+    files (``.name``: macOS's ``._photo.png`` resource forks, editors' backups) are skipped,
+    as hidden folders are."""
     files = []
     for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
         try:
             mode = path.stat().st_mode  # follows links; never opens the file
         except OSError as err:

@@ -68,10 +68,12 @@ def check_run_folder(
         )
     if not held or overwrite or own:
         return
+    # A flag is typed as it is; an argument is set: `overwrite=True`.
+    replace = overwrite_name if overwrite_name.startswith("-") else f"`{overwrite_name}=True`"
     if resume is None:
-        way = f"continue it with {resume_name}, replace it with {overwrite_name}"
+        way = f"continue it with `{resume_name}`, replace it with {replace}"
     else:
-        way = f"replace it with {overwrite_name} (it is not the run {str(resume)!r} continues)"
+        way = f"replace it with {replace} (it is not the run {str(resume)!r} continues)"
     raise invalid(
         out_name,
         "a folder without another run",

@@ -50,9 +50,11 @@ from sepconv.train.loop import (
 )
 from sepconv.train.losses import distillation_loss
 from sepconv.train.optim import WarmupCosine, build_optimizer
+from sepconv.train.runfolder import check_run_folder, clear_run_folder
 from sepconv.train.state import TrainState
 from sepconv.utils.locks import locked_folder
 from sepconv.utils.seeding import mix_seed
+from sepconv.utils.validation import invalid_type
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -122,6 +124,7 @@ class Trainer:
         self.train_set = train_set
         self.test_set = test_set
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._out_dir_written = False  # this Trainer's own run is in out_dir: fit may go on
         self.metadata = dict(metadata or {})
         self.identity = ModelRecord.of(model, provenance=dict(self.metadata))
         """The model's architecture and builder arguments, as its files record them."""
@@ -214,7 +217,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def fit(
-        self, resume: str | os.PathLike[str] | None = None, *, max_steps: int | None = None
+        self,
+        resume: str | os.PathLike[str] | None = None,
+        *,
+        max_steps: int | None = None,
+        overwrite: bool = False,
     ) -> list[dict[str, Any]]:
         """Train until ``config.epochs`` are done and return the per-epoch records.
 
@@ -228,24 +235,35 @@ class Trainer:
             resume: checkpoint to continue from (any step, mid-epoch included).
             max_steps: stop once this many optimizer steps are done in total, after writing
                 the files: a long run split over several job slots.
+            overwrite: replace the run another Trainer left in ``out_dir``
+                (:func:`~sepconv.train.runfolder.check_run_folder`). Not needed to continue
+                this Trainer's own run with a later ``fit`` or the folder's own checkpoint.
 
         Raises:
-            ValueError: ``max_steps`` below 1, a checkpoint that does not fit this run, or an
+            ValueError: ``max_steps`` below 1, a checkpoint that does not fit this run, an
                 ``out_dir`` that another process is training into (one run per folder at a
-                time: the folder is locked while the run writes it).
+                time: the folder is locked while the run writes it), or one that holds another
+                run's files and ``resume`` is not its checkpoint nor ``overwrite`` set.
         """
         check_max_steps(max_steps)
+        if not isinstance(overwrite, bool):
+            raise invalid_type("overwrite", "True or False", overwrite)
         if self.out_dir is None or not self.ctx.is_main:
-            return self._fit(resume, max_steps)
+            return self._fit(resume, max_steps, overwrite)
         with locked_folder(self.out_dir, "out_dir"):
-            return self._fit(resume, max_steps)
+            return self._fit(resume, max_steps, overwrite)
 
     def _fit(
-        self, resume: str | os.PathLike[str] | None, max_steps: int | None
+        self, resume: str | os.PathLike[str] | None, max_steps: int | None, overwrite: bool
     ) -> list[dict[str, Any]]:
         if resume is not None:
-            self.load_checkpoint(resume)
-        else:
+            self.load_checkpoint(resume)  # a file that is no checkpoint of this run: refused
+        if self.out_dir is not None and not self._out_dir_written:
+            check_run_folder(self.out_dir, resume=resume, overwrite=overwrite)
+            if overwrite and self.ctx.is_main:
+                clear_run_folder(self.out_dir)
+        self._out_dir_written = True
+        if resume is None:
             # Dropout draws from the global generator: one stream per rank, from the seed.
             torch.manual_seed(mix_seed(self.config.seed, self.ctx.rank))
         state, step, test_set = self.state, self.train_step, self.test_set
