@@ -30,9 +30,10 @@ import torch
 from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
 from torch import nn
 
+from sepconv.bench import measure
 from sepconv.bench.load import OtherLoad
 from sepconv.bench.output import markdown_table
-from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order, measure
+from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
 from sepconv.deploy import compile_for_inference
 from sepconv.predict import (
     MOBILENET_STYLES,

@@ -75,7 +75,7 @@ def workloads(args: argparse.Namespace, cuda: bool) -> list[Workload]:
             )
         ]  # fmt: skip
     size, n224, b224 = (32, 16, 8) if args.smoke else (224, 2560, 128)
-    n_fm, b_fm = (64, 32) if args.smoke else (args.images * 4, 256)
+    n_fm, b_fm = (16, 8) if args.smoke else (args.images * 4, 256)
     table = {
         "synthetic": Workload(
             f"mobilenet_v2 {size}x{size} synthetic, batch {b224}", "mobilenet_v2",

@@ -858,7 +858,9 @@ def test_the_api_keeps_another_trainers_run_unless_told_to_replace_it(tmp_path: 
     trainer().fit(tmp_path / "last.safetensors", max_steps=3)  # continues the folder's run
     replaced = trainer()
     replaced.fit(max_steps=1, overwrite=True)
-    assert replaced.state.global_step == 1 and (tmp_path / "model.safetensors").read_bytes() != weights
+    assert (
+        replaced.state.global_step == 1 and (tmp_path / "model.safetensors").read_bytes() != weights
+    )
 
 
 # --------------------------------------------------------------------------- reproduce

@@ -16,9 +16,9 @@ from sepconv.train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
 from sepconv.train.loop import LOG_NAME
 from sepconv.utils.files import same_file
 from sepconv.utils.locks import folder_holder
-from sepconv.utils.validation import invalid
+from sepconv.utils.validation import invalid, invalid_type
 
-__all__ = ["RUN_FILES", "check_run_folder", "clear_run_folder"]
+__all__ = ["RUN_FILES", "check_run_folder", "claim_run_folder", "clear_run_folder"]
 
 RUN_FILES = (CHECKPOINT_NAME, WEIGHTS_NAME, LOG_NAME)
 """The files a training run writes into its folder."""
@@ -91,3 +91,15 @@ def clear_run_folder(out_dir: str | os.PathLike[str]) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
+
+
+def claim_run_folder(
+    out_dir: str | os.PathLike[str], *, resume: str | os.PathLike[str] | None, overwrite: bool
+) -> None:
+    """:func:`check_run_folder` with the API's names, then, with ``overwrite``, remove the run
+    it replaces (:func:`clear_run_folder`)."""
+    if not isinstance(overwrite, bool):
+        raise invalid_type("overwrite", "True or False", overwrite)
+    check_run_folder(out_dir, resume=resume, overwrite=overwrite)
+    if overwrite:
+        clear_run_folder(out_dir)

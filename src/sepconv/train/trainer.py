@@ -50,11 +50,10 @@ from sepconv.train.loop import (
 )
 from sepconv.train.losses import distillation_loss
 from sepconv.train.optim import WarmupCosine, build_optimizer
-from sepconv.train.runfolder import check_run_folder, clear_run_folder
+from sepconv.train.runfolder import claim_run_folder
 from sepconv.train.state import TrainState
 from sepconv.utils.locks import locked_folder
 from sepconv.utils.seeding import mix_seed
-from sepconv.utils.validation import invalid_type
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -246,8 +245,6 @@ class Trainer:
                 run's files and ``resume`` is not its checkpoint nor ``overwrite`` set.
         """
         check_max_steps(max_steps)
-        if not isinstance(overwrite, bool):
-            raise invalid_type("overwrite", "True or False", overwrite)
         if self.out_dir is None or not self.ctx.is_main:
             return self._fit(resume, max_steps, overwrite)
         with locked_folder(self.out_dir, "out_dir"):
@@ -258,10 +255,8 @@ class Trainer:
     ) -> list[dict[str, Any]]:
         if resume is not None:
             self.load_checkpoint(resume)  # a file that is no checkpoint of this run: refused
-        if self.out_dir is not None and not self._out_dir_written:
-            check_run_folder(self.out_dir, resume=resume, overwrite=overwrite)
-            if overwrite and self.ctx.is_main:
-                clear_run_folder(self.out_dir)
+        if self.out_dir is not None and self.ctx.is_main and not self._out_dir_written:
+            claim_run_folder(self.out_dir, resume=resume, overwrite=overwrite)
         self._out_dir_written = True
         if resume is None:
             # Dropout draws from the global generator: one stream per rank, from the seed.
