@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
+from predict_baselines import baseline_ms, fit_baselines
 from torch import nn
 
 from sepconv.bench import measure
@@ -60,43 +61,6 @@ def randomize_norms(model: nn.Module, rng: np.random.Generator) -> nn.Module:
                 m.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, c)))
                 m.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, c)))
     return model
-
-
-def fit_baselines(profile: Profile, variant: str) -> dict[str, Any]:
-    """The MACs-only and roofline-only kernel models, fitted to the profile's samples by least
-    squares on relative error."""
-    kernels = [k for k, _ in profile.samples]
-    t = np.array([s[variant] for _, s in profile.samples])
-    keep = t > 0
-    macs = np.array([k.macs for k in kernels], float)[keep]
-    moved = np.array([k.bytes for k in kernels], float)[keep]
-    t = t[keep]
-
-    def linear(feature: np.ndarray) -> tuple[float, float]:
-        design = np.stack([np.ones_like(feature), feature], axis=1) / t[:, None]
-        a, b = np.linalg.lstsq(design, np.ones_like(t), rcond=None)[0]
-        return float(a), float(b)
-
-    a_macs, b_macs = linear(macs)
-    best = (np.inf, 0.0, 0.0, 0.0)
-    for peak in np.logspace(9, 12, 61):  # MAC/s
-        for bandwidth in np.logspace(9, 12, 61):  # bytes/s
-            a, b = linear(np.maximum(macs / peak, moved / bandwidth))
-            err = float(
-                np.mean(((a + b * np.maximum(macs / peak, moved / bandwidth)) / t - 1) ** 2)
-            )
-            if err < best[0]:
-                best = (err, peak / b, bandwidth / b, a)
-    return {"macs": (a_macs, b_macs), "roofline": best[1:]}
-
-
-def baseline_ms(fits: dict[str, Any], profile: Profile, variant: str, kernels: list) -> dict:
-    a, b = fits["macs"]
-    peak, bandwidth, a_roof = fits["roofline"]
-    call = profile.call_s[variant]
-    macs_s = call + sum(a + b * k.macs for k in kernels)
-    roof_s = call + sum(a_roof + max(k.macs / peak, k.bytes / bandwidth) for k in kernels)
-    return {"macs_only": 1e3 * macs_s, "roofline_only": 1e3 * roof_s}
 
 
 def time_group(
