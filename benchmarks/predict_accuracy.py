@@ -41,7 +41,6 @@ from sepconv.predict import (
     Profile,
     UnpredictableKernelError,
     calibrate,
-    extract_kernels,
     predict_latency,
     sample_network,
 )
@@ -134,7 +133,7 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
             predict_s = time.perf_counter() - began
             models.append(model)
             sides.append(side)
-            kernels = extract_kernels(model, (1, 3, side, side), profile.fusions)
+            kernels = [k.kernel for k in p.kernels]  # the trace predict_latency made
             ms = {"predicted": p.ms, **baseline_ms(fits, profile, p.variant, kernels)}
             group.append(
                 {

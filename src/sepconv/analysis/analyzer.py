@@ -21,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from sepconv.analysis.counting import IGNORED_OPS, SHAPE_PRESERVING_OPS, op_cost, op_name
+from sepconv.analysis.module_stack import module_stack
 from sepconv.analysis.report import CostReport, LayerCost, Shape
 from sepconv.utils.validation import invalid, invalid_type
 
@@ -224,26 +225,16 @@ def _run(model: nn.Module, size: tuple[int, ...], element_size: int, *, on_meta:
     else:
         device = reference.device if reference is not None else None
     recorder = _Recorder(params, buffers, element_size)
-    handles = []
-    for name, module in model.named_modules():
 
-        def push(mod: nn.Module, inputs: tuple[Any, ...], name: str = name) -> None:
-            recorder.stack.append((name, mod, inputs))
+    def enter(name: str, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        recorder.stack.append((name, module, inputs))
 
-        def pop(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            recorder.stack.pop()
-
-        handles.append(module.register_forward_pre_hook(push))
-        handles.append(module.register_forward_hook(pop))
     try:
         x = torch.randn(size, device=device, dtype=dtype)
-        with torch.no_grad(), recorder:
+        with module_stack(model, enter, recorder.stack.pop), torch.no_grad(), recorder:
             functional_call(model, {**params, **buffers}, (x,))
     except Exception as err:
         raise ValueError(_failure_message(model, size, recorder, err)) from err
-    finally:
-        for handle in handles:
-            handle.remove()
     return recorder
 
 

@@ -96,8 +96,8 @@ class OnnxExport:
 def _out_of_place(model: nn.Module) -> nn.Module:
     """``model`` with every in-place activation (``ReLU6(inplace=True)``) made out-of-place.
 
-    The result is the same; the capture is not: an in-place ``hardtanh_`` is decomposed through
-    a slow functionalisation path, which doubles the export time of a MobileNetV2.
+    The result is the same; the capture is not: an in-place ``hardtanh_`` goes through
+    functionalisation and a decomposition of its own, a slow path of the exporter.
     """
     for module in model.modules():
         if isinstance(getattr(module, "inplace", None), bool):

@@ -156,12 +156,10 @@ def predict_latency(
         UnpredictableKernelError: the model runs a kernel the profile cannot predict.
 
     Example:
-        ```python
-        import sepconv
-
-        p = sepconv.predict_latency(sepconv.mobilenet_v2(), 224, "profile.json")
-        print(f"{p.ms:.1f} ms")
-        ```
+        >>> from sepconv.models import create_model
+        >>> model = create_model("mobilenet_v2")
+        >>> p = predict_latency(model, 224, "profile.json")  # doctest: +SKIP
+        >>> print(f"{p.ms:.1f} ms")  # doctest: +SKIP
     """
     if not isinstance(model, nn.Module):
         raise invalid_type("model", "a torch.nn.Module", model)

@@ -22,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from sepconv.analysis.counting import IGNORED_OPS, op_name
+from sepconv.analysis.module_stack import module_stack
 from sepconv.layers import LayerNorm2d, SqueezeExcite
 from sepconv.utils.validation import invalid_type
 
@@ -219,24 +220,17 @@ def trace_ops(model: nn.Module, input_shape: Sequence[int]) -> Trace:
     params = {k: v.to("meta") for k, v in model.named_parameters()}
     buffers = {k: v.to("meta") for k, v in model.named_buffers()}
     recorder = _Recorder([*params.values(), *buffers.values()])
-    handles = []
-    for module_name, module in model.named_modules():
 
-        def push(mod: nn.Module, _inputs: Any, name: str = module_name) -> None:
-            recorder.stack.append((name, mod))
-            recorder.calls += 1
+    def enter(name: str, module: nn.Module, _inputs: tuple[Any, ...]) -> None:
+        recorder.stack.append((name, module))
+        recorder.calls += 1
 
-        def pop(_mod: nn.Module, _inputs: Any, _output: Any) -> None:
-            recorder.stack.pop()
-
-        handles.append(module.register_forward_pre_hook(push))
-        handles.append(module.register_forward_hook(pop))
     modes = {m: m.training for m in model.modules()}
     model.eval()
     x = torch.empty(tuple(input_shape), device="meta")
     recorder.producer[id(x)] = MODEL_INPUT
     try:
-        with torch.no_grad(), recorder:
+        with module_stack(model, enter, recorder.stack.pop), torch.no_grad(), recorder:
             functional_call(model, {**params, **buffers}, (x,))
     except Exception as err:
         where = f" in `{recorder.stack[-1][0] or '(model)'}`" if recorder.stack else ""
@@ -245,8 +239,6 @@ def trace_ops(model: nn.Module, input_shape: Sequence[int]) -> Trace:
             f"{where}: {type(err).__name__}: {err}"
         ) from err
     finally:
-        for handle in handles:
-            handle.remove()
         for module, training in modes.items():
             module.training = training
     return Trace(recorder.nodes, recorder.calls)
