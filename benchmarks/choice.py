@@ -42,7 +42,7 @@ from sepconv.deploy.runtime import AUTO_BACKENDS
 from sepconv.train import update_bn_statistics
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "efficientnet_b0", "resnet50")
-SMOKE_MODELS = ("mobilenet_v2_050",)
+SMOKE_MODELS = ("mobilenet_v1_025",)
 LENGTHS = {f"{CHOICE_ROUNDS} rounds": CHOICE_ROUNDS, "20 rounds": 20}  # race length -> rounds
 TOLERANCE = 0.03
 HEADERS = [

@@ -4,9 +4,12 @@ where they agree with fp32 on the user's images, against the plain fp32 runtimes
 Models: trained Fashion-MNIST weights (``model.safetensors`` of ``sepconv train`` or
 ``sepconv reproduce``), by default the seed-0 MobileNetV1-0.25 and MobileNetV2-0.35 runs of
 ``sepconv reproduce configs/reproduce_compact.toml --only mobilenet_v1_025 mobilenet_v2_035
---seeds 1`` under ``--runs``. Each is measured at the batch size it was trained with (recorded
-in its file) and at batch 1, on 28x28 grey images, normalised with the statistics its file
-records. Rows:
+--seeds 1`` under ``--runs``; the deployment-size models (MobileNetV1, MobileNetV2,
+EfficientNet-B0 at 224x224) of ``sepconv reproduce configs/deploy_224.toml`` with ``--runs
+runs/reproduce/deploy_224 --rows mobilenet_v1 mobilenet_v2 efficientnet_b0``. Each is measured
+at the batch size it was trained with (recorded in its file) and at batch 1 (``--batch-sizes``
+chooses), on grey test images at the side it was trained at (28x28, or what its file records
+of ``image_size``), normalised with the statistics its file records. Rows:
 
 - ``ONNX Runtime (plain)``, ``OpenVINO (plain, f32)``: the plain fp32 runtimes
   (``peers.py``): the model exported / converted as is, the runtime's defaults.
@@ -28,6 +31,9 @@ results/benchmarks/README.md.
 
 Run:
     .venv/bin/python benchmarks/precision_auto.py [--runs runs/reproduce/reproduce_compact]
+    .venv/bin/python benchmarks/precision_auto.py --runs runs/reproduce/deploy_224 \
+        --rows mobilenet_v1 mobilenet_v2 efficientnet_b0 --batch-sizes 1 --test-images 2000 \
+        --out precision_auto_224
     .venv/bin/python benchmarks/precision_auto.py --smoke   # a 2-step model, 1 round
 
 Writes results/benchmarks/precision_auto.{json,md} (``--results-dir``/``--out`` move them).
@@ -76,8 +82,10 @@ def bench(
     record = read_model_file(weights).record
     model = sepconv.load_model(weights).eval()
     mean, std = list(record.mean), list(record.std)
-    size = tuple(int(v) for v in test_inputs.shape[1:])
-    inputs = prepare_images(test_inputs, mean=mean, std=std)
+    # The side the weights were trained at (`sepconv train --image-size`), as their file records.
+    side = int(record.provenance.get("image_size") or test_inputs.shape[-1])
+    size = (int(test_inputs.shape[1]), side, side)
+    inputs = prepare_images(test_inputs, input_size=size, mean=mean, std=std)
     labels = load_dataset(data, "test").labels[: len(inputs)]
     calib = calibration_images(
         data, args.calib_samples, image_size=size[2], in_chans=size[0], mean=mean, std=std
@@ -132,7 +140,7 @@ def bench(
     return {
         "model": record.arch,
         "weights": str(weights),
-        "trained_batch_size": record.config.get("batch_size"),
+        "trained_batch_size": (record.config or {}).get("batch_size"),
         "batch_size": batch,
         "calibration_images": len(calib),
         "judged_images": chosen[SEPCONV_AUTO]["judged_images"],
@@ -156,6 +164,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=positive_int, default=10, help="timed blocks per round")
     parser.add_argument("--calib-samples", type=positive_int, default=1000)
     parser.add_argument("--test-images", type=positive_int, default=10_000)
+    parser.add_argument(
+        "--batch-sizes", type=positive_int, nargs="+", default=None,
+        help="batch sizes to measure (default: the one each model was trained with, and 1)",
+    )  # fmt: skip
     add_smoke_flag(
         parser, "a model trained for 2 steps, 64 calibration and 256 test images, 1 round"
     )
@@ -167,11 +179,12 @@ def main() -> None:
         if args.smoke:
             args.rounds, args.repeats, args.calib_samples, args.test_images = 1, 3, 64, 256
         weights = model_files(args, parser, Path(tmp))
-        test = load_dataset(args.data, "test").images[: args.test_images]
         results = []
+        test = load_dataset(args.data, "test").images[: args.test_images]
         for path in weights:
-            trained = read_model_file(path).record.config.get("batch_size") or 1
-            for batch in dict.fromkeys((int(trained), 1)):
+            config = read_model_file(path).record.config or {}
+            trained = int(config.get("batch_size") or 1)
+            for batch in dict.fromkeys(args.batch_sizes or (trained, 1)):
                 print(f"{path} at batch {batch} ...", flush=True)
                 results.append(bench(path, batch, args, args.data, test))
     data = {

@@ -34,9 +34,10 @@ def run_gpu_script(name: str, folder: Path, *extra: str, launch: tuple[str, ...]
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def run_cpu_smoke(name: str, folder: Path, out: str) -> dict:
-    """Run a CPU benchmark's ``--smoke`` mode writing ``folder/out.{json,md}``; its JSON."""
-    command = [sys.executable, str(ROOT / "benchmarks" / name), "--smoke"]
+def run_cpu_smoke(name: str, folder: Path, out: str, *extra: str) -> dict:
+    """Run a CPU benchmark's ``--smoke`` mode (with ``extra`` flags) writing
+    ``folder/out.{json,md}``; its JSON."""
+    command = [sys.executable, str(ROOT / "benchmarks" / name), "--smoke", *extra]
     result = subprocess.run(
         [*command, "--results-dir", str(folder), "--out", out],
         capture_output=True,
@@ -236,10 +237,11 @@ def test_gpu_check_part_packs_its_files_and_names_the_next(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_inference_reruns_in_fresh_processes(tmp_path: Path) -> None:
-    # One model, without the torch.compile row (no ratio of the reruns is taken from it): two
-    # fresh processes of every row take minutes.
+    # One model, the one with the smallest graph (every row exports or converts it), without
+    # the torch.compile row (no ratio of the reruns is taken from it): two fresh processes of
+    # every row take minutes.
     command = [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--smoke"]
-    command += ["--models", "mobilenet_v2", "--self-control", "--no-compile"]
+    command += ["--models", "mobilenet_v1", "--self-control", "--no-compile"]
     result = subprocess.run(
         [*command, "--reruns", "2", "--results-dir", str(tmp_path), "--out", "inf"],
         capture_output=True,
@@ -254,8 +256,8 @@ def test_inference_reruns_in_fresh_processes(tmp_path: Path) -> None:
     assert reruns["count"] == 2 and len(reruns["runs"]) == 2
     assert data["models"] == reruns["runs"][-1]["models"]  # the single-run tables: the last's
     assert "--reruns" not in reruns["runs"][0]["command"]
-    assert [r["model"] for r in data["models"]] == ["mobilenet_v2"]
-    model = "mobilenet_v2"
+    assert [r["model"] for r in data["models"]] == ["mobilenet_v1"]
+    model = "mobilenet_v1"
     fp32 = reruns["ratios"][model]["sepconv compile_for_inference"]
     # Recomputed from each rerun's own medians: sepconv fp32 over the best plain fp32 runtime.
     expected = []
@@ -283,8 +285,8 @@ def test_inference_reruns_in_fresh_processes(tmp_path: Path) -> None:
     assert len(int8["per_run"]) == 2 and int8["worst"] == max(int8["per_run"])
     text = (tmp_path / "inf.md").read_text()
     assert "## Over 2 reruns, each in a fresh process" in text
-    assert "| mobilenet_v2 | sepconv compile_for_inference | best fp32 runtime |" in text
-    assert "| mobilenet_v2 | self-control | best fp32 runtime |" in text
+    assert "| mobilenet_v1 | sepconv compile_for_inference | best fp32 runtime |" in text
+    assert "| mobilenet_v1 | self-control | best fp32 runtime |" in text
     assert not (tmp_path / "inf_runs").exists()  # every run's data is in inf.json
 
 
@@ -329,7 +331,7 @@ def test_choice_smoke(tmp_path: Path) -> None:
 def test_runtime_config_smoke(tmp_path: Path) -> None:
     data = run_cpu_smoke("runtime_config.py", tmp_path, "rc")
     assert data["input_shape"] == [1, 3, 64, 64]
-    assert [m["model"] for m in data["models"]] == ["mobilenet_v1_025", "mobilenet_v2_050"]
+    assert [m["model"] for m in data["models"]] == ["mobilenet_v1_025"]
     for model in data["models"]:
         rows = {(r["runtime"], r["config"]): r for r in model["rows"]}
         assert {("onnxruntime", "sepconv"), ("openvino", "sepconv")} <= set(rows)
@@ -345,9 +347,10 @@ def test_runtime_config_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_precision_auto_smoke(tmp_path: Path) -> None:
-    data = run_cpu_smoke("precision_auto.py", tmp_path, "pa")
-    # The smoke model was trained at batch 32: measured there and at batch 1.
-    assert [r["batch_size"] for r in data["results"]] == [32, 1]
+    # One batch size: each is a whole set of builds (without --batch-sizes: the batch the model
+    # was trained at, and 1).
+    data = run_cpu_smoke("precision_auto.py", tmp_path, "pa", "--batch-sizes", "1")
+    assert [r["batch_size"] for r in data["results"]] == [1]
     for r in data["results"]:
         rows = r["rows"]
         best = min(rows[p]["median_ms"] for p in ("ONNX Runtime (plain)", "OpenVINO (plain, f32)"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import struct
@@ -396,3 +397,66 @@ def test_loader_keeps_last_batch_for_evaluation() -> None:
 def test_bad_spec() -> None:
     with pytest.raises(ValueError, match=r"argument `data`: .* received 'mnist'"):
         load_dataset("mnist", "train")
+
+
+def test_resized_matches_bilinear_on_floats_rounded_and_keeps_labels() -> None:
+    images = torch.randint(
+        0, 256, (5, 2, 7, 9), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    ds = ImageDataset(images, torch.tensor([0, 1, 2, 1, 0]), ("a", "b", "c"))
+    for side, antialias in ((16, False), (4, True)):  # up, and down (antialiased)
+        big = ds.resized(side, chunk=2)  # chunks of 2 of the 5 images: the seams are exact
+        want = F.interpolate(
+            images.double(), size=(side, side), mode="bilinear", align_corners=False,
+            antialias=antialias,
+        ).round().clamp(0, 255).to(torch.uint8)  # fmt: skip
+        assert big.images.dtype == torch.uint8 and big.images.shape == (5, 2, side, side)
+        # float32 against float64: a pixel may round the other way at an exact .5
+        assert (big.images.int() - want.int()).abs().max() <= 1
+        assert (big.images != want).float().mean() < 0.01
+        assert torch.equal(big.labels, ds.labels) and big.classes == ds.classes
+    flat = ImageDataset(torch.full((1, 1, 3, 3), 77, dtype=torch.uint8), torch.tensor([0]), ("a",))
+    assert torch.equal(
+        flat.resized(224).images, torch.full((1, 1, 224, 224), 77, dtype=torch.uint8)
+    )
+    for bad in (0, -3, 2.0, True):
+        with pytest.raises(ValueError, match=r"`side`: expected a positive integer"):
+            ds.resized(bad)
+
+
+def test_load_dataset_resizes_fixed_size_sets_only_when_asked(tmp_path: Path) -> None:
+    write_fashion_mnist(tmp_path)
+    spec = f"fashion-mnist:{tmp_path}"
+    # image_size alone sizes image folders only; a set of a fixed size keeps its own.
+    assert load_dataset(spec, "train", image_size=56).images.shape == (20, 1, 28, 28)
+    big = load_dataset(spec, "test", image_size=56, resize=True)
+    assert big.images.shape == (10, 1, 56, 56)
+    assert torch.equal(big.images, load_fashion_mnist("test", tmp_path).resized(56).images)
+    # The crop padding follows the side: 2 px at 28, 16 px at 224 (1/14 of it).
+    assert default_augment("fashion-mnist", 28).padding == 2
+    assert default_augment("fashion-mnist", 224).padding == 16
+
+
+def test_train_at_another_side_records_it_and_evaluate_reads_it(tmp_path: Path) -> None:
+    from sepconv.cli import main
+    from sepconv.modelfile.format import read_model_file
+
+    write_fashion_mnist(tmp_path / "fm")
+    data, out = f"fashion-mnist:{tmp_path / 'fm'}", tmp_path / "run"
+    argv = ["train", "--model", "mobilenet_v1_025", "--data", data, "--image-size", "40"]
+    assert main([*argv, "--max-steps", "1", "--batch-size", "4", "--out", str(out)]) == 0
+    weights = out / "model.safetensors"
+    assert read_model_file(weights).record.provenance["image_size"] == 40
+    ev = ["evaluate", "mobilenet_v1_025", "--weights", str(weights), "--data", data]
+    for extra, side in (([], 40), (["--image-size", "28"], 28)):
+        assert main([*ev, *extra, "--json", str(tmp_path / "m.json")]) == 0
+        metrics = json.loads((tmp_path / "m.json").read_text())
+        assert metrics["image_size"] == side and sum(map(sum, metrics["confusion"])) == 10
+    # quantize calibrates and checks at the recorded side: its file takes 40x40 images.
+    int8 = tmp_path / "m.int8.onnx"
+    q = ["quantize", "mobilenet_v1_025", "--weights", str(weights), "--calib-data", data]
+    assert main([*q, "--num-samples", "8", "--eval-samples", "4", "--output", str(int8)]) == 0
+    import onnx
+
+    dims = onnx.load(str(int8)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][1:] == [1, 40, 40]

@@ -15,7 +15,7 @@ from torch import nn
 
 from sepconv.bench.timing import Timing
 from sepconv.cli import main
-from sepconv.data import Compose, RandomCropFlip
+from sepconv.data import Compose, ImageDataset, RandomCropFlip
 from sepconv.layers import make_divisible
 from sepconv.reproduce import (
     RowCost,
@@ -249,6 +249,10 @@ BAD_CONFIGS = [
         "[[row]]\nname = 'a'\nmodel = 'vgg16'\nrandom_erasing = 0.5\n",
         r"key `row\[1\]\.random_erasing`: expected 0 when augment = false",
     ),
+    (
+        "data = 'fashion-mnist'\nimage_size = 0\n[[row]]\nname = 'a'\nmodel = 'vgg16'\n",
+        r"key `image_size`: expected an integer >= 1, received 0",
+    ),
     ("data = [\n", r"is not valid TOML"),
 ]
 
@@ -265,6 +269,22 @@ def test_config_errors_name_the_file_and_the_key(tmp_path: Path, text: str, mess
 def test_missing_config_file_says_what_to_pass(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nowhere.toml not found; pass the path"):
         load_config(tmp_path / "nowhere.toml")
+
+
+def test_image_size_resizes_the_subset_and_the_test_set(tmp_path: Path) -> None:
+    text = SWEEP.replace("seeds = 2\n", "seeds = 2\ntrain_images = 10\n")
+    config = load_config(write_config(tmp_path, "image_size = 40\n" + text))
+    assert config.image_size == 40
+    data = SweepData.load(config)
+    assert data.input_shape == (1, 40, 40) and data.test.images.shape[-2:] == (40, 40)
+    sep, conv = config.rows
+    subset = data.train_set(sep)
+    assert subset.images.shape == (10, 1, 40, 40)
+    assert torch.equal(subset.images, ImageDataset(
+        data.train.images[:10], data.train.labels[:10], data.train.classes
+    ).resized(40).images)  # fmt: skip
+    assert data.train_set(conv).images.shape[1:] == (1, 40, 40)
+    assert load_config(write_config(tmp_path, text)).image_size is None
 
 
 def test_train_images_beyond_the_split_is_refused(tmp_path: Path) -> None:

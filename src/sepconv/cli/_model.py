@@ -152,3 +152,24 @@ def _user_error(err: BaseException, called: object = None) -> str:
     except (TypeError, OSError):
         return text
     return f"{text} ({source}, line {line})"
+
+
+def trained_side(record: ModelRecord, weights: Path, asked: int | None) -> int | None:
+    """The image side to read data at for these weights: ``asked`` (``--image-size``) when
+    given, else the side their file records they were trained at (``sepconv train`` writes
+    it), else ``None`` (the data's own size)."""
+    from sepconv.utils.validation import MAX_SIDE, invalid
+
+    if asked is not None:
+        return asked
+    side = record.provenance.get("image_size")
+    if side is None:
+        return None
+    if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= MAX_SIDE:
+        raise invalid(
+            "--weights",
+            f"a file recording an image side from 1 to {MAX_SIDE}",
+            str(weights),
+            note=f", which records {side!r}; pass --image-size",
+        )
+    return side

@@ -361,8 +361,8 @@ def _roofline_table(report: PerLayerReport, *, reused: bool) -> FitTable:
         rows,
         caption=f"roofline: peak {c.peak_gflops:.1f} GFLOP/s, DRAM {c.bandwidth_gbs:.1f} GB/s"
         f"{cache}, ridge {c.ridge:.1f} FLOP/byte (FLOP = 2 MACs)\n"
-        f"sum of isolated layers {report.layers_total_s * 1e3:.1f} ms vs whole model "
-        f"{report.model_timing.median_ms:.1f} ms ({whole}); coverage {report.coverage:.2f}",
+        f"sum of isolated layers {report.layers_total_s * 1e3:.2f} ms vs whole model "
+        f"{report.model_timing.median_ms:.2f} ms ({whole}); coverage {report.coverage:.2f}",
     )
 
 

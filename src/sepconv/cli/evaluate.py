@@ -33,7 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", required=True, help="model.safetensors or last.safetensors")
     parser.add_argument("--data", required=True, help="same spec as `sepconv train --data`")
     parser.add_argument("--split", choices=("train", "test"), default="test")
-    parser.add_argument("--image-size", type=int, default=32, help="image-folder resize side")
+    parser.add_argument(
+        "--image-size", type=int, default=None,
+        help="resize every image to this side (default: the side the weights were trained "
+        "at, as their file records, else the set's own size, image folders 32)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--plot", default=None, help="write the confusion matrix image here")
     parser.add_argument("--json", default=None, help="write the metrics as JSON here")
@@ -61,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
     from sepconv.cli._calibration import check_flags
     from sepconv.cli._console import console
-    from sepconv.cli._model import trained_model
+    from sepconv.cli._model import trained_model, trained_side
     from sepconv.data import channel_stats, load_dataset
+    from sepconv.data.spec import FOLDER_SIDE
     from sepconv.deploy import calibration_images
     from sepconv.models.options import small_input_for
     from sepconv.train import evaluate, plot_confusion_matrix
@@ -86,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     positive_int("--batch-size", args.batch_size)
     if args.threads is not None:
         thread_count("--threads", args.threads)
-    bounded_int("--image-size", args.image_size, 1, MAX_SIDE)
+    if args.image_size is not None:
+        bounded_int("--image-size", args.image_size, 1, MAX_SIDE)
     min_agreement = check_flags(args)
     if args.precision == "auto" and args.backend is None:
         raise invalid("--precision", "'auto' only with --backend", args.precision)
@@ -99,10 +105,18 @@ def run(args: argparse.Namespace) -> int:
         )
     dataset: ImageDataset | None = None
 
+    side: int | None = args.image_size
+
+    def load(split_name: str) -> ImageDataset:
+        # At `side` when known (every set resized to it), else at the data's own size.
+        return load_dataset(
+            args.data, split_name, image_size=side or FOLDER_SIDE, resize=side is not None
+        )
+
     def split() -> ImageDataset:
         nonlocal dataset
         if dataset is None:
-            dataset = load_dataset(args.data, args.split, image_size=args.image_size)
+            dataset = load(args.split)
         return dataset
 
     def fallback() -> dict[str, Any]:
@@ -115,16 +129,15 @@ def run(args: argparse.Namespace) -> int:
         }
 
     model, record = trained_model(args.model, Path(args.weights), fallback)
+    trained = trained_side(record, Path(args.weights), args.image_size)
+    if trained != side:  # the side the weights were trained at, as their file records
+        side, dataset = trained, None
     dataset = split()
     _check_data_fits(args, record, dataset)
     if record.mean is not None and record.std is not None:
         norm = {"mean": list(record.mean), "std": list(record.std)}
     else:  # e.g. save_model's files: the statistics `sepconv train` normalises with
-        train = (
-            dataset
-            if args.split == "train"
-            else load_dataset(args.data, "train", image_size=args.image_size)
-        )
+        train = dataset if args.split == "train" else load("train")
         mean, std = channel_stats(train.images)
         norm = {"mean": list(mean), "std": list(std)}
     calibration = None
@@ -146,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=True,
     )
+    read_at = int(dataset.images.shape[-1])
     rows = [
         [name, f"{acc:.4f}", str(count)]
         for name, acc, count in zip(
@@ -157,12 +171,13 @@ def run(args: argparse.Namespace) -> int:
             "accuracy per class",
             [Column("class", "left"), Column("accuracy"), Column("images")],
             rows,
-            caption=f"{args.model} on {args.data} ({args.split}): accuracy {result.accuracy:.4f}",
+            caption=f"{args.model} on {args.data} ({args.split}, {read_at}x{read_at}): accuracy "
+            f"{result.accuracy:.4f}",
         )
     )
     if args.plot:
         plot_confusion_matrix(result, args.plot)
-    metrics: dict[str, Any] = result.to_dict()
+    metrics: dict[str, Any] = {**result.to_dict(), "image_size": read_at}
     if args.backend is not None:
         from sepconv.deploy import BackendMismatchError
 

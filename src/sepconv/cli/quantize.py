@@ -80,7 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="test images of the check (default: all; 0 skips the check)",
     )
     parser.add_argument("--batch-size", type=int, default=100, help="batch of the check")
-    parser.add_argument("--image-size", type=int, default=32, help="image-folder resize side")
+    parser.add_argument(
+        "--image-size", type=int, default=None,
+        help="read images at this side (default: the side the weights' file records they were "
+        "trained at, else the set's own size, image folders 32)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
     parser.add_argument("--json", type=Path, help="write the summary and the check here")
     parser.set_defaults(func=run)
@@ -88,9 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _load(
     args: argparse.Namespace,
-) -> tuple[nn.Module, Sequence[float] | None, Sequence[float] | None]:
-    """The fp32 model in eval mode and the normalisation it was trained with (if known)."""
-    from sepconv.cli._model import is_model_file, resolve_model, trained_model
+) -> tuple[nn.Module, Sequence[float] | None, Sequence[float] | None, int | None]:
+    """The fp32 model in eval mode, the normalisation it was trained with (if known) and the
+    image side to read data at (``--image-size``, else the one its file records, else none)."""
+    from sepconv.cli._model import is_model_file, resolve_model, trained_model, trained_side
     from sepconv.modelfile.weights import load_weights
     from sepconv.utils.files import existing_file
 
@@ -100,11 +105,12 @@ def _load(
     if weights is not None and is_model_file(weights):
         # Written by sepconv: it knows its architecture and, from training, its normalisation.
         model, record = trained_model(args.model, weights)
-        return model.eval(), record.mean, record.std
+        side = trained_side(record, weights, args.image_size)
+        return model.eval(), record.mean, record.std, side
     model, _ = resolve_model(args.model)
     if weights is not None:
         load_weights(model, weights)
-    return model.eval(), None, None
+    return model.eval(), None, None, args.image_size
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.bench.timing import environment
     from sepconv.cli._console import console
     from sepconv.data import channel_stats, load_dataset
+    from sepconv.data.spec import FOLDER_SIDE
     from sepconv.deploy import ExportError
     from sepconv.deploy.agreement import compare_top1
     from sepconv.deploy.quantize import Quantizer, needs_reduce_range, prepare_images, quantize
@@ -129,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     report = int8_report(args.backend, argument="--backend")
     positive_int("--num-samples", args.num_samples)
     positive_int("--batch-size", args.batch_size)
-    bounded_int("--image-size", args.image_size, 1, MAX_SIDE)
+    if args.image_size is not None:
+        bounded_int("--image-size", args.image_size, 1, MAX_SIDE)
     if args.threads is not None:
         thread_count("--threads", args.threads)
     if args.eval_samples is not None:
@@ -141,8 +149,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json is not None:
         check_writable(args.json, "--json", inputs={"--weights": args.weights, "--output": output})
-    model, mean, std = _load(args)
-    train = load_dataset(args.calib_data, "train", image_size=args.image_size)
+    model, mean, std, side = _load(args)
+    # Image folders are decoded at the side; a set of a fixed size keeps its own, and the images
+    # picked from it are resized to the side (`quantize`'s and `prepare_images`' input_size).
+    train = load_dataset(args.calib_data, "train", image_size=side or FOLDER_SIDE)
+    size = None if side is None else (train.num_channels, side, side)
     if mean is None or std is None:
         mean, std = channel_stats(train.images)  # what `sepconv train` normalises with
     quantizer: Quantizer = args.quantizer
@@ -156,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 model,
                 train,
                 output,
+                input_size=size,
                 mean=mean,
                 std=std,
                 num_samples=args.num_samples,
@@ -206,9 +218,9 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("quantize time", f"{seconds:.1f} s")
 
     if args.eval_samples != 0:
-        test = load_dataset(args.calib_data, "test", image_size=args.image_size)
+        test = load_dataset(args.calib_data, "test", image_size=side or FOLDER_SIDE)
         count = len(test) if args.eval_samples is None else min(args.eval_samples, len(test))
-        inputs = prepare_images(test.images[:count], mean=mean, std=std)
+        inputs = prepare_images(test.images[:count], input_size=size, mean=mean, std=std)
         result = compare_top1(model, int8, inputs, test.labels[:count], batch_size=args.batch_size)
         summary["check"] = {"split": "test", "backend": args.backend, **result.to_dict()}
         table.add_row(

@@ -32,7 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default=None, help="output folder (default: runs/MODEL)")
     parser.add_argument("--width-mult", type=float, default=None, help="model width multiplier")
-    parser.add_argument("--image-size", type=int, default=32, help="image-folder resize side")
+    parser.add_argument(
+        "--image-size", type=int, default=None,
+        help="resize every image to this side (e.g. 224 to train a deployment-size model on "
+        "Fashion-MNIST); default: the set's own size, image folders 32; recorded in the "
+        "model file",
+    )  # fmt: skip
     parser.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     parser.add_argument(
         "--random-erasing",
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sepconv.data import default_augment, load_dataset
+    from sepconv.data.spec import FOLDER_SIDE
     from sepconv.models import create_model, get_model_info
     from sepconv.models.options import MAX_WIDTH_MULT, small_input_for
     from sepconv.train import Trainer, cleanup_distributed, init_distributed
@@ -148,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
     # Everything the user typed is checked here, before the data loads and the model trains.
     if args.max_steps is not None:
         positive_int("--max-steps", args.max_steps)
-    bounded_int("--image-size", args.image_size, 1, MAX_SIDE)
+    if args.image_size is not None:
+        bounded_int("--image-size", args.image_size, 1, MAX_SIDE)
     if args.device is not None:
         check_device(args.device, "--device")
     builder_args = inspect.signature(get_model_info(args.model).builder).parameters
@@ -173,8 +180,10 @@ def run(args: argparse.Namespace) -> int:
     check_run_folder(
         out, resume=resume, overwrite=args.overwrite, names=("--out", "--resume", "--overwrite")
     )
-    train_set = load_dataset(args.data, "train", image_size=args.image_size)
-    test_set = load_dataset(args.data, "test", image_size=args.image_size)
+    # At --image-size when given (every set resized to it), else at the data's own size.
+    side, resize = args.image_size or FOLDER_SIDE, args.image_size is not None
+    train_set = load_dataset(args.data, "train", image_size=side, resize=resize)
+    test_set = load_dataset(args.data, "test", image_size=side, resize=resize)
     side = int(train_set.images.shape[-1])
     model_kwargs: dict[str, object] = {
         "num_classes": train_set.num_classes,
@@ -199,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
             if args.no_augment
             else default_augment(args.data, side, random_erasing=args.random_erasing),
             context=context,
-            metadata={"data": args.data},
+            metadata={"data": args.data, "image_size": side},
         )
         try:
             with locked_folder(out, "--out") if context.is_main else nullcontext():

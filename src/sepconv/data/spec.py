@@ -12,6 +12,7 @@ from sepconv.data.folder import check_same_classes, load_image_folder
 from sepconv.data.idx import load_fashion_mnist
 
 _KINDS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder")
+FOLDER_SIDE = 32  # what image folders are resized to unless told otherwise
 
 
 def _parse(spec: str) -> tuple[str, str | None]:
@@ -24,7 +25,9 @@ def _parse(spec: str) -> tuple[str, str | None]:
     return kind, location or None
 
 
-def load_dataset(spec: str, split: str, *, image_size: int = 32) -> ImageDataset:
+def load_dataset(
+    spec: str, split: str, *, image_size: int = FOLDER_SIDE, resize: bool = False
+) -> ImageDataset:
     """Load the ``split`` (``"train"`` or ``"test"``) of the dataset a spec names.
 
     Args:
@@ -33,7 +36,11 @@ def load_dataset(spec: str, split: str, *, image_size: int = 32) -> ImageDataset
             an image folder holds ``DIR/train/<class>/...`` and ``DIR/test/<class>/...``
             (``DIR/val`` is accepted for the test split).
         split: ``"train"`` or ``"test"``.
-        image_size: side length image folders are resized to (other sets have a fixed size).
+        image_size: side length image folders are decoded at (default 32).
+        resize: resize the sets of a fixed size (Fashion-MNIST 28x28, CIFAR 32x32) to
+            ``image_size`` as well (:meth:`ImageDataset.resized`: every image, so load at the
+            own size and resize the images you keep when you need a few); without it they
+            keep their own size.
 
     Example:
         >>> load_dataset("fashion-mnist", "test").images.shape  # doctest: +SKIP
@@ -41,9 +48,15 @@ def load_dataset(spec: str, split: str, *, image_size: int = 32) -> ImageDataset
     """
     kind, location = _parse(spec)
     if kind == "fashion-mnist":
-        return load_fashion_mnist(split, location)
-    if kind in ("cifar10", "cifar100"):
-        return load_cifar(location or "", split, variant=kind)
+        fixed = load_fashion_mnist(split, location)
+    elif kind in ("cifar10", "cifar100"):
+        fixed = load_cifar(location or "", split, variant=kind)
+    else:
+        return _load_folder(location, split, image_size)
+    return fixed.resized(image_size) if resize else fixed
+
+
+def _load_folder(location: str | None, split: str, image_size: int) -> ImageDataset:
     if split not in ("train", "test"):
         raise ValueError(
             f"Invalid value for argument `split`: expected 'train' or 'test', received {split!r}."
@@ -59,12 +72,13 @@ def load_dataset(spec: str, split: str, *, image_size: int = 32) -> ImageDataset
 
 def default_augment(spec: str, image_size: int, random_erasing: float = 0.0) -> BatchAugment:
     """The augmentation a dataset is usually trained with: crop with padding of 1/8 of the
-    side (4 px on 32 px CIFAR, He et al. 2016) or 2 px on 28 px Fashion-MNIST, plus
-    horizontal flips (garments and natural images stay in their class when mirrored).
+    side (4 px on 32 px CIFAR, He et al. 2016) or 1/14 on Fashion-MNIST (2 px at its 28 px,
+    16 px when resized to 224), plus horizontal flips (garments and natural images stay in
+    their class when mirrored).
     ``random_erasing`` > 0 adds :class:`~sepconv.data.RandomErasing` with that probability
     after the crop and flip."""
     kind, _ = _parse(spec)
-    padding = 2 if kind == "fashion-mnist" else max(1, image_size // 8)
+    padding = max(1, image_size // (14 if kind == "fashion-mnist" else 8))
     crop_flip = RandomCropFlip(padding=padding, flip=True)
     if random_erasing == 0.0:
         return crop_flip

@@ -40,7 +40,12 @@ def init_weights(model: nn.Module, *, linear: LinearInit) -> None:
             ``N(0, 0.01)``, zero bias (torchvision's MobileNetV2 and VGG). ``"torch_default"``:
             ``nn.Linear``'s own ``U(+-1/sqrt(in_features))`` for weight and bias (torchvision's
             ResNet, timm's legacy Xception).
+
+    A model built wholly on the ``meta`` device (shapes only, as the latency predictor builds
+    its candidates) holds no values to initialise and is left as it is.
     """
+    if all(p.is_meta for p in model.parameters()):
+        return
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             init_conv(module)

@@ -10,6 +10,7 @@ the file and the key, says what was expected and what was received. Layout::
     jobs = 1                      # runs trained at once, each in its own process
     augment = true                # random crop + horizontal flip (the dataset's default)
     random_erasing = 0.0          # probability of random erasing after them (0: none)
+    image_size = 224              # optional: resize every image to this side (default: as is)
     device = "cpu"                # where to train: "cpu", "cuda" or "cuda:N" (CLI: --device)
     target_accuracy = 0.95        # optional: report each run's training time to this accuracy
 
@@ -48,7 +49,7 @@ from typing import Any
 
 from sepconv.reproduce.checks import MAX_SEEDS, KeyChecker, model_kwargs_from, recipe_from
 from sepconv.train.config import TrainConfig
-from sepconv.utils.validation import MAX_THREADS, invalid
+from sepconv.utils.validation import MAX_SIDE, MAX_THREADS, invalid
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,6 +64,7 @@ TWIN_KINDS = ("standard",)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TOP_KEYS = (
     "data",
+    "image_size",
     "threads",
     "jobs",
     "augment",
@@ -189,6 +191,8 @@ class ReproduceConfig:
         target_accuracy: A test accuracy (fraction) whose time to reach, in training time from
             the first step (evaluation and one-time compilation excluded), every run reports;
             ``None``: not reported.
+        image_size: Side every image is resized to (:meth:`sepconv.data.ImageDataset.resized`),
+            e.g. 224 to train deployment-size models on Fashion-MNIST; ``None``: the set's own.
     """
 
     name: str
@@ -205,6 +209,7 @@ class ReproduceConfig:
     jobs: int = 1
     device: str = "cpu"
     target_accuracy: float | None = None
+    image_size: int | None = None
 
     def row(self, name: str) -> RowConfig:
         """The row called ``name``."""
@@ -255,16 +260,8 @@ def _latency(check: KeyChecker, table: Mapping[str, Any]) -> LatencyConfig:
         threads=check.integer(
             table, "threads", "latency.", minimum=1, maximum=MAX_THREADS, default=None
         ),
-        warmup=(
-            check.integer(table, "warmup", "latency.", minimum=1)
-            if "warmup" in table
-            else defaults.warmup
-        ),
-        repeats=(
-            check.integer(table, "repeats", "latency.", minimum=1)
-            if "repeats" in table
-            else defaults.repeats
-        ),
+        warmup=check.integer(table, "warmup", "latency.", minimum=1, default=defaults.warmup),
+        repeats=check.integer(table, "repeats", "latency.", minimum=1, default=defaults.repeats),
         max_time_s=(
             check.number(table, "max_time_s", "latency.")
             if "max_time_s" in table
@@ -304,9 +301,7 @@ def _row(
         seeds=check.integer(
             row, "seeds", where, minimum=1, maximum=MAX_SEEDS, default=default_seeds
         ),
-        train_images=(
-            check.integer(row, "train_images", where, minimum=1) if "train_images" in row else None
-        ),
+        train_images=check.integer(row, "train_images", where, minimum=1, default=None),
         recipe=recipe_from(check, overrides, f"{where}recipe.", base),
         overrides=overrides,
         note=check.string(row, "note", where) if "note" in row else "",
@@ -384,9 +379,7 @@ def load_config(path: str | Path) -> ReproduceConfig:
         data=check.string(raw, "data", ""),
         threads=check.integer(raw, "threads", "", minimum=1, maximum=MAX_THREADS, default=1),
         augment=augment,
-        test_images=(
-            check.integer(raw, "test_images", "", minimum=1) if "test_images" in raw else None
-        ),
+        test_images=check.integer(raw, "test_images", "", minimum=1, default=None),
         recipe=recipe,
         latency=_latency(check, check.table(raw, "latency", "")),
         rows=rows,
@@ -396,4 +389,5 @@ def load_config(path: str | Path) -> ReproduceConfig:
         target_accuracy=(
             check.fraction(raw, "target_accuracy", "") if "target_accuracy" in raw else None
         ),
+        image_size=check.integer(raw, "image_size", "", minimum=1, maximum=MAX_SIDE, default=None),
     )

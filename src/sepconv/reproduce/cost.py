@@ -158,7 +158,10 @@ def latency_identity(
     """
     if timed is not None:
         return run_identity(timed, config)
-    stand_in: dict[str, Any] = json.loads(json.dumps({**row.identity(), "data": config.data}))
+    sized = {} if config.image_size is None else {"image_size": config.image_size}
+    stand_in: dict[str, Any] = json.loads(
+        json.dumps({**row.identity(), "data": config.data, **sized})
+    )
     return stand_in
 
 

@@ -6,13 +6,14 @@ Training, the dry run's timing, cost counting and latency all build a row's mode
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from sepconv.convert.twin import standard_twin
 from sepconv.data import BatchAugment, ImageDataset, default_augment, load_dataset
+from sepconv.data.spec import FOLDER_SIDE
 from sepconv.models import create_model
 from sepconv.models.init import init_conv
 from sepconv.models.options import small_input_for
@@ -32,12 +33,17 @@ def first_images(
     return ImageDataset(dataset.images[:count], dataset.labels[:count], dataset.classes)
 
 
+def _resized(dataset: ImageDataset, config: ReproduceConfig) -> ImageDataset:
+    side = config.image_size
+    return dataset if side is None else dataset.resized(side)
+
+
 @dataclass(frozen=True)
 class SweepData:
     """The training and test images of a sweep, loaded once for every run.
 
     Args:
-        train: The whole training split.
+        train: The whole training split, at its own size (see :meth:`train_set`).
         test: The test split (its first ``test_images`` when the config says so).
         config: The sweep, for the row subsets and error messages.
 
@@ -50,28 +56,35 @@ class SweepData:
     train: ImageDataset
     test: ImageDataset
     config: ReproduceConfig
+    _sized: dict[int | None, ImageDataset] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def load(cls, config: ReproduceConfig) -> SweepData:
         """Load the splits of ``config.data``."""
-        train = load_dataset(config.data, "train")
-        test = load_dataset(config.data, "test")
+        side = config.image_size or FOLDER_SIDE  # image folders are decoded at it
+        train = load_dataset(config.data, "train", image_size=side)
+        test = load_dataset(config.data, "test", image_size=side)
         if config.test_images is not None:
             test = first_images(test, config.test_images, "test_images", config)
-        return cls(train, test, config)
+        return cls(train, _resized(test, config), config)
 
     def train_set(self, row: RowConfig) -> ImageDataset:
-        """The images ``row`` trains on: all, or the first ``train_images`` in file order."""
-        if row.train_images is None:
-            return self.train
-        index = self.config.rows.index(row) + 1
-        return first_images(self.train, row.train_images, f"row[{index}].train_images", self.config)
+        """The images ``row`` trains on: all, or the first ``train_images`` in file order
+        (resized to the config's ``image_size`` after the subset is taken, once per subset)."""
+        if row.train_images not in self._sized:
+            subset = self.train
+            if row.train_images is not None:
+                key = f"row[{self.config.rows.index(row) + 1}].train_images"
+                subset = first_images(self.train, row.train_images, key, self.config)
+            self._sized[row.train_images] = _resized(subset, self.config)
+        return self._sized[row.train_images]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of one image."""
-        c, h, w = self.train.images.shape[1:]
-        return int(c), int(h), int(w)
+        """``(C, H, W)`` of one image, as the models take it."""
+        return tuple(int(v) for v in self.test.images.shape[1:])  # type: ignore[return-value]
 
     def build(self, row: RowConfig, seed: int) -> nn.Module:
         """:func:`build_row_model` for this data's classes, channels and image size."""

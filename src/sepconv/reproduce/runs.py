@@ -100,9 +100,11 @@ def run_identity(run: RunSpec, config: ReproduceConfig) -> dict[str, Any]:
         "test_images": config.test_images,
     }
     erasing = config.erasing(run.row)
+    # Absent means none: runs recorded before these options existed keep their identity.
     if erasing:
-        # Absent means none: runs recorded before the option existed keep their identity.
         identity["random_erasing"] = erasing
+    if config.image_size is not None:
+        identity["image_size"] = config.image_size
     normalised: dict[str, Any] = json.loads(json.dumps(identity))
     return normalised
 
@@ -166,6 +168,7 @@ def _trainer(run: RunSpec, data: SweepData, device: str | torch.device) -> Train
             "twin": run.row.twin,
             "row": run.row.name,
             "data": config.data,
+            "image_size": side,
         },
     )
 
