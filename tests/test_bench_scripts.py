@@ -577,3 +577,16 @@ def test_fused_kernels_models_smoke_on_the_cpu_interpreter(tmp_path: Path) -> No
     # fp32 on the interpreter: the fused blocks compute what the folded model computes.
     assert rows["sepconv fused"]["rel_error_vs_fp32"] < 1e-4
     assert all(row["runs"] >= 1 and row["median_ms"] > 0 for row in rows.values())
+
+
+@pytest.mark.slow
+def test_alone_smoke_compares_each_runtime_with_itself(tmp_path: Path) -> None:
+    data = run_cpu_smoke("alone.py", tmp_path, "al")
+    rows = data["rows"]
+    assert list(rows) == ["ONNX Runtime (plain)", "eager"] and data["processes"] == 1
+    for row in rows.values():
+        (alone,), (together,) = row["alone_ms"], row["interleaved_ms"]
+        assert alone > 0 and together > 0
+        assert row["ratios"] == [pytest.approx(together / alone, rel=1e-12)]
+        assert row["median_ratio"] == row["worst_ratio"] == row["ratios"][0]
+    assert "| ONNX Runtime (plain) |" in (tmp_path / "al.md").read_text()
