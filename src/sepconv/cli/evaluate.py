@@ -67,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.cli._console import console
     from sepconv.cli._model import trained_model, trained_side
     from sepconv.data import channel_stats, load_dataset
-    from sepconv.data.spec import FOLDER_SIDE
     from sepconv.deploy import calibration_images
     from sepconv.models.options import small_input_for
     from sepconv.train import evaluate, plot_confusion_matrix
@@ -109,9 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     def load(split_name: str) -> ImageDataset:
         # At `side` when known (every set resized to it), else at the data's own size.
-        return load_dataset(
-            args.data, split_name, image_size=side or FOLDER_SIDE, resize=side is not None
-        )
+        return load_dataset(args.data, split_name, image_size=side, resize=True)
 
     def split() -> ImageDataset:
         nonlocal dataset

@@ -119,7 +119,6 @@ def run(args: argparse.Namespace) -> int:
     from sepconv.bench.timing import environment
     from sepconv.cli._console import console
     from sepconv.data import channel_stats, load_dataset
-    from sepconv.data.spec import FOLDER_SIDE
     from sepconv.deploy import ExportError
     from sepconv.deploy.agreement import compare_top1
     from sepconv.deploy.quantize import Quantizer, needs_reduce_range, prepare_images, quantize
@@ -152,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     model, mean, std, side = _load(args)
     # Image folders are decoded at the side; a set of a fixed size keeps its own, and the images
     # picked from it are resized to the side (`quantize`'s and `prepare_images`' input_size).
-    train = load_dataset(args.calib_data, "train", image_size=side or FOLDER_SIDE)
+    train = load_dataset(args.calib_data, "train", image_size=side)
     size = None if side is None else (train.num_channels, side, side)
     if mean is None or std is None:
         mean, std = channel_stats(train.images)  # what `sepconv train` normalises with
@@ -218,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("quantize time", f"{seconds:.1f} s")
 
     if args.eval_samples != 0:
-        test = load_dataset(args.calib_data, "test", image_size=side or FOLDER_SIDE)
+        test = load_dataset(args.calib_data, "test", image_size=side)
         count = len(test) if args.eval_samples is None else min(args.eval_samples, len(test))
         inputs = prepare_images(test.images[:count], input_size=size, mean=mean, std=std)
         result = compare_top1(model, int8, inputs, test.labels[:count], batch_size=args.batch_size)

@@ -111,12 +111,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sepconv.data import default_augment, load_dataset
-    from sepconv.data.spec import FOLDER_SIDE
     from sepconv.models import create_model, get_model_info
     from sepconv.models.options import MAX_WIDTH_MULT, small_input_for
     from sepconv.train import Trainer, cleanup_distributed, init_distributed
     from sepconv.train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
-    from sepconv.train.runfolder import check_run_folder, clear_run_folder
+    from sepconv.train.runfolder import check_run_folder
     from sepconv.utils.devices import check_device
     from sepconv.utils.files import check_writable, existing_file
     from sepconv.utils.locks import locked_folder
@@ -181,9 +180,8 @@ def run(args: argparse.Namespace) -> int:
         out, resume=resume, overwrite=args.overwrite, names=("--out", "--resume", "--overwrite")
     )
     # At --image-size when given (every set resized to it), else at the data's own size.
-    side, resize = args.image_size or FOLDER_SIDE, args.image_size is not None
-    train_set = load_dataset(args.data, "train", image_size=side, resize=resize)
-    test_set = load_dataset(args.data, "test", image_size=side, resize=resize)
+    train_set = load_dataset(args.data, "train", image_size=args.image_size, resize=True)
+    test_set = load_dataset(args.data, "test", image_size=args.image_size, resize=True)
     side = int(train_set.images.shape[-1])
     model_kwargs: dict[str, object] = {
         "num_classes": train_set.num_classes,
@@ -212,9 +210,7 @@ def run(args: argparse.Namespace) -> int:
         )
         try:
             with locked_folder(out, "--out") if context.is_main else nullcontext():
-                if args.overwrite and context.is_main:
-                    clear_run_folder(out)
-                history = trainer.fit(resume, max_steps=args.max_steps)
+                history = trainer.fit(resume, max_steps=args.max_steps, overwrite=args.overwrite)
         except KeyboardInterrupt:
             if context.is_main and (out / CHECKPOINT_NAME).is_file():
                 print(

@@ -26,7 +26,7 @@ def _parse(spec: str) -> tuple[str, str | None]:
 
 
 def load_dataset(
-    spec: str, split: str, *, image_size: int = FOLDER_SIDE, resize: bool = False
+    spec: str, split: str, *, image_size: int | None = None, resize: bool = False
 ) -> ImageDataset:
     """Load the ``split`` (``"train"`` or ``"test"``) of the dataset a spec names.
 
@@ -36,11 +36,11 @@ def load_dataset(
             an image folder holds ``DIR/train/<class>/...`` and ``DIR/test/<class>/...``
             (``DIR/val`` is accepted for the test split).
         split: ``"train"`` or ``"test"``.
-        image_size: side length image folders are decoded at (default 32).
+        image_size: side length image folders are decoded at (``None``: 32).
         resize: resize the sets of a fixed size (Fashion-MNIST 28x28, CIFAR 32x32) to
-            ``image_size`` as well (:meth:`ImageDataset.resized`: every image, so load at the
-            own size and resize the images you keep when you need a few); without it they
-            keep their own size.
+            ``image_size`` as well, when it is given (:meth:`ImageDataset.resized`: every
+            image, so load at the own size and resize the images you keep when you need a
+            few); without it they keep their own size.
 
     Example:
         >>> load_dataset("fashion-mnist", "test").images.shape  # doctest: +SKIP
@@ -52,8 +52,8 @@ def load_dataset(
     elif kind in ("cifar10", "cifar100"):
         fixed = load_cifar(location or "", split, variant=kind)
     else:
-        return _load_folder(location, split, image_size)
-    return fixed.resized(image_size) if resize else fixed
+        return _load_folder(location, split, image_size or FOLDER_SIDE)
+    return fixed.resized(image_size) if resize and image_size is not None else fixed
 
 
 def _load_folder(location: str | None, split: str, image_size: int) -> ImageDataset:

@@ -13,7 +13,6 @@ from torch import nn
 
 from sepconv.convert.twin import standard_twin
 from sepconv.data import BatchAugment, ImageDataset, default_augment, load_dataset
-from sepconv.data.spec import FOLDER_SIDE
 from sepconv.models import create_model
 from sepconv.models.init import init_conv
 from sepconv.models.options import small_input_for
@@ -63,9 +62,9 @@ class SweepData:
     @classmethod
     def load(cls, config: ReproduceConfig) -> SweepData:
         """Load the splits of ``config.data``."""
-        side = config.image_size or FOLDER_SIDE  # image folders are decoded at it
-        train = load_dataset(config.data, "train", image_size=side)
-        test = load_dataset(config.data, "test", image_size=side)
+        # Image folders are decoded at the side; the other sets are resized per subset below.
+        train = load_dataset(config.data, "train", image_size=config.image_size)
+        test = load_dataset(config.data, "test", image_size=config.image_size)
         if config.test_images is not None:
             test = first_images(test, config.test_images, "test_images", config)
         return cls(train, _resized(test, config), config)

@@ -16,7 +16,7 @@ from sepconv.train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
 from sepconv.train.loop import LOG_NAME
 from sepconv.utils.files import same_file
 from sepconv.utils.locks import folder_holder
-from sepconv.utils.validation import invalid, invalid_type
+from sepconv.utils.validation import invalid
 
 __all__ = ["RUN_FILES", "check_run_folder", "claim_run_folder", "clear_run_folder"]
 
@@ -98,8 +98,6 @@ def claim_run_folder(
 ) -> None:
     """:func:`check_run_folder` with the API's names, then, with ``overwrite``, remove the run
     it replaces (:func:`clear_run_folder`)."""
-    if not isinstance(overwrite, bool):
-        raise invalid_type("overwrite", "True or False", overwrite)
     check_run_folder(out_dir, resume=resume, overwrite=overwrite)
     if overwrite:
         clear_run_folder(out_dir)

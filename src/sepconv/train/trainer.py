@@ -54,6 +54,7 @@ from sepconv.train.runfolder import claim_run_folder
 from sepconv.train.state import TrainState
 from sepconv.utils.locks import locked_folder
 from sepconv.utils.seeding import mix_seed
+from sepconv.utils.validation import invalid_type
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -245,6 +246,8 @@ class Trainer:
                 run's files and ``resume`` is not its checkpoint nor ``overwrite`` set.
         """
         check_max_steps(max_steps)
+        if not isinstance(overwrite, bool):
+            raise invalid_type("overwrite", "True or False", overwrite)
         if self.out_dir is None or not self.ctx.is_main:
             return self._fit(resume, max_steps, overwrite)
         with locked_folder(self.out_dir, "out_dir"):
