@@ -19,11 +19,11 @@ from torch import nn
 from sepconv.data.dataset import ImageDataset
 from sepconv.modelfile.mismatch import weight_mismatch
 from sepconv.train.config import TrainConfig
-from sepconv.utils.validation import invalid, positive_int
+from sepconv.utils.validation import invalid, invalid_type, positive_int
 
 __all__ = [
     "check_checkpoint_state",
-    "check_max_steps",
+    "check_fit_arguments",
     "check_spread",
     "check_trainer_arguments",
 ]
@@ -136,11 +136,13 @@ def check_spread(std: tuple[float, ...]) -> None:
         )
 
 
-def check_max_steps(max_steps: object) -> None:
+def check_fit_arguments(max_steps: object, overwrite: object) -> None:
     """Refuse a ``max_steps`` that is not ``None`` or a positive integer (0 would train
-    nothing and return an empty history)."""
+    nothing and return an empty history), and an ``overwrite`` that is not a bool."""
     if max_steps is not None:
         positive_int("max_steps", max_steps)  # type: ignore[arg-type]
+    if not isinstance(overwrite, bool):
+        raise invalid_type("overwrite", "True or False", overwrite)
 
 
 # ------------------------------------------------------------------------------ checkpoints

@@ -33,7 +33,7 @@ from sepconv.train.checkpoint import (
     restore_checkpoint,
     write_checkpoint,
 )
-from sepconv.train.checks import check_max_steps, check_spread, check_trainer_arguments
+from sepconv.train.checks import check_fit_arguments, check_spread, check_trainer_arguments
 from sepconv.train.config import TrainConfig
 from sepconv.train.distributed import DistributedContext
 from sepconv.train.divergence import DIVERGENCE_FACTOR, DivergenceWatch, TrainingDiverged
@@ -54,7 +54,6 @@ from sepconv.train.runfolder import claim_run_folder
 from sepconv.train.state import TrainState
 from sepconv.utils.locks import locked_folder
 from sepconv.utils.seeding import mix_seed
-from sepconv.utils.validation import invalid_type
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -245,9 +244,7 @@ class Trainer:
                 time: the folder is locked while the run writes it), or one that holds another
                 run's files and ``resume`` is not its checkpoint nor ``overwrite`` set.
         """
-        check_max_steps(max_steps)
-        if not isinstance(overwrite, bool):
-            raise invalid_type("overwrite", "True or False", overwrite)
+        check_fit_arguments(max_steps, overwrite)
         if self.out_dir is None or not self.ctx.is_main:
             return self._fit(resume, max_steps, overwrite)
         with locked_folder(self.out_dir, "out_dir"):
