@@ -56,7 +56,7 @@ from sepconv.bench.roofline import measure_peak_gflops
 from sepconv.bench.timing import bf16_native
 from sepconv.data import load_fashion_mnist
 from sepconv.deploy import compile_for_inference, load_onnx, prepare_images, quantize
-from sepconv.deploy.onnx import relative_error
+from sepconv.deploy.onnx_check import relative_error
 from sepconv.deploy.runtime import Precision
 from sepconv.train import update_bn_statistics
 

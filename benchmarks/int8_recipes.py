@@ -20,10 +20,11 @@ calibration images (what ``precision="auto"`` judges by):
   check of the script: it must give the predictions of ``sepconv (ONNX Runtime)``.
 - ``percentile``: the 99.999th percentile of a 2048-bin histogram instead of the extremes.
 - ``entropy``: the range whose 128-level quantization loses least information (smallest KL
-  divergence) over a 2048-bin histogram, the setting of TensorRT's entropy calibration
-  (Migacz 2017, "8-bit Inference with TensorRT"). ``quantize_static(calibrate_method=Entropy)``
-  cannot be used as it is: it builds the calibrator with its defaults, 128 bins and 128
-  quantized bins, which leave one candidate range, the full one, so its file equals MinMax's.
+  divergence) over a 2048-bin histogram (512 with ``--smoke``), the setting of TensorRT's
+  entropy calibration (Migacz 2017, "8-bit Inference with TensorRT").
+  ``quantize_static(calibrate_method=Entropy)`` cannot be used as it is: it builds the
+  calibrator with its defaults, 128 bins and 128 quantized bins, which leave one candidate
+  range, the full one, so its file equals MinMax's.
   The script computes the ranges with ``create_calibrator`` and hands them to the quantizer as
   a calibration cache.
 - ``MinMax, all images``: ranges set on all calibration images, the held-out part included
@@ -40,7 +41,7 @@ calibration images (what ``precision="auto"`` judges by):
 
 The other ONNX Runtime recipes run in ONNX Runtime. Run:
     .venv/bin/python benchmarks/int8_recipes.py --runs runs/fm_auto
-    .venv/bin/python benchmarks/int8_recipes.py --smoke   # a 2-step model, 250/250 images
+    .venv/bin/python benchmarks/int8_recipes.py --smoke   # a 2-step model, 250/250 images, 512 bins
 
 Writes results/benchmarks/int8_recipes.{json,md} (``--results-dir``/``--out`` move them).
 """
@@ -102,18 +103,24 @@ def ort_recipes(graph: onnx.ModelProto) -> dict[str, dict[str, Any]]:
     }
 
 
-ENTROPY_BINS = {"num_bins": 2048, "num_quantized_bins": 128}
+ENTROPY_BINS = 2048
 """TensorRT's entropy calibration histogram: 2048 bins, thresholds tried in steps of 128."""
+SMOKE_ENTROPY_BINS = 512
+"""``--smoke``'s histogram: ONNX Runtime's search over thresholds takes time quadratic in the
+bins (half a minute for 2048 on a 2-step MobileNetV1-0.25); 512 still leaves 192 candidates."""
 
 
-def entropy_cache(prepared: Path, images: torch.Tensor, folder: Path) -> Path:
-    """Write the entropy method's activation ranges over ``ENTROPY_BINS`` where
-    ``quantize_static(calibration_cache_path=...)`` reads them (module docstring)."""
+def entropy_cache(
+    prepared: Path, images: torch.Tensor, folder: Path, bins: int = ENTROPY_BINS
+) -> Path:
+    """Write the entropy method's activation ranges over a histogram of ``bins`` bins
+    (thresholds in steps of 128) where ``quantize_static(calibration_cache_path=...)`` reads
+    them (module docstring)."""
     calibrator = quantization.create_calibrator(
         prepared,
         augmented_model_path=str(folder / "entropy.augmented.onnx"),
         calibrate_method=quantization.CalibrationMethod.Entropy,
-        extra_options=ENTROPY_BINS,
+        extra_options={"num_bins": bins, "num_quantized_bins": 128},
     )
     calibrator.collect_data(reader(images))
     cache = folder / "entropy.ranges.json"
@@ -183,7 +190,7 @@ def bench(weights: Path, args: argparse.Namespace) -> dict[str, Any]:
             out = folder / "recipe.onnx"
             images = calib if name == "MinMax, all images" else part
             if name == "entropy":
-                cache = entropy_cache(prepared, part, folder)
+                cache = entropy_cache(prepared, part, folder, args.entropy_bins)
                 options = {**options, "calibration_cache_path": cache}
             quantization.quantize_static(
                 str(prepared), str(out), reader(images),
@@ -223,7 +230,11 @@ def main() -> None:
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--calib-samples", type=positive_int, default=1000)
     parser.add_argument("--test-images", type=positive_int, default=10000)
-    add_smoke_flag(parser, f"a model trained for 2 steps, {CHUNK} calibration and test images")
+    add_smoke_flag(
+        parser,
+        f"a model trained for 2 steps, {CHUNK} calibration and test images, "
+        f"{SMOKE_ENTROPY_BINS} entropy bins",
+    )
     add_output_flags(parser)
     args = parser.parse_args()
     for flag in ("calib_samples", "test_images"):
@@ -234,12 +245,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sepconv-int8-recipes-smoke-") as tmp:
         if args.smoke:
             args.calib_samples = args.test_images = CHUNK
+        args.entropy_bins = SMOKE_ENTROPY_BINS if args.smoke else ENTROPY_BINS
         results = [bench(path, args) for path in model_files(args, parser, Path(tmp))]
     data = {
         **run.record(args.threads),
         "calibration_images": args.calib_samples,
         "test_images": args.test_images,
         "min_agreement": DEFAULT_MIN_AGREEMENT,
+        "entropy_bins": args.entropy_bins,
         "results": results,
     }
     report(data, run)
@@ -277,7 +290,8 @@ def report(data: dict[str, Any], run: Run) -> None:
             header("int8 calibration recipes on trained models", data),
             f"{data['calibration_images']} calibration images (training split), "
             f"{data['test_images']} held-out test images; the recipes are defined in the "
-            "docstring of `benchmarks/int8_recipes.py`; every recipe but *MinMax, all images* "
+            "docstring of `benchmarks/int8_recipes.py` (the entropy histogram here: "
+            f"{data['entropy_bins']} bins); every recipe but *MinMax, all images* "
             f"sets its ranges on {first['int8_calibration_images']} of the calibration images. "
             "*test agreement*: top-1 agreement with eager fp32 on the test images; *held-out "
             f"calib. agreement*: the same on the other {first['held_out_images']} calibration "

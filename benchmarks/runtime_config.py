@@ -49,7 +49,7 @@ from runtime_config_report import describe, report
 import sepconv
 from sepconv.bench.timing import RUNTIME_SETTLE_S
 from sepconv.deploy import export_onnx, fuse, onnxruntime_settings, openvino_config
-from sepconv.deploy.onnx import relative_error
+from sepconv.deploy.onnx_check import relative_error
 from sepconv.train import update_bn_statistics
 
 SMOKE_MODELS = ("mobilenet_v1_025",)

@@ -30,7 +30,7 @@ from sepconv.data import ImageDataset
 from sepconv.deploy import BackendMismatchError, compile_for_inference
 from sepconv.deploy.compiled import BF16_RTOL, FP16_RTOL, FP32_RTOL, InferenceModel
 from sepconv.deploy.cuda import CUDA_BACKENDS, CUDA_PRECISIONS, compile_for_cuda
-from sepconv.deploy.onnx import relative_error
+from sepconv.deploy.onnx_check import relative_error
 from sepconv.models import create_model, list_models
 from sepconv.train import TrainConfig, Trainer, load_tensors
 from sepconv.train.distributed import DistributedContext

@@ -26,7 +26,7 @@ from sepconv.deploy import (
     load_onnx,
 )
 from sepconv.deploy.compiled import BF16_RTOL
-from sepconv.deploy.onnx import relative_error
+from sepconv.deploy.onnx_check import relative_error
 from sepconv.deploy.runtime import AUTO_BACKENDS
 
 SIZE = (3, 32, 32)

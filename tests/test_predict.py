@@ -164,3 +164,29 @@ def test_prediction_does_not_run_the_model(fake_profile: Profile) -> None:
 
     assert predict_latency(Exploding(), 32, fake_profile).seconds > 0
     assert math.isfinite(predict_latency(sepconv.efficientnet_b0(), 224, fake_profile).ms)
+
+
+@pytest.mark.slow
+def test_an_eager_calibration_fits_the_module_call_cost_on_whole_networks() -> None:
+    profile = calibrate("eager", threads=1, budget_s=20, seed=5)
+    fit = profile.validation["module_call_fit"]
+    # On a busy machine the short budget may sample too few kernel groups to predict any
+    # network whole: then every variant falls back to an empty module's call.
+    floor, networks = fit["empty_module_call_s"], fit["networks"]
+    assert floor > 0
+    for variant in profile.variants:
+        rows = [r for r in networks if r["variant"] == variant]
+        assert len(rows) <= calibrate_module.OVERHEAD_NETWORKS
+        assert all(r["measured_s"] > 0 and r["kernels_s"] > 0 for r in rows)
+        # Recomputed from the recorded times: the median cost per call, never below an empty
+        # module's (the fallback when no network could be predicted).
+        per_call = [
+            (r["measured_s"] - profile.call_s[variant] - r["kernels_s"]) / r["module_calls"]
+            for r in rows
+        ]
+        expected = max(float(np.median(per_call)) if rows else floor, floor)
+        assert profile.module_call_s[variant] == pytest.approx(expected, rel=1e-12, abs=0.0)
+    # Saved and loaded, the fit and its records stay.
+    again = Profile.from_dict(profile.to_dict())
+    assert again.module_call_s == profile.module_call_s
+    assert again.validation["module_call_fit"] == fit

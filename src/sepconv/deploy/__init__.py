@@ -12,7 +12,8 @@ from sepconv.deploy.calibration import calibration_images
 from sepconv.deploy.compiled import CandidateReport
 from sepconv.deploy.cuda_backends import capture_graph
 from sepconv.deploy.fuse import fuse
-from sepconv.deploy.onnx import ExportError, OnnxExport, export_onnx
+from sepconv.deploy.onnx import OnnxExport, export_onnx
+from sepconv.deploy.onnx_check import ExportError
 from sepconv.deploy.precision import split_calibration
 from sepconv.deploy.quantize import prepare_images, quantize
 from sepconv.deploy.runtime import (

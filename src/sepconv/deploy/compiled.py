@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from sepconv.deploy.onnx import relative_error
+from sepconv.deploy.onnx_check import relative_error
 
 __all__ = [
     "BackendMismatchError",

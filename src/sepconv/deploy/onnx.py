@@ -11,14 +11,12 @@ times as long as a TorchScript export (measured in ``results/deploy/README.md``)
 from __future__ import annotations
 
 import copy
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,19 +29,25 @@ from sepconv.deploy.inputs import (
     first_images,
     random_inputs,
 )
-from sepconv.utils.files import write_atomic
+from sepconv.deploy.onnx_check import (
+    INPUT_NAME,
+    MIN_OPSET,
+    ExportError,
+    first_line,
+    run_eager,
+    write_checked,
+)
+from sepconv.deploy.onnx_memo import TranslationMemo
 from sepconv.utils.validation import invalid, positive_number
 
-__all__ = ["ExportError", "OnnxExport", "check_opset", "export_onnx", "relative_error"]
+__all__ = ["OnnxExport", "check_opset", "export_onnx"]
 
-# The torch.export-based exporter implements ONNX opset 18 and later; it "converts" to an older
-# opset only on a best-effort basis and keeps 18 when that fails.
-MIN_OPSET = 18
-INPUT_NAME = "input"
 BATCH_AXIS = "batch"
 # The batch of the example input traced for a dynamic batch axis: torch.export specialises a
 # size-1 axis to the constant 1.
 _DYNAMIC_EXAMPLE_BATCH = 2
+#: Recent translations of this process (:mod:`sepconv.deploy.onnx_memo`).
+TRANSLATIONS = TranslationMemo()
 
 
 def check_opset(opset: int) -> int:
@@ -65,10 +69,6 @@ def check_opset(opset: int) -> int:
             "opset", f"an integer from {MIN_OPSET} to {newest} (the installed onnx's)", opset
         )
     return opset
-
-
-class ExportError(RuntimeError):
-    """A model could not be exported, or the exported file does not compute what the model does."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,12 @@ def export_onnx(
     ``max|onnx - eager| / max|eager|`` over all output elements: scale-free, and not dominated
     by the tiny elements a per-element ratio would divide by.
 
+    A model exported earlier in the same process with the same options (the same modules,
+    weights and ``forward`` functions: :mod:`sepconv.deploy.onnx_memo`) reuses that
+    translation instead of being captured again, which saves seconds a model when one build
+    exports it several times (fp32, int8, bf16); the file is checked as above all the same, and
+    translated afresh if the remembered graph fails.
+
     The file is written to a temporary file beside ``path`` and renamed into place only after
     every check passed, so ``path`` never holds a half-written or unchecked file, and a failed
     export leaves an existing file at ``path`` untouched. The input is named ``"input"``; the
@@ -177,7 +183,7 @@ def export_onnx(
     """
     onnx = require(ONNX, "ONNX export")
     require(ONNXSCRIPT, "ONNX export")
-    ort = require(ONNXRUNTIME, "ONNX export check")
+    require(ONNXRUNTIME, "ONNX export check")
     if not isinstance(model, nn.Module):
         raise invalid("model", "an nn.Module", type(model).__name__)
     size = check_input_size(input_size)
@@ -201,10 +207,45 @@ def export_onnx(
     exported = _out_of_place(fuse(reference) if fold_bn else reference)
     inputs = random_inputs((_DYNAMIC_EXAMPLE_BATCH, *batches) if dynamic_batch else batches, size)
     example = inputs[_DYNAMIC_EXAMPLE_BATCH if dynamic_batch else batches[0]]
+    checked = {b: inputs[b] for b in batches}
     if check_inputs is not None:
-        inputs = {b: first_images(check_inputs, b) for b in batches}
-    num_outputs = len(_run_eager(reference, example, name))
+        checked = {b: first_images(check_inputs, b) for b in batches}
+    num_outputs = len(run_eager(reference, example, name))
 
+    # A model exported before with the same options reuses that translation; the file is
+    # checked against the model all the same, and translated afresh if it fails.
+    key = TRANSLATIONS.key(exported, size, dynamic_batch, opset, tuple(example.shape), num_outputs)
+    remembered = None if key is None else TRANSLATIONS.get(key)
+    errors: dict[int, float] | None = None
+    if key is not None and remembered is not None:
+        try:
+            proto = onnx.load_model_from_string(remembered)
+            errors = write_checked(proto, target, reference, checked, name, rtol)
+        except ExportError:  # a change the fingerprint cannot see (onnx_memo)
+            TRANSLATIONS.discard(key)
+    if errors is None:
+        proto = _translate(exported, example, name, dynamic_batch, opset, num_outputs)
+        errors = write_checked(proto, target, reference, checked, name, rtol)
+        if key is not None:
+            TRANSLATIONS.put(key, proto.SerializeToString())
+    return OnnxExport(
+        path=target,
+        opset=opset,
+        input_shape=tuple(example.shape),
+        dynamic_batch=dynamic_batch,
+        max_rel_error=errors,
+    )
+
+
+def _translate(
+    exported: nn.Module,
+    example: torch.Tensor,
+    name: str,
+    dynamic_batch: bool,
+    opset: int,
+    num_outputs: int,
+) -> Any:
+    """Capture ``exported`` and translate it to an ONNX ``ModelProto`` at ``opset``."""
     program = _capture(exported, example, name, dynamic_batch=dynamic_batch)
     output_names = ["output"] if num_outputs == 1 else [f"output_{i}" for i in range(num_outputs)]
     try:
@@ -221,7 +262,7 @@ def export_onnx(
         )
     except Exception as err:
         raise ExportError(
-            f"Cannot translate {name} to ONNX opset {opset}: {_first_line(err)}. The graph was "
+            f"Cannot translate {name} to ONNX opset {opset}: {first_line(err)}. The graph was "
             "captured, so an operator has no ONNX translation at this opset; try a newer "
             "`opset`, or replace the operator."
         ) from err
@@ -236,64 +277,7 @@ def export_onnx(
         )
     if dynamic_batch:
         _name_batch_axis(proto)
-
-    errors: dict[int, float] = {}
-
-    def write_and_check(tmp: Path) -> None:
-        # A failed write (full disk, read-only) is an OSError that write_atomic names.
-        onnx.save_model(proto, str(tmp))
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except Exception as err:
-            raise ExportError(
-                f"The ONNX model of {name} is invalid: {_first_line(err)}. This is a bug of the "
-                "exporter; try another `opset` or `fold_bn=False`."
-            ) from err
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        try:
-            session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
-        except Exception as err:
-            raise ExportError(
-                f"ONNX Runtime {ort.__version__} cannot load the ONNX model of {name}: "
-                f"{_first_line(err)}. Try a lower `opset` (at least {MIN_OPSET})."
-            ) from err
-        for batch in batches:
-            errors[batch] = _compare(reference, session, inputs[batch], name, batch, rtol)
-
-    write_atomic(target, write_and_check)
-    return OnnxExport(
-        path=target,
-        opset=opset,
-        input_shape=tuple(example.shape),
-        dynamic_batch=dynamic_batch,
-        max_rel_error=errors,
-    )
-
-
-def _flat_outputs(output: Any, name: str) -> list[torch.Tensor]:
-    """The model output as a list of tensors, or an ExportError naming what was returned."""
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, (list, tuple)) and output:
-        return [t for item in output for t in _flat_outputs(item, name)]
-    raise ExportError(
-        f"Cannot export {name} to ONNX: its forward returns {type(output).__name__}, expected a "
-        "tensor or a non-empty list/tuple of tensors. Wrap the model in a module whose forward "
-        "returns only tensors."
-    )
-
-
-def _run_eager(model: nn.Module, x: torch.Tensor, name: str) -> list[torch.Tensor]:
-    with torch.no_grad():
-        try:
-            output = model(x)
-        except (RuntimeError, ValueError) as err:
-            raise ValueError(
-                f"Invalid value for argument `input_size`: {name} fails on an input of shape "
-                f"{tuple(x.shape)} ({_first_line(err)}); pass the (C, H, W) the model takes."
-            ) from err
-    return _flat_outputs(output, name)
+    return proto
 
 
 def _capture(
@@ -312,7 +296,7 @@ def _capture(
         )
         raise ExportError(
             f"Cannot export {name} to ONNX: torch.export could not capture its forward on an "
-            f"input of shape {tuple(example.shape)} ({type(err).__name__}: {_first_line(err)}). "
+            f"input of shape {tuple(example.shape)} ({type(err).__name__}: {first_line(err)}). "
             "Python control flow on tensor values (`if x.sum() > 0:`), `.item()` or "
             "`float(tensor)` on activations cannot be recorded in a graph; express them with "
             f"tensor operations (`torch.where`, `torch.cond`).{hint}"
@@ -327,70 +311,3 @@ def _name_batch_axis(proto: Any) -> None:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param == symbol:
                 dim.dim_param = BATCH_AXIS
-
-
-def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
-    """``max|output - reference| / max|reference|`` in float64 (NaN when either has a NaN)."""
-    got = output.detach().to(torch.float64)
-    want = reference.detach().to(torch.float64)
-    if want.numel() == 0:
-        return 0.0
-    diff = float((got - want).abs().max())
-    scale = float(want.abs().max())
-    if math.isnan(diff) or math.isnan(scale):
-        return math.nan
-    return diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
-
-
-def _compare(
-    reference: nn.Module, session: Any, x: torch.Tensor, name: str, batch: int, rtol: float
-) -> float:
-    """Run ``x`` through ONNX Runtime and the eager model; return the relative error."""
-    expected = _run_eager(reference, x, name)
-    try:
-        got = session.run(None, {INPUT_NAME: x.numpy()})
-    except Exception as err:
-        raise ExportError(
-            f"ONNX Runtime fails to run the ONNX model of {name} at batch {batch}: "
-            f"{_first_line(err)}."
-        ) from err
-    if len(got) != len(expected):
-        raise ExportError(
-            f"The ONNX model of {name} disagrees with PyTorch at batch {batch}: it has "
-            f"{len(got)} outputs, PyTorch gives {len(expected)}."
-        )
-    errors = []
-    for i, (want, have) in enumerate(zip(expected, got, strict=True)):
-        if tuple(have.shape) != tuple(want.shape):
-            raise ExportError(
-                f"The ONNX model of {name} disagrees with PyTorch at batch {batch}: output {i} "
-                f"has shape {list(have.shape)}, PyTorch gives {list(want.shape)}."
-            )
-        errors.append(relative_error(torch.from_numpy(np.asarray(have)), want))
-    # A NaN on either side makes the error NaN, which the check below rejects.
-    error = math.nan if any(math.isnan(e) for e in errors) else max(errors)
-    if not error <= rtol:
-        own = _float32_error(reference, x, expected, name)
-        raise ExportError(
-            f"The ONNX model of {name} disagrees with PyTorch at batch {batch}: max relative "
-            f"error {error:.3g} > rtol {rtol:g} (max|onnx - eager| / max|eager|); eager "
-            f"PyTorch's own float32 error against float64 on this input is {own:.3g}. If that is "
-            "not far below rtol, the input is ill-conditioned for this model (noise into a "
-            "trained model): pass real images as `check_inputs`. Otherwise try `fold_bn=False` "
-            "to tell folding from translation errors."
-        )
-    return error
-
-
-def _float32_error(
-    reference: nn.Module, x: torch.Tensor, expected: list[torch.Tensor], name: str
-) -> float:
-    """Eager float32's relative error against the same model in float64: what float32 rounding
-    alone costs on ``x``."""
-    exact = _run_eager(copy.deepcopy(reference).double(), x.double(), name)
-    return max(relative_error(e, w) for e, w in zip(expected, exact, strict=True))
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

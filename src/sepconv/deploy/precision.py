@@ -53,7 +53,7 @@ from sepconv.deploy.compiled import (
 )
 from sepconv.deploy.inputs import check_images, first_images
 from sepconv.deploy.load import load_onnx
-from sepconv.deploy.onnx import relative_error
+from sepconv.deploy.onnx_check import relative_error
 from sepconv.deploy.quantize import quantize
 from sepconv.deploy.registry import Backend, device_precisions, find, rows
 from sepconv.utils.validation import finite_number, invalid

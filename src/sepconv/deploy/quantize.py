@@ -49,7 +49,8 @@ from sepconv.deploy._extras import NNCF, ONNX, ONNXRUNTIME, require
 from sepconv.deploy.compiled import InferenceModel
 from sepconv.deploy.inputs import check_input_size
 from sepconv.deploy.load import load_onnx
-from sepconv.deploy.onnx import INPUT_NAME, export_onnx, relative_error
+from sepconv.deploy.onnx import export_onnx
+from sepconv.deploy.onnx_check import INPUT_NAME, relative_error
 from sepconv.deploy.registry import DEFAULT_ONNX_BACKEND, find, int8_runtimes
 from sepconv.utils.files import write_atomic
 from sepconv.utils.validation import invalid, positive_int
@@ -195,7 +196,7 @@ def quantize(
         ValueError: an invalid argument or calibration set.
         ImportError: onnx / onnxruntime (or openvino / nncf) is missing; the message names the
             extra to install.
-        sepconv.deploy.onnx.ExportError: the model cannot be exported.
+        sepconv.deploy.ExportError: the model cannot be exported.
 
     Example:
         >>> import sepconv

@@ -22,6 +22,7 @@ blocks were disturbed, and what else used the machine meanwhile
 from __future__ import annotations
 
 import datetime
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,13 +32,16 @@ import torch
 
 from sepconv.bench.load import OtherLoad
 from sepconv.bench.timing import measure, pinned_threads
+from sepconv.deploy.fuse import fuse
 from sepconv.deploy.registry import find, rows
 from sepconv.predict.fusion import detect_fusions
-from sepconv.predict.kernels import Kernel
+from sepconv.predict.kernels import Kernel, kernels_of_ops
 from sepconv.predict.profile import Profile, machine_record
 from sepconv.predict.regression import KernelRegressor, group_key, rmspe
 from sepconv.predict.sampling import KernelPool, neighbours
+from sepconv.predict.space import MOBILENET_STYLES, sample_network
 from sepconv.predict.timers import TIMED_BACKENDS, make_timers
+from sepconv.predict.trace import trace_ops
 from sepconv.utils.validation import MAX_BATCH, bounded_int, finite_number, invalid, thread_count
 
 __all__ = ["DEFAULT_BUDGET_S", "INITIAL_SHARE", "MISS", "calibrate"]
@@ -56,8 +60,13 @@ ERROR_FLOOR_S = 5e-6
 # Fresh kernels per adaptive round, and neighbours per missed one.
 ROUND = 24
 NEAR = 3
-# Identity modules in the chain that times a module call.
+#: Random networks an eager calibration times whole, to fit what a module call costs.
+OVERHEAD_NETWORKS = 5
+# Identity modules in the chain that times an empty module call.
 MODULE_CHAIN = 64
+# Share of the budget kept for them (at most OVERHEAD_MAX_S seconds).
+OVERHEAD_SHARE = 0.1
+OVERHEAD_MAX_S = 20.0
 # The shortest budget that leaves time for the fusion tests and a useful sample.
 MIN_BUDGET_S = 20.0
 
@@ -90,11 +99,69 @@ def _call_seconds(timer: Any, variant: str, threads: int, device: str) -> float:
     return measure(call, warmup=3, repeats=9).median_s
 
 
-def _module_call_seconds(timer: Any, device: str) -> float:
-    """Python's cost of one module call: a chain of identity modules, per module (0 for a
-    runtime that runs a graph, where modules are gone)."""
-    if hasattr(timer, "empty"):
-        return 0.0
+def _module_call_seconds(
+    sampler: _Sampler,
+    variants: Sequence[str],
+    fusions: Sequence[str],
+    call_s: dict[str, float],
+    context: tuple[str, int],
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """What an eager model pays per module call beyond its kernels: fitted on
+    :data:`OVERHEAD_NETWORKS` random networks of the design space, each timed whole in every
+    variant, as the median over them of (measured - call - the kernels' predicted sum) per
+    module call, and never less than an empty module's call (:func:`_empty_module_call_seconds`,
+    also the answer when no network drawn could be predicted: a calibration too short to have
+    sampled every kernel group). It is Python's module calls and the blocks' own code, and the
+    dispatch of small ops around the kernels: on a 2-core EPYC about 10 us a module call, ten
+    times an empty one. ``context``: ``(device, seed)``; the networks are drawn from
+    ``seed + 2``, a stream of their own (up to three times :data:`OVERHEAD_NETWORKS` draws).
+    Returns the cost per variant, and its evidence for the profile's ``validation``: each
+    network's times and the empty module's call."""
+    device, seed = context
+    kernels = list(sampler.samples)
+    regressors = {
+        v: KernelRegressor(kernels, [sampler.samples[k][v] for k in kernels]) for v in variants
+    }
+    rng = np.random.default_rng(seed + 2)
+    per_call: dict[str, list[float]] = {v: [] for v in variants}
+    records: list[dict[str, Any]] = []
+    for _ in range(3 * OVERHEAD_NETWORKS):
+        if min(len(c) for c in per_call.values()) >= OVERHEAD_NETWORKS:
+            break
+        spec = sample_network(rng, MOBILENET_STYLES)
+        model = fuse(spec.build().eval()).to(device)
+        shape = (1, 3, spec.resolution, spec.resolution)
+        trace = trace_ops(model, shape)
+        network = kernels_of_ops(trace.nodes, fusions)
+        for variant in variants:
+            if len(per_call[variant]) >= OVERHEAD_NETWORKS:
+                continue
+            try:
+                predicted = sum(regressors[variant].predict(k) for k in network)
+            except ValueError:  # a kernel group the budget left unsampled
+                continue
+            layout = torch.channels_last if variant == "nhwc" else torch.contiguous_format
+            x = torch.randn(shape, device=device).contiguous(memory_format=layout)
+            net = model.to(memory_format=layout)
+            measured = sampler.timers[variant].time_call(functools.partial(net, x))
+            calls = max(trace.module_calls, 1)
+            per_call[variant].append((measured - call_s[variant] - predicted) / calls)
+            records.append(
+                {
+                    "network": spec.describe(),
+                    "variant": variant,
+                    "measured_s": measured,
+                    "kernels_s": predicted,
+                    "module_calls": calls,
+                }
+            )
+    floor = _empty_module_call_seconds(device)
+    fit = {v: max(float(np.median(c)) if c else floor, floor) for v, c in per_call.items()}
+    return fit, {"empty_module_call_s": floor, "networks": records}
+
+
+def _empty_module_call_seconds(device: str) -> float:
+    """What a call of an empty module costs: a chain of identity modules, per module."""
     chain = torch.nn.Sequential(*(torch.nn.Identity() for _ in range(MODULE_CHAIN)))
     x = torch.zeros(1, device=device)
     with torch.inference_mode():
@@ -161,8 +228,10 @@ def calibrate(
         )
         say(f"fusions found: {', '.join(fusions) or 'none'}")
         call_s = {v: _call_seconds(timers[v], v, threads, device) for v in variants}
-        module_call_s = {v: _module_call_seconds(timers[v], device) for v in variants}
-        sampler = _Sampler(timers, variants, deadline, max_kernels)
+        eager = not hasattr(timers[variants[0]], "empty")  # a runtime of modules, not a graph
+        # Time left at the end for the networks that fit the module-call cost.
+        reserve = min(OVERHEAD_SHARE * budget_s, OVERHEAD_MAX_S) if eager else 0.0
+        sampler = _Sampler(timers, variants, deadline - reserve, max_kernels)
         pool = KernelPool(np.random.default_rng(seed), fusions, batch_sizes)
         initial_end = start + INITIAL_SHARE * budget_s
         initial_count = INITIAL_SHARE * (max_kernels or np.inf)
@@ -171,6 +240,15 @@ def calibrate(
                 break
         say(f"initial sample: {len(sampler.samples)} kernels")
         held_out = _adaptive(sampler, pool, variants, np.random.default_rng(seed + 1), say)
+        module_call_s = {v: 0.0 for v in variants}
+        fit: dict[str, Any] = {}
+        if eager:
+            context = (device, seed)
+            module_call_s, fit = _module_call_seconds(sampler, variants, fusions, call_s, context)
+            say(
+                "per module call: "
+                + ", ".join(f"{v} {1e6 * t:.1f} us" for v, t in module_call_s.items())
+            )
     finally:
         for timer in timers.values():
             timer.close()
@@ -189,7 +267,7 @@ def calibrate(
         budget_s=float(budget_s),
         elapsed_s=elapsed,
         other_cpu_share=load.share(),
-        validation={**_validation(held_out), **_disturbance(timers)},
+        validation={**_validation(held_out), **_disturbance(timers), "module_call_fit": fit},
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
 

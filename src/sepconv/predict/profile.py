@@ -89,8 +89,9 @@ class Profile:
         fusions: The fused pairs found (``"conv+relu6"``, ``"conv+add"``...).
         fusion_tests: Every fusion test case's times and verdict.
         call_s: Variant -> seconds of one call of the runtime on no work (added once a model).
-        module_call_s: Variant -> Python's cost of one module call, which an eager runtime pays
-            for every module a model calls (0 for a runtime that runs a graph).
+        module_call_s: Variant -> the cost of one module call beyond its kernels, which an
+            eager runtime pays for every module a model calls, fitted on whole networks
+            (0 for a runtime that runs a graph).
         samples: ``(kernel, {variant: seconds})`` for every measured kernel.
         budget_s: The calibration's budget; ``elapsed_s``: what it took.
         other_cpu_share: Share of the machine other processes used while it measured.

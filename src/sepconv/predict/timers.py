@@ -261,9 +261,11 @@ class TorchTimer(_Retrying):
                 y = fn(y, *extra)
             return y
 
-        return self._time(run)
+        return self.time_call(run)
 
-    def _time(self, run: Callable[[], object]) -> float:
+    def time_call(self, run: Callable[[], object]) -> float:
+        """Seconds of one call of ``run`` (the median of the undisturbed blocks), in this
+        timer's threads and under ``inference_mode``."""
         if self.device.type == "cuda":
             timing = measure(
                 run, warmup=2, repeats=self.repeats, min_block_s=MIN_BLOCK_S, device=self.device
@@ -284,7 +286,7 @@ class TorchTimer(_Retrying):
     def isolated(self, kernels: Sequence[Kernel]) -> float:
         if self._empty is None:
             x = torch.zeros(1)
-            self._empty = self._time(lambda: x)
+            self._empty = self.time_call(lambda: x)
         return self(kernels) - self._empty
 
     def close(self) -> None:
