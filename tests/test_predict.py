@@ -169,6 +169,8 @@ def test_prediction_does_not_run_the_model(fake_profile: Profile) -> None:
 @pytest.mark.slow
 def test_an_eager_calibration_fits_the_module_call_cost_on_whole_networks() -> None:
     profile = calibrate("eager", threads=1, budget_s=20, seed=5)
+    # Eager PyTorch runs each op on its own: no fusion is tested for, none is assumed.
+    assert profile.fusions == () and profile.fusion_tests == ()
     fit = profile.validation["module_call_fit"]
     # On a busy machine the short budget may sample too few kernel groups to predict any
     # network whole: then every variant falls back to an empty module's call.
