@@ -207,9 +207,9 @@ def export_onnx(
     exported = _out_of_place(fuse(reference) if fold_bn else reference)
     inputs = random_inputs((_DYNAMIC_EXAMPLE_BATCH, *batches) if dynamic_batch else batches, size)
     example = inputs[_DYNAMIC_EXAMPLE_BATCH if dynamic_batch else batches[0]]
-    checked = {b: inputs[b] for b in batches}
-    if check_inputs is not None:
-        checked = {b: first_images(check_inputs, b) for b in batches}
+    checked = {
+        b: inputs[b] if check_inputs is None else first_images(check_inputs, b) for b in batches
+    }
     num_outputs = len(run_eager(reference, example, name))
 
     # A model exported before with the same options reuses that translation; the file is

@@ -105,7 +105,9 @@ def _module_call_seconds(
     variants: Sequence[str],
     fusions: Sequence[str],
     call_s: dict[str, float],
-    context: tuple[str, int],
+    *,
+    device: str,
+    seed: int,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """What an eager model pays per module call beyond its kernels: fitted on
     :data:`OVERHEAD_NETWORKS` random networks of the design space, each timed whole in every
@@ -113,12 +115,11 @@ def _module_call_seconds(
     module call, and never less than an empty module's call (:func:`_empty_module_call_seconds`,
     also the answer when no network drawn could be predicted: a calibration too short to have
     sampled every kernel group). It is Python's module calls and the blocks' own code, and the
-    dispatch of small ops around the kernels: on a 2-core EPYC about 10 us a module call, ten
-    times an empty one. ``context``: ``(device, seed)``; the networks are drawn from
-    ``seed + 2``, a stream of their own (up to three times :data:`OVERHEAD_NETWORKS` draws).
+    dispatch of small ops around the kernels: on a 2-core EPYC 10-16 us a module call, ten or
+    more times an empty one. The networks are drawn from ``seed + 2``, a stream of their own
+    (up to three times :data:`OVERHEAD_NETWORKS` draws).
     Returns the cost per variant, and its evidence for the profile's ``validation``: each
     network's times and the empty module's call."""
-    device, seed = context
     kernels = list(sampler.samples)
     regressors = {
         v: KernelRegressor(kernels, [sampler.samples[k][v] for k in kernels]) for v in variants
@@ -249,8 +250,9 @@ def calibrate(
         module_call_s = {v: 0.0 for v in variants}
         fit: dict[str, Any] = {}
         if eager:
-            context = (device, seed)
-            module_call_s, fit = _module_call_seconds(sampler, variants, fusions, call_s, context)
+            module_call_s, fit = _module_call_seconds(
+                sampler, variants, fusions, call_s, device=device, seed=seed
+            )
             say(
                 "per module call: "
                 + ", ".join(f"{v} {1e6 * t:.1f} us" for v, t in module_call_s.items())
