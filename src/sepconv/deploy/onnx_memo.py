@@ -1,8 +1,8 @@
 """Translations remembered: a model exported again with the same options is not traced again.
 
-Capturing a model with ``torch.export`` and translating it to ONNX takes seconds (a MobileNet:
-2-4 s on a 2-core CPU), and a deployment build exports the same model several times: once for
-the fp32 runtimes, again for each int8 file, again for a bf16 build. :class:`TranslationMemo`
+Capturing a model with ``torch.export`` and translating it to ONNX takes seconds for a
+MobileNet, and a deployment build exports the same model several times: once for the fp32
+runtimes, again for each int8 file, again for a bf16 build. :class:`TranslationMemo`
 keeps the serialized ONNX graph of recent exports under a :func:`fingerprint` of the exported
 module and the export options. A remembered graph is never trusted on its fingerprint alone:
 :func:`sepconv.export_onnx` checks the file it writes against the model in ONNX Runtime either
