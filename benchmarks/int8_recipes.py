@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ from sepconv.deploy import (
     prepare_images,
     quantize,
     split_calibration,
+    top1_classes,
 )
 from sepconv.deploy.precision import DEFAULT_MIN_AGREEMENT
 from sepconv.deploy.quantize import needs_reduce_range
@@ -144,16 +145,19 @@ def reader(images: torch.Tensor) -> quantization.CalibrationDataReader:
     return Reader()
 
 
-def score(
-    model: torch.nn.Module,
-    int8: Any,
-    judged: torch.Tensor,
-    test: torch.Tensor,
-    labels: torch.Tensor,
-) -> dict[str, Any]:
-    on_test = compare_top1(model, int8, test, labels, batch_size=CHUNK)
-    on_judged = compare_top1(model, int8, judged, batch_size=CHUNK)
-    return {"test": on_test.to_dict(), "calibration_agreement": on_judged.agreement}
+def scorer(
+    model: torch.nn.Module, judged: torch.Tensor, test: torch.Tensor, labels: torch.Tensor
+) -> Callable[[Any], dict[str, Any]]:
+    """``score(int8)``: its top-1 agreement with eager fp32 on the test and the held-out
+    calibration images, eager fp32's classes computed once for every recipe."""
+    on_test, on_judged = (top1_classes(model, x, batch_size=CHUNK) for x in (test, judged))
+
+    def score(int8: Any) -> dict[str, Any]:
+        test_agreement = compare_top1(on_test, int8, test, labels, batch_size=CHUNK)
+        judged_agreement = compare_top1(on_judged, int8, judged, batch_size=CHUNK).agreement
+        return {"test": test_agreement.to_dict(), "calibration_agreement": judged_agreement}
+
+    return score
 
 
 def bench(weights: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -168,6 +172,7 @@ def bench(weights: Path, args: argparse.Namespace) -> dict[str, Any]:
         args.data, args.calib_samples, image_size=size[2], in_chans=size[0], mean=mean, std=std
     )
     part, judged = split_calibration(calib)
+    score = scorer(model, judged, test, labels)
     common = {"batch_size": CHUNK, "threads": args.threads, "num_samples": len(part)}
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="sepconv-int8-recipes-") as tmp:
@@ -175,13 +180,13 @@ def bench(weights: Path, args: argparse.Namespace) -> dict[str, Any]:
         print(f"{weights}: sepconv's recipe ...", flush=True)
         path = folder / "sepconv.onnx"
         int8 = quantize(model, part, path, **common)
-        rows["sepconv (ONNX Runtime)"] = score(model, int8, judged, test, labels)
+        rows["sepconv (ONNX Runtime)"] = score(int8)
         ov = load_onnx(path, backend="openvino", batch_size=CHUNK, threads=args.threads)
-        rows["sepconv (OpenVINO)"] = score(model, ov, judged, test, labels)
+        rows["sepconv (OpenVINO)"] = score(ov)
         nncf = quantize(
             model, part, folder / "nncf.onnx", quantizer="nncf", backend="openvino", **common
         )
-        rows["NNCF (OpenVINO)"] = score(model, nncf, judged, test, labels)
+        rows["NNCF (OpenVINO)"] = score(nncf)
         fp32, prepared = folder / "fp32.onnx", folder / "fp32.pre.onnx"
         export_onnx(model, fp32, input_size=size, check_batches=(1,), check_inputs=calib[:1])
         quantization.quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
@@ -204,9 +209,9 @@ def bench(weights: Path, args: argparse.Namespace) -> dict[str, Any]:
             if name == "depthwise fp32":  # in both runtimes (module docstring)
                 for runtime, label in (("onnxruntime", "ONNX Runtime"), ("openvino", "OpenVINO")):
                     run = load_onnx(out, backend=runtime, **loaded)  # type: ignore[arg-type]
-                    rows[f"{name} ({label})"] = score(model, run, judged, test, labels)
+                    rows[f"{name} ({label})"] = score(run)
                 continue
-            rows[name] = score(model, load_onnx(out, **loaded), judged, test, labels)
+            rows[name] = score(load_onnx(out, **loaded))
     for name, row in rows.items():
         row["runtime"] = "OpenVINO" if "OpenVINO" in name else "ONNX Runtime"
     return {

@@ -31,6 +31,7 @@ from sepconv.deploy import (
     prepare_images,
     quantize,
     quantized_ops,
+    top1_classes,
 )
 from sepconv.layers import SqueezeExcite
 from sepconv.train import update_bn_statistics
@@ -277,6 +278,20 @@ def test_compare_top1_counts_agreement_and_accuracy() -> None:
     assert result.reference_accuracy == pytest.approx(3 / 5)  # rows 0, 1, 3
     assert result.candidate_accuracy == pytest.approx(4 / 5)  # rows 0, 1, 2, 3
     assert result.accuracy_drop == pytest.approx(-20.0)
+    # The reference's classes, computed once, stand for the reference: the same counts; a
+    # wrong one is refused before the candidate runs.
+    classes = top1_classes(lambda x: x[:, 0, 0], inputs, batch_size=2)
+    assert classes.tolist() == picks_ref.tolist()
+
+    def never(x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the reference ran again")
+
+    again = compare_top1(classes, lambda x: x[:, 1, 0], inputs, labels, batch_size=2)
+    assert again == result
+    with pytest.raises(ValueError, match=r"argument `reference`: expected a callable, or \(5,\)"):
+        compare_top1(classes[:4], never, inputs, batch_size=2)
+    with pytest.raises(ValueError, match=r"argument `reference`.*integer top-1 classes"):
+        compare_top1(classes.float(), never, inputs, batch_size=2)
 
 
 @pytest.mark.parametrize(

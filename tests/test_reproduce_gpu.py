@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -379,21 +380,9 @@ def test_gpu_train_refuses_an_unknown_phase_naming_the_flag() -> None:
 @pytest.mark.slow
 @needs_fashion
 def test_a_phase_resumes_from_the_records_an_earlier_phase_brought_back(tmp_path: Path) -> None:
-    first = _gpu_train("--phase", "table-2", "--out", str(tmp_path / "one"))
-    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    # What phase table-2 brought back, as a commit keeps it (tests/data/gpu_train_records/).
     records = tmp_path / "records"
-    records.mkdir()
-    with tarfile.open(tmp_path / "one" / "reproduce_gpu_smoke.tar.gz") as archive:
-        archive.extractall(records, filter="data")
-    # What came back is what a commit keeps: each finished run's record and log, no weights.
-    kept = sorted(
-        p.relative_to(records / "runs").as_posix() for p in (records / "runs").rglob("*.*")
-    )
-    assert kept == [
-        f"{row}/seed0/{name}"
-        for row in ("conv_mobilenet_v1_025", "mobilenet_v1_025")
-        for name in ("log.jsonl", "result.json")
-    ]
+    shutil.copytree(ROOT / "tests" / "data" / "gpu_train_records", records)
     listed = _gpu_train("--list", records=records)
     assert listed.returncode == 0, listed.stderr
     lines = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[1:]}
@@ -404,14 +393,22 @@ def test_a_phase_resumes_from_the_records_an_earlier_phase_brought_back(tmp_path
     assert "phase table-1" in second.stdout
     with tarfile.open(tmp_path / "two" / "reproduce_gpu_smoke.tar.gz") as archive:
         archive.extractall(tmp_path / "merged", filter="data")
-    results = json.loads((tmp_path / "merged" / "results.json").read_text())
+    merged = tmp_path / "merged"
+    # What comes back is what a commit keeps: each finished run's record and log, no weights.
+    kept = sorted(p.relative_to(merged / "runs").as_posix() for p in (merged / "runs").rglob("*.*"))
+    assert kept == [
+        f"{row}/seed0/{name}"
+        for row in ("conv_mobilenet_v1_025", "efficientnet_b0", "mobilenet_v1_025", "mobilenet_v2")
+        for name in ("log.jsonl", "result.json")
+    ]
+    results = json.loads((merged / "results.json").read_text())
     seeds = {row["name"]: row["seeds"] for row in results["rows"]}
     assert seeds["mobilenet_v1_025"] == [0] and seeds["mobilenet_v2"] == [0]
     assert seeds["mobilenet_v1"] == []
     for row in ("mobilenet_v1_025", "conv_mobilenet_v1_025"):  # not trained again
         before = (records / "runs" / row / "seed0" / "result.json").read_text()
-        assert (tmp_path / "merged" / "runs" / row / "seed0" / "result.json").read_text() == before
-    phases = (tmp_path / "merged" / "phases.md").read_text().splitlines()
+        assert (merged / "runs" / row / "seed0" / "result.json").read_text() == before
+    phases = (merged / "phases.md").read_text().splitlines()
     assert [line.split(" | ")[1] for line in phases if line.startswith("| 20")] == [
         "table-2",
         "table-1",

@@ -385,6 +385,9 @@ from torch import nn
 from sepconv.data import ImageDataset
 from sepconv.train import Trainer, TrainConfig
 
+# Python's own handler, as in a terminal: a shell starts a background job with SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 class InterruptAt(nn.Module):  # sends this process a SIGINT on its 3rd training call
     calls = 0
     def forward(self, x):

@@ -283,6 +283,13 @@ def bf16_native() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+def usable_cpus() -> int:
+    """The logical CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def environment(threads: int | None = None) -> dict[str, Any]:
     """Describe the machine a measurement ran on, for the header of every result file.
 

@@ -6,7 +6,7 @@ missing one raises an ImportError naming the extra to install (``pip install 'se
 ``'sepconv[openvino]'``).
 """
 
-from sepconv.deploy.agreement import Agreement, agreement_interval, compare_top1
+from sepconv.deploy.agreement import Agreement, agreement_interval, compare_top1, top1_classes
 from sepconv.deploy.backends import onnxruntime_settings, openvino_config
 from sepconv.deploy.calibration import calibration_images
 from sepconv.deploy.compiled import CandidateReport
@@ -46,4 +46,5 @@ __all__ = [
     "quantize",
     "quantized_ops",
     "split_calibration",
+    "top1_classes",
 ]

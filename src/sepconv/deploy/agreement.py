@@ -14,7 +14,7 @@ from torch import nn
 
 from sepconv.utils.validation import invalid, positive_int
 
-__all__ = ["Agreement", "agreement_interval", "compare_top1"]
+__all__ = ["Agreement", "agreement_interval", "compare_top1", "top1_classes"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def agreement_interval(agreement: float, samples: int, *, z: float = 1.96) -> tu
 
 
 def compare_top1(
-    reference: Callable[[torch.Tensor], torch.Tensor],
+    reference: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor,
     candidate: Callable[[torch.Tensor], torch.Tensor],
     inputs: torch.Tensor,
     labels: torch.Tensor | None = None,
@@ -99,7 +99,8 @@ def compare_top1(
 
     Args:
         reference: E.g. the fp32 model (an ``nn.Module`` is run in eval mode under
-            ``inference_mode``) or its compiled form.
+            ``inference_mode``) or its compiled form; or its top-1 classes on ``inputs``
+            (:func:`top1_classes`), to compare several candidates without running it again.
         candidate: E.g. the int8 model from :func:`quantize`.
         inputs: Float model inputs ``(N, C, H, W)`` (see :func:`prepare_images`).
         labels: Optional ``(N,)`` integer labels.
@@ -112,18 +113,18 @@ def compare_top1(
         (5, 1.0)
     """
     positive_int("batch_size", batch_size)
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or inputs.shape[0] == 0:
-        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else inputs
-        raise invalid("inputs", "a non-empty (N, C, H, W) float tensor", shape)
-    if labels is not None and tuple(labels.shape) != (inputs.shape[0],):
-        raise invalid("labels", f"shape ({inputs.shape[0]},) to match `inputs`", labels.shape)
-    if isinstance(reference, nn.Module):
-        reference = _copy_eval(reference)
-    if isinstance(candidate, nn.Module):
-        candidate = _copy_eval(candidate)
-    ref_top1 = _top1(reference, inputs, batch_size)
-    cand_top1 = _top1(candidate, inputs, batch_size)
-    n = int(inputs.shape[0])
+    n = _check_inputs(inputs)
+    if labels is not None and tuple(labels.shape) != (n,):
+        raise invalid("labels", f"shape ({n},) to match `inputs`", labels.shape)
+    if isinstance(reference, torch.Tensor):
+        if reference.shape != (n,) or reference.is_floating_point():
+            raise invalid(
+                "reference", f"a callable, or ({n},) integer top-1 classes", reference.shape
+            )
+        ref_top1 = reference
+    else:
+        ref_top1 = top1_classes(reference, inputs, batch_size=batch_size)
+    cand_top1 = top1_classes(candidate, inputs, batch_size=batch_size)
     accuracies: tuple[float | None, float | None] = (None, None)
     if labels is not None:
         accuracies = (
@@ -138,9 +139,30 @@ def compare_top1(
     )
 
 
-def _top1(
-    fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int
+def top1_classes(
+    fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, *, batch_size: int = 1
 ) -> torch.Tensor:
+    """The top-1 class ``fn`` predicts for each of ``inputs``, called on batches of exactly
+    ``batch_size`` (the last padded with zeros, the padding's predictions dropped).
+
+    Args:
+        fn: A model (an ``nn.Module`` is run as an eval-mode fp32 copy under
+            ``inference_mode``) or any callable from a batch to its logits.
+        inputs: Float model inputs ``(N, C, H, W)``.
+        batch_size: Batch ``fn`` takes.
+
+    Returns:
+        ``(N,)`` int64 classes: what :func:`compare_top1` takes as ``reference``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> top1_classes(net, torch.randn(5, 1, 2, 2), batch_size=2).shape
+        torch.Size([5])
+    """
+    positive_int("batch_size", batch_size)
+    _check_inputs(inputs)
+    if isinstance(fn, nn.Module):
+        fn = _copy_eval(fn)
     predictions = []
     with torch.inference_mode():
         for batch in inputs.split(batch_size):
@@ -149,6 +171,14 @@ def _top1(
                 batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
             predictions.append(fn(batch)[:n].argmax(dim=1))
     return torch.cat(predictions)
+
+
+def _check_inputs(inputs: object) -> int:
+    """The number of images in ``inputs``, a non-empty 4-D tensor; else raise."""
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or inputs.shape[0] == 0:
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else inputs
+        raise invalid("inputs", "a non-empty (N, C, H, W) float tensor", shape)
+    return int(inputs.shape[0])
 
 
 def _copy_eval(model: nn.Module) -> nn.Module:

@@ -173,8 +173,9 @@ class ReproduceConfig:
         path: Where the config was read from.
         text: The file's text, copied next to the results.
         data: Dataset spec as ``sepconv train --data`` takes it.
-        threads: Intra-op threads for training, in all: with ``jobs > 1`` each run gets
-            ``threads // jobs`` of them (at least 1).
+        threads: Intra-op threads for training, in all, at most the CPUs the sweep may use
+            (see :func:`sepconv.reproduce.plan.split_threads`): with ``jobs > 1`` each run
+            gets ``threads // jobs`` of them (at least 1).
         augment: Train with the dataset's default augmentation
             (:func:`sepconv.data.default_augment`).
         test_images: Evaluate on the first N test images only (``None``: all of them).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sepconv.bench.timing import pinned_threads
+from sepconv.bench.timing import pinned_threads, usable_cpus
 from sepconv.data import ImageDataset
 from sepconv.reproduce.config import ReproduceConfig, RowConfig
 from sepconv.reproduce.cost import RowCost, row_cost
@@ -42,8 +42,13 @@ def split_threads(
     jobs: int | None = None,
     device: str | torch.device = "cpu",
 ) -> tuple[int, int]:
-    """``(jobs, threads of each run)`` for a sweep: ``threads`` (default: the config's) shared
-    by ``jobs`` runs at a time (default: the config's ``jobs``), at least one thread each.
+    """``(jobs, threads of each run)`` for a sweep: ``threads`` shared by ``jobs`` runs at a
+    time (default: the config's ``jobs``), at least one thread each.
+
+    ``threads`` defaults to the config's, but never more than the CPUs this process may use:
+    a config written for a 16-core GPU host, run on a 2-core machine, would otherwise start
+    eight threads per run on two cores, and each would wait on the others. A count given here
+    is used as given.
 
     Several jobs on one GPU share it: each run is its own process with its own CUDA context,
     which fills the GPU better than one small model does alone.
@@ -66,7 +71,8 @@ def split_threads(
             jobs,
             note="; pass jobs=1 (--jobs 1)",
         )
-    return jobs, max(1, (threads or config.threads) // jobs)
+    threads = min(config.threads, usable_cpus()) if threads is None else threads
+    return jobs, max(1, threads // jobs)
 
 
 def longest_first(runs: Sequence[RunSpec], data: SweepData) -> list[RunSpec]:
