@@ -17,7 +17,7 @@ race reports one median per candidate; eager, far behind, is timed in round one 
 
 Run:
     .venv/bin/python benchmarks/choice.py [--threads 2] [--builds 10] [--models a,b]
-    .venv/bin/python benchmarks/choice.py --smoke   # a small model at 64x64, 2 builds
+    .venv/bin/python benchmarks/choice.py --smoke   # a small model at 64x64, 1 build
 
 Writes results/benchmarks/choice.{json,md} (``--results-dir``/``--out`` move them).
 """
@@ -140,14 +140,14 @@ def main() -> None:
         "--models", type=lambda s: s.split(","), default=None,
         help=f"comma-separated registry names (default: {','.join(MODELS)})",
     )  # fmt: skip
-    add_smoke_flag(parser, "a small model at 64x64, 2 builds")
+    add_smoke_flag(parser, "a small model at 64x64, 1 build")
     add_output_flags(parser)
     args = parser.parse_args()
     run = Run.start(__file__, args)
     args.size = 64 if args.smoke else 224
     if args.smoke:
         args.models = args.models or list(SMOKE_MODELS)
-        args.builds = min(args.builds, 2)
+        args.builds = 1
     models = args.models or list(MODELS)
     unknown = [m for m in models if m not in sepconv.list_models()]
     if unknown:

@@ -112,17 +112,19 @@ def test_gpu_inference_dram_without_a_gpu_says_why(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_train_throughput_smoke_on_the_cpu(tmp_path: Path) -> None:
-    run_gpu_script("train_throughput.py", tmp_path, "--threads", "1", "--precisions", "bf16,fp16")
+    # The synthetic workload here, Fashion-MNIST's under torchrun (below).
+    extra = ("--threads", "1", "--workloads", "synthetic", "--precisions", "bf16,fp16")
+    run_gpu_script("train_throughput.py", tmp_path, *extra)
     result = json.loads((tmp_path / "train_throughput_cpu_smoke.json").read_text())
     rows = result["results"]
     synthetic = [r for r in rows if "synthetic" in r["workload"]]
+    assert synthetic == rows
     names = ["plain loop, NCHW", "plain loop, channels_last", "timm-style step, channels_last"]
     trainer = ["sepconv Trainer, NCHW", "sepconv Trainer, channels_last"]
     assert [(r["precision"], r["contender"]) for r in synthetic] == [
         *(("bf16", n) for n in names + trainer),
         *(("fp16", n) for n in names),
     ]
-    assert {r["workload"] for r in rows} == {rows[0]["workload"], rows[-1]["workload"]}
     baseline = [r for r in rows if r["contender"] == "plain loop, channels_last"]
     assert all(r["ratio_to_plain_channels_last"] == 1.0 for r in baseline)
     assert all(r["median_images_per_s"] > 0 for r in rows)
@@ -134,12 +136,15 @@ def test_train_throughput_smoke_on_the_cpu(tmp_path: Path) -> None:
 def test_train_throughput_under_torchrun_on_the_cpu(tmp_path: Path) -> None:
     """One process under torchrun joins a gloo process group (NCCL on a GPU)."""
     launch = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1")
-    extra = ("--threads", "1", "--workloads", "synthetic", "--precisions", "bf16")
+    extra = ("--threads", "1", "--workloads", "fashion", "--precisions", "bf16")
     run_gpu_script("train_throughput.py", tmp_path, *extra, "--out", "tr", launch=launch)
     result = json.loads((tmp_path / "tr.json").read_text())
     assert result["distributed"] == {"backend": "gloo", "world_size": 1}
     assert result["command"].startswith("python -m torch.distributed.run --standalone")
     assert len(result["results"]) == 5
+    assert all(
+        "Fashion-MNIST" in r["workload"] and r["median_images_per_s"] > 0 for r in result["results"]
+    )
 
 
 def test_gpu_inference_plan_spells_what_each_row_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -325,19 +330,19 @@ def test_inference_report_reads_results_written_with_twins(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_choice_smoke(tmp_path: Path) -> None:
     data = run_cpu_smoke("choice.py", tmp_path, "ch")
-    assert data["input_shape"] == [1, 3, 64, 64] and data["builds"] == 2
+    assert data["input_shape"] == [1, 3, 64, 64] and data["builds"] == 1
     for model in data["models"]:
         reference = model["reference_ms"]
         assert model["fastest"] == min(reference, key=reference.__getitem__)
         assert set(model["lengths"]) == {"5 rounds", "20 rounds"}
         for length, stats in model["lengths"].items():
             races = [r for r in model["races"] if r["length"] == length]
-            assert stats["races"] == len(races) == 2
-            assert sum(stats["chosen"].values()) == 2
+            assert stats["races"] == len(races) == 1
+            assert sum(stats["chosen"].values()) == 1
             # Every race's winner is the candidate with the lowest median it measured.
             for race in races:
                 assert race["chosen"] == min(race["medians_ms"], key=race["medians_ms"].get)
-            assert 0 <= stats["within_tolerance"] <= 2
+            assert 0 <= stats["within_tolerance"] <= 1
 
 
 @pytest.mark.slow

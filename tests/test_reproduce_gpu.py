@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,8 +19,9 @@ import torch
 from test_reproduce import write_config
 from torch import nn
 
+import sepconv.reproduce.plan as plan
 import sepconv.reproduce.speed as speed
-from sepconv.bench.timing import Timing
+from sepconv.bench.timing import Timing, usable_cpus
 from sepconv.cli import main
 from sepconv.data import ImageDataset, Normalize
 from sepconv.data.idx import fashion_mnist_root
@@ -163,6 +165,20 @@ def test_parallel_runs_share_a_gpu_but_no_other_accelerator(tmp_path: Path) -> N
     assert split_threads(config, threads=8, jobs=4, device="cuda") == (4, 2)
     with pytest.raises(ValueError, match=r"argument `jobs`: expected 1 when training on mps"):
         split_threads(config, jobs=2, device="mps")
+
+
+def test_a_config_asking_more_threads_than_cpus_gets_the_cpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert 1 <= usable_cpus() <= (os.cpu_count() or 1)
+    # The GPU config's 16 host threads on a machine that lets this process use 2 CPUs.
+    config = replace(load_config(write_config(tmp_path)), threads=16, jobs=4)
+    monkeypatch.setattr(plan, "usable_cpus", lambda: 2)
+    assert split_threads(config) == (4, 1)
+    assert split_threads(config, jobs=1) == (1, 2)
+    assert split_threads(config, threads=16, jobs=4) == (4, 4)  # a count given is kept
+    monkeypatch.setattr(plan, "usable_cpus", lambda: 64)
+    assert split_threads(config) == (4, 4)
 
 
 # ---------------------------------------------------------------------------- the trainer

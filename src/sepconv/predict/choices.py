@@ -10,6 +10,7 @@ budget, and ranks them by top-1.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ import torch
 from torch import nn
 
 from sepconv.models import create_model, get_model_info
-from sepconv.predict.latency import LatencyPrediction, predict_latency
+from sepconv.predict.latency import LatencyPrediction, input_shape, predict_trace
 from sepconv.predict.profile import Profile
+from sepconv.predict.trace import Trace, trace_ops
 from sepconv.utils.validation import finite_number
 
 __all__ = ["EXTRA_ROWS", "PUBLISHED", "Choice", "Published", "pick"]
@@ -129,6 +131,13 @@ class Choice:
         return self.prediction.ms
 
 
+@functools.cache
+def _traced(config: Published) -> Trace:
+    """``config``'s ops at batch 1, traced once per process: picking under several budgets,
+    or on several profiles, predicts the same traces again."""
+    return trace_ops(config.build("meta"), input_shape(config.resolution))
+
+
 def pick(
     budget_ms: float,
     profile: Profile | str | os.PathLike[str],
@@ -165,8 +174,7 @@ def pick(
     if check_machine:
         profile.check_here()
     choices = [
-        Choice(c, predict_latency(c.build("meta"), c.resolution, profile, check_machine=False))
-        for c in candidates
+        Choice(c, predict_trace(_traced(c), input_shape(c.resolution), profile)) for c in candidates
     ]
     within = sorted((c for c in choices if c.ms <= budget_ms), key=lambda c: (-c.config.top1, c.ms))
     over = sorted((c for c in choices if c.ms > budget_ms), key=lambda c: c.ms)

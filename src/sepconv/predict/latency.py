@@ -21,7 +21,7 @@ from torch import nn
 from sepconv.predict.kernels import Kernel, kernels_of_ops
 from sepconv.predict.profile import Profile
 from sepconv.predict.regression import describe
-from sepconv.predict.trace import trace_ops
+from sepconv.predict.trace import Trace, trace_ops
 from sepconv.utils.validation import MAX_BATCH, MAX_SIDE, bounded_int, invalid, invalid_type
 
 __all__ = ["KernelLatency", "LatencyPrediction", "input_shape", "predict_latency"]
@@ -168,7 +168,15 @@ def predict_latency(
     if check_machine:
         profile.check_here()
     shape = input_shape(input_size, batch_size)
-    trace = trace_ops(model, shape)
+    return predict_trace(trace_ops(model, shape), shape, profile)
+
+
+def predict_trace(
+    trace: Trace, shape: tuple[int, int, int, int], profile: Profile
+) -> LatencyPrediction:
+    """:func:`predict_latency` of a model already traced at ``shape`` (``trace_ops``): to
+    predict one model on several profiles, or on one profile again, without tracing it each
+    time. The profile is used as given (not checked against this machine)."""
     kernels = kernels_of_ops(trace.nodes, profile.fusions)
     overhead = {
         v: profile.call_s[v] + trace.module_calls * profile.module_call_s[v]
