@@ -23,7 +23,9 @@ from sepconv.predict import (
     sample_network,
 )
 from sepconv.predict.fusion import detect_fusions
-from sepconv.predict.regression import KernelRegressor, features
+from sepconv.predict.regression import KernelRegressor, features, group_key
+from sepconv.predict.sampling import PER_NETWORK, KernelPool
+from sepconv.predict.space import ACTS
 
 # The module, not the function the package exports under the same name.
 calibrate_module = importlib.import_module("sepconv.predict.calibrate")
@@ -109,6 +111,29 @@ def test_prediction_matches_the_synthetic_machine(fake_profile: Profile) -> None
         errors.append(p.seconds / truth - 1)
         assert p.seconds == pytest.approx(CALL_S + sum(k.seconds for k in p.kernels))
     assert max(abs(e) for e in errors) < 0.01, errors
+
+
+def test_a_calibrations_first_networks_meet_every_squeeze_excite_group() -> None:
+    # Drawn at random, hard-swish with EfficientNet's SE is one inverted network in nine: a
+    # short calibration could miss its group, and every model with it would be unpredictable.
+    pool = KernelPool(np.random.default_rng(0), fusions=())
+    drawn = pool.draw(6 * PER_NETWORK)  # the first six networks' kernels
+    se_groups = {group_key(k) for k in drawn if k.kind == "se"}
+    everything = set()  # the SE groups of the space: one network of each activation and style
+    for act in ACTS:
+        for se_kind in ("efficientnet", "mobilenet_v3"):
+            spec = sample_network(np.random.default_rng(1), ("inverted",), act=act, se_kind=se_kind)
+            assert (spec.act, spec.se_kind) == (act, se_kind)
+            shape = (1, 3, spec.resolution, spec.resolution)
+            kernels = extract_kernels(spec.build(), shape, ())
+            everything |= {group_key(k) for k in kernels if k.kind == "se"}
+    # EfficientNet's SE squeezes with the block's activation, MobileNetV3's always with ReLU.
+    assert len(everything) == 4 and se_groups == everything
+    # A value outside the space is refused.
+    with pytest.raises(ValueError, match=r"argument `act`: expected one of"):
+        sample_network(np.random.default_rng(0), act="gelu")
+    with pytest.raises(ValueError, match=r"argument `se_kind`: expected one of"):
+        sample_network(np.random.default_rng(0), se_kind="squeeze")
 
 
 def test_kernel_regressor_is_exact_on_a_power_law() -> None:

@@ -5,7 +5,10 @@ neighbours of the kernels it predicted worst (adaptive sampling, as nn-Meter's).
 blocks of the newer families are covered too), extracts their kernels with the backend's
 fusions and hands them out a few per network, never one already measured, those of the kernel
 groups handed out least so far first (so that even a short calibration measures every group a
-network has, its one stem conv and classifier included); now and then a
+network has, its one stem conv and classifier included). Its first networks are inverted ones
+of every activation and squeeze-excite style in turn, so that every group of the space is met
+however short the calibration (a random draw may leave one out: hard-swish with EfficientNet's
+SE is one inverted network in nine). Now and then a
 standard or pointwise conv is handed out grouped (2, 4 or 8 groups), since no network of the
 space has grouped convs. :func:`neighbours` perturbs a kernel's channels and map size a little,
 which is where the next samples go when its prediction missed.
@@ -20,7 +23,7 @@ import numpy as np
 
 from sepconv.predict.kernels import Kernel, extract_kernels
 from sepconv.predict.regression import group_key
-from sepconv.predict.space import STYLES, Style, sample_network
+from sepconv.predict.space import ACTS, SE_KINDS, STYLES, SEKind, Style, sample_network
 
 __all__ = ["KernelPool", "neighbours", "resized"]
 
@@ -119,9 +122,18 @@ class KernelPool:
         self.seen: set[Kernel] = set()
         self.counts: dict[tuple[object, ...], int] = {}
         self._buffer: list[Kernel] = []
+        # Every activation with each SE style, one network each, first (SE-less blocks too:
+        # a fifth of an SE network's blocks have none).
+        self._first: list[tuple[str, SEKind]] = (
+            [(act, se) for se in SE_KINDS if se for act in ACTS] if "inverted" in styles else []
+        )
 
     def _refill(self) -> None:
-        spec = sample_network(self.rng, self.styles)
+        if self._first:
+            act, se_kind = self._first.pop(0)
+            spec = sample_network(self.rng, ("inverted",), act=act, se_kind=se_kind)
+        else:
+            spec = sample_network(self.rng, self.styles)
         weights = np.array([3.0] + [1.0] * (len(self.batch_sizes) - 1))
         batch = self.batch_sizes[int(self.rng.choice(len(weights), p=weights / weights.sum()))]
         model = spec.build()

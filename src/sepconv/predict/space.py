@@ -46,8 +46,18 @@ from sepconv.layers import (
     get_activation,
     make_divisible,
 )
+from sepconv.utils.validation import invalid
 
-__all__ = ["MOBILENET_STYLES", "STYLES", "BlockSpec", "NetworkSpec", "sample_network"]
+__all__ = [
+    "ACTS",
+    "MOBILENET_STYLES",
+    "SE_KINDS",
+    "STYLES",
+    "BlockSpec",
+    "NetworkSpec",
+    "SEKind",
+    "sample_network",
+]
 
 Style = Literal["separable", "inverted", "fused", "convnext"]
 STYLES: tuple[Style, ...] = ("separable", "inverted", "fused", "convnext")
@@ -190,7 +200,11 @@ class NetworkSpec:
 
 
 def sample_network(
-    rng: np.random.Generator, styles: tuple[Style, ...] = MOBILENET_STYLES
+    rng: np.random.Generator,
+    styles: tuple[Style, ...] = MOBILENET_STYLES,
+    *,
+    act: str | None = None,
+    se_kind: SEKind | None = None,
 ) -> NetworkSpec:
     """Draw one network of the design space.
 
@@ -198,12 +212,19 @@ def sample_network(
         rng: The random generator (a seeded one gives the same network again).
         styles: The styles to draw from (:data:`STYLES`); ``"inverted"`` is drawn three times
             as often as any other.
+        act: The activation of an inverted or fused network (one of :data:`ACTS`), instead
+            of a drawn one; the generator draws as many numbers either way.
+        se_kind: Its squeeze-excite style (one of :data:`SE_KINDS`), likewise.
 
     Example:
         >>> spec = sample_network(np.random.default_rng(0))
         >>> spec.build()(torch.randn(1, 3, spec.resolution, spec.resolution)).shape
         torch.Size([1, 1000])
     """
+    if act is not None and act not in ACTS:
+        raise invalid("act", f"one of {ACTS}", act)
+    if se_kind is not None and se_kind not in SE_KINDS:
+        raise invalid("se_kind", f"one of {SE_KINDS}", se_kind)
     weights = np.array([3.0 if s == "inverted" else 1.0 for s in styles])
     style = styles[int(rng.choice(len(styles), p=weights / weights.sum()))]
     width = float(np.exp(rng.uniform(*np.log(WIDTHS))))
@@ -222,8 +243,9 @@ def sample_network(
         return _sample_convnext(rng, width, depth, resolution)
     table = INVERTED_STAGES[int(rng.integers(len(INVERTED_STAGES)))]
     fused_stages = int(rng.integers(2, 4)) if style == "fused" else 0
-    act = str(rng.choice(ACTS))
-    se_kind: SEKind = SE_KINDS[int(rng.integers(len(SE_KINDS)))]
+    drawn_act, drawn_se = str(rng.choice(ACTS)), SE_KINDS[int(rng.integers(len(SE_KINDS)))]
+    act = drawn_act if act is None else act
+    se_kind = drawn_se if se_kind is None else se_kind
     for index, (channels, repeats, stride) in enumerate(table):
         out = make_divisible(channels * width)
         expand = 1 if index == 0 else int(rng.choice(EXPANSIONS))
