@@ -123,8 +123,8 @@ def compare_top1(
             )
         ref_top1 = reference
     else:
-        ref_top1 = top1_classes(reference, inputs, batch_size=batch_size)
-    cand_top1 = top1_classes(candidate, inputs, batch_size=batch_size)
+        ref_top1 = _top1(reference, inputs, batch_size)
+    cand_top1 = _top1(candidate, inputs, batch_size)
     accuracies: tuple[float | None, float | None] = (None, None)
     if labels is not None:
         accuracies = (
@@ -161,6 +161,13 @@ def top1_classes(
     """
     positive_int("batch_size", batch_size)
     _check_inputs(inputs)
+    return _top1(fn, inputs, batch_size)
+
+
+def _top1(
+    fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    """:func:`top1_classes` on arguments already checked."""
     if isinstance(fn, nn.Module):
         fn = _copy_eval(fn)
     predictions = []
