@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from sepconv.bench import environment
+from sepconv.bench.allocator import keep_freed_memory
 from sepconv.bench.load import OtherLoad
 from sepconv.bench.output import markdown_environment
+from sepconv.bench.timing import NOISY_SPREAD
 from sepconv.utils.files import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +101,7 @@ class Run:
     def start(cls, script: str, args: argparse.Namespace, *, name: str | None = None) -> Run:
         """The run of ``script`` (its ``__file__``) that ``args`` of :func:`add_output_flags`
         ask for; ``name`` is the default file name (default: the script's)."""
+        keep_freed_memory()  # every row times without the allocator's page faults (allocator.py)
         stem = name or Path(script).stem
         out = args.out or (f"{stem}_smoke" if getattr(args, "smoke", False) else stem)
         return cls(command_line(script), args.results_dir, out)
@@ -158,11 +161,48 @@ class Run:
         return json.loads(self.json_path.read_text(encoding="utf-8"))
 
 
+def noisy_timings(data: Any, path: tuple[str, ...] = ()) -> list[str]:
+    """Where ``data`` (a results record) holds a timing (a mapping with ``median_ms`` and
+    ``iqr_ms``) whose blocks spread by more than ``NOISY_SPREAD`` of its median: the path to
+    each, named by the ``model`` of the record it sits in where there is one.
+
+    Example:
+        >>> noisy_timings({"models": [{"model": "m", "rows": {
+        ...     "a": {"median_ms": 2.0, "iqr_ms": 0.1}, "b": {"median_ms": 2.0, "iqr_ms": 1.0}}}]})
+        ['m / rows / b']
+    """
+    found: list[str] = []
+    if isinstance(data, Mapping):
+        median, iqr = data.get("median_ms"), data.get("iqr_ms")
+        timed = isinstance(median, int | float) and isinstance(iqr, int | float) and median > 0
+        if timed and iqr / median > NOISY_SPREAD:
+            found.append(" / ".join(path))
+        for key, value in data.items():
+            found += noisy_timings(value, (*path, str(key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            name = value.get("model") if isinstance(value, Mapping) else None
+            found += noisy_timings(value, (*path[:-1], str(name)) if name else (*path, str(index)))
+    return found
+
+
 def header(title: str, data: Mapping[str, Any]) -> str:
-    """The start of every results Markdown: the title, the command and the machine."""
+    """The start of every results Markdown: the title, the command and the machine, and what
+    makes the run's figures no result: other processes busy (:class:`OtherLoad`), or timings
+    whose blocks spread too far (:func:`noisy_timings`: the machine's speed changed under them,
+    which a virtual machine's host can do with nothing inside it to show)."""
     text = f"# {title}\n\n{markdown_environment(data['environment'], data['command'])}"
     if data.get("busy"):
         text += f"\n\n**Not a result: {data['busy']}.** Rerun on a quiet machine."
+    noisy = noisy_timings({k: v for k, v in data.items() if k != "environment"})
+    if noisy:
+        shown = "; ".join(noisy[:6]) + (f"; and {len(noisy) - 6} more" if len(noisy) > 6 else "")
+        text += (
+            f"\n\n**Noisy timings: {len(noisy)} timing(s) whose blocks spread by more than "
+            f"{100 * NOISY_SPREAD:.0f}% of their median (interquartile range): {shown}.** The "
+            "machine's speed changed while they were timed; a ratio that involves one of them "
+            "is not a result."
+        )
     return text
 
 

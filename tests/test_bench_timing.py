@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -157,10 +158,16 @@ def test_other_load_sees_another_process_busy_while_this_one_waits() -> None:
     from sepconv.bench.load import OtherLoad
 
     load = OtherLoad()
-    spinner = subprocess.Popen(
-        [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"]
+    # Not this process's child: the shell starts the spinner in the background and exits, so
+    # the spinner's CPU time is never added to this process's (children waited for count as
+    # its own). Its output pipe closes when it ends.
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"
+    shell = subprocess.Popen(
+        ["sh", "-c", '"$0" -c "$1" &', sys.executable, spin], stdout=subprocess.PIPE
     )
-    spinner.wait(timeout=30)
+    assert shell.stdout is not None
+    shell.stdout.read()  # returns once the spinner, which holds the pipe too, has ended
+    shell.wait(timeout=30)
     share = load.share()
     # One spinning process is one CPU's worth: at least a third of this machine, as the test
     # waited and other work can only add to it.
@@ -184,3 +191,58 @@ def test_other_load_subtracts_this_process_and_warns_above_the_busy_share(
     assert "other processes used 20%" in (load.note() or "")
     clock.update(machine=108.0)  # others 0 s: nothing to say
     assert load.share() == 0.0 and load.note() is None
+
+
+def test_own_cpu_time_includes_the_child_processes_waited_for() -> None:
+    # A benchmark that times each contender in a fresh process must not count that work as
+    # another job's: the child's CPU time is the parent's own once the child is waited for.
+    import subprocess
+    import sys
+
+    from sepconv.bench.load import own_cpu_s
+
+    before = own_cpu_s()
+    spin = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", spin], check=True)
+    assert own_cpu_s() - before >= 0.3
+
+
+_FAULTS = """
+import resource, sys, torch, sepconv
+from sepconv.bench.allocator import allocator_state, keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+torch.set_num_threads(2)
+model = sepconv.create_model("mobilenet_v2").eval()
+x = torch.randn(1, 3, 224, 224)
+with torch.inference_mode():
+    for _ in range(3):  # warm-up
+        model(x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        model(x)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, allocator_state())
+"""
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc"
+)
+def test_keep_freed_memory_ends_the_page_faults_of_every_allocation() -> None:
+    # Each in a fresh process: the setting is the whole process's.
+    def faults(mode: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True
+        )
+        count, state = done.stdout.strip().split(" ", 1)
+        return int(count), state
+
+    default, default_state = faults("default")
+    kept, kept_state = faults("keep")
+    # By default glibc gives freed activations back to the system and the next call faults
+    # their pages in again (thousands of 4 KiB pages a call) ...
+    assert default >= 5 * 1000, default
+    assert "defaults" in default_state
+    # ... once kept, the freed block is reused.
+    assert kept < 100, kept
+    assert "freed memory kept" in kept_state

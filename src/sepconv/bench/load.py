@@ -3,9 +3,10 @@
 A load average counts this process's own work too, so it cannot tell a benchmark that keeps
 both cores busy from one that shares them with another job. :class:`OtherLoad` reads the CPU
 time the whole machine spent (``/proc/stat``) and the CPU time of this process, every thread
-included (:func:`time.process_time`), over an interval: the difference is what other processes
-used. A share above :data:`BUSY_SHARE` of the machine means the timings of the interval compare
-a runtime with the other job as much as with its peers.
+included, and of the child processes it started and waited for (:func:`own_cpu_s`), over an
+interval: the difference is what other processes used. A share above :data:`BUSY_SHARE` of
+the machine means the timings of the interval compare a runtime with the other job as much as
+with its peers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def _machine_busy_s() -> float | None:
     return (user + nice + system + irq + softirq + steal) / ticks
 
 
+def own_cpu_s() -> float:
+    """CPU seconds used by this process (every thread) and by the child processes it has
+    waited for: a benchmark that times each contender in a process of its own counts that work
+    as its own, not as another job's."""
+    times = os.times()
+    return time.process_time() + times.children_user + times.children_system
+
+
 @dataclass
 class OtherLoad:
     """The CPU share other processes used between :meth:`start` (at creation) and
@@ -48,7 +57,7 @@ class OtherLoad:
     """
 
     machine_s: float | None = field(default_factory=lambda: _machine_busy_s())
-    own_s: float = field(default_factory=lambda: time.process_time())
+    own_s: float = field(default_factory=lambda: own_cpu_s())
     wall_s: float = field(default_factory=lambda: time.perf_counter())
 
     def share(self) -> float | None:
@@ -60,7 +69,7 @@ class OtherLoad:
         wall = time.perf_counter() - self.wall_s
         if wall <= 0:
             return 0.0
-        others = (machine - self.machine_s) - (time.process_time() - self.own_s)
+        others = (machine - self.machine_s) - (own_cpu_s() - self.own_s)
         return min(1.0, max(0.0, others / (wall * (os.cpu_count() or 1))))
 
     def note(self) -> str | None:

@@ -33,13 +33,24 @@ def terminal_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[o
     return table
 
 
+def _features(env: Mapping[str, Any]) -> str:
+    """The CPU's instruction sets as a result header shows them (records from before
+    ``cpu_features`` was kept show PyTorch's capability and native bf16 only)."""
+    text = f"{env['cpu_capability']}, native bf16: {env['bf16_native']}"
+    features = env.get("cpu_features")
+    if features is not None:
+        text += f"; has: {', '.join(features) or 'none of AVX2, AVX-512, VNNI, bf16, AMX'}"
+    return text
+
+
 def markdown_environment(env: Mapping[str, Any], command: str) -> str:
     """The header every committed result starts with: command, machine, versions, threads."""
     return (
         f"Command: `{command}`  \n"
         f"Machine: {env['cpu']}, {env['logical_cpus']} logical CPUs "
-        f"({env['cpu_capability']}, native bf16: {env['bf16_native']}), {env['platform']}  \n"
+        f"({_features(env)}), {env['platform']}  \n"
         f"PyTorch {env['torch']}, Python {env['python']}, {env['threads']} intra-op thread(s)"
+        + (f"; allocator: {env['allocator']}" if env.get("allocator") else "")
         + (
             f"  \nGPU: {env['gpu']} ({env['gpu_memory_gib']} GiB, compute capability "
             f"{env['gpu_capability']}), driver {env['gpu_driver']}, CUDA {env['cuda_runtime']}, "

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sepconv.bench.allocator import allocator_state
 from sepconv.utils.validation import invalid, positive_int, positive_number, thread_count
 
 #: Interquartile range above this fraction of the median marks a timing as noisy
@@ -283,6 +284,31 @@ def bf16_native() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+# The instruction sets reduced precision depends on -> the /proc/cpuinfo flags that name them.
+_FEATURES = {
+    "AVX2": ("avx2",),
+    "AVX-512": ("avx512f",),
+    "VNNI": ("avx512_vnni", "avx_vnni"),
+    "bf16": ("avx512_bf16", "amx_bf16"),
+    "AMX": ("amx_tile",),
+}
+
+
+def cpu_features() -> list[str] | None:
+    """Which of AVX2, AVX-512, VNNI (int8 dot products), bf16 arithmetic and AMX this CPU has,
+    from ``/proc/cpuinfo``'s flags; ``None`` where the OS does not list them."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            lines = (line for line in f if line.startswith("flags"))
+            flags = next((line.split(":", 1)[1].split() for line in lines), None)
+    except OSError:
+        return None
+    if flags is None:
+        return None
+    have = set(flags)
+    return [name for name, names in _FEATURES.items() if have.intersection(names)]
+
+
 def usable_cpus() -> int:
     """The logical CPUs this process may run on (its affinity mask where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):
@@ -304,6 +330,8 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "bf16_native": bf16_native(),
+        "cpu_features": cpu_features(),
+        "allocator": allocator_state(),
         "threads": torch.get_num_threads() if threads is None else threads,
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         **(gpu_environment() if torch.cuda.is_available() else {}),

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         measure_ceilings,
         per_layer_latency,
     )
+    from sepconv.bench.allocator import keep_freed_memory
     from sepconv.bench.load import OtherLoad
     from sepconv.bench.plots import plot_roofline
     from sepconv.cli._console import console
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     model, default_size = resolve_model(args.model)
     model.eval()
+    keep_freed_memory()  # no allocator page faults in the timings (sepconv.bench.allocator)
     others = OtherLoad()  # what other processes take of the machine while this one measures
     size = args.input_size or default_size or 224
     macs = analyze(model, (1, 3, size, size)).macs

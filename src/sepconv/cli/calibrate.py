@@ -27,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="eager, onnxruntime or openvino (on CUDA: eager); default onnxruntime",
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="intra-op threads (default: every logical CPU)"
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads (default: every logical CPU this process may use)",
     )
     parser.add_argument(
         "--budget-s", type=float, default=None, help="seconds to spend (default 300)"
@@ -42,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
+    from sepconv.bench.allocator import keep_freed_memory
+    from sepconv.bench.timing import usable_cpus
     from sepconv.cli._console import console
     from sepconv.predict.calibrate import DEFAULT_BUDGET_S, MIN_BUDGET_S, calibrate
     from sepconv.utils.devices import check_device
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_writable(args.out, "--out")
     device = check_device(args.device, "--device")
-    threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
+    threads = args.threads if args.threads is not None else usable_cpus()
     thread_count("--threads", threads)
     try:
         batches = [int(b) for b in args.batch_sizes.split(",")]
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         high=24 * 3600.0,
         expected=f"a number of seconds from {MIN_BUDGET_S:g} to 86400",
     )
+    keep_freed_memory()  # no allocator page faults in the timings (sepconv.bench.allocator)
     out = console()
     out.print(
         f"calibrating {args.backend} on {device.type}, {threads} thread(s), "

@@ -99,10 +99,12 @@ def verify(choice: Choice, profile: Profile) -> float:
     """Build the chosen model and measure it on the profile's backend: median ms, batch 1."""
     import torch
 
+    from sepconv.bench.allocator import keep_freed_memory
     from sepconv.bench.timing import measure
     from sepconv.deploy.runtime import compile_for_inference
     from sepconv.predict.quiet import quiet_measure
 
+    keep_freed_memory()  # measured as the profile was (sepconv.bench.allocator)
     side = choice.config.resolution
     net = compile_for_inference(
         choice.config.build(),
