@@ -205,6 +205,11 @@ def test_an_eager_calibration_fits_the_module_call_cost_on_whole_networks() -> N
         rows = [r for r in networks if r["variant"] == variant]
         assert len(rows) <= calibrate_module.OVERHEAD_NETWORKS
         assert all(r["measured_s"] > 0 and r["kernels_s"] > 0 for r in rows)
+        # Each network's time is the median of its rounds; every round times every network.
+        for r in rows:
+            assert r["measured_s"] == float(np.median(r["rounds_s"]))
+        assert len({len(r["rounds_s"]) for r in rows}) <= 1
+        assert all(1 <= len(r["rounds_s"]) <= calibrate_module.OVERHEAD_ROUNDS for r in rows)
         # Recomputed from the recorded times: the median cost per call, never below an empty
         # module's (the fallback when no network could be predicted).
         per_call = [

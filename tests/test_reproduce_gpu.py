@@ -177,8 +177,15 @@ def test_a_config_asking_more_threads_than_cpus_gets_the_cpus(
     assert split_threads(config) == (4, 1)
     assert split_threads(config, jobs=1) == (1, 2)
     assert split_threads(config, threads=16, jobs=4) == (4, 4)  # a count given is kept
+    # Latency is measured at the config's count, capped the same way; a count given is kept.
+    assert plan.latency_threads(config) == 2
+    assert plan.latency_threads(config, threads=8) == 8
+    measured_at_4 = replace(config, latency=replace(config.latency, threads=4))
+    assert plan.latency_threads(measured_at_4, threads=8) == 2
     monkeypatch.setattr(plan, "usable_cpus", lambda: 64)
     assert split_threads(config) == (4, 4)
+    assert plan.latency_threads(config) == 16
+    assert plan.latency_threads(measured_at_4, threads=8) == 4
 
 
 # ---------------------------------------------------------------------------- the trainer

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from sepconv.bench.load import OtherLoad
-from sepconv.bench.timing import measure, pinned_threads
+from sepconv.bench.timing import interleaved_order, measure, pinned_threads
 from sepconv.deploy.fuse import fuse
 from sepconv.deploy.registry import find, rows
 from sepconv.predict.fusion import detect_fusions
@@ -61,8 +61,10 @@ ERROR_FLOOR_S = 5e-6
 # Fresh kernels per adaptive round, and neighbours per missed one.
 ROUND = 24
 NEAR = 3
-#: Random networks an eager calibration times whole, to fit what a module call costs.
-OVERHEAD_NETWORKS = 5
+#: Random networks an eager calibration times whole, to fit what a module call costs, and the
+#: rounds each is timed in (the median of its rounds is its time).
+OVERHEAD_NETWORKS = 9
+OVERHEAD_ROUNDS = 3
 # Identity modules in the chain that times an empty module call.
 MODULE_CHAIN = 64
 # Share of the budget kept for them (at most OVERHEAD_MAX_S seconds).
@@ -108,16 +110,22 @@ def _module_call_seconds(
     *,
     device: str,
     seed: int,
+    deadline: float,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """What an eager model pays per module call beyond its kernels: fitted on
-    :data:`OVERHEAD_NETWORKS` random networks of the design space, each timed whole in every
-    variant, as the median over them of (measured - call - the kernels' predicted sum) per
-    module call, and never less than an empty module's call (:func:`_empty_module_call_seconds`,
-    also the answer when no network drawn could be predicted: a calibration too short to have
-    sampled every kernel group). It is Python's module calls and the blocks' own code, and the
-    dispatch of small ops around the kernels: on a 2-core EPYC 10-16 us a module call, ten or
-    more times an empty one. The networks are drawn from ``seed + 2``, a stream of their own
-    (up to three times :data:`OVERHEAD_NETWORKS` draws).
+    :data:`OVERHEAD_NETWORKS` random networks of the design space, as the median over them of
+    (measured - call - the kernels' predicted sum) per module call, and never less than an
+    empty module's call (:func:`_empty_module_call_seconds`, also the answer when no network
+    drawn could be predicted: a calibration too short to have sampled every kernel group). It
+    is Python's module calls and the blocks' own code, and the dispatch of small ops around the
+    kernels: on a 2-core EPYC 4-16 us a module call, several times an empty one.
+
+    Each network is timed whole in every variant in up to :data:`OVERHEAD_ROUNDS` rounds, the
+    order changing from round to round (``interleaved_order``), and its time is the median of
+    its rounds: a network timed once, inside a moment the machine ran slow, moved the fit by a
+    factor of two from one calibration to the next when it rested on five single timings. Rounds
+    after the first stop at ``deadline``. The networks are drawn from ``seed + 2``, a stream of
+    their own (up to three times :data:`OVERHEAD_NETWORKS` draws).
     Returns the cost per variant, and its evidence for the profile's ``validation``: each
     network's times and the empty module's call."""
     kernels = list(sampler.samples)
@@ -125,35 +133,51 @@ def _module_call_seconds(
         v: KernelRegressor(kernels, [sampler.samples[k][v] for k in kernels]) for v in variants
     }
     rng = np.random.default_rng(seed + 2)
-    per_call: dict[str, list[float]] = {v: [] for v in variants}
-    records: list[dict[str, Any]] = []
+    networks: list[tuple[str, torch.nn.Module, tuple[int, ...], int, dict[str, float]]] = []
     for _ in range(3 * OVERHEAD_NETWORKS):
-        if min(len(c) for c in per_call.values()) >= OVERHEAD_NETWORKS:
+        if len(networks) >= OVERHEAD_NETWORKS:
             break
         spec = sample_network(rng, MOBILENET_STYLES)
         model = fuse(spec.build().eval()).to(device)
         shape = (1, 3, spec.resolution, spec.resolution)
         trace = trace_ops(model, shape)
-        network = kernels_of_ops(trace.nodes, fusions)
+        graph = kernels_of_ops(trace.nodes, fusions)
+        predicted: dict[str, float] = {}
         for variant in variants:
-            if len(per_call[variant]) >= OVERHEAD_NETWORKS:
-                continue
             try:
-                predicted = sum(regressors[variant].predict(k) for k in network)
+                predicted[variant] = sum(regressors[variant].predict(k) for k in graph)
             except ValueError:  # a kernel group the budget left unsampled
                 continue
-            layout = torch.channels_last if variant == "nhwc" else torch.contiguous_format
-            x = torch.randn(shape, device=device).contiguous(memory_format=layout)
-            net = model.to(memory_format=layout)
-            measured = sampler.timers[variant].time_call(functools.partial(net, x))
-            calls = max(trace.module_calls, 1)
-            per_call[variant].append((measured - call_s[variant] - predicted) / calls)
+        if predicted:
+            networks.append((spec.describe(), model, shape, max(trace.module_calls, 1), predicted))
+    rounds: dict[tuple[int, str], list[float]] = {
+        (i, v): [] for i, net in enumerate(networks) for v in net[4]
+    }
+    for r in range(OVERHEAD_ROUNDS):
+        if r > 0 and time.perf_counter() >= deadline:
+            break
+        for i in interleaved_order(len(networks), r) if networks else []:
+            _, net_model, net_shape, _, net_predicted = networks[i]
+            for variant in net_predicted:
+                layout = torch.channels_last if variant == "nhwc" else torch.contiguous_format
+                x = torch.randn(net_shape, device=device).contiguous(memory_format=layout)
+                net = net_model.to(memory_format=layout)
+                rounds[i, variant].append(
+                    sampler.timers[variant].time_call(functools.partial(net, x))
+                )
+    per_call: dict[str, list[float]] = {v: [] for v in variants}
+    records: list[dict[str, Any]] = []
+    for i, (name, _, _, calls, predicted) in enumerate(networks):
+        for variant, kernels_s in predicted.items():
+            measured = float(np.median(rounds[i, variant]))
+            per_call[variant].append((measured - call_s[variant] - kernels_s) / calls)
             records.append(
                 {
-                    "network": spec.describe(),
+                    "network": name,
                     "variant": variant,
                     "measured_s": measured,
-                    "kernels_s": predicted,
+                    "rounds_s": rounds[i, variant],
+                    "kernels_s": kernels_s,
                     "module_calls": calls,
                 }
             )
@@ -251,7 +275,7 @@ def calibrate(
         fit: dict[str, Any] = {}
         if eager:
             module_call_s, fit = _module_call_seconds(
-                sampler, variants, fusions, call_s, device=device, seed=seed
+                sampler, variants, fusions, call_s, device=device, seed=seed, deadline=deadline
             )
             say(
                 "per module call: "

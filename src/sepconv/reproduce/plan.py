@@ -36,6 +36,22 @@ def images_to_train(row: RowConfig, data: SweepData) -> int:
     return steps_per_run(row, len(data.train_set(row))) * row.recipe.batch_size
 
 
+def latency_threads(config: ReproduceConfig, threads: int | None = None) -> int:
+    """The threads a sweep measures latency at: the config's ``latency.threads``, else
+    ``threads`` (the sweep's), else the config's ``threads``; a count from the config never
+    more than the CPUs this process may use, a count given here used as given.
+
+    Example:
+        >>> latency_threads(config, threads=3)  # doctest: +SKIP
+        3
+    """
+    if config.latency.threads:
+        return min(config.latency.threads, usable_cpus())
+    if threads is not None:
+        return threads
+    return min(config.threads, usable_cpus())
+
+
 def split_threads(
     config: ReproduceConfig,
     threads: int | None = None,

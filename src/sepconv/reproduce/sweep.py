@@ -24,7 +24,7 @@ from sepconv.reproduce.config import ReproduceConfig
 from sepconv.reproduce.cost import RowCost, row_cost, row_latencies, trained_weights
 from sepconv.reproduce.data import SweepData
 from sepconv.reproduce.guard import check_results_kept, check_results_writable, table_runs
-from sepconv.reproduce.plan import Eta, clock, longest_first, split_threads
+from sepconv.reproduce.plan import Eta, clock, latency_threads, longest_first, split_threads
 from sepconv.reproduce.pool import CONSOLE_NAME, train_in_parallel
 from sepconv.reproduce.results import write_results
 from sepconv.reproduce.runs import (
@@ -235,7 +235,8 @@ def run_sweep(
         out_dir: Where the results go (``results.json``, ``results.md``, plots, ...).
         only, seeds: As for :func:`sepconv.reproduce.runs.plan_runs`.
         threads: Intra-op threads for training (default: the config's), shared by the jobs;
-            latency uses ``config.latency.threads`` or this.
+            latency uses ``config.latency.threads`` or this (a config's count capped at the
+            CPUs this process may use).
         jobs: Runs trained at once, each in a worker process with ``threads // jobs``
             threads, started longest first by images to train (default: the config's
             ``jobs``); on a GPU the jobs share it.
@@ -306,7 +307,7 @@ def run_sweep(
             "environment": environment(run_threads),
             "train_threads": run_threads,
             "jobs": jobs,
-            "latency_threads": config.latency.threads or threads or config.threads,
+            "latency_threads": latency_threads(config, threads),
             "device": str(device),
             "loadavg_start": load_start,
         },
