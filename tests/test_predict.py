@@ -29,6 +29,7 @@ from sepconv.predict.space import ACTS
 
 # The module, not the function the package exports under the same name.
 calibrate_module = importlib.import_module("sepconv.predict.calibrate")
+module_calls = importlib.import_module("sepconv.predict.module_calls")
 CALL_S = 2e-5
 # What the fake runtime fuses into the conv before: these activations, and the residual add.
 FAKE_FUSED = ("relu", "relu6", "hardswish")
@@ -203,13 +204,13 @@ def test_an_eager_calibration_fits_the_module_call_cost_on_whole_networks() -> N
     assert floor > 0
     for variant in profile.variants:
         rows = [r for r in networks if r["variant"] == variant]
-        assert len(rows) <= calibrate_module.OVERHEAD_NETWORKS
+        assert len(rows) <= module_calls.OVERHEAD_NETWORKS
         assert all(r["measured_s"] > 0 and r["kernels_s"] > 0 for r in rows)
         # Each network's time is the median of its rounds; every round times every network.
         for r in rows:
             assert r["measured_s"] == float(np.median(r["rounds_s"]))
         assert len({len(r["rounds_s"]) for r in rows}) <= 1
-        assert all(1 <= len(r["rounds_s"]) <= calibrate_module.OVERHEAD_ROUNDS for r in rows)
+        assert all(1 <= len(r["rounds_s"]) <= module_calls.OVERHEAD_ROUNDS for r in rows)
         # Recomputed from the recorded times: the median cost per call, never below an empty
         # module's (the fallback when no network could be predicted).
         per_call = [

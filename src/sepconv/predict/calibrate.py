@@ -23,7 +23,6 @@ blocks were disturbed, and what else used the machine meanwhile
 from __future__ import annotations
 
 import datetime
-import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,17 +31,15 @@ import numpy as np
 import torch
 
 from sepconv.bench.load import OtherLoad
-from sepconv.bench.timing import interleaved_order, measure, pinned_threads
-from sepconv.deploy.fuse import fuse
+from sepconv.bench.timing import measure, pinned_threads
 from sepconv.deploy.registry import find, rows
 from sepconv.predict.fusion import detect_fusions
-from sepconv.predict.kernels import Kernel, kernels_of_ops
+from sepconv.predict.kernels import Kernel
+from sepconv.predict.module_calls import module_call_seconds
 from sepconv.predict.profile import Profile, machine_record
 from sepconv.predict.regression import KernelRegressor, group_key, rmspe
 from sepconv.predict.sampling import KernelPool, neighbours
-from sepconv.predict.space import MOBILENET_STYLES, sample_network
 from sepconv.predict.timers import TIMED_BACKENDS, make_timers
-from sepconv.predict.trace import trace_ops
 from sepconv.utils.validation import MAX_BATCH, bounded_int, finite_number, invalid, thread_count
 
 __all__ = ["DEFAULT_BUDGET_S", "INITIAL_SHARE", "MISS", "calibrate"]
@@ -61,13 +58,8 @@ ERROR_FLOOR_S = 5e-6
 # Fresh kernels per adaptive round, and neighbours per missed one.
 ROUND = 24
 NEAR = 3
-#: Random networks an eager calibration times whole, to fit what a module call costs, and the
-#: rounds each is timed in (the median of its rounds is its time).
-OVERHEAD_NETWORKS = 9
-OVERHEAD_ROUNDS = 3
-# Identity modules in the chain that times an empty module call.
-MODULE_CHAIN = 64
-# Share of the budget kept for them (at most OVERHEAD_MAX_S seconds).
+# Share of the budget kept for the networks that fit an eager model's module-call cost
+# (sepconv.predict.module_calls), at most OVERHEAD_MAX_S seconds.
 OVERHEAD_SHARE = 0.1
 OVERHEAD_MAX_S = 20.0
 # The shortest budget that leaves time for the fusion tests and a useful sample.
@@ -100,98 +92,6 @@ def _call_seconds(timer: Any, variant: str, threads: int, device: str) -> float:
             return x.contiguous(memory_format=layout).float()
 
     return measure(call, warmup=3, repeats=9).median_s
-
-
-def _module_call_seconds(
-    sampler: _Sampler,
-    variants: Sequence[str],
-    fusions: Sequence[str],
-    call_s: dict[str, float],
-    *,
-    device: str,
-    seed: int,
-    deadline: float,
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """What an eager model pays per module call beyond its kernels: fitted on
-    :data:`OVERHEAD_NETWORKS` random networks of the design space, as the median over them of
-    (measured - call - the kernels' predicted sum) per module call, and never less than an
-    empty module's call (:func:`_empty_module_call_seconds`, also the answer when no network
-    drawn could be predicted: a calibration too short to have sampled every kernel group). It
-    is Python's module calls and the blocks' own code, and the dispatch of small ops around the
-    kernels: on a 2-core EPYC 4-16 us a module call, several times an empty one.
-
-    Each network is timed whole in every variant in up to :data:`OVERHEAD_ROUNDS` rounds, the
-    order changing from round to round (``interleaved_order``), and its time is the median of
-    its rounds: a network timed once, inside a moment the machine ran slow, moved the fit by a
-    factor of two from one calibration to the next when it rested on five single timings. Rounds
-    after the first stop at ``deadline``. The networks are drawn from ``seed + 2``, a stream of
-    their own (up to three times :data:`OVERHEAD_NETWORKS` draws).
-    Returns the cost per variant, and its evidence for the profile's ``validation``: each
-    network's times and the empty module's call."""
-    kernels = list(sampler.samples)
-    regressors = {
-        v: KernelRegressor(kernels, [sampler.samples[k][v] for k in kernels]) for v in variants
-    }
-    rng = np.random.default_rng(seed + 2)
-    networks: list[tuple[str, torch.nn.Module, tuple[int, ...], int, dict[str, float]]] = []
-    for _ in range(3 * OVERHEAD_NETWORKS):
-        if len(networks) >= OVERHEAD_NETWORKS:
-            break
-        spec = sample_network(rng, MOBILENET_STYLES)
-        model = fuse(spec.build().eval()).to(device)
-        shape = (1, 3, spec.resolution, spec.resolution)
-        trace = trace_ops(model, shape)
-        graph = kernels_of_ops(trace.nodes, fusions)
-        predicted: dict[str, float] = {}
-        for variant in variants:
-            try:
-                predicted[variant] = sum(regressors[variant].predict(k) for k in graph)
-            except ValueError:  # a kernel group the budget left unsampled
-                continue
-        if predicted:
-            networks.append((spec.describe(), model, shape, max(trace.module_calls, 1), predicted))
-    rounds: dict[tuple[int, str], list[float]] = {
-        (i, v): [] for i, net in enumerate(networks) for v in net[4]
-    }
-    for r in range(OVERHEAD_ROUNDS):
-        if r > 0 and time.perf_counter() >= deadline:
-            break
-        for i in interleaved_order(len(networks), r) if networks else []:
-            _, net_model, net_shape, _, net_predicted = networks[i]
-            for variant in net_predicted:
-                layout = torch.channels_last if variant == "nhwc" else torch.contiguous_format
-                x = torch.randn(net_shape, device=device).contiguous(memory_format=layout)
-                net = net_model.to(memory_format=layout)
-                rounds[i, variant].append(
-                    sampler.timers[variant].time_call(functools.partial(net, x))
-                )
-    per_call: dict[str, list[float]] = {v: [] for v in variants}
-    records: list[dict[str, Any]] = []
-    for i, (name, _, _, calls, predicted) in enumerate(networks):
-        for variant, kernels_s in predicted.items():
-            measured = float(np.median(rounds[i, variant]))
-            per_call[variant].append((measured - call_s[variant] - kernels_s) / calls)
-            records.append(
-                {
-                    "network": name,
-                    "variant": variant,
-                    "measured_s": measured,
-                    "rounds_s": rounds[i, variant],
-                    "kernels_s": kernels_s,
-                    "module_calls": calls,
-                }
-            )
-    floor = _empty_module_call_seconds(device)
-    fit = {v: max(float(np.median(c)) if c else floor, floor) for v, c in per_call.items()}
-    return fit, {"empty_module_call_s": floor, "networks": records}
-
-
-def _empty_module_call_seconds(device: str) -> float:
-    """What a call of an empty module costs: a chain of identity modules, per module."""
-    chain = torch.nn.Sequential(*(torch.nn.Identity() for _ in range(MODULE_CHAIN)))
-    x = torch.zeros(1, device=device)
-    with torch.inference_mode():
-        return measure(lambda: chain(x), warmup=3, repeats=9).median_s / (MODULE_CHAIN + 1)
 
 
 def calibrate(
@@ -274,8 +174,14 @@ def calibrate(
         module_call_s = {v: 0.0 for v in variants}
         fit: dict[str, Any] = {}
         if eager:
-            module_call_s, fit = _module_call_seconds(
-                sampler, variants, fusions, call_s, device=device, seed=seed, deadline=deadline
+            module_call_s, fit = module_call_seconds(
+                sampler.samples,
+                sampler.timers,
+                fusions,
+                call_s,
+                device=device,
+                seed=seed,
+                deadline=deadline,
             )
             say(
                 "per module call: "
