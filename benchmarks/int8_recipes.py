@@ -129,10 +129,27 @@ def entropy_cache(
     return cache
 
 
-def reader(images: torch.Tensor) -> quantization.CalibrationDataReader:
+def quantize_file(
+    prepared: Path, out: Path, data: quantization.CalibrationDataReader, **options: Any
+) -> None:
+    """ONNX Runtime's ``quantize_static`` of the pre-processed fp32 file ``prepared`` into
+    ``out`` with sepconv's settings (QDQ, MinMax ranges, per-channel int8 weights, uint8
+    activations, 7-bit where the CPU needs it: ``sepconv.deploy.quantize``), ``options`` on
+    top."""
+    quantization.quantize_static(
+        str(prepared), str(out), data,
+        quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+        reduce_range=needs_reduce_range(),
+        activation_type=quantization.QuantType.QUInt8,
+        weight_type=quantization.QuantType.QInt8,
+        **{"calibrate_method": quantization.CalibrationMethod.MinMax, **options},
+    )  # fmt: skip
+
+
+def reader(images: torch.Tensor, chunk: int = CHUNK) -> quantization.CalibrationDataReader:
     """Feed ``images`` in equal chunks (the histogram methods need equal batch shapes): of
-    ``CHUNK`` images where that divides them, else all at once."""
-    chunks = images.split(CHUNK) if len(images) % CHUNK == 0 else (images,)
+    ``chunk`` images where that divides them, else all at once."""
+    chunks = images.split(chunk) if len(images) % chunk == 0 else (images,)
 
     class Reader(quantization.CalibrationDataReader):
         def __init__(self) -> None:
@@ -197,14 +214,7 @@ def bench(weights: Path, args: argparse.Namespace) -> dict[str, Any]:
             if name == "entropy":
                 cache = entropy_cache(prepared, part, folder, args.entropy_bins)
                 options = {**options, "calibration_cache_path": cache}
-            quantization.quantize_static(
-                str(prepared), str(out), reader(images),
-                quant_format=quantization.QuantFormat.QDQ, per_channel=True,
-                reduce_range=needs_reduce_range(),
-                activation_type=quantization.QuantType.QUInt8,
-                weight_type=quantization.QuantType.QInt8,
-                **{"calibrate_method": quantization.CalibrationMethod.MinMax, **options},
-            )  # fmt: skip
+            quantize_file(prepared, out, reader(images), **options)
             loaded = {"batch_size": CHUNK, "threads": args.threads}
             if name == "depthwise fp32":  # in both runtimes (module docstring)
                 for runtime, label in (("onnxruntime", "ONNX Runtime"), ("openvino", "OpenVINO")):

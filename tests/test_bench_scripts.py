@@ -422,6 +422,35 @@ def test_int8_recipes_smoke(tmp_path: Path) -> None:
     assert f"best recipe {best}," in (tmp_path / "ir.md").read_text()
 
 
+@pytest.mark.slow
+def test_int8_layers_smoke_quantizes_every_conv_once_window_by_window(tmp_path: Path) -> None:
+    data = run_cpu_smoke("int8_layers.py", tmp_path, "il", "--window", "8")
+    (model,) = data["results"]
+    whole, *rest = model["rows"]
+    assert whole["whole_model"] and whole["convs"] == [0, model["convs"]]
+    # Last, every conv with no other op, then with each other kind MobileNetV1 has in int8.
+    kinds = [row["op_type"] for row in rest if row["mode"] == "convs and"]
+    assert kinds == ["", "Gemm", "ReduceMean"]  # its classifier and global pool
+    rest = [row for row in rest if row["mode"] != "convs and"]
+    # Each window twice: its convs alone in int8, then everything but them.
+    windows = rest[0::2]
+    assert [w["mode"] for w in rest] == ["only", "all but"] * len(windows)
+    assert [w["convs"] for w in rest[1::2]] == [w["convs"] for w in windows]
+    assert whole["median_logit_error"] >= 0 and model["median_top1_margin"] >= 0
+    # The windows cut the convolutions, in graph order, into runs of at most 8, each once.
+    assert [w["convs"][0] for w in windows] == list(range(0, model["convs"], 8))
+    assert all(0 < b - a <= 8 and len(w["layers"]) == b - a for w in windows
+               for a, b in [w["convs"]])  # fmt: skip
+    layers = [name for w in windows for name in w["layers"]]
+    assert layers == whole["layers"] and len(set(layers)) == model["convs"]
+    # Named by the module each conv came from: the stem first, a classifier head never.
+    assert layers[0] == "stem.conv" and all(name.endswith(".conv") for name in layers)
+    for row in model["rows"]:
+        assert row["test"]["samples"] == data["test_images"] == 25
+        assert 0.0 <= row["test"]["agreement"] <= 1.0
+    assert "| mobilenet_v1 | every op | 0-" in (tmp_path / "il.md").read_text()
+
+
 def test_int8_recipes_entropy_ranges_clip_what_minmax_keeps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
