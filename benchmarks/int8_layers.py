@@ -5,7 +5,7 @@ When a model's int8 file disagrees with fp32 on many images, the usual remedies 
 calibration, the first conv or the classifier in float: ``int8_recipes.py``) assume one culprit.
 This script looks for it. For each trained model it quantizes the whole model with sepconv's
 recipe (ONNX Runtime's quantizer, MinMax ranges set on ``--calib-samples`` training images,
-per-channel int8 weights, uint8 activations: ``int8_recipes.quantize_file``), then, for every
+per-channel int8 weights, uint8 activations: ``ort_int8.quantize_file``), then, for every
 window of ``--window`` consecutive convolutions in graph order, the same recipe on that window
 alone (every other op left in float) and the whole recipe with that window left in float, and
 scores each file by its top-1 agreement with eager fp32 on ``--test-images`` test images, at
@@ -37,8 +37,8 @@ from typing import Any
 import onnx
 import torch
 from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
-from int8_recipes import quantize_file, reader
 from onnxruntime import quantization
+from ort_int8 import quantize_file, reader
 from precision_auto import ROWS, RUNS, model_files
 from rich.console import Console
 

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ import onnx
 import torch
 from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
 from onnxruntime import quantization
+from ort_int8 import CHUNK, quantize_file, reader
 from precision_auto import ROWS, RUNS, model_files
 from rich.console import Console
 
@@ -75,13 +76,11 @@ from sepconv.deploy import (
     top1_classes,
 )
 from sepconv.deploy.precision import DEFAULT_MIN_AGREEMENT
-from sepconv.deploy.quantize import needs_reduce_range
 from sepconv.modelfile import read_model_file
 
 HEADERS = [
     "model", "recipe", "runtime", "test agreement", "test top-1", "held-out calib. agreement"
 ]  # fmt: skip
-CHUNK = 250  # images per call when scoring (calibration and test counts are multiples of it)
 
 
 def ort_recipes(graph: onnx.ModelProto) -> dict[str, dict[str, Any]]:
@@ -127,39 +126,6 @@ def entropy_cache(
     cache = folder / "entropy.ranges.json"
     quantization.save_tensors_data(calibrator.compute_data(), cache)
     return cache
-
-
-def quantize_file(
-    prepared: Path, out: Path, data: quantization.CalibrationDataReader, **options: Any
-) -> None:
-    """ONNX Runtime's ``quantize_static`` of the pre-processed fp32 file ``prepared`` into
-    ``out`` with sepconv's settings (QDQ, MinMax ranges, per-channel int8 weights, uint8
-    activations, 7-bit where the CPU needs it: ``sepconv.deploy.quantize``), ``options`` on
-    top."""
-    quantization.quantize_static(
-        str(prepared), str(out), data,
-        quant_format=quantization.QuantFormat.QDQ, per_channel=True,
-        reduce_range=needs_reduce_range(),
-        activation_type=quantization.QuantType.QUInt8,
-        weight_type=quantization.QuantType.QInt8,
-        **{"calibrate_method": quantization.CalibrationMethod.MinMax, **options},
-    )  # fmt: skip
-
-
-def reader(images: torch.Tensor, chunk: int = CHUNK) -> quantization.CalibrationDataReader:
-    """Feed ``images`` in equal chunks (the histogram methods need equal batch shapes): of
-    ``chunk`` images where that divides them, else all at once."""
-    chunks = images.split(chunk) if len(images) % chunk == 0 else (images,)
-
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches: Iterator[torch.Tensor] = iter(chunks)
-
-        def get_next(self) -> dict[str, Any] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {"input": batch.numpy()}
-
-    return Reader()
 
 
 def scorer(
