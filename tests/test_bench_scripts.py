@@ -424,7 +424,7 @@ def test_int8_recipes_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_int8_layers_smoke_quantizes_every_conv_once_window_by_window(tmp_path: Path) -> None:
-    data = run_cpu_smoke("int8_layers.py", tmp_path, "il", "--window", "8")
+    data = run_cpu_smoke("int8_layers.py", tmp_path, "il", "--window", "14")
     (model,) = data["results"]
     whole, *rest = model["rows"]
     assert whole["whole_model"] and whole["convs"] == [0, model["convs"]]
@@ -437,9 +437,9 @@ def test_int8_layers_smoke_quantizes_every_conv_once_window_by_window(tmp_path: 
     assert [w["mode"] for w in rest] == ["only", "all but"] * len(windows)
     assert [w["convs"] for w in rest[1::2]] == [w["convs"] for w in windows]
     assert whole["median_logit_error"] >= 0 and model["median_top1_margin"] >= 0
-    # The windows cut the convolutions, in graph order, into runs of at most 8, each once.
-    assert [w["convs"][0] for w in windows] == list(range(0, model["convs"], 8))
-    assert all(0 < b - a <= 8 and len(w["layers"]) == b - a for w in windows
+    # The windows cut the convolutions, in graph order, into runs of at most 14, each once.
+    assert [w["convs"][0] for w in windows] == list(range(0, model["convs"], 14))
+    assert all(0 < b - a <= 14 and len(w["layers"]) == b - a for w in windows
                for a, b in [w["convs"]])  # fmt: skip
     layers = [name for w in windows for name in w["layers"]]
     assert layers == whole["layers"] and len(set(layers)) == model["convs"]
