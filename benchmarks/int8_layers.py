@@ -39,7 +39,7 @@ import torch
 from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
 from onnxruntime import quantization
 from ort_int8 import quantize_file, reader
-from precision_auto import ROWS, RUNS, model_files
+from precision_auto import add_model_flags, model_files
 from rich.console import Console
 
 import sepconv
@@ -156,13 +156,7 @@ def bench(weights: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=Path, default=RUNS, help=f"runs folder (default: {RUNS})")
-    parser.add_argument(
-        "--rows", nargs="+", default=list(ROWS),
-        help="row names under --runs (their seed0/model.safetensors)",
-    )  # fmt: skip
-    parser.add_argument("--weights", type=Path, nargs="+", help="model files (instead of --runs)")
-    parser.add_argument("--data", default="fashion-mnist")
+    add_model_flags(parser)
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--calib-samples", type=positive_int, default=250)
     parser.add_argument("--test-images", type=positive_int, default=500)

@@ -153,13 +153,7 @@ def bench(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--runs", type=Path, default=RUNS,
-        help="folder of sepconv reproduce's runs: ROW/seed0/model.safetensors",
-    )  # fmt: skip
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), help="run folders under --runs")
-    parser.add_argument("--weights", type=Path, nargs="+", help="model files (instead of --runs)")
-    parser.add_argument("--data", default="fashion-mnist", help="data spec the models fit")
+    add_model_flags(parser)
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--repeats", type=positive_int, default=10, help="timed blocks per round")
@@ -194,6 +188,18 @@ def main() -> None:
         "results": results,
     }
     report(data, run)
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """``--runs``/``--rows`` or ``--weights``: the trained models a script reads
+    (:func:`model_files`), and ``--data``, the dataset they fit."""
+    parser.add_argument(
+        "--runs", type=Path, default=RUNS,
+        help="folder of sepconv reproduce's runs: ROW/seed0/model.safetensors",
+    )  # fmt: skip
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), help="run folders under --runs")
+    parser.add_argument("--weights", type=Path, nargs="+", help="model files (instead of --runs)")
+    parser.add_argument("--data", default="fashion-mnist", help="data spec the models fit")
 
 
 def model_files(
