@@ -243,6 +243,7 @@ def test_keep_freed_memory_ends_the_page_faults_of_every_allocation() -> None:
     # their pages in again (thousands of 4 KiB pages a call) ...
     assert default >= 5 * 1000, default
     assert "defaults" in default_state
-    # ... once kept, the freed block is reused.
-    assert kept < 100, kept
+    # ... once kept, freed blocks are reused: a few stray faults at most (up to ~16 a call
+    # were seen on a busy machine), against thousands.
+    assert kept * 20 < default, (kept, default)
     assert "freed memory kept" in kept_state

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 
@@ -40,8 +41,10 @@ _TRIM_BYTES = 2**30
 _state = "default"
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    """The C library if it is glibc (the only one whose ``mallopt`` this module knows)."""
+    """The C library if it is glibc (the only one whose ``mallopt`` this module knows), found
+    once per process: ``find_library`` runs ``ldconfig``, and every result record asks."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     name = ctypes.util.find_library("c") or "libc.so.6"

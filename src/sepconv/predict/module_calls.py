@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,22 @@ OVERHEAD_NETWORKS = 9
 OVERHEAD_ROUNDS = 3
 # Identity modules in the chain that times an empty module call.
 MODULE_CHAIN = 64
+
+
+@dataclass
+class _Network:
+    """A drawn network: its kernels' predicted sum per variant it could be predicted in, and
+    its whole-network times there, one per round."""
+
+    name: str
+    model: torch.nn.Module
+    shape: tuple[int, ...]
+    calls: int  # module calls per forward
+    kernels_s: dict[str, float]
+    rounds_s: dict[str, list[float]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rounds_s = {variant: [] for variant in self.kernels_s}
 
 
 def module_call_seconds(
@@ -70,7 +87,7 @@ def module_call_seconds(
     kernels = list(samples)
     regressors = {v: KernelRegressor(kernels, [samples[k][v] for k in kernels]) for v in variants}
     rng = np.random.default_rng(seed + 2)
-    networks: list[tuple[str, torch.nn.Module, tuple[int, ...], int, dict[str, float]]] = []
+    networks: list[_Network] = []
     for _ in range(3 * OVERHEAD_NETWORKS):
         if len(networks) >= OVERHEAD_NETWORKS:
             break
@@ -86,34 +103,34 @@ def module_call_seconds(
             except ValueError:  # a kernel group the budget left unsampled
                 continue
         if predicted:
-            networks.append((spec.describe(), model, shape, max(trace.module_calls, 1), predicted))
-    rounds: dict[tuple[int, str], list[float]] = {
-        (i, v): [] for i, net in enumerate(networks) for v in net[4]
-    }
+            calls = max(trace.module_calls, 1)
+            networks.append(_Network(spec.describe(), model, shape, calls, predicted))
     for r in range(OVERHEAD_ROUNDS):
         if r > 0 and time.perf_counter() >= deadline:
             break
         for i in interleaved_order(len(networks), r) if networks else []:
-            _, net_model, net_shape, _, net_predicted = networks[i]
-            for variant in net_predicted:
+            network = networks[i]
+            for variant in network.kernels_s:
                 layout = torch.channels_last if variant == "nhwc" else torch.contiguous_format
-                x = torch.randn(net_shape, device=device).contiguous(memory_format=layout)
-                net = net_model.to(memory_format=layout)
-                rounds[i, variant].append(timers[variant].time_call(functools.partial(net, x)))
+                x = torch.randn(network.shape, device=device).contiguous(memory_format=layout)
+                net = network.model.to(memory_format=layout)
+                seconds = timers[variant].time_call(functools.partial(net, x))
+                network.rounds_s[variant].append(seconds)
     per_call: dict[str, list[float]] = {v: [] for v in variants}
     records: list[dict[str, Any]] = []
-    for i, (name, _, _, calls, predicted) in enumerate(networks):
-        for variant, kernels_s in predicted.items():
-            measured = float(np.median(rounds[i, variant]))
-            per_call[variant].append((measured - call_s[variant] - kernels_s) / calls)
+    for network in networks:
+        for variant, kernels_s in network.kernels_s.items():
+            rounds = network.rounds_s[variant]
+            measured = float(np.median(rounds))
+            per_call[variant].append((measured - call_s[variant] - kernels_s) / network.calls)
             records.append(
                 {
-                    "network": name,
+                    "network": network.name,
                     "variant": variant,
                     "measured_s": measured,
-                    "rounds_s": rounds[i, variant],
+                    "rounds_s": rounds,
                     "kernels_s": kernels_s,
-                    "module_calls": calls,
+                    "module_calls": network.calls,
                 }
             )
     floor = empty_module_call_seconds(device)

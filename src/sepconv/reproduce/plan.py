@@ -36,6 +36,11 @@ def images_to_train(row: RowConfig, data: SweepData) -> int:
     return steps_per_run(row, len(data.train_set(row))) * row.recipe.batch_size
 
 
+def _capped(count: int) -> int:
+    """A thread count from a config, at most the CPUs this process may use."""
+    return min(count, usable_cpus())
+
+
 def latency_threads(config: ReproduceConfig, threads: int | None = None) -> int:
     """The threads a sweep measures latency at: the config's ``latency.threads``, else
     ``threads`` (the sweep's), else the config's ``threads``; a count from the config never
@@ -46,10 +51,8 @@ def latency_threads(config: ReproduceConfig, threads: int | None = None) -> int:
         3
     """
     if config.latency.threads:
-        return min(config.latency.threads, usable_cpus())
-    if threads is not None:
-        return threads
-    return min(config.threads, usable_cpus())
+        return _capped(config.latency.threads)
+    return threads if threads is not None else _capped(config.threads)
 
 
 def split_threads(
@@ -87,7 +90,7 @@ def split_threads(
             jobs,
             note="; pass jobs=1 (--jobs 1)",
         )
-    threads = min(config.threads, usable_cpus()) if threads is None else threads
+    threads = _capped(config.threads) if threads is None else threads
     return jobs, max(1, threads // jobs)
 
 
