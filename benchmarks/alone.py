@@ -1,26 +1,36 @@
-"""Interleaved against alone: each plain runtime timed in its own fresh process, and timed in
-turn with the others in one process (``peers.interleaved``, what ``inference.py`` and
-``precision_auto.py`` report).
+"""Interleaved against alone: each plain runtime timed in a process of its own, and in the
+process that holds every runtime (what ``inference.py`` and ``precision_auto.py`` time, with
+``peers.interleaved``), block for block at the same moments.
 
 The interleaved method is only a fair stand-in if a runtime times the same there as on its own.
-For each of ``--processes`` repetitions, every row is timed *alone* (a fresh process that builds
-only that runtime and times ``rounds x repeats`` blocks of it, with the same warm-up and pause
-as the interleaved rounds) and then *interleaved* (one fresh process that builds every row and
-times them with ``peers.interleaved``). Rows: ONNX Runtime with its defaults, OpenVINO at f32,
-OpenVINO's default (bf16 on a CPU with native bf16) and eager PyTorch, on sepconv's model (random
-weights, seeded) at batch 1. Reported per row, for two statistics of each process's blocks
-(the median, and the 10th percentile: the machine's fast moments): the median over processes
-of each method's figure, the ratio interleaved / alone in every repetition (its median and
-worst) and the alone figures' own spread over processes; then whether the methods agree
-within 5%, or that the alone figures moved more than that and the run cannot tell.
+Comparing a fresh process per runtime with a later interleaved process cannot show a 5% difference
+on a virtual machine: the host slows the cores in episodes of seconds, with nothing inside the
+machine to show it, and one runtime's alone figure moved by 1.71x from one process to the next (the
+run this benchmark made before, at commit 02f6ab2). So the two methods take turns instead. Each
+repetition starts, at once, one *alone* worker process per row (it builds only that runtime) and one
+*shared* worker (it builds every row, as the interleaved benchmarks do); only one worker times at
+any moment while the others wait on their pipe. Each worker times each of its rows once untimed
+first (a fresh process's first calls run cold). In each round the rows come in
+``interleaved_order``, and for each row the shared worker and the row's alone worker each time one
+turn (``--repeats`` blocks after 2 warm-up calls and the ``RUNTIME_SETTLE_S`` pause, as
+``peers.interleaved`` does), which of the two goes first alternating from round to round. A turn
+pair lasts well under a second, so an episode of the host falls on both turns of a pair or on
+neither, and the ratio of the two turns' medians cancels it.
 
-Every process keeps freed memory in the allocator (``sepconv.bench.allocator``): without it,
-eager PyTorch alone in a fresh process faulted its activations' pages in at every call, and
-ran up to 1.75x slower than in the interleaved process, whose ONNX export had already changed
-glibc's thresholds.
+Reported per row: the median over turns of each method's turn median, the median of the paired
+ratios shared / alone with a bootstrap 90% interval, and each method's own spread (interquartile
+range of its turn medians over their median). The verdict per row: the methods agree when the
+interval lies within 5% of 1, differ when it lies wholly outside, and otherwise the run cannot
+tell. Rows: ONNX Runtime with its defaults, OpenVINO at f32, OpenVINO's default (bf16 on a CPU
+with native bf16) and eager PyTorch, on sepconv's model (random weights, seeded) at batch 1.
+
+Every worker keeps freed memory in the allocator (``sepconv.bench.allocator``): without it,
+eager PyTorch alone in a fresh process faulted its activations' pages in at every call, and ran
+up to 1.75x slower than in the shared process, whose ONNX export had already changed glibc's
+thresholds (``results/benchmarks/alone_default_malloc.md``, the earlier method).
 
 Run:
-    .venv/bin/python benchmarks/alone.py [--model mobilenet_v2] [--size 224] [--processes 3]
+    .venv/bin/python benchmarks/alone.py [--model mobilenet_v2] [--size 224] [--processes 5]
     .venv/bin/python benchmarks/alone.py --smoke   # MobileNetV1-0.25 at 64x64, 1 repetition
 
 Writes results/benchmarks/alone.{json,md} (``--results-dir``/``--out`` move them).
@@ -30,38 +40,37 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import subprocess
-import sys
+import multiprocessing
 import tempfile
+import traceback
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from harness import Run, add_output_flags, add_smoke_flag, header, positive_int
-from peers import Runner, eager, interleaved, plain_onnxruntime, plain_openvino
+from peers import Runner, eager, plain_onnxruntime, plain_openvino
 from rich.console import Console
 
 import sepconv
 from sepconv.bench import measure
 from sepconv.bench.allocator import keep_freed_memory
 from sepconv.bench.output import markdown_table, terminal_table
-from sepconv.bench.timing import RUNTIME_SETTLE_S
+from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
 
 ROWS = ("ONNX Runtime (plain)", "OpenVINO (plain, f32)", "OpenVINO (plain, default)", "eager")
-# Statistic of a process's blocks -> its percentile: the median, and the 10th percentile, the
-# time of the machine's fast moments (the host's speed changes in episodes of seconds that no
-# counter inside the machine sees; an episode shifts a median but leaves the fast blocks).
-STATISTICS = {"median": 50.0, "p10": 10.0}
+METHODS = ("alone", "shared")
 HEADERS = [
-    "row",
-    *(
-        f"{stat} {column}"
-        for stat in STATISTICS
-        for column in ("alone ms", "interleaved ms", "interleaved / alone", "worst", "alone spread")
-    ),
-]
+    "row", "alone ms", "shared ms", "shared / alone", "90% interval", "alone spread",
+    "shared spread", "verdict",
+]  # fmt: skip
+# How far the two methods may differ; the bootstrap's resamples and interval.
+AGREE = 0.05
+RESAMPLES = 2000
+INTERVAL = (5.0, 95.0)
+# Fewer paired turns than this give no interval worth a verdict.
+MIN_PAIRS = 8
 
 
 def build(name: str, model: torch.nn.Module, x: torch.Tensor, threads: int, folder: Path) -> Runner:
@@ -74,74 +83,169 @@ def build(name: str, model: torch.nn.Module, x: torch.Tensor, threads: int, fold
     return eager(model)
 
 
-def child(args: argparse.Namespace) -> dict[str, list[float]]:
-    """In a fresh process: build ``args.child`` (one row, or ``interleaved`` for all) and time
-    it; every block's per-call time (ms) by row."""
-    keep_freed_memory()  # as Run.start does in the interleaved benchmarks
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = sepconv.create_model(args.model).eval()
-    x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
-    names = args.rows if args.child == "interleaved" else [args.child]
-    with tempfile.TemporaryDirectory(prefix="sepconv-alone-") as tmp:
-        rows = {name: build(name, model, x, args.threads, Path(tmp)) for name in names}
-        if args.child == "interleaved":
-            timings = interleaved(
-                rows, x, rounds=args.rounds, repeats=args.repeats, threads=args.threads
-            )
-            return {name: [s * 1e3 for s in t.samples_s] for name, t in timings.items()}
-        (runner,) = rows.values()
-        samples: list[float] = []
-        for _ in range(args.rounds):  # as many blocks as a row gets interleaved
-            t = measure(
-                functools.partial(runner, x),
-                warmup=2,
-                repeats=args.repeats,
-                threads=args.threads,
-                settle_s=RUNTIME_SETTLE_S,
-            )
-            samples.extend(s * 1e3 for s in t.samples_s)
-        return {args.child: samples}
+def worker(conn: Connection, names: list[str], settings: dict[str, Any]) -> None:
+    """A worker process: build the rows ``names``, say ``"ready"``, then time one turn of each
+    row named on ``conn`` and send its blocks' per-call times (ms), until ``None`` comes."""
+    try:
+        keep_freed_memory()  # as Run.start does in the interleaved benchmarks
+        threads = settings["threads"]
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = sepconv.create_model(settings["model"]).eval()
+        size = settings["size"]
+        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+        with tempfile.TemporaryDirectory(prefix="sepconv-alone-") as tmp:
+            rows = {name: build(name, model, x, threads, Path(tmp)) for name in names}
+            conn.send("ready")
+            while (name := conn.recv()) is not None:
+                t = measure(
+                    functools.partial(rows[name], x),
+                    warmup=2,
+                    repeats=settings["repeats"],
+                    threads=threads,
+                    settle_s=RUNTIME_SETTLE_S,
+                )
+                conn.send([s * 1e3 for s in t.samples_s])
+    except Exception:  # the coordinator reports it and stops
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
 
 
-# How far the two methods may differ, and how far one runtime's alone figures may differ from
-# process to process for a run to tell that.
-AGREE = 0.05
+class Workers:
+    """One repetition's worker processes: an alone worker per row and the shared one."""
+
+    def __init__(self, rows: list[str], settings: dict[str, Any]) -> None:
+        context = multiprocessing.get_context("spawn")  # fresh interpreters, as a user's
+        self.conns: dict[str, Connection] = {}
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        for key, names in [*((name, [name]) for name in rows), ("shared", rows)]:
+            here, there = context.Pipe()
+            process = context.Process(target=worker, args=(there, names, settings))
+            process.start()
+            there.close()
+            self.conns[key], self.processes = here, [*self.processes, process]
+        for key in self.conns:
+            self._receive(key)  # "ready"
+
+    def _receive(self, key: str) -> Any:
+        try:
+            message = self.conns[key].recv()
+        except EOFError:
+            raise SystemExit(f"the {key} worker ended without a word") from None
+        if isinstance(message, tuple) and message[0] == "error":
+            raise SystemExit(f"the {key} worker failed:\n{message[1][-3000:]}")
+        return message
+
+    def turn(self, key: str, name: str) -> list[float]:
+        """Worker ``key`` times one turn of row ``name``; its blocks' per-call ms."""
+        self.conns[key].send(name)
+        blocks: list[float] = self._receive(key)
+        return blocks
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.send(None)
+        for process in self.processes:
+            process.join()  # waited for: its CPU time counts as this run's own
 
 
-def agreement(summary: dict[str, dict[str, Any]]) -> str:
-    """Whether the medians of the two methods agree within :data:`AGREE` for every row, or
-    that the run cannot tell: one runtime alone differed by more than that between processes."""
-    spread = {name: s["median"]["alone_spread"] for name, s in summary.items()}
-    worst = max(spread, key=spread.__getitem__)
-    if spread[worst] > 1 + AGREE:
-        return (
-            f"Cannot tell: {worst} alone differed by {spread[worst]:.2f}x from one process to "
-            f"another, more than the {100 * AGREE:.0f}% the methods are checked to; the "
-            "machine's speed changed during the run (the header says whether another process "
-            "used it; a virtual machine's host can slow it with nothing inside to show)."
-        )
-    apart = {
-        name: s["median"]["median_ratio"]
-        for name, s in summary.items()
-        if abs(s["median"]["median_ratio"] - 1) > AGREE
+def repetition(
+    rows: list[str], settings: dict[str, Any], rounds: int
+) -> dict[str, dict[str, list[list[float]]]]:
+    """One repetition: every turn's blocks, by row and method, in the order timed."""
+    turns: dict[str, dict[str, list[list[float]]]] = {
+        name: {method: [] for method in METHODS} for name in rows
     }
-    if not apart:
-        return f"Every row's interleaved median is within {100 * AGREE:.0f}% of its alone one."
-    listed = ", ".join(f"{name} {ratio:.2f}" for name, ratio in apart.items())
-    return f"Interleaved over alone outside {100 * AGREE:.0f}%: {listed}."
+    workers = Workers(rows, settings)
+    try:
+        for name in rows:  # a first, untimed turn: a fresh process's first calls run cold
+            workers.turn(name, name)
+            workers.turn("shared", name)
+        for r in range(rounds):
+            for index in interleaved_order(len(rows), r):
+                name = rows[index]
+                for method in METHODS if r % 2 == 0 else METHODS[::-1]:
+                    key = "shared" if method == "shared" else name
+                    turns[name][method].append(workers.turn(key, name))
+    finally:
+        workers.close()
+    return turns
 
 
-def spawn(what: str, args: argparse.Namespace) -> dict[str, list[float]]:
-    command = [sys.executable, __file__, "--child", what, "--model", args.model]
-    command += ["--size", str(args.size), "--threads", str(args.threads)]
-    command += ["--rounds", str(args.rounds), "--repeats", str(args.repeats)]
-    command += ["--rows", *args.rows]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{what} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+def interval(ratios: np.ndarray) -> tuple[float, float]:
+    """A bootstrap interval (:data:`INTERVAL` percentiles) of the median of ``ratios``."""
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(ratios), size=(RESAMPLES, len(ratios)))
+    medians = np.median(ratios[picks], axis=1)
+    low, high = np.percentile(medians, INTERVAL)
+    return float(low), float(high)
+
+
+def verdict(low: float, high: float, pairs: int) -> str:
+    """Whether an interval of the ratio lies within :data:`AGREE` of 1, wholly outside, or
+    neither (the run cannot tell); from fewer than :data:`MIN_PAIRS` pairs, no verdict."""
+    if pairs < MIN_PAIRS:
+        return "too few turns"
+    if low >= 1 - AGREE and high <= 1 + AGREE:
+        return "agree"
+    if high < 1 - AGREE or low > 1 + AGREE:
+        return "differ"
+    return "cannot tell"
+
+
+def spread(values: np.ndarray) -> float:
+    """Interquartile range over median."""
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return float((q3 - q1) / median)
+
+
+def summarise(turns: dict[str, list[list[float]]]) -> dict[str, Any]:
+    """One row's figures from its turns (every repetition's, in order)."""
+    medians = {method: np.array([np.median(b) for b in turns[method]]) for method in METHODS}
+    ratios = medians["shared"] / medians["alone"]
+    low, high = interval(ratios)
+    return {
+        **{f"{method}_turn_ms": medians[method].tolist() for method in METHODS},
+        **{f"{method}_ms": float(np.median(medians[method])) for method in METHODS},
+        **{f"{method}_spread": spread(medians[method]) for method in METHODS},
+        "ratios": ratios.tolist(),
+        "median_ratio": float(np.median(ratios)),
+        "interval": [low, high],
+        "verdict": verdict(low, high, len(ratios)),
+    }
+
+
+def conclusion(summary: dict[str, dict[str, Any]]) -> str:
+    """The run's verdict over every row."""
+    by_verdict: dict[str, list[str]] = {}
+    for name, row in summary.items():
+        by_verdict.setdefault(row["verdict"], []).append(
+            f"{name} {row['median_ratio']:.3f} [{row['interval'][0]:.3f}, {row['interval'][1]:.3f}]"
+        )
+    if set(by_verdict) == {"agree"}:
+        return (
+            f"Every row times the same in the shared process as alone, within {100 * AGREE:.0f}% "
+            "(90% interval of the median paired ratio)."
+        )
+    lead = {
+        "differ": f"Shared over alone outside {100 * AGREE:.0f}%",
+        "cannot tell": f"Cannot tell whether within {100 * AGREE:.0f}%",
+        "too few turns": f"Fewer than {MIN_PAIRS} paired turns, no verdict",
+        "agree": f"Within {100 * AGREE:.0f}%",
+    }
+    parts = [f"{lead[v]}: " + "; ".join(by_verdict[v]) for v in lead if v in by_verdict]
+    return ". ".join(parts) + "."
+
+
+def cells(name: str, s: dict[str, Any]) -> list[str]:
+    """Row ``name``'s table cells from its summary ``s``."""
+    low, high = s["interval"]
+    return [
+        name, f"{s['alone_ms']:.3f}", f"{s['shared_ms']:.3f}", f"{s['median_ratio']:.3f}",
+        f"{low:.3f}-{high:.3f}", f"{100 * s['alone_spread']:.0f}%",
+        f"{100 * s['shared_spread']:.0f}%", s["verdict"],
+    ]  # fmt: skip
 
 
 def main() -> None:
@@ -149,56 +253,34 @@ def main() -> None:
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--size", type=positive_int, default=224)
     parser.add_argument("--threads", type=positive_int, default=2)
-    parser.add_argument("--processes", type=positive_int, default=3, help="repetitions")
-    parser.add_argument("--rounds", type=positive_int, default=4)
-    parser.add_argument("--repeats", type=positive_int, default=10, help="timed blocks per round")
+    parser.add_argument("--processes", type=positive_int, default=5, help="repetitions")
+    parser.add_argument("--rounds", type=positive_int, default=12, help="rounds per repetition")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed blocks per turn")
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     add_smoke_flag(parser, "MobileNetV1-0.25 at 64x64, ONNX Runtime and eager, 1 repetition")
     add_output_flags(parser)
     args = parser.parse_args()
-    if args.child is not None:
-        print(json.dumps(child(args)))
-        return
     run = Run.start(__file__, args)
     if args.smoke:
         args.model, args.size, args.processes, args.rounds, args.repeats = (
             "mobilenet_v1_025", 64, 1, 1, 3,
         )  # fmt: skip
         args.rows = [ROWS[0], ROWS[3]]
-    alone: dict[str, list[float]] = {name: [] for name in args.rows}
-    together: dict[str, list[float]] = {name: [] for name in args.rows}
+    settings = {
+        "model": args.model, "size": args.size, "threads": args.threads, "repeats": args.repeats,
+    }  # fmt: skip
+    turns: dict[str, dict[str, list[list[float]]]] = {
+        name: {method: [] for method in METHODS} for name in args.rows
+    }
     for index in range(args.processes):
         print(f"repetition {index + 1}/{args.processes} ...", flush=True)
-        for name in args.rows:
-            alone[name].append(spawn(name, args)[name])
-        for name, ms in spawn("interleaved", args).items():
-            together[name].append(ms)
-    rows, summary = [], {}
-    for name in args.rows:
-        summary[name] = {"alone_blocks_ms": alone[name], "interleaved_blocks_ms": together[name]}
-        cells = [name]
-        for stat, quantile in STATISTICS.items():
-            per_alone = [float(np.percentile(b, quantile)) for b in alone[name]]
-            per_together = [float(np.percentile(b, quantile)) for b in together[name]]
-            ratios = [t / a for t, a in zip(per_together, per_alone, strict=True)]
-            worst = max(ratios, key=lambda r: abs(r - 1))
-            spread = max(per_alone) / min(per_alone)
-            summary[name][stat] = {
-                "alone_ms": per_alone,
-                "interleaved_ms": per_together,
-                "ratios": ratios,
-                "median_ratio": float(np.median(ratios)),
-                "worst_ratio": worst,
-                "alone_spread": spread,
-            }
-            cells += [
-                f"{np.median(per_alone):.3f}", f"{np.median(per_together):.3f}",
-                f"{np.median(ratios):.3f}", f"{worst:.3f}", f"{spread:.2f}",
-            ]  # fmt: skip
-        rows.append(cells)
-    verdict = agreement(summary)
-    print(verdict)
+        for name, by_method in repetition(args.rows, settings, args.rounds).items():
+            for method, blocks in by_method.items():
+                turns[name][method].extend(blocks)
+    summary = {name: {**summarise(turns[name]), "blocks_ms": turns[name]} for name in args.rows}
+    rows = [cells(name, s) for name, s in summary.items()]
+    text = conclusion(summary)
+    print(text)
     title = f"{args.model} at {args.size}x{args.size}, batch 1, {args.threads} thread(s)"
     Console(width=160).print(terminal_table(title, HEADERS, rows))
     data = {
@@ -209,19 +291,24 @@ def main() -> None:
         "rounds": args.rounds,
         "repeats": args.repeats,
         "rows": summary,
+        "conclusion": text,
     }
     run.write(
         data,
         header("Interleaved against alone: each runtime in its own process", data)
         + f"\n\nsepconv {args.model}, random weights (seed 0), batch 1, {args.size}x"
-        f"{args.size}; {args.processes} repetition(s), each: every row alone in a fresh "
-        f"process ({args.rounds} x {args.repeats} timed blocks), then all rows interleaved in "
-        f"one fresh process ({args.rounds} rounds x {args.repeats} blocks, "
-        "`peers.interleaved`). Each process gives the median and the 10th percentile (*p10*) of "
-        "its blocks; the table gives the median over processes; *worst*: the repetition whose "
-        "ratio is furthest from 1; *alone spread*: the slowest process's alone figure over the "
-        "fastest's, the method's own noise.\n\n"
-        f"{markdown_table(HEADERS, rows)}\n\n{verdict}\n",
+        f"{args.size}; {args.processes} repetition(s) of {args.rounds} round(s). In each "
+        "repetition every row has an *alone* worker process (only that runtime built) and all "
+        "share a *shared* worker (every runtime built, as the interleaved benchmarks run them); "
+        "after one untimed turn of each worker on each of its rows, per round, for each row in "
+        "turn, the two time one turn each "
+        f"({args.repeats} blocks after 2 warm-up calls and a {RUNTIME_SETTLE_S} s pause), "
+        "back to back, while the other workers wait. *alone ms*, *shared ms*: median of the "
+        "turns' medians; *shared / alone*: median of the paired turns' ratios, with a bootstrap "
+        "90% interval; *spread*: interquartile range of a method's turn medians over their "
+        f"median, the machine's noise that the pairing cancels. *verdict*: within "
+        f"{100 * AGREE:.0f}% of 1 (agree), wholly outside (differ), or neither (cannot tell)."
+        f"\n\n{markdown_table(HEADERS, rows)}\n\n{text}\n",
     )
 
 
