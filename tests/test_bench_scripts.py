@@ -679,6 +679,20 @@ def test_alone_smoke_pairs_each_runtime_alone_with_it_shared(tmp_path: Path) -> 
     assert "allocator: glibc malloc, freed memory kept" in text or "allocator: not glibc" in text
 
 
+@pytest.mark.slow
+def test_host_spells_smoke_times_the_model_and_every_probe(tmp_path: Path) -> None:
+    data = run_cpu_smoke("host_spells.py", tmp_path, "hs")
+    steps, probes = data["steps"], data["probes"]
+    assert len(steps) >= 3 and all(s["model_ms"] > 0 for s in steps)
+    assert "copy 16 MiB" in probes and any(p.endswith("-thread matmul") for p in probes)
+    for probe, summary in probes.items():
+        assert all(s[probe] > 0 for s in steps)
+        assert -1.0 <= summary["correlation"] <= 1.0
+    # A spell is a step whose model time is above 1.25x the 10th percentile of them all.
+    model_ms = np.array([s["model_ms"] for s in steps])
+    assert data["steps_in_spells"] == int((model_ms > 1.25 * np.percentile(model_ms, 10)).sum())
+
+
 def test_alone_verdict_follows_the_interval_of_the_paired_ratios(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
