@@ -4,25 +4,27 @@ process that holds every runtime (what ``inference.py`` and ``precision_auto.py`
 
 The interleaved method is only a fair stand-in if a runtime times the same there as on its own.
 Comparing a fresh process per runtime with a later interleaved process cannot show a 5% difference
-on a virtual machine: the host slows the cores in episodes of seconds, with nothing inside the
+on a virtual machine: the host slows the cores for seconds at a time, with nothing inside the
 machine to show it, and one runtime's alone figure moved by 1.71x from one process to the next (the
-run this benchmark made before, at commit 02f6ab2). So the two methods take turns instead. Each
-repetition starts, at once, one *alone* worker process per row (it builds only that runtime) and one
-*shared* worker (it builds every row, as the interleaved benchmarks do); only one worker times at
-any moment while the others wait on their pipe. Each worker times each of its rows once untimed
-first (a fresh process's first calls run cold). In each round the rows come in
-``interleaved_order``, and for each row the shared worker and the row's alone worker each time one
-turn (``--repeats`` blocks after 2 warm-up calls and the ``RUNTIME_SETTLE_S`` pause, as
-``peers.interleaved`` does), which of the two goes first alternating from round to round. A turn
-pair lasts well under a second, so an episode of the host falls on both turns of a pair or on
-neither, and the ratio of the two turns' medians cancels it.
+run this benchmark made before, at commit 02f6ab2). So the two methods take turns instead
+(``turns.Workers``). Each repetition starts one *alone* worker process per row (it builds only that
+runtime) and one *shared* worker (it builds every row, as the interleaved benchmarks do); only one
+worker times at any moment while the others wait on their pipe. Each worker times each of its rows
+once untimed first (a fresh process's first calls ran up to 10x slow). In each round the rows come
+in ``interleaved_order``, and for each row the shared worker and the row's alone worker each time
+one turn (``--repeats`` blocks after 2 warm-up calls and the ``RUNTIME_SETTLE_S`` pause, as
+``peers.interleaved`` does), back to back; which of the two goes first alternates from one pair
+of the row to the next. A slow spell that outlasts a pair falls on both of its turns, and their
+ratio cancels it; one that starts or ends inside a pair does not, so single pairs stay noisy.
 
-Reported per row: the median over turns of each method's turn median, the median of the paired
-ratios shared / alone with a bootstrap 90% interval, and each method's own spread (interquartile
-range of its turn medians over their median). The verdict per row: the methods agree when the
-interval lies within 5% of 1, differ when it lies wholly outside, and otherwise the run cannot
-tell. Rows: ONNX Runtime with its defaults, OpenVINO at f32, OpenVINO's default (bf16 on a CPU
-with native bf16) and eager PyTorch, on sepconv's model (random weights, seeded) at batch 1.
+Reported per row: the median over turns of each method's turn median; the median of the paired
+ratios shared / alone, with a two-level bootstrap 90% interval (repetitions drawn, then pairs
+within them: the pairs of one repetition share their processes), and the median of the pairs in
+each order; each method's own spread (interquartile range of its turn medians over their median).
+The verdict per row: the methods agree when the interval lies within 5% of 1, differ when it lies
+wholly outside, and otherwise the run cannot tell; fewer than 8 pairs or 3 repetitions give none.
+Rows: ONNX Runtime with its defaults, OpenVINO at f32, OpenVINO's default (bf16 on a CPU with
+native bf16) and eager PyTorch, on sepconv's model (random weights, seeded) at batch 1.
 
 Every worker keeps freed memory in the allocator (``sepconv.bench.allocator``): without it,
 eager PyTorch alone in a fresh process faulted its activations' pages in at every call, and ran
@@ -39,11 +41,6 @@ Writes results/benchmarks/alone.{json,md} (``--results-dir``/``--out`` move them
 from __future__ import annotations
 
 import argparse
-import functools
-import multiprocessing
-import tempfile
-import traceback
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +49,25 @@ import torch
 from harness import Run, add_output_flags, add_smoke_flag, header, positive_int
 from peers import Runner, eager, plain_onnxruntime, plain_openvino
 from rich.console import Console
+from turns import Rows, Workers
 
 import sepconv
-from sepconv.bench import measure
-from sepconv.bench.allocator import keep_freed_memory
 from sepconv.bench.output import markdown_table, terminal_table
 from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
 
 ROWS = ("ONNX Runtime (plain)", "OpenVINO (plain, f32)", "OpenVINO (plain, default)", "eager")
 METHODS = ("alone", "shared")
 HEADERS = [
-    "row", "alone ms", "shared ms", "shared / alone", "90% interval", "alone spread",
-    "shared spread", "verdict",
+    "row", "alone ms", "shared ms", "shared / alone", "90% interval", "alone first",
+    "shared first", "alone spread", "shared spread", "verdict",
 ]  # fmt: skip
 # How far the two methods may differ; the bootstrap's resamples and interval.
 AGREE = 0.05
 RESAMPLES = 2000
 INTERVAL = (5.0, 95.0)
-# Fewer paired turns than this give no interval worth a verdict.
+# Fewer paired turns, or repetitions, than this give no interval worth a verdict.
 MIN_PAIRS = 8
+MIN_REPETITIONS = 3
 
 
 def build(name: str, model: torch.nn.Module, x: torch.Tensor, threads: int, folder: Path) -> Runner:
@@ -83,109 +80,60 @@ def build(name: str, model: torch.nn.Module, x: torch.Tensor, threads: int, fold
     return eager(model)
 
 
-def worker(conn: Connection, names: list[str], settings: dict[str, Any]) -> None:
-    """A worker process: build the rows ``names``, say ``"ready"``, then time one turn of each
-    row named on ``conn`` and send its blocks' per-call times (ms), until ``None`` comes."""
-    try:
-        keep_freed_memory()  # as Run.start does in the interleaved benchmarks
-        threads = settings["threads"]
-        torch.set_num_threads(threads)
-        torch.manual_seed(0)
-        model = sepconv.create_model(settings["model"]).eval()
-        size = settings["size"]
-        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
-        with tempfile.TemporaryDirectory(prefix="sepconv-alone-") as tmp:
-            rows = {name: build(name, model, x, threads, Path(tmp)) for name in names}
-            conn.send("ready")
-            while (name := conn.recv()) is not None:
-                t = measure(
-                    functools.partial(rows[name], x),
-                    warmup=2,
-                    repeats=settings["repeats"],
-                    threads=threads,
-                    settle_s=RUNTIME_SETTLE_S,
-                )
-                conn.send([s * 1e3 for s in t.samples_s])
-    except Exception:  # the coordinator reports it and stops
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        conn.close()
+def setup(names: list[str], settings: dict[str, Any], folder: Path) -> Rows:
+    """In a worker process: sepconv's model (seeded) and its input, and the runners of the
+    rows ``names``."""
+    threads = settings["threads"]
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = sepconv.create_model(settings["model"]).eval()
+    size = settings["size"]
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    return {name: build(name, model, x, threads, folder) for name in names}, x
 
 
-class Workers:
-    """One repetition's worker processes: an alone worker per row and the shared one."""
-
-    def __init__(self, rows: list[str], settings: dict[str, Any]) -> None:
-        context = multiprocessing.get_context("spawn")  # fresh interpreters, as a user's
-        self.conns: dict[str, Connection] = {}
-        self.processes: list[multiprocessing.process.BaseProcess] = []
-        for key, names in [*((name, [name]) for name in rows), ("shared", rows)]:
-            here, there = context.Pipe()
-            process = context.Process(target=worker, args=(there, names, settings))
-            process.start()
-            there.close()
-            self.conns[key], self.processes = here, [*self.processes, process]
-        for key in self.conns:
-            self._receive(key)  # "ready"
-
-    def _receive(self, key: str) -> Any:
-        try:
-            message = self.conns[key].recv()
-        except EOFError:
-            raise SystemExit(f"the {key} worker ended without a word") from None
-        if isinstance(message, tuple) and message[0] == "error":
-            raise SystemExit(f"the {key} worker failed:\n{message[1][-3000:]}")
-        return message
-
-    def turn(self, key: str, name: str) -> list[float]:
-        """Worker ``key`` times one turn of row ``name``; its blocks' per-call ms."""
-        self.conns[key].send(name)
-        blocks: list[float] = self._receive(key)
-        return blocks
-
-    def close(self) -> None:
-        for conn in self.conns.values():
-            conn.send(None)
-        for process in self.processes:
-            process.join()  # waited for: its CPU time counts as this run's own
-
-
-def repetition(
-    rows: list[str], settings: dict[str, Any], rounds: int
-) -> dict[str, dict[str, list[list[float]]]]:
-    """One repetition: every turn's blocks, by row and method, in the order timed."""
-    turns: dict[str, dict[str, list[list[float]]]] = {
-        name: {method: [] for method in METHODS} for name in rows
+def repetition(rows: list[str], settings: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """One repetition: by row, every turn's blocks by method and which method went first in
+    each pair (each row's pairs alternate, so each order comes equally often)."""
+    turns: dict[str, Any] = {
+        name: {"blocks_ms": {method: [] for method in METHODS}, "first": []} for name in rows
     }
-    workers = Workers(rows, settings)
-    try:
+    groups = {**{name: [name] for name in rows}, "shared": rows}
+    with Workers(groups, settings, setup) as workers:
         for name in rows:  # a first, untimed turn: a fresh process's first calls run cold
             workers.turn(name, name)
             workers.turn("shared", name)
         for r in range(rounds):
             for index in interleaved_order(len(rows), r):
                 name = rows[index]
-                for method in METHODS if r % 2 == 0 else METHODS[::-1]:
+                pairs = len(turns[name]["first"])
+                order = METHODS if pairs % 2 == 0 else METHODS[::-1]
+                for method in order:
                     key = "shared" if method == "shared" else name
-                    turns[name][method].append(workers.turn(key, name))
-    finally:
-        workers.close()
+                    turns[name]["blocks_ms"][method].append(workers.turn(key, name))
+                turns[name]["first"].append(order[0])
     return turns
 
 
-def interval(ratios: np.ndarray) -> tuple[float, float]:
-    """A bootstrap interval (:data:`INTERVAL` percentiles) of the median of ``ratios``."""
+def interval(ratios: np.ndarray, repetitions: np.ndarray) -> tuple[float, float]:
+    """A two-level bootstrap interval (:data:`INTERVAL` percentiles) of the median of
+    ``ratios``: repetitions drawn with replacement, then pairs within each, since pairs of one
+    repetition share its worker processes and are not independent of each other."""
     rng = np.random.default_rng(0)
-    picks = rng.integers(0, len(ratios), size=(RESAMPLES, len(ratios)))
-    medians = np.median(ratios[picks], axis=1)
+    groups = [ratios[repetitions == g] for g in np.unique(repetitions)]
+    medians = np.empty(RESAMPLES)
+    for b in range(RESAMPLES):
+        drawn = [groups[g] for g in rng.integers(0, len(groups), len(groups))]
+        medians[b] = np.median(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in drawn]))
     low, high = np.percentile(medians, INTERVAL)
     return float(low), float(high)
 
 
-def verdict(low: float, high: float, pairs: int) -> str:
+def verdict(low: float, high: float, pairs: int, repetitions: int) -> str:
     """Whether an interval of the ratio lies within :data:`AGREE` of 1, wholly outside, or
-    neither (the run cannot tell); from fewer than :data:`MIN_PAIRS` pairs, no verdict."""
-    if pairs < MIN_PAIRS:
+    neither (the run cannot tell); from fewer than :data:`MIN_PAIRS` pairs or
+    :data:`MIN_REPETITIONS` repetitions, no verdict."""
+    if pairs < MIN_PAIRS or repetitions < MIN_REPETITIONS:
         return "too few turns"
     if low >= 1 - AGREE and high <= 1 + AGREE:
         return "agree"
@@ -200,19 +148,28 @@ def spread(values: np.ndarray) -> float:
     return float((q3 - q1) / median)
 
 
-def summarise(turns: dict[str, list[list[float]]]) -> dict[str, Any]:
-    """One row's figures from its turns (every repetition's, in order)."""
-    medians = {method: np.array([np.median(b) for b in turns[method]]) for method in METHODS}
+def summarise(row: dict[str, Any]) -> dict[str, Any]:
+    """One row's figures from its turns: ``row["blocks_ms"]`` by method, every repetition's in
+    order, with each pair's ``repetition`` and the method that went ``first``."""
+    medians = {m: np.array([np.median(b) for b in row["blocks_ms"][m]]) for m in METHODS}
     ratios = medians["shared"] / medians["alone"]
-    low, high = interval(ratios)
+    repetitions = np.asarray(row["repetition"])
+    first = np.asarray(row["first"])
+    low, high = interval(ratios, repetitions)
+    by_order = {
+        m: float(np.median(ratios[first == m])) if (first == m).any() else float("nan")
+        for m in METHODS
+    }
+    count = len(np.unique(repetitions))
     return {
         **{f"{method}_turn_ms": medians[method].tolist() for method in METHODS},
         **{f"{method}_ms": float(np.median(medians[method])) for method in METHODS},
         **{f"{method}_spread": spread(medians[method]) for method in METHODS},
         "ratios": ratios.tolist(),
         "median_ratio": float(np.median(ratios)),
+        "median_ratio_by_first": by_order,
         "interval": [low, high],
-        "verdict": verdict(low, high, len(ratios)),
+        "verdict": verdict(low, high, len(ratios), count),
     }
 
 
@@ -238,13 +195,15 @@ def conclusion(summary: dict[str, dict[str, Any]]) -> str:
     return ". ".join(parts) + "."
 
 
-def cells(name: str, s: dict[str, Any]) -> list[str]:
-    """Row ``name``'s table cells from its summary ``s``."""
-    low, high = s["interval"]
+def cells(name: str, summary: dict[str, Any]) -> list[str]:
+    """Row ``name``'s table cells from its ``summary``."""
+    low, high = summary["interval"]
+    by_first = summary["median_ratio_by_first"]
     return [
-        name, f"{s['alone_ms']:.3f}", f"{s['shared_ms']:.3f}", f"{s['median_ratio']:.3f}",
-        f"{low:.3f}-{high:.3f}", f"{100 * s['alone_spread']:.0f}%",
-        f"{100 * s['shared_spread']:.0f}%", s["verdict"],
+        name, f"{summary['alone_ms']:.3f}", f"{summary['shared_ms']:.3f}",
+        f"{summary['median_ratio']:.3f}", f"{low:.3f}-{high:.3f}", f"{by_first['alone']:.3f}",
+        f"{by_first['shared']:.3f}", f"{100 * summary['alone_spread']:.0f}%",
+        f"{100 * summary['shared_spread']:.0f}%", summary["verdict"],
     ]  # fmt: skip
 
 
@@ -269,16 +228,19 @@ def main() -> None:
     settings = {
         "model": args.model, "size": args.size, "threads": args.threads, "repeats": args.repeats,
     }  # fmt: skip
-    turns: dict[str, dict[str, list[list[float]]]] = {
-        name: {method: [] for method in METHODS} for name in args.rows
+    turns: dict[str, Any] = {
+        name: {"blocks_ms": {m: [] for m in METHODS}, "first": [], "repetition": []}
+        for name in args.rows
     }
     for index in range(args.processes):
         print(f"repetition {index + 1}/{args.processes} ...", flush=True)
-        for name, by_method in repetition(args.rows, settings, args.rounds).items():
-            for method, blocks in by_method.items():
-                turns[name][method].extend(blocks)
-    summary = {name: {**summarise(turns[name]), "blocks_ms": turns[name]} for name in args.rows}
-    rows = [cells(name, s) for name, s in summary.items()]
+        for name, done in repetition(args.rows, settings, args.rounds).items():
+            for method, blocks in done["blocks_ms"].items():
+                turns[name]["blocks_ms"][method].extend(blocks)
+            turns[name]["first"].extend(done["first"])
+            turns[name]["repetition"].extend([index] * len(done["first"]))
+    summary = {name: {**summarise(turns[name]), **turns[name]} for name in args.rows}
+    rows = [cells(name, row) for name, row in summary.items()]
     text = conclusion(summary)
     print(text)
     title = f"{args.model} at {args.size}x{args.size}, batch 1, {args.threads} thread(s)"
@@ -303,11 +265,16 @@ def main() -> None:
         "after one untimed turn of each worker on each of its rows, per round, for each row in "
         "turn, the two time one turn each "
         f"({args.repeats} blocks after 2 warm-up calls and a {RUNTIME_SETTLE_S} s pause), "
-        "back to back, while the other workers wait. *alone ms*, *shared ms*: median of the "
-        "turns' medians; *shared / alone*: median of the paired turns' ratios, with a bootstrap "
-        "90% interval; *spread*: interquartile range of a method's turn medians over their "
-        f"median, the machine's noise that the pairing cancels. *verdict*: within "
-        f"{100 * AGREE:.0f}% of 1 (agree), wholly outside (differ), or neither (cannot tell)."
+        "back to back, while the other workers wait; which of the two goes first alternates "
+        "from one pair of a row to the next. *alone ms*, *shared ms*: median of the turns' "
+        "medians; *shared / alone*: median of the paired turns' ratios, with a two-level "
+        "bootstrap 90% interval (repetitions, then pairs within them); *alone first*, *shared "
+        "first*: the median ratio of the pairs in each order; *spread*: interquartile range "
+        "of a method's turn medians, over all repetitions, over their median (what an unpaired "
+        "comparison would face; the *Noisy timings* rule of other results does not apply to "
+        f"a paired ratio). *verdict*: the interval within {100 * AGREE:.0f}% of 1 (agree), "
+        f"wholly outside (differ), or neither (cannot tell); none from fewer than {MIN_PAIRS} "
+        f"pairs or {MIN_REPETITIONS} repetitions."
         f"\n\n{markdown_table(HEADERS, rows)}\n\n{text}\n",
     )
 

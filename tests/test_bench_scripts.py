@@ -661,6 +661,26 @@ def test_fused_kernels_models_smoke_on_the_cpu_interpreter(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+def test_host_spells_smoke_times_the_model_and_every_probe(tmp_path: Path) -> None:
+    data = run_cpu_smoke("host_spells.py", tmp_path, "hs")
+    steps, probes = data["steps"], data["probes"]
+    assert len(steps) >= 3 and all(s["model_ms"] > 0 for s in steps)
+    # One thread (the smoke's): the matmul probe runs on it; a SHA-256 probe per usable CPU.
+    assert "copy 16 MiB" in probes and "1-thread matmul" in probes
+    assert sum(p.startswith("SHA-256 on CPU") for p in probes) == len(os.sched_getaffinity(0))
+    model_ms = np.array([s["model_ms"] for s in steps])
+    spell = model_ms > 1.25 * np.percentile(model_ms, 10)
+    assert data["steps_in_spells"] == int(spell.sum())
+    text = (tmp_path / "hs.md").read_text()
+    for probe, summary in probes.items():
+        values = np.array([s[probe] for s in steps])
+        assert (values > 0).all() and -1.0 <= summary["correlation"] <= 1.0
+        if (~spell).any():  # the medians come from the steps the spell rule puts outside
+            assert summary["median_outside_ms"] == pytest.approx(float(np.median(values[~spell])))
+        assert f"| {probe} |" in text
+
+
+@pytest.mark.slow
 def test_alone_smoke_pairs_each_runtime_alone_with_it_shared(tmp_path: Path) -> None:
     data = run_cpu_smoke("alone.py", tmp_path, "al")
     rows = data["rows"]
@@ -669,6 +689,7 @@ def test_alone_smoke_pairs_each_runtime_alone_with_it_shared(tmp_path: Path) -> 
         # One round: one turn each way, of 3 blocks, every block's time kept.
         (alone_blocks,), (shared_blocks,) = row["blocks_ms"]["alone"], row["blocks_ms"]["shared"]
         assert len(alone_blocks) == len(shared_blocks) == 3
+        assert row["first"] == ["alone"] and row["repetition"] == [0]
         assert row["alone_turn_ms"] == [pytest.approx(float(np.median(alone_blocks)))]
         assert row["shared_turn_ms"] == [pytest.approx(float(np.median(shared_blocks)))]
         ratio = row["shared_ms"] / row["alone_ms"]
@@ -679,20 +700,6 @@ def test_alone_smoke_pairs_each_runtime_alone_with_it_shared(tmp_path: Path) -> 
     assert "allocator: glibc malloc, freed memory kept" in text or "allocator: not glibc" in text
 
 
-@pytest.mark.slow
-def test_host_spells_smoke_times_the_model_and_every_probe(tmp_path: Path) -> None:
-    data = run_cpu_smoke("host_spells.py", tmp_path, "hs")
-    steps, probes = data["steps"], data["probes"]
-    assert len(steps) >= 3 and all(s["model_ms"] > 0 for s in steps)
-    assert "copy 16 MiB" in probes and any(p.endswith("-thread matmul") for p in probes)
-    for probe, summary in probes.items():
-        assert all(s[probe] > 0 for s in steps)
-        assert -1.0 <= summary["correlation"] <= 1.0
-    # A spell is a step whose model time is above 1.25x the 10th percentile of them all.
-    model_ms = np.array([s["model_ms"] for s in steps])
-    assert data["steps_in_spells"] == int((model_ms > 1.25 * np.percentile(model_ms, 10)).sum())
-
-
 def test_alone_verdict_follows_the_interval_of_the_paired_ratios(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -700,20 +707,71 @@ def test_alone_verdict_follows_the_interval_of_the_paired_ratios(
     from alone import summarise
 
     rng = np.random.default_rng(1)
-    # The host's slow episodes scale both turns of a pair: alone turns move 1.7x, and the
+    pairs = 60
+    # The host's slow spells scale both turns of a pair: alone turns move 1.7x, and the
     # pairing still measures the 2% between the methods.
-    host = rng.uniform(1.0, 1.7, size=40)
-    alone = [[4.0 * h] * 3 for h in host]
-    summary = summarise({"alone": alone, "shared": [[4.08 * h] * 3 for h in host]})
-    assert summary["median_ratio"] == pytest.approx(1.02) and summary["verdict"] == "agree"
-    assert summary["alone_spread"] > 0.2  # the noise an unpaired comparison would face
-    slower = summarise({"alone": alone, "shared": [[4.6 * h] * 3 for h in host]})
+    host = rng.uniform(1.0, 1.7, size=pairs)
+    labels = {
+        "first": ["alone", "shared"] * (pairs // 2),
+        "repetition": [i // 12 for i in range(pairs)],
+    }
+
+    def row(factor: np.ndarray | float) -> dict:
+        factors = np.broadcast_to(factor, pairs)
+        alone = [[4.0 * h] * 3 for h in host]
+        shared = [[4.0 * h * f] * 3 for h, f in zip(host, factors, strict=True)]
+        return {"blocks_ms": {"alone": alone, "shared": shared}, **labels}
+
+    close = summarise(row(1.02))
+    assert close["median_ratio"] == pytest.approx(1.02) and close["verdict"] == "agree"
+    assert close["alone_spread"] > 0.2  # the noise an unpaired comparison would face
+    slower = summarise(row(1.15))
     assert slower["verdict"] == "differ" and slower["interval"][0] > 1.05
-    # Ratios that straddle the limit: neither verdict.
-    straddle = [1.0 + 0.1 * (i % 2) for i in range(40)]
-    wide = summarise(
-        {"alone": alone, "shared": [[4.0 * h * s] * 3 for h, s in zip(host, straddle, strict=True)]}
-    )
-    assert wide["interval"][0] <= 1.05 <= wide["interval"][1] and wide["verdict"] == "cannot tell"
-    few = summarise({"alone": alone[:7], "shared": [[4.0 * h] * 3 for h in host[:7]]})
-    assert few["verdict"] == "too few turns"
+    # Noisy pairs around 1.02: the interval holds their median and is much narrower than
+    # their range; each order's median is reported.
+    noisy = rng.lognormal(np.log(1.02), 0.08, size=pairs)
+    result = summarise(row(noisy))
+    low, high = result["interval"]
+    assert low <= float(np.median(noisy)) <= high
+    assert high - low < 0.5 * (noisy.max() - noisy.min())
+    assert set(result["median_ratio_by_first"]) == {"alone", "shared"}
+    # Pairs that agree within each repetition while the repetitions disagree: resampling the
+    # repetitions widens the interval to cover them.
+    wide = summarise(row(np.repeat([0.97, 1.0, 1.03, 1.06, 1.09], 12)))
+    assert wide["interval"][0] <= 1.0 and wide["interval"][1] >= 1.06
+    assert wide["verdict"] == "cannot tell"
+    # Fewer than 3 repetitions: no verdict, however many pairs.
+    two = summarise({**row(1.02), "repetition": [i // 30 for i in range(pairs)]})
+    assert two["verdict"] == "too few turns"
+
+
+@pytest.mark.slow
+def test_a_worker_that_fails_to_build_stops_the_run_and_every_worker_is_joined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import multiprocessing
+
+    from alone import ROWS, repetition
+
+    settings = {"model": "no_such_model", "size": 32, "threads": 1, "repeats": 3}
+    with pytest.raises(SystemExit, match=r"worker failed:[\s\S]*no_such_model"):
+        repetition([ROWS[3]], settings, rounds=1)
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.slow
+def test_predict_drift_smoke_measures_the_same_models_in_every_pass(tmp_path: Path) -> None:
+    data = run_cpu_smoke("predict_drift.py", tmp_path, "pd")
+    models, passes = data["models"], data["passes"]
+    assert len(models) >= 1 and len(passes) == 2
+    predicted = np.array([m["predicted_ms"] for m in models])
+    first = np.array(passes[0]["measured_ms"])
+    for p in passes:
+        measured = np.array(p["measured_ms"])
+        assert measured.shape == predicted.shape and (measured > 0).all()
+        errors = predicted / measured - 1
+        assert p["error"]["mean_error"] == pytest.approx(float(np.mean(errors)))
+        assert p["speed_against_first"] == pytest.approx(float(np.median(first / measured)))
+    assert passes[0]["speed_against_first"] == 1.0
+    assert passes[1]["minutes_after_calibration"] >= passes[0]["minutes_after_calibration"] >= 0
