@@ -188,7 +188,9 @@ def conclusion(summary: dict[str, dict[str, Any]]) -> str:
     lead = {
         "differ": f"Shared over alone outside {100 * AGREE:.0f}%",
         "cannot tell": f"Cannot tell whether within {100 * AGREE:.0f}%",
-        "too few turns": f"Fewer than {MIN_PAIRS} paired turns, no verdict",
+        "too few turns": (
+            f"Fewer than {MIN_PAIRS} paired turns or {MIN_REPETITIONS} repetitions, no verdict"
+        ),
         "agree": f"Within {100 * AGREE:.0f}%",
     }
     parts = [f"{lead[v]}: " + "; ".join(by_verdict[v]) for v in lead if v in by_verdict]

@@ -22,6 +22,7 @@ Writes results/benchmarks/predict_drift.{json,md} (``--results-dir``/``--out`` m
 from __future__ import annotations
 
 import argparse
+import datetime
 import time
 from pathlib import Path
 from typing import Any
@@ -106,13 +107,14 @@ def main() -> None:
         args.budget_s, args.models, args.passes, args.gap_s, args.rounds = 60.0, 1, 2, 0.5, 1
     if args.profile is not None:
         profile = Profile.load(args.profile)
-        calibrated_at = args.profile.stat().st_mtime
     else:
         profile = calibrate(
             args.backend, threads=args.threads, budget_s=args.budget_s, progress=print
         )
-        calibrated_at = time.time()
     profile.check_here()
+    if not profile.created:
+        raise SystemExit(f"--profile: {args.profile} does not say when it was made; calibrate anew")
+    calibrated_at = datetime.datetime.fromisoformat(profile.created).timestamp()
     models, passes = measure_passes(
         profile, args.models, args.passes, args.gap_s, args.rounds, args.seed
     )
