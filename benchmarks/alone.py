@@ -1,8 +1,9 @@
 """Interleaved against alone: each plain runtime timed in a process of its own, and in the
-process that holds every runtime (what ``inference.py`` and ``precision_auto.py`` time, with
-``peers.interleaved``), block for block at the same moments.
+process that holds every runtime (how ``inference.py`` and ``precision_auto.py`` timed their
+rows before they moved to the alone method, ``turns.apart``), block for block at the same moments.
 
-The interleaved method is only a fair stand-in if a runtime times the same there as on its own.
+Timing every runtime in one process is only a fair stand-in if a runtime times the same there as
+on its own: this benchmark measures by how much it does not.
 Comparing a fresh process per runtime with a later interleaved process cannot show a 5% difference
 on a virtual machine: the host slows the cores for seconds at a time, with nothing inside the
 machine to show it, and one runtime's alone figure moved by 1.71x from one process to the next (the
@@ -13,7 +14,7 @@ worker times at any moment while the others wait on their pipe. Each worker time
 once untimed first (a fresh process's first calls ran up to 10x slow). In each round the rows come
 in ``interleaved_order``, and for each row the shared worker and the row's alone worker each time
 one turn (``--repeats`` blocks after 2 warm-up calls and the ``RUNTIME_SETTLE_S`` pause, as
-``peers.interleaved`` does), back to back; which of the two goes first alternates from one pair
+every benchmark's turns are), back to back; which of the two goes first alternates from one pair
 of the row to the next. A slow spell that outlasts a pair falls on both of its turns, and their
 ratio cancels it; one that starts or ends inside a pair does not, so single pairs stay noisy.
 
@@ -49,7 +50,7 @@ import torch
 from harness import Run, add_output_flags, add_smoke_flag, header, positive_int
 from peers import Runner, eager, plain_onnxruntime, plain_openvino
 from rich.console import Console
-from turns import Rows, Workers
+from turns import Built, Workers
 
 import sepconv
 from sepconv.bench.output import markdown_table, terminal_table
@@ -80,7 +81,7 @@ def build(name: str, model: torch.nn.Module, x: torch.Tensor, threads: int, fold
     return eager(model)
 
 
-def setup(names: list[str], settings: dict[str, Any], folder: Path) -> Rows:
+def setup(names: list[str], settings: dict[str, Any], folder: Path) -> Built:
     """In a worker process: sepconv's model (seeded) and its input, and the runners of the
     rows ``names``."""
     threads = settings["threads"]
@@ -89,7 +90,7 @@ def setup(names: list[str], settings: dict[str, Any], folder: Path) -> Rows:
     model = sepconv.create_model(settings["model"]).eval()
     size = settings["size"]
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
-    return {name: build(name, model, x, threads, folder) for name in names}, x
+    return Built({name: build(name, model, x, threads, folder) for name in names}, x)
 
 
 def repetition(rows: list[str], settings: dict[str, Any], rounds: int) -> dict[str, Any]:
@@ -110,7 +111,8 @@ def repetition(rows: list[str], settings: dict[str, Any], rounds: int) -> dict[s
                 order = METHODS if pairs % 2 == 0 else METHODS[::-1]
                 for method in order:
                     key = "shared" if method == "shared" else name
-                    turns[name]["blocks_ms"][method].append(workers.turn(key, name))
+                    t = workers.turn(key, name)
+                    turns[name]["blocks_ms"][method].append([s * 1e3 for s in t.samples_s])
                 turns[name]["first"].append(order[0])
     return turns
 

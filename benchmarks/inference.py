@@ -3,8 +3,9 @@ inference path, and int8 ONNX Runtime / OpenVINO, at batch 1, 224x224, on the CP
 
 For MobileNetV1, MobileNetV2, EfficientNet-B0 and ResNet-50, a randomly initialised torchvision
 or timm model provides the weights and the sepconv model of the same architecture loads them,
-so every row computes the same function (outputs are compared); all rows of a model are timed
-in interleaved rounds (``peers.interleaved``). The rows, the ratio each sepconv row is judged by
+so every row computes the same function (outputs are compared). Each row of a model is built
+and timed in a process of its own, the rows taking turns in interleaved rounds
+(``turns.apart``). The rows, the ratio each sepconv row is judged by
 (``inference_ratios.py``) and why the benchmark is set up as it is are described in
 results/benchmarks/README.md.
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,9 @@ from inference_ratios import (
     over_reruns,
 )
 from inference_report import report
-from peers import Runner, eager, interleaved, plain_onnxruntime, plain_openvino
+from peers import Runner, eager, plain_onnxruntime, plain_openvino
 from torch import nn
+from turns import METHOD, Built, apart
 
 import sepconv
 from sepconv.bench.roofline import measure_peak_gflops
@@ -93,95 +94,121 @@ def real_images(count: int, size: tuple[int, int, int]) -> tuple[torch.Tensor, s
     )
 
 
-def bench_model(
-    name: str, args: argparse.Namespace, calib: torch.Tensor, x: torch.Tensor
-) -> dict[str, Any]:
-    """Build every row of one model, check it against the reference, time them all."""
+def reference_pair(name: str, calib: torch.Tensor) -> tuple[nn.Module, nn.Module]:
+    """The seeded reference model of ``name`` (BatchNorm statistics from ``calib``) and the
+    sepconv model of the same architecture with its weights: every process builds the same."""
     library, ref_name = MODELS[name]
     torch.manual_seed(0)
     reference = update_bn_statistics(reference_model(library, ref_name), calib.split(8))
     model = sepconv.load_weights(sepconv.create_model(name), reference.state_dict()).eval()
+    return reference, model
+
+
+def row_names(name: str, args: argparse.Namespace) -> list[str]:
+    """The rows of model ``name`` in this run, in the order they are built."""
+    rows = [f"{MODELS[name][0]} eager", "sepconv eager"]
+    rows += ["torch.compile"] if args.compile else []
+    rows += [*REFERENCE_ROWS, OV_DEFAULT_ROW]
+    rows += list(SECOND_SESSION_ROWS.values()) if args.self_control else []
+    rows += [SEPCONV_ROW] + ([SEPCONV_BF16_ROW] if bf16_native() else [])
+    rows += ["int8 ONNX Runtime", INT8_ROW, INT8_CROSS_ROW] if args.int8 else []
+    return rows
+
+
+def build_row(
+    row: str, reference: nn.Module, model: nn.Module, settings: dict[str, Any], folder: Path
+) -> tuple[Runner, dict[str, Any]]:
+    """Row ``row``'s runner, and what its build says about it."""
+    threads, x, calib = settings["threads"], settings["x"], settings["calib"]
+    size = tuple(x.shape[1:])
+    if row == "torch.compile":
+        fast = compile_for_inference(
+            model, backend="compile", input_size=size, threads=threads, example=x
+        )
+        return fast, {}
+    if row in (REFERENCE_ROWS[0], SECOND_SESSION_ROWS[REFERENCE_ROWS[0]]):
+        return plain_onnxruntime(reference, folder, threads, x), {}
+    if row in (REFERENCE_ROWS[1], OV_DEFAULT_ROW, SECOND_SESSION_ROWS[REFERENCE_ROWS[1]]):
+        runner, precision = plain_openvino(reference, x, threads, row != OV_DEFAULT_ROW)
+        return runner, {"openvino_precision": precision}
+    if row in (SEPCONV_ROW, SEPCONV_BF16_ROW):
+        asked: Precision = "fp32" if row == SEPCONV_ROW else "bf16"
+        fast = compile_for_inference(
+            model, input_size=size, threads=threads, precision=asked, example=x
+        )
+        auto = {"backend": fast.backend, "precision": fast.precision}
+        return fast, {"auto": {**auto, "timings_ms": dict(fast.timings)}}
+    if row in ("int8 ONNX Runtime", INT8_ROW, INT8_CROSS_ROW):
+        # The cross row runs the ONNX Runtime quantizer's file in OpenVINO.
+        backend = "openvino" if row == INT8_ROW else "onnxruntime"
+        path = folder / f"int8.{backend}.onnx"
+        runner = quantize(
+            model, calib, path, num_samples=len(calib), backend=backend,
+            quantizer="nncf" if row == INT8_ROW else "onnxruntime", threads=threads,
+        )  # fmt: skip
+        if row == INT8_CROSS_ROW:
+            return load_onnx(path, backend="openvino", threads=threads), {}
+        info: dict[str, Any] = {"int8_file_bytes": path.stat().st_size}
+        if row == INT8_ROW:
+            f32_graph = ov.convert_model(copy.deepcopy(reference), example_input=x)
+            int8_graph = ov.Core().read_model(str(path))
+            info["openvino_profile_ms"] = {
+                F32_ROW: openvino_profile(f32_graph, x, threads, f32=True),
+                INT8_ROW: openvino_profile(int8_graph, x, threads, f32=False),
+            }
+        return runner, info
+    if row == "sepconv eager":
+        return eager(model), {}
+    if row == f"{MODELS[settings['model']][0]} eager":
+        return eager(reference), {}
+    raise ValueError(f"no such row: {row!r}")
+
+
+def setup(names: list[str], settings: dict[str, Any], folder: Path) -> Built:
+    """In a worker process: the rows ``names`` of ``settings["model"]``, each with its build
+    time and what its build says."""
+    torch.set_num_threads(settings["threads"])
+    reference, model = reference_pair(settings["model"], settings["calib"])
+    runners: dict[str, Runner] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for row in names:
+        start = time.perf_counter()
+        runners[row], info[row] = build_row(row, reference, model, settings, folder)
+        info[row]["build_s"] = time.perf_counter() - start
+    return Built(runners, settings["x"], info)
+
+
+def bench_model(
+    name: str, args: argparse.Namespace, calib: torch.Tensor, x: torch.Tensor
+) -> dict[str, Any]:
+    """Every row of one model, each built and timed in its own process (``turns.apart``), its
+    output checked against the reference's."""
+    library, ref_name = MODELS[name]
+    reference, model = reference_pair(name, calib)
     with torch.inference_mode():
         expected = reference(x)
-    size = tuple(x.shape[1:])
-    rows: dict[str, Runner] = {f"{library} eager": eager(reference), "sepconv eager": eager(model)}
-    build_s: dict[str, float] = {}
+    settings = {
+        "model": name, "threads": args.threads, "repeats": args.repeats, "x": x, "calib": calib,
+    }  # fmt: skip
+    timed = apart(row_names(name, args), settings, setup, rounds=args.rounds)
     extra: dict[str, Any] = {}
-
-    def built(row: str, start: float) -> None:
-        build_s[row] = time.perf_counter() - start
-
-    with tempfile.TemporaryDirectory(prefix="sepconv-bench-") as tmp:
-        folder = Path(tmp)
-        start = time.perf_counter()
-        if args.compile:
-            rows["torch.compile"] = compile_for_inference(
-                model, backend="compile", input_size=size, threads=args.threads, example=x
-            )
-            built("torch.compile", start)
-        start = time.perf_counter()
-        rows[REFERENCE_ROWS[0]] = plain_onnxruntime(reference, folder, args.threads, x)
-        built(REFERENCE_ROWS[0], start)
-        for row, f32 in ((REFERENCE_ROWS[1], True), (OV_DEFAULT_ROW, False)):
-            start = time.perf_counter()
-            rows[row], precision = plain_openvino(reference, x, args.threads, f32)
-            built(row, start)
-            extra.setdefault("openvino_precision", {})[row] = precision
-        if args.self_control:
-            second = folder / "second"
-            second.mkdir()
-            ort_second, ov_second = SECOND_SESSION_ROWS.values()
-            rows[ort_second] = plain_onnxruntime(reference, second, args.threads, x)
-            rows[ov_second] = plain_openvino(reference, x, args.threads, True)[0]
-        auto_rows: list[tuple[str, Precision]] = [(SEPCONV_ROW, "fp32")]
-        if bf16_native():
-            auto_rows.append((SEPCONV_BF16_ROW, "bf16"))
-        for row, precision in auto_rows:
-            start = time.perf_counter()
-            auto = compile_for_inference(
-                model, input_size=size, threads=args.threads, precision=precision, example=x
-            )
-            rows[row] = auto
-            built(row, start)
-            extra.setdefault("auto", {})[row] = {
-                "backend": auto.backend,
-                "precision": auto.precision,
-                "timings_ms": dict(auto.timings),
-            }
-        if args.int8:
-            for row, backend, quantizer in (
-                ("int8 ONNX Runtime", "onnxruntime", "onnxruntime"),
-                (INT8_ROW, "openvino", "nncf"),
-            ):
-                start = time.perf_counter()
-                path = folder / f"int8.{backend}.onnx"
-                rows[row] = quantize(
-                    model, calib, path, num_samples=len(calib), backend=backend,
-                    quantizer=quantizer, threads=args.threads,
-                )  # fmt: skip
-                built(row, start)
-                extra.setdefault("int8_file_bytes", {})[row] = path.stat().st_size
-            rows[INT8_CROSS_ROW] = load_onnx(
-                folder / "int8.onnxruntime.onnx", backend="openvino", threads=args.threads
-            )
-            f32_graph = ov.convert_model(copy.deepcopy(reference), example_input=x)
-            int8_graph = ov.Core().read_model(str(folder / "int8.openvino.onnx"))
-            extra["openvino_profile_ms"] = {
-                F32_ROW: openvino_profile(f32_graph, x, args.threads, f32=True),
-                INT8_ROW: openvino_profile(int8_graph, x, args.threads, f32=False),
-            }
-
-    errors = {row: relative_error(fn(x), expected) for row, fn in rows.items()}
-    timings = interleaved(rows, x, rounds=args.rounds, repeats=args.repeats, threads=args.threads)
+    for row, t in timed.items():
+        for key, value in t.info.items():
+            if key == "openvino_profile_ms":
+                extra[key] = value
+            else:
+                extra.setdefault(key, {})[row] = value
     return {
         "model": name,
         "reference": f"{library} {ref_name}",
         "macs": sepconv.analyze(model, tuple(x.shape)).macs,
         "rows": {
-            row: {**timings[row].to_dict(), "max_rel_error_vs_reference": errors[row]}
-            for row in rows
+            row: {
+                **t.timing.to_dict(),
+                "max_rel_error_vs_reference": relative_error(t.output, expected),
+            }
+            for row, t in timed.items()
         },
-        "build_s": build_s,
         **extra,
     }
 
@@ -212,6 +239,7 @@ def measure_all(args: argparse.Namespace, run: Run) -> dict[str, Any]:
         "threads": args.threads,
         "rounds": args.rounds,
         "repeats": args.repeats,
+        "timing_method": METHOD,
         "matmul_peak_gflops": max(peak_start, peak_end),
         "matmul_peak_gflops_start_end": [peak_start, peak_end],
         "matmul_peak_size": peak_size,

@@ -18,6 +18,7 @@ from inference_ratios import (
     ratios,
 )
 from rich.console import Console
+from turns import ONE_PROCESS
 
 from sepconv.bench.output import markdown_table, terminal_table
 
@@ -126,6 +127,7 @@ def report(data: dict[str, Any], run: Run) -> None:
             "JSON.\n\n" + markdown_table(rerun_headers, rerun_rows) + "\n\n"
         )
     versions = ", ".join(f"{k} {v}" for k, v in data["versions"].items())
+    method = data.get("timing_method", ONE_PROCESS)
     text = (
         header("Inference backends side by side", data)
         + f"  \n{versions}  \n{clock_line(data)}\n\n"
@@ -137,7 +139,8 @@ def report(data: dict[str, Any], run: Run) -> None:
         "kind; the rows are described in results/benchmarks/README.md. *precision*: what the "
         "row computes in (OpenVINO's default is bf16 on a CPU with native bf16). Median and "
         f"interquartile range of {data['rounds']} interleaved rounds x {data['repeats']} timed "
-        "blocks. *speed-up vs eager*: against the torchvision/timm model in eager PyTorch. "
+        f"blocks, {method}. *speed-up vs eager*: against the torchvision/timm model in eager "
+        "PyTorch. "
         "*ratio*: for sepconv's fp32 path, its time over the best of the two plain fp32 "
         "runtimes (ONNX Runtime, OpenVINO f32); for its bf16 path, over the best plain runtime "
         "of any precision; for int8, over the best fp32 row; the backend sepconv's path chose "

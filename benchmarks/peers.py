@@ -1,6 +1,5 @@
-"""The plain runtimes sepconv's CPU inference path is measured against, and the interleaved
-timing every CPU inference benchmark uses (``inference.py``, ``precision_auto.py``,
-``runtime_config.py``).
+"""The plain runtimes sepconv's CPU inference path is measured against (``inference.py``,
+``precision_auto.py``, ``runtime_config.py``; each times its rows with ``turns.apart``).
 
 A *plain* peer is what a user gets from a runtime without sepconv: the PyTorch model exported
 or converted as is and run with the runtime's defaults, only the thread count set (and, for the
@@ -12,7 +11,6 @@ build a session with exactly the settings given, every other setting the runtime
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,8 +21,6 @@ import openvino as ov
 import torch
 from torch import nn
 
-from sepconv.bench import Timing, measure
-from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
 from sepconv.deploy import export_onnx
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -90,51 +86,3 @@ def plain_openvino(
     if f32:
         config["INFERENCE_PRECISION_HINT"] = "f32"
     return openvino_session(graph, config)
-
-
-def interleaved(
-    rows: dict[str, Runner],
-    x: torch.Tensor,
-    *,
-    rounds: int,
-    repeats: int,
-    threads: int,
-) -> dict[str, Timing]:
-    """Time every row on ``x`` in ``rounds`` rounds, in an order that changes from round to round
-    (``interleaved_order``), so that load from other processes spreads over all rows and no row
-    is always timed right after the same other one; each timing starts after a
-    ``RUNTIME_SETTLE_S`` pause (ONNX Runtime's worker threads keep spinning after a call and
-    slow the row timed next: ``benchmarks/settle.py``)."""
-    return {
-        name: t for name, (t, _) in interleaved_rounds(rows, x, rounds, repeats, threads).items()
-    }
-
-
-def interleaved_rounds(
-    rows: dict[str, Runner], x: torch.Tensor, rounds: int, repeats: int, threads: int
-) -> dict[str, tuple[Timing, list[float]]]:
-    """:func:`interleaved`'s timings, each with its median in every round (ms)."""
-    names = list(rows)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    per_round: dict[str, list[float]] = {name: [] for name in names}
-    calls: dict[str, int] = {}
-    for r in range(rounds):
-        for index in interleaved_order(len(names), r):
-            name = names[index]
-            t = measure(
-                functools.partial(rows[name], x),
-                warmup=2,
-                repeats=repeats,
-                threads=threads,
-                settle_s=RUNTIME_SETTLE_S,
-            )
-            samples[name].extend(t.samples_s)
-            per_round[name].append(t.median_ms)
-            calls[name] = t.calls_per_block
-    return {
-        name: (
-            Timing.from_samples(s, calls_per_block=calls[name], threads=threads, device="cpu"),
-            per_round[name],
-        )
-        for name, s in samples.items()
-    }

@@ -23,8 +23,9 @@ of ``image_size``), normalised with the statistics its file records. Rows:
   agreement with eager fp32 on the other, held-out calibration images is at least 0.995 is kept
   (the candidates, with their agreement and median, are listed).
 
-All rows are timed on one batch of test images in interleaved rounds (``peers.interleaved``).
-Then every test image goes through every row (``sepconv.deploy.compare_top1``): top-1
+Each row is built in a process of its own, every test image goes through it
+(``sepconv.deploy.compare_top1``), and the rows are timed on one batch of test images taking
+turns in interleaved rounds (``turns.apart``). The check gives the top-1
 agreement with eager fp32 on these held-out images, and accuracy. *speed-up*: the best plain
 fp32 runtime's median over the row's. What ``sepconv auto`` is expected to reach is stated in
 results/benchmarks/README.md.
@@ -44,13 +45,16 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
-from peers import eager, interleaved, plain_onnxruntime, plain_openvino
+from peers import eager, plain_onnxruntime, plain_openvino
 from rich.console import Console
+from torch import nn
+from turns import METHOD, ONE_PROCESS, Built, apart
 
 import sepconv
 from sepconv.bench.output import markdown_table, terminal_table
@@ -76,76 +80,127 @@ HEADERS = [
 ]  # fmt: skip
 
 
-def bench(
-    weights: Path, batch: int, args: argparse.Namespace, data: str, test_inputs: torch.Tensor
-) -> dict[str, Any]:
-    """Every row for one model file at one batch size."""
+@dataclass
+class Inputs:
+    """What one model file is measured on: every process makes the same from the same files."""
+
+    model: nn.Module
+    record: Any  # the file's ModelRecord
+    size: tuple[int, int, int]
+    inputs: torch.Tensor  # the held-out test images, as the model takes them
+    labels: torch.Tensor
+    x: torch.Tensor  # the timed batch: the first ``batch`` of ``inputs``
+
+
+def model_inputs(weights: Path, batch: int, data: str, test_images: int) -> Inputs:
+    """The model of ``weights`` and the first ``test_images`` test images of ``data`` at the
+    side it was trained at (``sepconv train --image-size``, as its file records), normalised
+    with the statistics its file records."""
     record = read_model_file(weights).record
     model = sepconv.load_model(weights).eval()
-    mean, std = list(record.mean), list(record.std)
-    # The side the weights were trained at (`sepconv train --image-size`), as their file records.
-    side = int(record.provenance.get("image_size") or test_inputs.shape[-1])
-    size = (int(test_inputs.shape[1]), side, side)
-    inputs = prepare_images(test_inputs, input_size=size, mean=mean, std=std)
-    labels = load_dataset(data, "test").labels[: len(inputs)]
-    calib = calibration_images(
-        data, args.calib_samples, image_size=size[2], in_chans=size[0], mean=mean, std=std
-    )
+    test = load_dataset(data, "test")
+    grey = test.images[:test_images]
+    side = int(record.provenance.get("image_size") or grey.shape[-1])
+    size = (int(grey.shape[1]), side, side)
+    inputs = prepare_images(grey, input_size=size, mean=record.mean, std=record.std)
     x = inputs[:batch].contiguous()
-    rows: dict[str, Any] = {}
-    chosen: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="sepconv-precision-auto-") as tmp:
-        rows[PLAIN_FP32[0]] = plain_onnxruntime(model, Path(tmp), args.threads, x)
-        rows[PLAIN_FP32[1]], _ = plain_openvino(model, x, args.threads, f32=True)
-        rows[OV_DEFAULT], ov_precision = plain_openvino(model, x, args.threads, f32=False)
-    precision = {PLAIN_FP32[0]: "fp32", PLAIN_FP32[1]: "fp32", OV_DEFAULT: ov_precision}
-    for row, asked in ((SEPCONV_FP32, "fp32"), (SEPCONV_AUTO, "auto")):
-        start = time.perf_counter()
-        fast = compile_for_inference(
-            model,
-            input_size=size,
-            batch_size=batch,
-            threads=args.threads,
-            precision=asked,  # type: ignore[arg-type]
-            calibration=calib if asked == "auto" else None,
-            example=x,
+    return Inputs(model, record, size, inputs, test.labels[: len(inputs)], x)
+
+
+def calibration(got: Inputs, data: str, samples: int) -> torch.Tensor:
+    """``sepconv auto``'s calibration images: the seeded draw of ``sepconv evaluate
+    --calib-data`` from the training split."""
+    record = got.record
+    return calibration_images(
+        data, samples, image_size=got.size[2], in_chans=got.size[0], mean=record.mean,
+        std=record.std,
+    )  # fmt: skip
+
+
+def setup(names: list[str], settings: dict[str, Any], folder: Path) -> Built:
+    """In a worker process: the rows ``names`` for ``settings["weights"]`` at
+    ``settings["batch"]``, each with its precision, what ``compile_for_inference`` chose and
+    its top-1 check on every test image against eager fp32's classes
+    (``settings["reference"]``)."""
+    threads, batch, data = settings["threads"], settings["batch"], settings["data"]
+    torch.set_num_threads(threads)
+    got = model_inputs(Path(settings["weights"]), batch, data, settings["test_images"])
+    runners: dict[str, Any] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for row in names:
+        if row == PLAIN_FP32[0]:
+            runners[row] = plain_onnxruntime(got.model, folder, threads, got.x)
+            info[row] = {"precision": "fp32"}
+        elif row in (PLAIN_FP32[1], OV_DEFAULT):
+            runners[row], ov_precision = plain_openvino(
+                got.model, got.x, threads, f32=row != OV_DEFAULT
+            )
+            info[row] = {"precision": "fp32" if row != OV_DEFAULT else ov_precision}
+        else:
+            asked = "auto" if row == SEPCONV_AUTO else "fp32"
+            calib = calibration(got, data, settings["calib_samples"]) if asked == "auto" else None
+            start = time.perf_counter()
+            fast = compile_for_inference(
+                got.model,
+                input_size=got.size,
+                batch_size=batch,
+                threads=threads,
+                precision=asked,  # type: ignore[arg-type]
+                calibration=calib,
+                example=got.x,
+            )
+            runners[row] = fast
+            chosen = {
+                "backend": fast.backend,
+                "precision": fast.precision,
+                "build_s": time.perf_counter() - start,
+                "timings_ms": dict(fast.timings),
+            }
+            if calib is not None:
+                chosen.update(
+                    calibration_images=len(calib),
+                    calibration_agreement=fast.agreement,
+                    judged_images=fast.candidates[f"{fast.backend}/{fast.precision}"].samples,
+                    candidates={name: r.to_dict() for name, r in fast.candidates.items()},
+                    why=fast.why,
+                )
+            info[row] = {"precision": f"{fast.precision} ({fast.backend})", "chosen": chosen}
+        check = compare_top1(
+            settings["reference"], runners[row], got.inputs, got.labels, batch_size=batch
         )
-        rows[row] = fast
-        precision[row] = f"{fast.precision} ({fast.backend})"
-        chosen[row] = {
-            "backend": fast.backend,
-            "precision": fast.precision,
-            "build_s": time.perf_counter() - start,
-            "timings_ms": dict(fast.timings),
-        }
-    auto = rows[SEPCONV_AUTO]
-    chosen[SEPCONV_AUTO].update(
-        calibration_agreement=auto.agreement,
-        judged_images=auto.candidates[f"{auto.backend}/{auto.precision}"].samples,
-        candidates={name: r.to_dict() for name, r in auto.candidates.items()},
-        why=auto.why,
-    )
-    timings = interleaved(rows, x, rounds=args.rounds, repeats=args.repeats, threads=args.threads)
-    reference = top1_classes(eager(model), inputs, batch_size=batch)  # once for every row
-    out_rows = {}
-    for row, fn in rows.items():
-        check = compare_top1(reference, fn, inputs, labels, batch_size=batch)
-        out_rows[row] = {
-            **timings[row].to_dict(),
-            "precision": precision[row],
-            "test": check.to_dict(),
-        }
+        info[row]["test"] = check.to_dict()
+    return Built(runners, got.x, info)
+
+
+def bench(weights: Path, batch: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Every row for one model file at one batch size, each built, checked and timed in its
+    own process (``turns.apart``)."""
+    got = model_inputs(weights, batch, args.data, args.test_images)
+    settings = {
+        "weights": str(weights), "batch": batch, "data": args.data, "threads": args.threads,
+        "repeats": args.repeats, "test_images": args.test_images,
+        "calib_samples": args.calib_samples,
+        # eager fp32's classes, once for every row
+        "reference": top1_classes(eager(got.model), got.inputs, batch_size=batch),
+    }  # fmt: skip
+    names = [*PLAIN_FP32, OV_DEFAULT, SEPCONV_FP32, SEPCONV_AUTO]
+    timed = apart(names, settings, setup, rounds=args.rounds)
+    out_rows = {
+        row: {**t.timing.to_dict(), "precision": t.info["precision"], "test": t.info["test"]}
+        for row, t in timed.items()
+    }
     best_plain = min(out_rows[r]["median_ms"] for r in PLAIN_FP32)
     for measured in out_rows.values():
         measured["speedup_vs_best_plain_fp32"] = best_plain / measured["median_ms"]
+    chosen = {row: timed[row].info["chosen"] for row in (SEPCONV_FP32, SEPCONV_AUTO)}
     return {
-        "model": record.arch,
+        "model": got.record.arch,
         "weights": str(weights),
-        "trained_batch_size": (record.config or {}).get("batch_size"),
+        "trained_batch_size": (got.record.config or {}).get("batch_size"),
         "batch_size": batch,
-        "calibration_images": len(calib),
+        "calibration_images": chosen[SEPCONV_AUTO]["calibration_images"],
         "judged_images": chosen[SEPCONV_AUTO]["judged_images"],
-        "test_images": len(inputs),
+        "test_images": len(got.inputs),
         "rows": out_rows,
         "chosen": chosen,
     }
@@ -175,16 +230,16 @@ def main() -> None:
             args.rounds, args.repeats, args.calib_samples, args.test_images = 1, 3, 64, 64
         weights = model_files(args, parser, Path(tmp))
         results = []
-        test = load_dataset(args.data, "test").images[: args.test_images]
         for path in weights:
             config = read_model_file(path).record.config or {}
             trained = int(config.get("batch_size") or 1)
             for batch in dict.fromkeys(args.batch_sizes or (trained, 1)):
                 print(f"{path} at batch {batch} ...", flush=True)
-                results.append(bench(path, batch, args, args.data, test))
+                results.append(bench(path, batch, args))
     data = {
         **run.record(args.threads),
         "min_agreement": DEFAULT_MIN_AGREEMENT,
+        "timing_method": METHOD,
         "results": results,
     }
     report(data, run)
@@ -281,13 +336,15 @@ def report(data: dict[str, Any], run: Run) -> None:
     for line in lines:
         console.print(line)
     first = results[0]
+    method = data.get("timing_method", ONE_PROCESS)
     text = "\n\n".join(
         [
             header("precision='auto' on trained models against the plain fp32 runtimes", data),
             f"{first['calibration_images']} calibration images (training split), "
             f"{first['test_images']} held-out test images; the rows are defined in the "
             "docstring of `benchmarks/precision_auto.py`. Median and IQR over interleaved "
-            "rounds on one batch of test images; *speed-up*: the best plain fp32 runtime's "
+            f"rounds on one batch of test images, {method}; *speed-up*: the best plain fp32 "
+            "runtime's "
             "median over the row's; *test agreement*: top-1 agreement with eager fp32 on the "
             "test images.",
             markdown_table(HEADERS, rows),

@@ -20,8 +20,8 @@ exported (``export_onnx``, static batch 1), and that same file is run by:
   take, to see whether the graph rather than the config makes a difference.
 
 A row whose settings equal another's is timed once (the table says which rows it stands for).
-All rows of a model live in one process and are timed in interleaved rounds
-(``peers.interleaved_rounds``). *ratio*: a row's median over the median of its runtime's
+Each timed row is built in a process of its own, and the rows of a model take turns in
+interleaved rounds (``turns.apart``). *ratio*: a row's median over the median of its runtime's
 default row, in the same run; *faster in*: in how many rounds the row's median beat the
 default's.
 
@@ -43,8 +43,9 @@ import onnxruntime as ort
 import openvino as ov
 import torch
 from harness import Run, add_output_flags, add_smoke_flag, positive_int
-from peers import Runner, interleaved_rounds, onnxruntime_session, openvino_session
+from peers import Runner, onnxruntime_session, openvino_session
 from runtime_config_report import describe, report
+from turns import METHOD, Built, apart
 
 import sepconv
 from sepconv.bench.timing import RUNTIME_SETTLE_S
@@ -96,13 +97,38 @@ def openvino_effective(
     return ", ".join(f"{k}={v.rsplit('.', 1)[-1]}" for k, v in zip(EFFECTIVE, values, strict=True))
 
 
-def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    size = (3, args.size, args.size)
-    shape = (1, *size)
+def seeded_model(name: str, size: tuple[int, int, int]) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Model ``name`` as every process builds it (seeded; BatchNorm statistics measured on
+    random images), and its timed input."""
     torch.manual_seed(0)
     images = torch.randn(16, *size, generator=torch.Generator().manual_seed(1))
     model = update_bn_statistics(sepconv.create_model(name), images.split(8))
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    return model, torch.randn((1, *size), generator=torch.Generator().manual_seed(2))
+
+
+def setup(names: list[str], settings: dict[str, Any], folder: Path) -> Built:
+    """In a worker process: the rows ``names`` (``"runtime / row"``) on the ONNX file
+    ``settings["path"]``, or, for the PyTorch-graph row, on the seeded model itself."""
+    torch.set_num_threads(settings["threads"])
+    model, x = seeded_model(settings["model"], settings["size"])
+    shape = tuple(x.shape)
+    rows = configs(settings["threads"])
+    runners: dict[str, Runner] = {}
+    for label in names:
+        runtime, row = label.split(" / ", 1)
+        config = rows[(runtime, row)]
+        if row == TORCH_GRAPH:
+            graph = ov.convert_model(fuse(model), example_input=x)
+            runners[label] = openvino_session(graph, config, shape)[0]
+        else:
+            runners[label] = build(runtime, Path(settings["path"]), shape, config)  # type: ignore[arg-type]
+    return Built(runners, x)
+
+
+def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    size = (3, args.size, args.size)
+    shape = (1, *size)
+    model, x = seeded_model(name, size)
     with torch.inference_mode():
         expected = model(x)
     # Rows with equal settings share one runner: (runtime, settings text) -> first row name.
@@ -112,7 +138,6 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     for (runtime, row), settings in rows.items():
         key = (runtime, describe(settings) + (" torch" if row == TORCH_GRAPH else ""))
         same_as[f"{runtime} / {row}"] = f"{runtime} / {first.setdefault(key, row)}"
-    runners: dict[str, Runner] = {}
     effective: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="sepconv-runtime-config-") as tmp:
         path = export_onnx(
@@ -120,17 +145,18 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             check_batches=(1,), check_inputs=x,
         ).path  # fmt: skip
         for (runtime, row), settings in rows.items():
-            label = f"{runtime} / {row}"
-            if row == TORCH_GRAPH:
-                graph = ov.convert_model(fuse(model), example_input=x)
-                runners[label] = openvino_session(graph, settings, shape)[0]
-            elif same_as[label] == label:
-                runners[label] = build(runtime, path, shape, settings)
             if runtime == "openvino" and row != TORCH_GRAPH:
-                effective[label] = openvino_effective(path, shape, settings)
-    errors = {label: relative_error(run(x), expected) for label, run in runners.items()}
-    timed = interleaved_rounds(runners, x, args.rounds, args.repeats, args.threads)
-    del runners  # the sessions' thread pools go with them before the next model is built
+                effective[f"{runtime} / {row}"] = openvino_effective(path, shape, settings)
+        # Each timed row in its own process, the rows taking turns.
+        worker_settings = {
+            "model": name, "size": size, "path": str(path), "threads": args.threads,
+            "repeats": args.repeats,
+        }  # fmt: skip
+        timed_rows = apart(
+            list(dict.fromkeys(same_as.values())), worker_settings, setup, rounds=args.rounds
+        )
+    errors = {label: relative_error(t.output, expected) for label, t in timed_rows.items()}
+    timed = {label: (t.timing, t.round_medians_ms) for label, t in timed_rows.items()}
     out_rows = []
     for (runtime, row), settings in rows.items():
         label = f"{runtime} / {row}"
@@ -193,6 +219,7 @@ def main() -> None:
         "rounds": args.rounds,
         "repeats": args.repeats,
         "settle_s": RUNTIME_SETTLE_S,
+        "timing_method": METHOD,
         "models": results,
     }
     run.write_json(data)

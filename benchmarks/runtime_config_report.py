@@ -7,6 +7,7 @@ from typing import Any
 
 from harness import Run, clock_line, header
 from rich.console import Console
+from turns import ONE_PROCESS
 
 from sepconv.bench.output import markdown_table, terminal_table
 
@@ -63,13 +64,14 @@ def report(data: dict[str, Any], run: Run) -> None:
     title = f"batch 1, {size}x{size}, {data['threads']} thread(s), fp32, CPU"
     Console(width=200).print(terminal_table(title, HEADERS, rows))
     versions = ", ".join(f"{k} {v}" for k, v in data["versions"].items())
+    method = data.get("timing_method", ONE_PROCESS)
     run.write_markdown(
         header("sepconv's runtime settings against the runtimes' defaults", data)
         + f"  \n{versions}  \n{clock_line(data)}\n\n"
         f"Batch 1, {size}x{size}, fp32, random weights with BatchNorm statistics measured on "
         "random images; every row runs the same BN-folded ONNX file, except the PyTorch-graph "
-        "row, which gives OpenVINO the BN-folded PyTorch model. All rows of a model are timed "
-        f"in one process in {rounds} alternating rounds (order changed each round) x {repeats} "
+        "row, which gives OpenVINO the BN-folded PyTorch model. The rows of a model are timed, "
+        f"{method}, in {rounds} alternating rounds (order changed each round) x {repeats} "
         f"timed blocks, each after a {data['settle_s']:g} s pause; *median ms*, *IQR ms* over "
         "all blocks. *ratio*: the row's median over its runtime's default row (below 1: faster "
         "than the default). *faster in*: rounds in which the row's median beat the default's. "

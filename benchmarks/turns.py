@@ -1,10 +1,16 @@
 """Worker processes that take turns: each builds its own runners, then times one turn of one
-of them whenever the coordinator asks, while the others wait on their pipes (``alone.py``).
+of them whenever the coordinator asks, while the others wait on their pipes.
 
-A turn is what ``peers.interleaved`` times for a row in one round: ``settings["repeats"]``
-blocks after 2 warm-up calls and the ``RUNTIME_SETTLE_S`` pause. Only one worker times at any
-moment, so each runs on a machine nothing else in the run is using, and two turns asked for
-back to back are timed at nearly the same moment.
+A turn is ``settings["repeats"]`` timed blocks after 2 warm-up calls and the
+``RUNTIME_SETTLE_S`` pause. Workers build one after another and only one times at any moment, so
+each builds and runs on a machine nothing else in the run is using, and two turns asked for back
+to back are timed at nearly the same moment.
+
+:func:`apart` is how every CPU inference benchmark times its rows (``inference.py``,
+``precision_auto.py``, ``runtime_config.py``): each row alone in its own process, the rows
+taking turns in interleaved rounds. Runtimes sharing one process do not time as they do alone
+(another runtime's thread pools and allocations are there); ``alone.py`` measures by how much,
+and uses :class:`Workers` for both of its methods.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import multiprocessing
 import tempfile
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -22,37 +29,63 @@ from typing import Any
 import torch
 from peers import Runner
 
-from sepconv.bench import measure
+from sepconv.bench import Timing, measure
 from sepconv.bench.allocator import keep_freed_memory
-from sepconv.bench.timing import RUNTIME_SETTLE_S
+from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
 
-# What a worker's setup returns: its runners by row, and the input they are timed on.
-Rows = tuple[dict[str, Runner], torch.Tensor]
-# A setup: (row names, settings, a folder for files) -> Rows; a module-level function, since
+
+@dataclass
+class Built:
+    """What a worker's setup returns: its runners by row, the input they are timed on, and
+    anything picklable the setup has to say about each row (build time, the backend chosen,
+    checks run on the user's images), by row."""
+
+    runners: dict[str, Runner]
+    x: torch.Tensor
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Ready:
+    """What a worker reports once built, by row: its output on the timed input, and the
+    setup's info."""
+
+    outputs: dict[str, torch.Tensor]
+    info: dict[str, dict[str, Any]]
+
+
+# A setup: (row names, settings, a folder for files) -> Built; a module-level function, since
 # a spawned worker finds it by name.
-Setup = Callable[[list[str], dict[str, Any], Path], Rows]
+Setup = Callable[[list[str], dict[str, Any], Path], Built]
+# How apart() times rows, as a result's JSON ("timing_method") and report say it; results
+# without the key held every row of a model in one process.
+METHOD = "each row built and timed in a process of its own, the rows taking turns"
+ONE_PROCESS = "every row in one process"
 # Longest a worker may take to stop once told.
 STOP_S = 30.0
 
 
 def worker(conn: Connection, names: list[str], settings: dict[str, Any], setup: Setup) -> None:
-    """A worker process: build the rows ``names`` with ``setup``, say ``"ready"``, then time
-    one turn of each row named on ``conn`` and send its blocks' per-call times (ms), until
-    ``None`` comes. A failure is sent as ``("error", traceback)``."""
+    """A worker process: build the rows ``names`` with ``setup`` and send :class:`Ready`, then
+    time one turn of each row named on ``conn`` and send its :class:`~sepconv.bench.Timing`,
+    until ``None`` comes. A failure is sent as ``("error", traceback)``."""
     try:
-        keep_freed_memory()  # as Run.start does in the interleaved benchmarks
+        keep_freed_memory()  # as Run.start does for the coordinator
         with tempfile.TemporaryDirectory(prefix="sepconv-turns-") as tmp:
-            rows, x = setup(names, settings, Path(tmp))
-            conn.send("ready")
+            built = setup(names, settings, Path(tmp))
+            with torch.inference_mode():
+                outputs = {name: built.runners[name](built.x) for name in names}
+            conn.send(Ready(outputs, built.info))
             while (name := conn.recv()) is not None:
-                t = measure(
-                    functools.partial(rows[name], x),
-                    warmup=2,
-                    repeats=settings["repeats"],
-                    threads=settings["threads"],
-                    settle_s=RUNTIME_SETTLE_S,
+                conn.send(
+                    measure(
+                        functools.partial(built.runners[name], built.x),
+                        warmup=2,
+                        repeats=settings["repeats"],
+                        threads=settings["threads"],
+                        settle_s=RUNTIME_SETTLE_S,
+                    )
                 )
-                conn.send([s * 1e3 for s in t.samples_s])
     except Exception:  # the coordinator reports it and stops
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -61,36 +94,37 @@ def worker(conn: Connection, names: list[str], settings: dict[str, Any], setup: 
 
 class Workers:
     """One worker process per group of ``groups`` (key -> the row names it builds), as a
-    context manager: entering waits until every worker has built its rows; leaving, or a
-    failure, stops and joins them all.
+    context manager: entering starts the workers one at a time, each once the one before has
+    built its rows (so no build, nor ``compile_for_inference``'s race inside one, shares the
+    machine with another); leaving, or a failure, stops and joins them all. ``ready`` holds
+    each worker's :class:`Ready`.
 
     Example (in a script whose ``setup`` is a module-level function)::
 
         with Workers({"a": ["x"], "both": ["x", "y"]}, settings, setup) as workers:
-            blocks_ms = workers.turn("a", "x")
+            timing = workers.turn("a", "x")
     """
 
     def __init__(
         self, groups: dict[str, list[str]], settings: dict[str, Any], setup: Setup
     ) -> None:
-        context = multiprocessing.get_context("spawn")  # fresh interpreters, as a user's
+        self.groups, self.settings, self.setup = groups, settings, setup
         self.conns: dict[str, Connection] = {}
         self.processes: dict[str, multiprocessing.process.BaseProcess] = {}
+        self.ready: dict[str, Ready] = {}
+
+    def __enter__(self) -> Workers:
+        context = multiprocessing.get_context("spawn")  # fresh interpreters, as a user's
         try:
-            for key, names in groups.items():
+            for key, names in self.groups.items():
                 here, there = context.Pipe()
-                process = context.Process(target=worker, args=(there, names, settings, setup))
+                process = context.Process(
+                    target=worker, args=(there, names, self.settings, self.setup)
+                )
                 process.start()
                 there.close()
                 self.conns[key], self.processes[key] = here, process
-        except BaseException:
-            self.close()
-            raise
-
-    def __enter__(self) -> Workers:
-        try:
-            for key in self.conns:
-                self._receive(key)  # "ready"
+                self.ready[key] = self._receive(key)
         except BaseException:
             self.close()
             raise
@@ -112,11 +146,11 @@ class Workers:
             raise SystemExit(f"the {key} worker failed:\n{message[1][-3000:]}")
         return message
 
-    def turn(self, key: str, name: str) -> list[float]:
-        """Worker ``key`` times one turn of row ``name``; its blocks' per-call ms."""
+    def turn(self, key: str, name: str) -> Timing:
+        """Worker ``key`` times one turn of row ``name``."""
         self.conns[key].send(name)
-        blocks: list[float] = self._receive(key)
-        return blocks
+        timing: Timing = self._receive(key)
+        return timing
 
     def close(self) -> None:
         """Tell every worker to stop and join it (killed if it has not stopped within
@@ -132,3 +166,51 @@ class Workers:
                 process.join()
         for conn in self.conns.values():
             conn.close()
+
+
+@dataclass
+class Timed:
+    """One row timed by :func:`apart`: its timing over every round, its median in each round
+    (ms), its output on the timed input and its setup's info."""
+
+    timing: Timing
+    round_medians_ms: list[float]
+    output: torch.Tensor
+    info: dict[str, Any]
+
+
+def apart(
+    names: list[str], settings: dict[str, Any], setup: Setup, *, rounds: int
+) -> dict[str, Timed]:
+    """Every row of ``names`` built by ``setup`` in a worker process of its own, then timed in
+    ``rounds`` rounds of turns in an order that changes from round to round
+    (``interleaved_order``: load from other processes spreads over all rows, and no row always
+    follows the same other one), after one untimed turn each (a fresh process's first calls
+    run cold). ``settings`` needs ``"repeats"`` and ``"threads"``."""
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    per_round: dict[str, list[float]] = {name: [] for name in names}
+    timings: dict[str, Timing] = {}
+    with Workers({name: [name] for name in names}, settings, setup) as workers:
+        for name in names:
+            workers.turn(name, name)
+        for r in range(rounds):
+            for index in interleaved_order(len(names), r):
+                name = names[index]
+                t = timings[name] = workers.turn(name, name)
+                samples[name].extend(t.samples_s)
+                per_round[name].append(t.median_ms)
+        ready = {name: workers.ready[name] for name in names}
+    return {
+        name: Timed(
+            timing=Timing.from_samples(
+                samples[name],
+                calls_per_block=timings[name].calls_per_block,
+                threads=timings[name].threads,
+                device="cpu",
+            ),
+            round_medians_ms=per_round[name],
+            output=ready[name].outputs[name],
+            info=ready[name].info.get(name, {}),
+        )
+        for name in names
+    }
