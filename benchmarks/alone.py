@@ -9,7 +9,7 @@ on a virtual machine: the host slows the cores for seconds at a time, with nothi
 machine to show it, and one runtime's alone figure moved by 1.71x from one process to the next (the
 run this benchmark made before, at commit 02f6ab2). So the two methods take turns instead
 (``turns.Workers``). Each repetition starts one *alone* worker process per row (it builds only that
-runtime) and one *shared* worker (it builds every row, as the interleaved benchmarks do); only one
+runtime) and one *shared* worker (it builds every row, as the benchmarks did before); only one
 worker times at any moment while the others wait on their pipe. Each worker times each of its rows
 once untimed first (a fresh process's first calls ran up to 10x slow). In each round the rows come
 in ``interleaved_order``, and for each row the shared worker and the row's alone worker each time

@@ -20,7 +20,8 @@ RUNTIME_NAMES = dict(zip(REFERENCE_ROWS, ("onnxruntime", "openvino"), strict=Tru
 SEPCONV_ROW = "sepconv compile_for_inference"
 SEPCONV_BF16_ROW = "sepconv compile_for_inference (bf16)"
 INT8_CROSS_ROW = "int8 OpenVINO (ORT's file)"
-INT8_ROWS = ("int8 ONNX Runtime", "int8 OpenVINO", INT8_CROSS_ROW)
+INT8_ORT_ROW = "int8 ONNX Runtime"
+INT8_ROWS = (INT8_ORT_ROW, "int8 OpenVINO", INT8_CROSS_ROW)
 # Plain fp32 runtime -> its second session (``--self-control``), and the ratio they give.
 SECOND_SESSION_ROWS = {row: row[:-1] + ", second session)" for row in REFERENCE_ROWS}
 SELF_CONTROL = "self-control"

@@ -18,7 +18,7 @@ from inference_ratios import (
     ratios,
 )
 from rich.console import Console
-from turns import ONE_PROCESS
+from turns import method_text
 
 from sepconv.bench.output import markdown_table, terminal_table
 
@@ -127,7 +127,7 @@ def report(data: dict[str, Any], run: Run) -> None:
             "JSON.\n\n" + markdown_table(rerun_headers, rerun_rows) + "\n\n"
         )
     versions = ", ".join(f"{k} {v}" for k, v in data["versions"].items())
-    method = data.get("timing_method", ONE_PROCESS)
+    method = method_text(data)
     text = (
         header("Inference backends side by side", data)
         + f"  \n{versions}  \n{clock_line(data)}\n\n"

@@ -54,7 +54,7 @@ from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, p
 from peers import eager, plain_onnxruntime, plain_openvino
 from rich.console import Console
 from torch import nn
-from turns import METHOD, ONE_PROCESS, Built, apart
+from turns import METHOD, Built, apart, method_text, overall_max
 
 import sepconv
 from sepconv.bench.output import markdown_table, terminal_table
@@ -186,7 +186,12 @@ def bench(weights: Path, batch: int, args: argparse.Namespace) -> dict[str, Any]
     names = [*PLAIN_FP32, OV_DEFAULT, SEPCONV_FP32, SEPCONV_AUTO]
     timed = apart(names, settings, setup, rounds=args.rounds)
     out_rows = {
-        row: {**t.timing.to_dict(), "precision": t.info["precision"], "test": t.info["test"]}
+        row: {
+            **t.timing.to_dict(),
+            "precision": t.info["precision"],
+            "test": t.info["test"],
+            "waiting_cpu_share": t.waiting_cpu_share,
+        }
         for row, t in timed.items()
     }
     best_plain = min(out_rows[r]["median_ms"] for r in PLAIN_FP32)
@@ -240,6 +245,9 @@ def main() -> None:
         **run.record(args.threads),
         "min_agreement": DEFAULT_MIN_AGREEMENT,
         "timing_method": METHOD,
+        "waiting_cpu_share_max": overall_max(
+            [row["waiting_cpu_share"] for r in results for row in r["rows"].values()]
+        ),
         "results": results,
     }
     report(data, run)
@@ -336,7 +344,7 @@ def report(data: dict[str, Any], run: Run) -> None:
     for line in lines:
         console.print(line)
     first = results[0]
-    method = data.get("timing_method", ONE_PROCESS)
+    method = method_text(data)
     text = "\n\n".join(
         [
             header("precision='auto' on trained models against the plain fp32 runtimes", data),

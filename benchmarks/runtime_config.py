@@ -45,7 +45,7 @@ import torch
 from harness import Run, add_output_flags, add_smoke_flag, positive_int
 from peers import Runner, onnxruntime_session, openvino_session
 from runtime_config_report import describe, report
-from turns import METHOD, Built, apart
+from turns import METHOD, Built, apart, overall_max
 
 import sepconv
 from sepconv.bench.timing import RUNTIME_SETTLE_S
@@ -176,6 +176,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 "faster_rounds": wins if same_as[label] != default else None,
                 "round_medians_ms": per_round,
                 "max_rel_error": errors[same_as[label]],
+                "waiting_cpu_share": timed_rows[same_as[label]].waiting_cpu_share,
                 "openvino_effective": effective.get(label),
             }
         )
@@ -220,6 +221,9 @@ def main() -> None:
         "repeats": args.repeats,
         "settle_s": RUNTIME_SETTLE_S,
         "timing_method": METHOD,
+        "waiting_cpu_share_max": overall_max(
+            [row["waiting_cpu_share"] for m in results for row in m["rows"]]
+        ),
         "models": results,
     }
     run.write_json(data)

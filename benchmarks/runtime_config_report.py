@@ -7,7 +7,7 @@ from typing import Any
 
 from harness import Run, clock_line, header
 from rich.console import Console
-from turns import ONE_PROCESS
+from turns import method_text
 
 from sepconv.bench.output import markdown_table, terminal_table
 
@@ -64,7 +64,7 @@ def report(data: dict[str, Any], run: Run) -> None:
     title = f"batch 1, {size}x{size}, {data['threads']} thread(s), fp32, CPU"
     Console(width=200).print(terminal_table(title, HEADERS, rows))
     versions = ", ".join(f"{k} {v}" for k, v in data["versions"].items())
-    method = data.get("timing_method", ONE_PROCESS)
+    method = method_text(data)
     run.write_markdown(
         header("sepconv's runtime settings against the runtimes' defaults", data)
         + f"  \n{versions}  \n{clock_line(data)}\n\n"

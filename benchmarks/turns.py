@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import multiprocessing
+import os
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +63,30 @@ Setup = Callable[[list[str], dict[str, Any], Path], Built]
 # without the key held every row of a model in one process.
 METHOD = "each row built and timed in a process of its own, the rows taking turns"
 ONE_PROCESS = "every row in one process"
+
+
+def method_text(data: dict[str, Any]) -> str:
+    """How a result's rows were timed, for its report: :data:`METHOD` (or :data:`ONE_PROCESS`
+    for a result without ``timing_method``), with the most CPU the waiting workers used during
+    any row's turns where the result records it (``waiting_cpu_share_max``)."""
+    text = str(data.get("timing_method", ONE_PROCESS))
+    share = data.get("waiting_cpu_share_max")
+    if share is not None:
+        text += (
+            f" (the waiting workers used at most {100 * share:.1f}% of the machine during a "
+            "row's turns)"
+        )
+    return text
+
+
+def overall_max(shares: list[float | None]) -> float | None:
+    """The largest of the rows' :attr:`Timed.waiting_cpu_share`; ``None`` if any is unknown."""
+    known = [share for share in shares if share is not None]
+    return max(known) if known and len(known) == len(shares) else None
+
+
+# Clock ticks a second, the unit of /proc/PID/stat's CPU times.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # Longest a worker may take to stop once told.
 STOP_S = 30.0
 
@@ -146,6 +172,19 @@ class Workers:
             raise SystemExit(f"the {key} worker failed:\n{message[1][-3000:]}")
         return message
 
+    def cpu_s(self) -> dict[str, float] | None:
+        """CPU seconds each worker has used so far (every thread; ``/proc/PID/stat``), or
+        ``None`` where the system does not say."""
+        used = {}
+        for key, process in self.processes.items():
+            try:
+                stat = Path(f"/proc/{process.pid}/stat").read_text()
+            except OSError:
+                return None
+            fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+            used[key] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return used
+
     def turn(self, key: str, name: str) -> Timing:
         """Worker ``key`` times one turn of row ``name``."""
         self.conns[key].send(name)
@@ -171,12 +210,15 @@ class Workers:
 @dataclass
 class Timed:
     """One row timed by :func:`apart`: its timing over every round, its median in each round
-    (ms), its output on the timed input and its setup's info."""
+    (ms), its output on the timed input and its setup's info; and the CPU time the other,
+    waiting workers used during its timed turns as a share of the machine (``None`` where it
+    cannot be read): near 0 when they wait without spinning, as the method needs."""
 
     timing: Timing
     round_medians_ms: list[float]
     output: torch.Tensor
     info: dict[str, Any]
+    waiting_cpu_share: float | None
 
 
 def apart(
@@ -190,16 +232,27 @@ def apart(
     samples: dict[str, list[float]] = {name: [] for name in names}
     per_round: dict[str, list[float]] = {name: [] for name in names}
     timings: dict[str, Timing] = {}
+    waiting_s = dict.fromkeys(names, 0.0)  # the other workers' CPU seconds during a row's turns
+    wall_s = dict.fromkeys(names, 0.0)
+    readable = True
     with Workers({name: [name] for name in names}, settings, setup) as workers:
         for name in names:
             workers.turn(name, name)
         for r in range(rounds):
             for index in interleaved_order(len(names), r):
                 name = names[index]
+                before, start = workers.cpu_s(), time.perf_counter()
                 t = timings[name] = workers.turn(name, name)
+                wall_s[name] += time.perf_counter() - start
+                after = workers.cpu_s()
+                if before is None or after is None:
+                    readable = False
+                else:
+                    waiting_s[name] += sum(after[k] - before[k] for k in after if k != name)
                 samples[name].extend(t.samples_s)
                 per_round[name].append(t.median_ms)
         ready = {name: workers.ready[name] for name in names}
+    cores = os.cpu_count() or 1
     return {
         name: Timed(
             timing=Timing.from_samples(
@@ -211,6 +264,7 @@ def apart(
             round_medians_ms=per_round[name],
             output=ready[name].outputs[name],
             info=ready[name].info.get(name, {}),
+            waiting_cpu_share=waiting_s[name] / (wall_s[name] * cores) if readable else None,
         )
         for name in names
     }

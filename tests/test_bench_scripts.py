@@ -276,6 +276,8 @@ def test_inference_reruns_in_fresh_processes(tmp_path: Path) -> None:
     assert "--reruns" not in reruns["runs"][0]["command"]
     assert reruns["runs"][0]["elapsed_s"] == finished["elapsed_s"]  # the finished run, as it was
     assert [r["model"] for r in data["models"]] == ["mobilenet_v1"]
+    # Each int8 row quantized in its own process: the cross row ran the same file's bytes.
+    assert data["models"][0]["int8_cross_same_file"] is True
     model = "mobilenet_v1"
     fp32 = reruns["ratios"][model]["sepconv compile_for_inference"]
     # Recomputed from each rerun's own medians: sepconv fp32 over the best plain fp32 runtime.
