@@ -50,14 +50,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
+from harness import Run, add_output_flags, add_smoke_flag, positive_int
 from peers import eager, plain_onnxruntime, plain_openvino
-from rich.console import Console
+from precision_auto_report import SEPCONV_AUTO, report
 from torch import nn
-from turns import METHOD, Built, apart, method_text, overall_max
+from turns import METHOD, Built, apart, overall_max
 
 import sepconv
-from sepconv.bench.output import markdown_table, terminal_table
 from sepconv.data import load_dataset
 from sepconv.deploy import (
     calibration_images,
@@ -73,11 +72,7 @@ RUNS = Path("runs/reproduce/reproduce_compact")
 ROWS = ("mobilenet_v1_025", "mobilenet_v2_035")
 PLAIN_FP32 = ("ONNX Runtime (plain)", "OpenVINO (plain, f32)")
 OV_DEFAULT = "OpenVINO (plain, default)"
-SEPCONV_FP32, SEPCONV_AUTO = "sepconv fp32", "sepconv auto"
-HEADERS = [
-    "model", "batch", "row", "computes in", "median ms", "IQR ms", "speed-up",
-    "test agreement", "test top-1",
-]  # fmt: skip
+SEPCONV_FP32 = "sepconv fp32"
 
 
 @dataclass
@@ -291,81 +286,6 @@ def smoke_weights(folder: Path, data: str) -> Path:
     if code != 0:
         raise SystemExit(f"smoke training failed ({code})")
     return folder / "last.safetensors"  # --max-steps stops before model.safetensors
-
-
-def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    out = []
-    for result in results:
-        for row, r in result["rows"].items():
-            test = r["test"]
-            cells = [
-                result["model"], str(result["batch_size"]), row, r["precision"],
-                f"{r['median_ms']:.3f}", f"{r['iqr_ms']:.3f}",
-                f"{r['speedup_vs_best_plain_fp32']:.2f}x",
-                f"{test['agreement']:.4f}", f"{test['candidate_accuracy']:.4f}",
-            ]  # fmt: skip
-            out.append(cells)
-    return out
-
-
-def candidate_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    out = []
-    for result in results:
-        for name, c in result["chosen"][SEPCONV_AUTO]["candidates"].items():
-            ms = "" if c["median_ms"] is None else f"{c['median_ms']:.3f}"
-            agreement = "" if c["agreement"] is None else f"{c['agreement']:.4f}"
-            fate = "kept" if c["kept"] else f"dropped: {c['reason']}"
-            out.append([result["model"], str(result["batch_size"]), name, ms, agreement, fate])
-    return out
-
-
-def summary_lines(results: list[dict[str, Any]]) -> list[str]:
-    """One line per model and batch: what sepconv auto chose, its speed-up and agreement."""
-    lines = []
-    for result in results:
-        auto = result["rows"][SEPCONV_AUTO]
-        speedup, agreement = auto["speedup_vs_best_plain_fp32"], auto["test"]["agreement"]
-        lines.append(
-            f"- {result['model']}, batch {result['batch_size']}: sepconv auto chose "
-            f"{auto['precision']}, {speedup:.2f}x the best plain fp32 runtime at "
-            f"{agreement:.2%} top-1 agreement on {result['test_images']} test images"
-        )
-    return lines
-
-
-def report(data: dict[str, Any], run: Run) -> None:
-    results = data["results"]
-    rows, candidates = table_rows(results), candidate_rows(results)
-    lines = summary_lines(results)
-    console = Console(width=160)
-    console.print(terminal_table("precision='auto' on trained models", HEADERS, rows))
-    cand_headers = ["model", "batch", "candidate", "median ms", "held-out calib. agreement", "fate"]
-    console.print(terminal_table("sepconv auto's candidates", cand_headers, candidates))
-    for line in lines:
-        console.print(line)
-    first = results[0]
-    method = method_text(data)
-    text = "\n\n".join(
-        [
-            header("precision='auto' on trained models against the plain fp32 runtimes", data),
-            f"{first['calibration_images']} calibration images (training split), "
-            f"{first['test_images']} held-out test images; the rows are defined in the "
-            "docstring of `benchmarks/precision_auto.py`. Median and IQR over interleaved "
-            f"rounds on one batch of test images, {method}; *speed-up*: the best plain fp32 "
-            "runtime's "
-            "median over the row's; *test agreement*: top-1 agreement with eager fp32 on the "
-            "test images.",
-            markdown_table(HEADERS, rows),
-            "Per model and batch:\n\n" + "\n".join(lines),
-            "## sepconv auto's candidates\n\nAs `compile_for_inference(precision='auto')` "
-            "measured them while building: median while choosing, top-1 agreement with eager "
-            f"fp32 on the {first['judged_images']} calibration images int8 was not calibrated "
-            "on.",
-            markdown_table(cand_headers, candidates),
-            clock_line(data),
-        ]
-    )
-    run.write(data, text + "\n")
 
 
 if __name__ == "__main__":
