@@ -108,9 +108,10 @@ def seeded_model(name: str, size: tuple[int, int, int]) -> tuple[torch.nn.Module
 
 def setup(names: list[str], settings: dict[str, Any], folder: Path) -> Built:
     """In a worker process: the rows ``names`` (``"runtime / row"``) on the ONNX file
-    ``settings["path"]``, or, for the PyTorch-graph row, on the seeded model itself."""
+    ``settings["path"]``, or, for the PyTorch-graph row, on the seeded model itself; timed on
+    ``settings["x"]``."""
     torch.set_num_threads(settings["threads"])
-    model, x = seeded_model(settings["model"], settings["size"])
+    x = settings["x"]
     shape = tuple(x.shape)
     rows = configs(settings["threads"])
     runners: dict[str, Runner] = {}
@@ -118,6 +119,7 @@ def setup(names: list[str], settings: dict[str, Any], folder: Path) -> Built:
         runtime, row = label.split(" / ", 1)
         config = rows[(runtime, row)]
         if row == TORCH_GRAPH:
+            model, _ = seeded_model(settings["model"], tuple(x.shape[1:]))
             graph = ov.convert_model(fuse(model), example_input=x)
             runners[label] = openvino_session(graph, config, shape)[0]
         else:
@@ -149,7 +151,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 effective[f"{runtime} / {row}"] = openvino_effective(path, shape, settings)
         # Each timed row in its own process, the rows taking turns.
         worker_settings = {
-            "model": name, "size": size, "path": str(path), "threads": args.threads,
+            "model": name, "x": x, "path": str(path), "threads": args.threads,
             "repeats": args.repeats,
         }  # fmt: skip
         timed_rows = apart(

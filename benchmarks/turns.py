@@ -251,7 +251,7 @@ def apart(
                     waiting_s[name] += sum(after[k] - before[k] for k in after if k != name)
                 samples[name].extend(t.samples_s)
                 per_round[name].append(t.median_ms)
-        ready = {name: workers.ready[name] for name in names}
+        ready = workers.ready  # by row: each worker holds one
     cores = os.cpu_count() or 1
     return {
         name: Timed(
