@@ -68,11 +68,12 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         for length, rounds in LENGTHS.items():
             started = time.perf_counter()
             # A copy: keep_fastest empties what it is given (the candidates outlive the race).
-            winner, medians = keep_fastest(dict(built), x, args.threads, rounds=rounds)
+            race = keep_fastest(dict(built), x, args.threads, rounds=rounds)
             seconds = time.perf_counter() - started
-            races.append({"build": build, "length": length, "chosen": winner.backend,
-                          "medians_ms": medians, "seconds": seconds})  # fmt: skip
-    del built, winner
+            races.append({"build": build, "length": length, "chosen": race.winner.backend,
+                          "medians_ms": race.timings, "seconds": seconds,
+                          "busy_share": race.busy_share})  # fmt: skip
+    del built, race
     reference = {
         backend: float(np.median([race["medians_ms"][backend] for race in races]))
         for backend in AUTO_BACKENDS

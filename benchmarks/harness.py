@@ -17,14 +17,14 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sepconv.bench import environment
 from sepconv.bench.allocator import keep_freed_memory
-from sepconv.bench.load import OtherLoad
+from sepconv.bench.load import BUSY_SHARE, OtherLoad
 from sepconv.bench.output import markdown_environment
 from sepconv.bench.timing import NOISY_SPREAD
 from sepconv.utils.files import write_json, write_text
@@ -161,7 +161,20 @@ class Run:
         return json.loads(self.json_path.read_text(encoding="utf-8"))
 
 
-def noisy_timings(data: Any, path: tuple[str, ...] = ()) -> list[str]:
+def _mappings(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every mapping inside ``data`` (a results record), with its path: keys joined by " / ",
+    a list's items named by the ``model`` of the record there is one."""
+    if isinstance(data, Mapping):
+        yield " / ".join(path), data
+        for key, value in data.items():
+            yield from _mappings(value, (*path, str(key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            name = value.get("model") if isinstance(value, Mapping) else None
+            yield from _mappings(value, (*path[:-1], str(name)) if name else (*path, str(index)))
+
+
+def noisy_timings(data: Any) -> list[str]:
     """Where ``data`` (a results record) holds a timing (a mapping with ``median_ms`` and
     ``iqr_ms``) whose blocks spread by more than ``NOISY_SPREAD`` of its median: the path to
     each, named by the ``model`` of the record it sits in where there is one.
@@ -172,28 +185,47 @@ def noisy_timings(data: Any, path: tuple[str, ...] = ()) -> list[str]:
         ['m / rows / b']
     """
     found: list[str] = []
-    if isinstance(data, Mapping):
-        median, iqr = data.get("median_ms"), data.get("iqr_ms")
+    for path, record in _mappings(data):
+        median, iqr = record.get("median_ms"), record.get("iqr_ms")
         timed = isinstance(median, int | float) and isinstance(iqr, int | float) and median > 0
         if timed and iqr / median > NOISY_SPREAD:
-            found.append(" / ".join(path))
-        for key, value in data.items():
-            found += noisy_timings(value, (*path, str(key)))
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            name = value.get("model") if isinstance(value, Mapping) else None
-            found += noisy_timings(value, (*path[:-1], str(name)) if name else (*path, str(index)))
+            found.append(path)
+    return found
+
+
+def busy_races(data: Any) -> list[str]:
+    """Where ``data`` (a results record) holds a choice ``compile_for_inference`` made by
+    timing its candidates on a busy machine (``race_busy_share`` above ``BUSY_SHARE``): the
+    path to each, with the share.
+
+    Example:
+        >>> busy_races({"models": [{"model": "m", "auto": {"race_busy_share": 0.4}}]})
+        ['m / auto (40%)']
+    """
+    found: list[str] = []
+    for path, record in _mappings(data):
+        share = record.get("race_busy_share")
+        if isinstance(share, int | float) and share > BUSY_SHARE:
+            found.append(f"{path} ({100 * share:.0f}%)")
     return found
 
 
 def header(title: str, data: Mapping[str, Any]) -> str:
     """The start of every results Markdown: the title, the command and the machine, and what
-    makes the run's figures no result: other processes busy (:class:`OtherLoad`), or timings
-    whose blocks spread too far (:func:`noisy_timings`: the machine's speed changed under them,
+    makes the run's figures no result: other processes busy (:class:`OtherLoad`) during the
+    run or during a backend choice it records (:func:`busy_races`), or timings whose blocks
+    spread too far (:func:`noisy_timings`: the machine's speed changed under them,
     which a virtual machine's host can do with nothing inside it to show)."""
     text = f"# {title}\n\n{markdown_environment(data['environment'], data['command'])}"
     if data.get("busy"):
         text += f"\n\n**Not a result: {data['busy']}.** Rerun on a quiet machine."
+    races = busy_races(data)
+    if races:
+        text += (
+            f"\n\n**Chosen on a busy machine: {'; '.join(races)}.** Other processes used more "
+            f"than {100 * BUSY_SHARE:.0f}% of the machine while `compile_for_inference` timed "
+            "its candidates there; its choice need not be the fastest on a quiet machine."
+        )
     noisy = noisy_timings({k: v for k, v in data.items() if k != "environment"})
     if noisy:
         shown = "; ".join(noisy[:6]) + (f"; and {len(noisy) - 6} more" if len(noisy) > 6 else "")

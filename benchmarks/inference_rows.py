@@ -92,7 +92,8 @@ def build_row(
             model, input_size=size, threads=threads, precision=asked, example=x
         )
         auto = {"backend": fast.backend, "precision": fast.precision}
-        return fast, {"auto": {**auto, "timings_ms": dict(fast.timings)}}
+        timings = {"timings_ms": dict(fast.timings), "race_busy_share": fast.race_busy_share}
+        return fast, {"auto": {**auto, **timings}}
     if row in (INT8_ORT_ROW, INT8_ROW, INT8_CROSS_ROW):
         # The cross row runs the ONNX Runtime quantizer's file in OpenVINO; its build time is
         # the loading of that file, as if the other row had made it.

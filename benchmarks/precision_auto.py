@@ -150,6 +150,7 @@ def setup(names: list[str], settings: dict[str, Any], folder: Path) -> Built:
                 "precision": fast.precision,
                 "build_s": time.perf_counter() - start,
                 "timings_ms": dict(fast.timings),
+                "race_busy_share": fast.race_busy_share,
             }
             if calib is not None:
                 chosen.update(

@@ -425,6 +425,22 @@ def test_int8_recipes_smoke(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_openvino_reader_smoke_compares_both_readers_on_both_files(tmp_path: Path) -> None:
+    data = run_cpu_smoke("openvino_reader.py", tmp_path, "or")
+    (model,) = data["results"]
+    rows = {(row["file"], row["reader"]): row for row in model["rows"]}
+    assert set(rows) == {(f, r) for f in ("fp32", "int8") for r in ("read_model", "convert_model")}
+    # fp32: the same graph either way, so the same outputs bit for bit.
+    assert rows["fp32", "read_model"]["max_abs_diff_between_readers"] == 0.0
+    assert rows["fp32", "read_model"]["test_agreement"] == 1.0
+    for row in rows.values():
+        assert 0.0 <= row["test_agreement"] <= 1.0 and row["median_ms"] > 0
+    assert all(
+        row["child_cpu_s"] == 0.0 for (_, reader), row in rows.items() if reader == "read_model"
+    )
+
+
+@pytest.mark.slow
 def test_int8_layers_smoke_quantizes_every_conv_once_window_by_window(tmp_path: Path) -> None:
     data = run_cpu_smoke("int8_layers.py", tmp_path, "il", "--window", "14")
     (model,) = data["results"]
@@ -588,7 +604,7 @@ def test_scripts_are_short() -> None:
     assert not long, f"benchmark scripts over 320 lines: {long}"
 
 
-def test_a_results_header_marks_noisy_timings_and_a_busy_machine(
+def test_a_results_header_marks_noisy_timings_busy_machines_and_busy_races(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.syspath_prepend(str(BENCHMARKS))
@@ -596,14 +612,14 @@ def test_a_results_header_marks_noisy_timings_and_a_busy_machine(
 
     from sepconv.bench import environment
 
-    def record(iqr_ms: float, busy: str | None = None) -> dict:
+    def record(iqr_ms: float, busy: str | None = None, race: float | None = 0.02) -> dict:
         rows = {"ONNX Runtime": {"median_ms": 4.0, "iqr_ms": 0.2}, "eager": {"median_ms": 10.0}}
         rows["eager"]["iqr_ms"] = iqr_ms
         return {
             "command": "python benchmarks/x.py",
             "environment": environment(2),
             "busy": busy,
-            "models": [{"model": "mobilenet_v2", "rows": rows}],
+            "models": [{"model": "mobilenet_v2", "rows": rows, "auto": {"race_busy_share": race}}],
         }
 
     quiet = header("T", record(iqr_ms=2.5))  # 25%: not more than the limit
@@ -613,6 +629,10 @@ def test_a_results_header_marks_noisy_timings_and_a_busy_machine(
     assert "ONNX Runtime" not in noisy.split("Noisy timings")[1]
     busy = header("T", record(iqr_ms=0.1, busy="the machine was busy"))
     assert "**Not a result: the machine was busy.**" in busy
+    assert "Chosen on a busy machine" not in quiet + busy
+    raced = header("T", record(iqr_ms=0.1, race=0.4))
+    assert "**Chosen on a busy machine: mobilenet_v2 / auto (40%).**" in raced
+    assert "Chosen on a busy machine" not in header("T", record(iqr_ms=0.1, race=None))
     # The machine line names the instruction sets reduced precision depends on.
     features = environment(2)["cpu_features"]
     if features is not None:

@@ -20,7 +20,13 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from turns import Built, apart  # noqa: E402
 
-FUNCTIONS = {"double": lambda x: x * 2, "plus one": lambda x: x + 1, "spinner": lambda x: x}
+FUNCTIONS = {
+    "double": lambda x: x * 2,
+    "plus one": lambda x: x + 1,
+    "spinner": lambda x: x,
+    "straggler": lambda x: x - 1,
+}
+STRAGGLE_S = 1.0
 
 
 def spin() -> None:
@@ -41,6 +47,8 @@ def setup(names: list[str], settings: dict[str, Any], folder: Path) -> Built:
     time.sleep(0.2)  # long enough that an overlapping build would show
     if "spinner" in names:  # a worker that keeps a core busy while it waits for its turn
         threading.Thread(target=spin, daemon=True).start()
+    if "straggler" in names:  # a build that leaves a child process running behind it
+        multiprocessing.Process(target=time.sleep, args=(STRAGGLE_S,), daemon=True).start()
     x = torch.randn(4, generator=torch.Generator().manual_seed(settings["seed"]))
     info = {
         name: {
@@ -93,3 +101,14 @@ def test_a_failing_build_names_the_row_and_leaves_no_worker_behind() -> None:
     with pytest.raises(SystemExit, match=r"the plus one worker failed:[\s\S]*cannot build"):
         apart(["plus one"], settings, failing_setup, rounds=1)
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.slow
+def test_the_next_worker_starts_once_a_build_left_no_child_process_running() -> None:
+    # As OpenVINO's conversion does with its telemetry: a child process outlives the build.
+    settings = {"seed": 3, "threads": 1, "repeats": 2}
+    timed = apart(["straggler", "double"], settings, setup, rounds=1)
+    first, second = (timed[name].info for name in ("straggler", "double"))
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    assert second["created"] >= first["built"] + STRAGGLE_S - 2 * tick
+    assert torch.equal(timed["straggler"].output, timed["double"].output / 2 - 1)

@@ -9,6 +9,9 @@ Fake candidates whose latency is set by ``time.sleep`` make the expected winner 
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -20,6 +23,7 @@ from nets import mbconv_net, randomize_norms
 
 import sepconv.deploy.choose as choose_module
 import sepconv.deploy.runtime as runtime
+from sepconv.bench.load import BUSY_SHARE
 from sepconv.bench.timing import Timing
 from sepconv.deploy.choose import keep_fastest
 from sepconv.deploy.compiled import InferenceModel
@@ -40,7 +44,8 @@ def candidate(name: str, delay_s: float, calls: list[str]) -> InferenceModel:
 
 
 def choose(built: dict[str, InferenceModel], rounds: int = 3) -> tuple[InferenceModel, dict]:
-    return keep_fastest(built, X, 1, rounds=rounds, block_s=0.02, settle_s=0.0)
+    race = keep_fastest(built, X, 1, rounds=rounds, block_s=0.02, settle_s=0.0)
+    return race.winner, race.timings
 
 
 def test_the_fastest_candidate_wins_and_every_median_is_reported() -> None:
@@ -84,7 +89,7 @@ def test_only_an_eligible_candidate_wins_and_sets_the_bar_of_the_race() -> None:
         "a": candidate("a", 5e-3, calls),
         "b": candidate("b", 6e-3, calls),
     }
-    best, timings = keep_fastest(
+    best, timings, _ = keep_fastest(
         built, X, 1, rounds=4, block_s=0.02, settle_s=0.0, eligible=("a", "b")
     )
     assert best.backend == "a" and set(timings) == {"ineligible", "a", "b"}
@@ -157,3 +162,38 @@ def test_auto_releases_every_runtime_it_did_not_pick(monkeypatch: pytest.MonkeyP
         else:
             assert runner() is None, f"{name} was not released"
             assert all(session() is None for session in sessions)
+
+
+def test_a_race_on_a_busy_machine_warns_and_returns_how_busy() -> None:
+    # Other processes spinning on every CPU of the machine for the whole race.
+    spin = [sys.executable, "-c", "while True: pass"]
+    spinners = [subprocess.Popen(spin) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.3)  # started and spinning
+        built = {"a": candidate("a", 1e-3, []), "b": candidate("b", 2e-3, [])}
+        with pytest.warns(RuntimeWarning, match="the machine was busy"):
+            race = keep_fastest(built, X, 1, rounds=3, block_s=0.2, settle_s=0.0)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    if race.busy_share is None:
+        pytest.skip("this operating system does not say what the machine's CPUs did")
+    # The spinners share the CPUs with the race, which sleeps most of the time.
+    assert BUSY_SHARE < race.busy_share <= 1.0
+    assert race.winner.backend == "a"
+
+
+def test_auto_records_how_busy_the_machine_was_during_its_race() -> None:
+    torch.manual_seed(0)
+    net = randomize_norms(mbconv_net(3), seed=1).eval()
+    chosen = runtime.compile_for_inference(
+        net, input_size=(3, 32, 32), threads=1, candidates=("eager", "onnxruntime")
+    )
+    named = runtime.compile_for_inference(
+        net, backend="onnxruntime", input_size=(3, 32, 32), threads=1
+    )
+    if chosen.race_busy_share is None:
+        pytest.skip("this operating system does not say what the machine's CPUs did")
+    assert 0.0 <= chosen.race_busy_share <= 1.0
+    assert named.race_busy_share is None  # nothing was raced

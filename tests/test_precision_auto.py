@@ -211,7 +211,8 @@ def _race(
     monkeypatch.setattr(precision_module, "bf16_native", lambda: False)
     monkeypatch.setattr(choose_module, "measure", fake_measure)
     # No time passes in the race: what other processes did meanwhile is no warning here.
-    monkeypatch.setattr(choose_module, "OtherLoad", lambda: SimpleNamespace(note=lambda: None))
+    quiet = SimpleNamespace(share=lambda: 0.0, note=lambda share=None: None)
+    monkeypatch.setattr(choose_module, "OtherLoad", lambda: quiet)
     calibration = torch.randn(14, 1, 8, 8)  # judged on 7 of them: batches of 4, 1 padded
     fast = compile_for_inference(
         net, backend="eager", precision="auto", calibration=calibration,

@@ -72,10 +72,11 @@ class OtherLoad:
         others = (machine - self.machine_s) - (own_cpu_s() - self.own_s)
         return min(1.0, max(0.0, others / (wall * (os.cpu_count() or 1))))
 
-    def note(self) -> str | None:
+    def note(self, share: float | None = None) -> str | None:
         """A warning when other processes used more than :data:`BUSY_SHARE` of the machine
-        since the start, else ``None``."""
-        share = self.share()
+        since the start (or, given, the ``share`` :meth:`share` returned), else ``None``."""
+        if share is None:
+            share = self.share()
         if share is None or share <= BUSY_SHARE:
             return None
         return (

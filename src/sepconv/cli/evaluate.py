@@ -259,6 +259,8 @@ def _deployed(
         table.add_row(
             "auto measured (ms)", ", ".join(f"{k} {v:.2f}" for k, v in fast.timings.items())
         )
+    if fast.race_busy_share is not None:
+        table.add_row("other processes during auto's race", f"{fast.race_busy_share:.0%}")
     if calibration is not None:
         for row in candidate_rows(fast):
             table.add_row(*row)
@@ -303,6 +305,7 @@ def _deployed(
         "batch_size": batch,
         "max_rel_error_first_batch": fast.max_rel_error,
         "auto_timings_ms": dict(fast.timings),
+        "auto_race_busy_share": fast.race_busy_share,
         "skipped": dict(fast.skipped),
         **auto,
         **check.to_dict(),

@@ -13,6 +13,7 @@ import functools
 import gc
 import warnings
 from collections.abc import Collection
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order, measure
 from sepconv.deploy.compiled import InferenceModel
 from sepconv.utils.validation import invalid, positive_int, positive_number
 
-__all__ = ["CHOICE_BLOCK_S", "CHOICE_ROUNDS", "FAR_BEHIND", "keep_fastest"]
+__all__ = ["CHOICE_BLOCK_S", "CHOICE_ROUNDS", "FAR_BEHIND", "Race", "keep_fastest"]
 
 #: Rounds in which every candidate still in the race is timed once, the order changing.
 CHOICE_ROUNDS = 5
@@ -36,6 +37,23 @@ FAR_BEHIND = 1.5
 _MANY = 1_000_000
 
 
+class Race(NamedTuple):
+    """What :func:`keep_fastest` returns.
+
+    Attributes:
+        winner: The fastest eligible candidate, with nothing else changed.
+        timings: Candidate name -> median milliseconds, for every candidate timed.
+        busy_share: The share of the machine's CPU time other processes used during the race
+            (0 to 1; :class:`sepconv.bench.load.OtherLoad`), ``None`` where the operating
+            system does not say. Above :data:`sepconv.bench.load.BUSY_SHARE` the race ran on a
+            busy machine.
+    """
+
+    winner: InferenceModel
+    timings: dict[str, float]
+    busy_share: float | None
+
+
 def keep_fastest(
     built: dict[str, InferenceModel],
     example: torch.Tensor,
@@ -45,9 +63,9 @@ def keep_fastest(
     block_s: float = CHOICE_BLOCK_S,
     settle_s: float = RUNTIME_SETTLE_S,
     eligible: Collection[str] | None = None,
-) -> tuple[InferenceModel, dict[str, float]]:
-    """Time the candidates of ``built`` on ``example``, return the fastest and every median,
-    and release the others.
+) -> Race:
+    """Time the candidates of ``built`` on ``example``, return the fastest, every median and
+    how busy the machine was, and release the others.
 
     The rule: in each of ``rounds`` rounds every candidate still in the race is timed once, the
     order changing from round to round so that none is always timed after the same other one
@@ -67,7 +85,8 @@ def keep_fastest(
 
     When other processes take more than :data:`sepconv.bench.load.BUSY_SHARE` of the machine
     during the race, a ``RuntimeWarning`` says so: the choice is then the fastest on a busy
-    machine, which need not be the fastest on a quiet one.
+    machine, which need not be the fastest on a quiet one. The share is returned either way
+    (:attr:`Race.busy_share`), so that a caller can record the conditions of its choice.
 
     Before returning, ``built`` is emptied and the garbage collector runs, so that the losing
     runners, their ONNX Runtime sessions or OpenVINO compiled models, and the threads those
@@ -85,16 +104,17 @@ def keep_fastest(
         eligible: Names of ``built`` that may win (default: all).
 
     Returns:
-        The fastest model, with nothing else changed, and candidate -> median milliseconds.
+        The :class:`Race`: the fastest model, with nothing else changed; candidate -> median
+        milliseconds; the share of the machine other processes used meanwhile.
 
     Example:
         >>> import torch
         >>> from sepconv.deploy.compiled import InferenceModel
         >>> fast = InferenceModel("a", (1, 1, 1, 1), 1, run=lambda x: x)
         >>> slow = InferenceModel("b", (1, 1, 1, 1), 1, run=lambda x: x.exp().log())
-        >>> best, ms = keep_fastest({"a": fast, "b": slow}, torch.ones(1, 1, 1, 1), 1,
-        ...                         rounds=2, block_s=0.01, settle_s=0.0)
-        >>> sorted(ms)
+        >>> race = keep_fastest({"a": fast, "b": slow}, torch.ones(1, 1, 1, 1), 1,
+        ...                     rounds=2, block_s=0.01, settle_s=0.0)
+        >>> sorted(race.timings)
         ['a', 'b']
     """
     if not built:
@@ -128,7 +148,8 @@ def keep_fastest(
             best_first = min(first[name] for name in allowed)
             racing = [name for name in racing if first[name] <= FAR_BEHIND * best_first]
     timings = {name: float(np.median(samples[name])) * 1e3 for name in names}
-    busy = load.note()
+    busy_share = load.share()
+    busy = load.note(busy_share)
     if busy is not None:
         warnings.warn(f"choosing the fastest backend: {busy}", RuntimeWarning, stacklevel=2)
     best = min(allowed, key=timings.__getitem__)  # min keeps the first of equal medians
@@ -138,4 +159,4 @@ def keep_fastest(
     built.clear()
     del model
     gc.collect()
-    return winner, timings
+    return Race(winner, timings, busy_share)

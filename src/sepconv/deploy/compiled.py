@@ -110,6 +110,10 @@ class InferenceModel:
             its :class:`CandidateReport`'s ``samples``).
         candidates: With ``precision="auto"``: ``"backend/precision"`` -> its
             :class:`CandidateReport`, for every candidate considered (empty otherwise).
+        race_busy_share: When ``auto`` timed candidates: the share of the machine's CPU time
+            other processes used meanwhile (0 to 1; ``None`` when nothing was timed or the
+            operating system does not say). Above :data:`sepconv.bench.load.BUSY_SHARE` the
+            choice was made on a busy machine, and a ``RuntimeWarning`` said so.
 
     Example:
         >>> import sepconv
@@ -133,6 +137,7 @@ class InferenceModel:
     why: str = ""
     agreement: float | None = None
     candidates: Mapping[str, CandidateReport] = field(default_factory=dict)
+    race_busy_share: float | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Run one batch: ``x`` of shape :attr:`input_shape` -> the float32 output.

@@ -243,10 +243,12 @@ def search_precision(
         )
     kept = [name for name in built if reports[name].kept]
     timings: dict[str, float] = {}
+    busy_share: float | None = None
     if kept:
         # Every candidate is timed for the report; only those that qualified race to win.
         # (A copy: keep_fastest empties what it is given.)
-        _, timings = keep_fastest(dict(built), example, threads, eligible=kept)
+        race = keep_fastest(dict(built), example, threads, eligible=kept)
+        timings, busy_share = race.timings, race.busy_share
     for name, ms in timings.items():
         reports[name] = dataclasses.replace(reports[name], median_ms=ms)
     for name, why in skipped.items():
@@ -276,6 +278,7 @@ def search_precision(
         agreement=chosen.agreement,
         candidates=reports,
         why=_why(best, reports, len(judged), min_agreement),
+        race_busy_share=busy_share,
     )
 
 

@@ -118,9 +118,10 @@ def compile_for_inference(
       session with ``threads`` intra-op threads and otherwise ONNX Runtime's defaults (all graph
       optimisations: constant folding, conv+activation fusion, NCHWc blocked layout; sequential
       execution). Always fp32 (its CPU provider has no bf16 convolutions).
-    - ``"openvino"``: the same ONNX file through ``openvino.convert_model``, compiled for the CPU
-      with ``threads`` inference threads, otherwise OpenVINO's defaults (one stream, latency
-      hint), and the inference precision pinned to f32 (OpenVINO's own default is bf16 on a
+    - ``"openvino"``: the same ONNX file read by ``openvino.Core().read_model`` (which, unlike
+      ``openvino.convert_model``, sends no usage telemetry), compiled for the CPU with
+      ``threads`` inference threads, otherwise OpenVINO's defaults (one stream, latency hint),
+      and the inference precision pinned to f32 (OpenVINO's own default is bf16 on a
       bf16-capable CPU, which would silently lower precision), or to bf16 with
       ``precision="bf16"`` where the CPU has native bf16 (elsewhere OpenVINO stays f32).
     - ``"auto"``: build each backend of ``candidates`` that is installed, time each on the same
@@ -319,9 +320,15 @@ def compile_for_inference(
             "Cannot compile for inference: no backend of `candidates` could be built: "
             + "; ".join(f"{k}: {v}" for k, v in skipped.items())
         )
-    fastest, timings = keep_fastest(built, example, used_threads)  # releases the others
-    why = fastest_reason(fastest.backend, timings, skipped)
-    return dataclasses.replace(fastest, timings=timings, skipped=skipped, why=why)
+    race = keep_fastest(built, example, used_threads)  # releases the others
+    why = fastest_reason(race.winner.backend, race.timings, skipped)
+    return dataclasses.replace(
+        race.winner,
+        timings=race.timings,
+        skipped=skipped,
+        why=why,
+        race_busy_share=race.busy_share,
+    )
 
 
 def _split_batch(input_size: object, batch_size: int) -> tuple[object, int]:

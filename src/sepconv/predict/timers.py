@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from sepconv.bench.timing import measure, pinned_threads
-from sepconv.deploy.backends import onnxruntime_settings, openvino_config
+from sepconv.deploy.backends import onnxruntime_settings, openvino_config, read_onnx_graph
 from sepconv.predict.kernels import Kernel
 from sepconv.predict.onnx_graph import kernel_graph
 from sepconv.predict.quiet import RETRIES, quiet_measure
@@ -108,7 +108,7 @@ class OnnxTimer(_Retrying):
         import openvino as ov
 
         compiled = ov.Core().compile_model(
-            ov.convert_model(str(path)), "CPU", openvino_config(self.threads, "f32")
+            read_onnx_graph(path), "CPU", openvino_config(self.threads, "f32")
         )
         request = compiled.create_infer_request()
         by_index = dict(enumerate(feeds))
