@@ -5,7 +5,9 @@ width, resolution, depth per stage, expansion, kernel size, SE on or off, activa
 statistics randomised so that folding leaves real biases), predicts each from the profile, then
 builds it on the profile's backend (``compile_for_inference``) and measures it: the median of
 interleaved rounds, in groups of models timed round-robin. Reports the share of models within
-10% and 5% of their measured latency and the RMSPE, next to two baselines fitted on the same
+10% and 5% of their measured latency and the RMSPE, next to the same prediction with every
+kernel scale 1 (the kernels as timed alone, without the profile's whole-network fit,
+``sepconv.predict.whole_networks``) and two baselines fitted on the same
 profile's kernel measurements: MACs only (``t = a + b * MACs`` per kernel) and a roofline
 (``t = a + max(MACs / P, bytes / W)`` per kernel). The noise floor beside them is the runtime
 timed against itself: one model per group is built twice and both are timed in the same rounds.
@@ -20,6 +22,7 @@ Writes results/benchmarks/predict_accuracy.{json,md} (``--results-dir``/``--out`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -111,6 +114,7 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
     device = profile.device
     variant = profile.variants[0]
     fits = fit_baselines(profile, variant)
+    as_timed = dataclasses.replace(profile, kernel_scale={})  # every kernel scale 1
     rng = np.random.default_rng(seed)
     seen = {k for k, _ in profile.samples}
     rows: list[dict[str, Any]] = []
@@ -131,10 +135,17 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
                 unpredictable.append({"model": spec.describe(), "why": str(err)})
                 continue
             predict_s = time.perf_counter() - began
+            # The same prediction with the kernels as timed alone: what the whole-network fit
+            # of the profile's kernel scale changes (sepconv.predict.whole_networks).
+            alone = predict_latency(model, side, as_timed, check_machine=False)
             models.append(model)
             sides.append(side)
             kernels = [k.kernel for k in p.kernels]  # the trace predict_latency made
-            ms = {"predicted": p.ms, **baseline_ms(fits, profile, p.variant, kernels)}
+            ms = {
+                "predicted": p.ms,
+                "kernels_alone": alone.ms,
+                **baseline_ms(fits, profile, p.variant, kernels),
+            }
             group.append(
                 {
                     "model": spec.describe(),
@@ -193,8 +204,8 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
     }
     # An unpredictable model counts as a miss of the kernel predictor; the baselines are
     # judged on the models the predictor could predict (they predict every model).
-    for name in ("predicted", "macs_only", "roofline_only"):
-        misses = len(unpredictable) if name == "predicted" else 0
+    for name in ("predicted", "kernels_alone", "macs_only", "roofline_only"):
+        misses = len(unpredictable) if name in ("predicted", "kernels_alone") else 0
         result[name] = summary([r[f"{name}_ms"] / r["measured_ms"] - 1 for r in rows], misses)
     result["noise_floor"] = summary(noise)
     result["predict_s_max"] = max(r["predict_s"] for r in rows)
@@ -211,10 +222,13 @@ def report(data: dict[str, Any]) -> str:
     for b in data["backends"]:
         for name, label in (
             ("predicted", "sepconv (kernels)"),
+            ("kernels_alone", "sepconv, kernel scale 1"),
             ("macs_only", "MACs only"),
             ("roofline_only", "roofline only"),
             ("noise_floor", "noise: runtime vs itself"),
         ):
+            if name not in b:  # a result from before the row existed
+                continue
             s = b[name]
             rows.append(
                 [

@@ -803,3 +803,27 @@ def test_predict_drift_smoke_measures_the_same_models_in_every_pass(tmp_path: Pa
         assert p["speed_against_first"] == pytest.approx(float(np.median(first / measured)))
     assert passes[0]["speed_against_first"] == 1.0
     assert passes[1]["minutes_after_calibration"] >= passes[0]["minutes_after_calibration"] >= 0
+
+
+@pytest.mark.slow
+def test_predict_accuracy_smoke_reports_the_prediction_with_and_without_the_scale(
+    tmp_path: Path,
+) -> None:
+    # A profile of test_predict.py's synthetic machine (recorded as this one, ONNX Runtime),
+    # its kernel scale set to 2 so that the two predictions differ by a known factor.
+    import dataclasses
+
+    from test_predict import CALL_S, fake_calibration
+
+    profile = tmp_path / "profile.json"
+    calibrated = fake_calibration(max_kernels=900, seed=7)
+    dataclasses.replace(calibrated, kernel_scale={"native": 2.0}).save(profile)
+    data = run_cpu_smoke("predict_accuracy.py", tmp_path, "pa", "--profiles", str(profile))
+    (backend,) = data["backends"]
+    rows = backend["models"]
+    assert rows and all(r["measured_ms"] > 0 for r in rows)
+    call_ms = 1e3 * CALL_S  # a graph runtime: one call, no module calls
+    for r in rows:
+        assert r["predicted_ms"] - call_ms == pytest.approx(2 * (r["kernels_alone_ms"] - call_ms))
+    for name in ("predicted", "kernels_alone", "macs_only", "roofline_only", "noise_floor"):
+        assert 0.0 <= backend[name]["within_10pct"] <= 1.0 and backend[name]["rmspe"] >= 0

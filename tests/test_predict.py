@@ -3,8 +3,11 @@ function of each kernel's sizes, so that nothing here depends on the clock."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from sepconv.layers import ConvNormAct, MBConv
 from sepconv.predict import (
     Kernel,
     Profile,
+    ProfileError,
     UnpredictableKernelError,
     calibrate,
     extract_kernels,
@@ -29,7 +33,7 @@ from sepconv.predict.space import ACTS
 
 # The module, not the function the package exports under the same name.
 calibrate_module = importlib.import_module("sepconv.predict.calibrate")
-module_calls = importlib.import_module("sepconv.predict.module_calls")
+whole_networks = importlib.import_module("sepconv.predict.whole_networks")
 CALL_S = 2e-5
 # What the fake runtime fuses into the conv before: these activations, and the residual add.
 FAKE_FUSED = ("relu", "relu6", "hardswish")
@@ -62,6 +66,11 @@ class FakeTimer:
 
     def isolated(self, kernels: list[Kernel]) -> float:
         return self(kernels)
+
+    def network(self, model: nn.Module, shape: tuple[int, ...], name: str) -> Callable:
+        """The whole network on the synthetic machine: a call and its ops in order."""
+        seconds = CALL_S + self(extract_kernels(model, shape, ()))
+        return lambda: seconds
 
     def close(self) -> None:
         pass
@@ -112,6 +121,9 @@ def test_prediction_matches_the_synthetic_machine(fake_profile: Profile) -> None
         errors.append(p.seconds / truth - 1)
         assert p.seconds == pytest.approx(CALL_S + sum(k.seconds for k in p.kernels))
     assert max(abs(e) for e in errors) < 0.01, errors
+    # Whole networks on this machine cost what their kernels do: the fitted scale stays at 1.
+    assert fake_profile.scale("native") == pytest.approx(1.0, abs=0.01)
+    assert len(fake_profile.validation["network_fit"]["networks"]) > 0
 
 
 def test_a_calibrations_first_networks_meet_every_squeeze_excite_group() -> None:
@@ -197,29 +209,99 @@ def test_an_eager_calibration_fits_the_module_call_cost_on_whole_networks() -> N
     profile = calibrate("eager", threads=1, budget_s=20, seed=5)
     # Eager PyTorch runs each op on its own: no fusion is tested for, none is assumed.
     assert profile.fusions == () and profile.fusion_tests == ()
-    fit = profile.validation["module_call_fit"]
+    fit = profile.validation["network_fit"]
     # On a busy machine the short budget may sample too few kernel groups to predict any
     # network whole: then every variant falls back to an empty module's call.
     floor, networks = fit["empty_module_call_s"], fit["networks"]
     assert floor > 0
     for variant in profile.variants:
         rows = [r for r in networks if r["variant"] == variant]
-        assert len(rows) <= module_calls.OVERHEAD_NETWORKS
+        assert len(rows) <= whole_networks.OVERHEAD_NETWORKS
         assert all(r["measured_s"] > 0 and r["kernels_s"] > 0 for r in rows)
         # Each network's time is the median of its rounds; every round times every network.
         for r in rows:
             assert r["measured_s"] == float(np.median(r["rounds_s"]))
         assert len({len(r["rounds_s"]) for r in rows}) <= 1
-        assert all(1 <= len(r["rounds_s"]) <= module_calls.OVERHEAD_ROUNDS for r in rows)
-        # Recomputed from the recorded times: the median cost per call, never below an empty
-        # module's (the fallback when no network could be predicted).
-        per_call = [
-            (r["measured_s"] - profile.call_s[variant] - r["kernels_s"]) / r["module_calls"]
-            for r in rows
-        ]
-        expected = max(float(np.median(per_call)) if rows else floor, floor)
-        assert profile.module_call_s[variant] == pytest.approx(expected, rel=1e-12, abs=0.0)
+        assert all(1 <= len(r["rounds_s"]) <= whole_networks.OVERHEAD_ROUNDS for r in rows)
+        scale, per_call = profile.scale(variant), profile.module_call_s[variant]
+        assert scale >= 0 and per_call >= floor  # never below an empty module's call
+        if not rows:
+            assert (scale, per_call) == (1.0, floor)
+            continue
+
+        def cost(a: float, m: float, rows: list = rows, variant: str = variant) -> float:
+            """The fit's objective, recomputed from the recorded times."""
+            call = profile.call_s[variant]
+            errors = [
+                (call + a * r["kernels_s"] + m * r["module_calls"]) / r["measured_s"] - 1
+                for r in rows
+            ]
+            return float(np.sum(np.square(errors))) + whole_networks.SCALE_RIDGE * (a - 1) ** 2
+
+        # The least cost over the allowed (a >= 0, m >= floor): no step from it does better,
+        # nor does the kernels-as-predicted answer with the median cost per call.
+        best = cost(scale, per_call)
+        for da, dm in [(1e-3, 0), (-1e-3, 0), (0, 1e-8), (0, -1e-8)]:
+            if scale + da >= 0 and per_call + dm >= floor:
+                assert best <= cost(scale + da, per_call + dm) + 1e-12
+        median = np.median(
+            [
+                (r["measured_s"] - profile.call_s[variant] - r["kernels_s"]) / r["module_calls"]
+                for r in rows
+            ]
+        )
+        assert best <= cost(1.0, max(float(median), floor)) + 1e-12
     # Saved and loaded, the fit and its records stay.
     again = Profile.from_dict(profile.to_dict())
     assert again.module_call_s == profile.module_call_s
-    assert again.validation["module_call_fit"] == fit
+    assert again.kernel_scale == profile.kernel_scale
+    assert again.validation["network_fit"] == fit
+
+
+def test_fit_networks_recovers_the_costs_whole_networks_were_made_of() -> None:
+    rng = np.random.default_rng(0)
+    kernels = rng.uniform(2e-3, 2e-2, 40)
+    calls = rng.integers(100, 400, 40)
+    call_s = 1e-4
+    measured = call_s + 1.3 * kernels + 6e-6 * calls  # the kernels slower inside, 6 us a call
+    fit = whole_networks.fit_networks(measured, kernels, calls, call_s, floor_s=1e-6)
+    # Only the pull of the scale towards 1 keeps it off 1.3: by under 1% with 40 networks.
+    assert 1.29 < fit.kernel_scale < 1.3
+    assert fit.module_call_s == pytest.approx(6e-6, rel=0.02)
+    # A floor above the truth holds the module-call cost there; the scale takes up the rest.
+    floored = whole_networks.fit_networks(measured, kernels, calls, call_s, floor_s=1e-5)
+    assert floored.module_call_s == 1e-5 and floored.kernel_scale < fit.kernel_scale
+    # No network: the kernels as predicted, an empty module's call.
+    nothing = whole_networks.fit_networks([], [], [], call_s, floor_s=1e-6)
+    assert nothing == whole_networks.NetworkFit(1.0, 1e-6)
+
+
+def signed(body: dict) -> dict:
+    """A profile's JSON object with the checksum a calibration writes (SHA-256 of the body's
+    compact, key-sorted JSON), as an edit by its own author would leave it."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return {**body, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def test_a_profile_scales_the_kernels_and_keeps_the_call_costs(fake_profile: Profile) -> None:
+    model = sepconv.mobilenet_v2(width_mult=0.5)
+    plain = predict_latency(model, 96, fake_profile)
+    fitted = fake_profile.scale("native")  # fitted on the synthetic machine's networks: ~1
+    data = fake_profile.to_dict()
+    assert data["kernel_scale"] == {"native": fitted}
+    data.pop("sha256")
+    data["kernel_scale"] = {"native": 2.0}
+    scaled = predict_latency(model, 96, Profile.from_dict(signed(data)))
+    alone = [k.seconds / fitted for k in plain.kernels]  # the kernels as timed alone
+    assert scaled.seconds == pytest.approx(plain.call_s + 2 * sum(alone), rel=1e-12)
+    doubled = [2 * t for t in alone]
+    assert [k.seconds for k in scaled.kernels] == pytest.approx(doubled, rel=1e-12)
+    # A profile written before the scale was fitted predicts its kernels as timed alone.
+    del data["kernel_scale"]
+    older = Profile.from_dict(signed(data))
+    assert older.scale("native") == 1.0
+    expected = plain.call_s + sum(alone)
+    assert predict_latency(model, 96, older).seconds == pytest.approx(expected, rel=1e-12)
+    data["kernel_scale"] = {fake_profile.variants[0]: -1.0}
+    with pytest.raises(ProfileError, match=r"kernel_scale.*a finite factor from 0 to 100"):
+        Profile.from_dict(signed(data))

@@ -10,11 +10,12 @@ ranks the published MobileNet configurations under a latency budget.
 Modules, one concept each: :mod:`~sepconv.predict.trace` (the ops a model runs),
 :mod:`~sepconv.predict.kernels` (ops -> kernels after folding and fusion),
 :mod:`~sepconv.predict.fusion` (the fusion test cases), :mod:`~sepconv.predict.onnx_graph` and
-:mod:`~sepconv.predict.timers` (timing kernels on a backend), :mod:`~sepconv.predict.space` and
-:mod:`~sepconv.predict.sampling` (what is sampled), :mod:`~sepconv.predict.regression` (the
-per-kernel predictor), :mod:`~sepconv.predict.profile` (the profile file),
-:mod:`~sepconv.predict.calibrate`, :mod:`~sepconv.predict.latency` and
-:mod:`~sepconv.predict.choices` (the picker's table).
+:mod:`~sepconv.predict.timers` (timing kernels on a backend),
+:mod:`~sepconv.predict.whole_networks` (what a model pays beyond its kernels),
+:mod:`~sepconv.predict.space` and :mod:`~sepconv.predict.sampling` (what is sampled),
+:mod:`~sepconv.predict.regression` (the per-kernel predictor),
+:mod:`~sepconv.predict.profile` (the profile file), :mod:`~sepconv.predict.calibrate`,
+:mod:`~sepconv.predict.latency` and :mod:`~sepconv.predict.choices` (the picker's table).
 """
 
 from sepconv.predict.calibrate import DEFAULT_BUDGET_S, calibrate

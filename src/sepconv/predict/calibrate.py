@@ -35,11 +35,11 @@ from sepconv.bench.timing import measure, pinned_threads
 from sepconv.deploy.registry import find, rows
 from sepconv.predict.fusion import detect_fusions
 from sepconv.predict.kernels import Kernel
-from sepconv.predict.module_calls import module_call_seconds
 from sepconv.predict.profile import Profile, machine_record
 from sepconv.predict.regression import KernelRegressor, group_key, rmspe
 from sepconv.predict.sampling import KernelPool, neighbours
 from sepconv.predict.timers import TIMED_BACKENDS, make_timers
+from sepconv.predict.whole_networks import whole_network_fits
 from sepconv.utils.validation import MAX_BATCH, bounded_int, finite_number, invalid, thread_count
 
 __all__ = ["DEFAULT_BUDGET_S", "INITIAL_SHARE", "MISS", "calibrate"]
@@ -58,8 +58,8 @@ ERROR_FLOOR_S = 5e-6
 # Fresh kernels per adaptive round, and neighbours per missed one.
 ROUND = 24
 NEAR = 3
-# Share of the budget kept for the networks that fit an eager model's module-call cost
-# (sepconv.predict.module_calls), at most OVERHEAD_MAX_S seconds.
+# Share of the budget kept for the whole networks that fit what a model pays beyond its
+# kernels (sepconv.predict.whole_networks), at most OVERHEAD_MAX_S seconds.
 OVERHEAD_SHARE = 0.1
 OVERHEAD_MAX_S = 20.0
 # The shortest budget that leaves time for the fusion tests and a useful sample.
@@ -160,8 +160,9 @@ def calibrate(
             )
             say(f"fusions found: {', '.join(fusions) or 'none'}")
         call_s = {v: _call_seconds(timers[v], v, threads, device) for v in variants}
-        # Time left at the end for the networks that fit the module-call cost.
-        reserve = min(OVERHEAD_SHARE * budget_s, OVERHEAD_MAX_S) if eager else 0.0
+        # Time left at the end for the whole networks that fit what a model pays beyond its
+        # kernels (whole_networks).
+        reserve = min(OVERHEAD_SHARE * budget_s, OVERHEAD_MAX_S)
         sampler = _Sampler(timers, variants, deadline - reserve, max_kernels)
         pool = KernelPool(np.random.default_rng(seed), fusions, batch_sizes)
         initial_end = start + INITIAL_SHARE * budget_s
@@ -171,22 +172,26 @@ def calibrate(
                 break
         say(f"initial sample: {len(sampler.samples)} kernels")
         held_out = _adaptive(sampler, pool, variants, np.random.default_rng(seed + 1), say)
-        module_call_s = {v: 0.0 for v in variants}
-        fit: dict[str, Any] = {}
-        if eager:
-            module_call_s, fit = module_call_seconds(
-                sampler.samples,
-                sampler.timers,
-                fusions,
-                call_s,
-                device=device,
-                seed=seed,
-                deadline=deadline,
+        fits, fit = whole_network_fits(
+            sampler.samples,
+            sampler.timers,
+            fusions,
+            call_s,
+            eager=eager,
+            device=device,
+            seed=seed,
+            deadline=deadline,
+        )
+        module_call_s = {v: f.module_call_s for v, f in fits.items()}
+        kernel_scale = {v: f.kernel_scale for v, f in fits.items()}
+        say(
+            f"whole networks ({len(fit['networks'])} timings): "
+            + ", ".join(
+                f"{v} kernels x{f.kernel_scale:.2f}"
+                + (f", {1e6 * f.module_call_s:.1f} us per module call" if eager else "")
+                for v, f in fits.items()
             )
-            say(
-                "per module call: "
-                + ", ".join(f"{v} {1e6 * t:.1f} us" for v, t in module_call_s.items())
-            )
+        )
     finally:
         for timer in timers.values():
             timer.close()
@@ -201,11 +206,12 @@ def calibrate(
         fusion_tests=tuple(v.to_dict() for v in verdicts),
         call_s=call_s,
         module_call_s=module_call_s,
+        kernel_scale=kernel_scale,
         samples=tuple(sampler.samples.items()),
         budget_s=float(budget_s),
         elapsed_s=elapsed,
         other_cpu_share=load.share(),
-        validation={**_validation(held_out), **_disturbance(timers), "module_call_fit": fit},
+        validation={**_validation(held_out), **_disturbance(timers), "network_fit": fit},
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
 

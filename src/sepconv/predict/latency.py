@@ -186,7 +186,8 @@ def predict_trace(
     per_variant: dict[str, list[tuple[float, float]]] = {}
     for variant in profile.variants:
         regressor = profile.regressor(variant)
-        predicted = [regressor.predict_with_distance(k) for k in kernels]
+        scale = profile.scale(variant)  # what the kernels take inside a whole model
+        predicted = [(scale * t, d) for t, d in map(regressor.predict_with_distance, kernels)]
         per_variant[variant] = predicted
         totals[variant] = overhead[variant] + sum(t for t, _ in predicted)
     best = min(totals, key=totals.__getitem__)

@@ -92,6 +92,9 @@ class Profile:
         module_call_s: Variant -> the cost of one module call beyond its kernels, which an
             eager runtime pays for every module a model calls, fitted on whole networks
             (0 for a runtime that runs a graph).
+        kernel_scale: Variant -> the factor by which a model's kernels, predicted from their
+            times alone, are multiplied, fitted on the same whole networks (1 for a runtime
+            that runs a graph, and for profiles written before it was fitted).
         samples: ``(kernel, {variant: seconds})`` for every measured kernel.
         budget_s: The calibration's budget; ``elapsed_s``: what it took.
         other_cpu_share: Share of the machine other processes used while it measured.
@@ -111,6 +114,7 @@ class Profile:
     samples: tuple[tuple[Kernel, Mapping[str, float]], ...]
     budget_s: float
     elapsed_s: float
+    kernel_scale: Mapping[str, float] = field(default_factory=dict)
     other_cpu_share: float | None = None
     validation: Mapping[str, Any] = field(default_factory=dict)
     created: str = ""
@@ -124,6 +128,10 @@ class Profile:
                 kernels, [t[variant] for _, t in self.samples]
             )
         return self._regressors[variant]
+
+    def scale(self, variant: str) -> float:
+        """:attr:`kernel_scale` of ``variant`` (1 where the profile fitted none)."""
+        return float(self.kernel_scale.get(variant, 1.0))
 
     def describe(self) -> str:
         """``"onnxruntime on AMD EPYC (2 threads), 2,345 kernels"``."""
@@ -172,6 +180,7 @@ class Profile:
             "fusion_tests": [dict(t) for t in self.fusion_tests],
             "call_s": dict(self.call_s),
             "module_call_s": dict(self.module_call_s),
+            "kernel_scale": {v: self.scale(v) for v in self.variants},
             "budget_s": self.budget_s,
             "elapsed_s": self.elapsed_s,
             "other_cpu_share": self.other_cpu_share,
@@ -245,6 +254,8 @@ class Profile:
             samples.append((kernel, times))
         call = check.mapping(obj["call_s"], "call_s")
         per_module = check.mapping(obj["module_call_s"], "module_call_s")
+        # Absent in profiles written before whole networks fitted it: the kernels as predicted.
+        scales = check.mapping(obj.get("kernel_scale", {}), "kernel_scale")
         share = obj.get("other_cpu_share")
         return cls(
             backend=check.string(obj["backend"], "backend"),
@@ -262,6 +273,9 @@ class Profile:
             call_s={v: check.seconds(call.get(v), f"call_s[{v!r}]") for v in variants},
             module_call_s={
                 v: check.seconds(per_module.get(v), f"module_call_s[{v!r}]") for v in variants
+            },
+            kernel_scale={
+                v: check.factor(scales[v], f"kernel_scale[{v!r}]") for v in variants if v in scales
             },
             samples=tuple(samples),
             budget_s=check.seconds(obj["budget_s"], "budget_s"),
@@ -320,6 +334,12 @@ class _Checker:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok or not math.isfinite(float(value)) or not -1.0 < float(value) < 3600.0:  # type: ignore[arg-type]
             raise self.fail(what, "a finite number of seconds", value)
+        return float(value)  # type: ignore[arg-type]
+
+    def factor(self, value: object, what: str) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok or not math.isfinite(float(value)) or not 0.0 <= float(value) <= 100.0:  # type: ignore[arg-type]
+            raise self.fail(what, "a finite factor from 0 to 100", value)
         return float(value)  # type: ignore[arg-type]
 
     def shape(self, value: object, what: str) -> tuple[int, ...]:

@@ -16,6 +16,7 @@ events).
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -25,8 +26,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from sepconv.bench.timing import measure, pinned_threads
+from sepconv.bench.timing import RUNTIME_SETTLE_S, measure, pinned_threads
 from sepconv.deploy.backends import onnxruntime_settings, openvino_config, read_onnx_graph
 from sepconv.predict.kernels import Kernel
 from sepconv.predict.onnx_graph import kernel_graph
@@ -49,6 +51,9 @@ class KernelTimer(Protocol):
 
     def isolated(self, kernels: Sequence[Kernel]) -> float:
         """The chain run on its own, less an empty call (the fusion test cases)."""
+
+    def network(self, model: nn.Module, shape: Shape, name: str) -> Callable[[], float]:
+        """A timer of the whole ``model`` at ``shape``, as the backend runs a model."""
 
     def close(self) -> None:
         """Release what the timer holds."""
@@ -134,6 +139,33 @@ class OnnxTimer(_Retrying):
 
     def isolated(self, kernels: Sequence[Kernel]) -> float:
         return self._run(*kernel_graph(kernels, sandwich=False)) - self._empty_alone
+
+    def network(self, model: nn.Module, shape: Shape, name: str) -> Callable[[], float]:
+        """A timer of the whole ``model`` at ``shape``, as a user deploys it: the file
+        ``sepconv.export_onnx`` writes (BatchNorm folded, static shape), loaded once in this
+        timer's runtime and threads (``name`` names the file); each call of the timer pauses
+        for the runtime's idle threads to stop spinning, then returns the seconds of one call."""
+        from sepconv.deploy.onnx import export_onnx  # the exporter deployed models go through
+
+        path = Path(self._folder.name) / f"{name}.onnx"
+        _, channels, height, width = shape
+        export_onnx(model, path, input_size=(channels, height, width), dynamic_batch=False,
+                    check_batches=(shape[0],))  # fmt: skip
+        feeds = [np.random.default_rng(0).standard_normal(shape).astype(np.float32)]
+        run = self._runner(path, feeds)
+        run()  # the first call plans memory
+
+        def seconds() -> float:
+            time.sleep(RUNTIME_SETTLE_S)  # another network's session may still spin
+            timing = quiet_measure(
+                run, warmup=2, repeats=self.repeats, min_block_s=MIN_BLOCK_S,
+                retries=self._retries(),
+            )  # fmt: skip
+            self.kept += timing.kept
+            self.disturbed += timing.disturbed
+            return timing.median_s
+
+        return seconds
 
     def close(self) -> None:
         self._folder.cleanup()
@@ -282,6 +314,14 @@ class TorchTimer(_Retrying):
         self.kept += quiet.kept
         self.disturbed += quiet.disturbed
         return quiet.median_s
+
+    def network(self, model: nn.Module, shape: Shape, name: str) -> Callable[[], float]:
+        """A timer of the whole ``model`` at ``shape`` in this timer's layout: each call
+        returns the seconds of one call of it (``name``: unused, as the graph timers')."""
+        layout = torch.channels_last if self.layout == "nhwc" else torch.contiguous_format
+        x = torch.randn(shape, device=self.device).contiguous(memory_format=layout)
+        net = copy.deepcopy(model).to(self.device).to(memory_format=layout)
+        return lambda: self.time_call(lambda: net(x))
 
     def isolated(self, kernels: Sequence[Kernel]) -> float:
         if self._empty is None:
