@@ -35,13 +35,13 @@ import torch
 from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
 from precision_auto import add_model_flags, calibration, model_files, model_inputs
 from rich.console import Console
-from turns import wait_for_children
+from turns import children_ended
 
 from sepconv.bench import measure
 from sepconv.bench.output import markdown_table, terminal_table
 from sepconv.bench.timing import interleaved_order
-from sepconv.deploy import export_onnx, quantize
-from sepconv.deploy.backends import openvino_config, read_onnx_graph
+from sepconv.deploy import export_onnx, openvino_config, quantize
+from sepconv.deploy.backends import read_onnx_graph
 
 READERS = ("read_model", "convert_model")
 HEADERS = ["model", "file", "reader", "test agreement", "median ms", "IQR ms", "max abs diff"]
@@ -52,7 +52,7 @@ def compiled(path: Path, reader: str, shape: list[int], threads: int) -> Any:
     processes reading it started (``convert_model``'s telemetry), waited for to the end."""
     before = os.times()
     graph = read_onnx_graph(path) if reader == "read_model" else ov.convert_model(str(path))
-    wait_for_children()  # those still sending count too, and none runs on into the timings
+    children_ended()  # those still sending count too, and none runs on into the timings
     children = sum(os.times()[2:4]) - sum(before[2:4])
     graph.reshape(shape)
     model = ov.Core().compile_model(graph, "CPU", openvino_config(threads, "f32"))

@@ -5,9 +5,10 @@ width, resolution, depth per stage, expansion, kernel size, SE on or off, activa
 statistics randomised so that folding leaves real biases), predicts each from the profile, then
 builds it on the profile's backend (``compile_for_inference``) and measures it: the median of
 interleaved rounds, in groups of models timed round-robin. Reports the share of models within
-10% and 5% of their measured latency and the RMSPE, next to the same prediction with every
-kernel scale 1 (the kernels as timed alone, without the profile's whole-network fit,
-``sepconv.predict.whole_networks``) and two baselines fitted on the same
+10% and 5% of their measured latency and the RMSPE, next to the same prediction with the
+profile's kernel scale set to 1 (the kernels as timed alone; an eager profile keeps the
+module-call cost it fitted together with the scale, ``sepconv.predict.whole_networks``) and
+two baselines fitted on the same
 profile's kernel measurements: MACs only (``t = a + b * MACs`` per kernel) and a roofline
 (``t = a + max(MACs / P, bytes / W)`` per kernel). The noise floor beside them is the runtime
 timed against itself: one model per group is built twice and both are timed in the same rounds.
@@ -135,8 +136,8 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
                 unpredictable.append({"model": spec.describe(), "why": str(err)})
                 continue
             predict_s = time.perf_counter() - began
-            # The same prediction with the kernels as timed alone: what the whole-network fit
-            # of the profile's kernel scale changes (sepconv.predict.whole_networks).
+            # The same prediction with the kernels as timed alone (kernel scale 1; an eager
+            # profile's module-call cost stays as fitted with the scale).
             alone = predict_latency(model, side, as_timed, check_machine=False)
             models.append(model)
             sides.append(side)

@@ -33,6 +33,7 @@ from peers import Runner
 
 from sepconv.bench import Timing, measure
 from sepconv.bench.allocator import keep_freed_memory
+from sepconv.bench.load import wait_for_children
 from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
 
 
@@ -91,16 +92,15 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 STOP_S = 30.0
 
 
-def wait_for_children(limit_s: float = STOP_S) -> None:
-    """Return once this process has no child process left running, so that the next worker
-    builds on a machine this one no longer uses: ``openvino.convert_model`` (the OpenVINO
-    peers' conversion) sends usage telemetry from background threads, each message in a
-    process of its own that may outlive the call. Raises ``RuntimeError`` after ``limit_s``."""
-    deadline = time.monotonic() + limit_s
-    while children := multiprocessing.active_children():  # also reaps the finished ones
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"child processes still running after {limit_s:g} s: {children}")
-        time.sleep(0.05)
+def children_ended(limit_s: float = STOP_S) -> None:
+    """Return once this process has no child process left running
+    (:func:`sepconv.bench.load.wait_for_children`), so that the next worker builds on a machine
+    this one no longer uses: ``openvino.convert_model`` (the OpenVINO peers' conversion) sends
+    usage telemetry from processes that may outlive the call. Raises ``RuntimeError`` after
+    ``limit_s``."""
+    left = wait_for_children(limit_s=limit_s)
+    if left:
+        raise RuntimeError(f"child processes still running after {limit_s:g} s: {sorted(left)}")
 
 
 def worker(conn: Connection, names: list[str], settings: dict[str, Any], setup: Setup) -> None:
@@ -113,7 +113,7 @@ def worker(conn: Connection, names: list[str], settings: dict[str, Any], setup: 
             built = setup(names, settings, Path(tmp))
             with torch.inference_mode():
                 outputs = {name: built.runners[name](built.x) for name in names}
-            wait_for_children()
+            children_ended()
             conn.send(Ready(outputs, built.info))
             while (name := conn.recv()) is not None:
                 conn.send(

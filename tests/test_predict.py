@@ -296,8 +296,13 @@ def test_a_profile_scales_the_kernels_and_keeps_the_call_costs(fake_profile: Pro
     assert scaled.seconds == pytest.approx(plain.call_s + 2 * sum(alone), rel=1e-12)
     doubled = [2 * t for t in alone]
     assert [k.seconds for k in scaled.kernels] == pytest.approx(doubled, rel=1e-12)
-    # A profile written before the scale was fitted predicts its kernels as timed alone.
+    assert data["version"] == 2
+    # A profile written before the scale was fitted (format 1) predicts its kernels as timed
+    # alone; a format this sepconv does not know is refused.
     del data["kernel_scale"]
+    with pytest.raises(ProfileError, match=r"format version 3; this sepconv reads versions 1, 2"):
+        Profile.from_dict(signed({**data, "version": 3}))
+    data["version"] = 1
     older = Profile.from_dict(signed(data))
     assert older.scale("native") == 1.0
     expected = plain.call_s + sum(alone)

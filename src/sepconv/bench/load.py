@@ -11,15 +11,50 @@ with its peers.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Share of the machine's CPU time used by other processes above which a timing is marked as
 #: taken on a busy machine.
 BUSY_SHARE = 0.15
+#: Longest :func:`wait_for_children` waits by default: OpenVINO's telemetry waits up to 3 s for
+#: the process that sends each of its messages.
+CHILDREN_WAIT_S = 5.0
 _STAT = Path("/proc/stat")
+
+
+def child_pids() -> set[int]:
+    """The process ids of this process's running ``multiprocessing`` children (finished ones
+    are reaped)."""
+    return {p.pid for p in multiprocessing.active_children() if p.pid is not None}
+
+
+def wait_for_children(
+    other_than: Collection[int] = (), limit_s: float = CHILDREN_WAIT_S
+) -> set[int]:
+    """Wait until no child process of this one but ``other_than`` is running, for at most
+    ``limit_s`` seconds; the ids of those still running then (empty: all ended).
+
+    Libraries start short-lived processes of their own: ``import openvino`` and
+    ``openvino.convert_model`` send usage telemetry (unless the user opted out), each message
+    from a forked process that lives up to 3 s, started from a background thread. Something
+    timed meanwhile shares the machine with them. Two polls 50 ms apart must find none, since
+    such a thread may start its process just after the first.
+    """
+    deadline = time.monotonic() + limit_s
+    quiet = 0
+    while True:
+        left = child_pids() - set(other_than)
+        quiet = 0 if left else quiet + 1
+        if quiet >= 2:
+            return set()
+        if time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
 
 
 def _machine_busy_s() -> float | None:

@@ -155,7 +155,8 @@ def read_onnx_graph(path: Path) -> Any:
     ``openvino.convert_model`` reads an ONNX file with the same frontend, but it is the Python
     conversion tool, and unless the user opted out it sends usage telemetry from background
     threads, each message in a forked process: work that runs on while ``backend="auto"`` times
-    its candidates. The native reader sends nothing.
+    its candidates. The native reader sends nothing (``import openvino`` itself sends one
+    event, whose process ``auto`` waits for before its race).
 
     For an fp32 file both give the same graph: the same outputs bit for bit, at the same speed.
     For an int8 (QDQ) file ``convert_model`` also compresses the quantized weights and folds

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from sepconv.bench.load import OtherLoad
+from sepconv.bench.load import OtherLoad, wait_for_children
 from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order, measure
 from sepconv.deploy.compiled import InferenceModel
 from sepconv.utils.validation import invalid, positive_int, positive_number
@@ -63,6 +63,7 @@ def keep_fastest(
     block_s: float = CHOICE_BLOCK_S,
     settle_s: float = RUNTIME_SETTLE_S,
     eligible: Collection[str] | None = None,
+    children_before: Collection[int] | None = None,
 ) -> Race:
     """Time the candidates of ``built`` on ``example``, return the fastest, every median and
     how busy the machine was, and release the others.
@@ -88,6 +89,11 @@ def keep_fastest(
     machine, which need not be the fastest on a quiet one. The share is returned either way
     (:attr:`Race.busy_share`), so that a caller can record the conditions of its choice.
 
+    With ``children_before`` (the ids of this process's child processes before the
+    candidates were built, :func:`sepconv.bench.load.child_pids`), the race first waits, up to
+    :data:`sepconv.bench.load.CHILDREN_WAIT_S`, for the child processes the builds started to
+    end: ``import openvino`` sends usage telemetry from a forked process that lives up to 3 s.
+
     Before returning, ``built`` is emptied and the garbage collector runs, so that the losing
     runners, their ONNX Runtime sessions or OpenVINO compiled models, and the threads those
     keep, are destroyed once the caller holds no other reference to them.
@@ -102,6 +108,7 @@ def keep_fastest(
         settle_s: Pause before each timing (default
             :data:`~sepconv.bench.timing.RUNTIME_SETTLE_S`).
         eligible: Names of ``built`` that may win (default: all).
+        children_before: Child processes to leave running (default: wait for none).
 
     Returns:
         The :class:`Race`: the fastest model, with nothing else changed; candidate -> median
@@ -129,6 +136,8 @@ def keep_fastest(
         raise invalid("eligible", f"a non-empty subset of the candidates {names}", eligible)
     samples: dict[str, list[float]] = {name: [] for name in names}
     racing = list(names)
+    if children_before is not None:
+        wait_for_children(children_before)  # what is left after the wait shows in the load
     load = OtherLoad()  # what other processes take of the machine during the race
     for r in range(rounds):
         for index in interleaved_order(len(racing), r):

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sepconv.bench.load import child_pids
 from sepconv.bench.timing import bf16_native
 from sepconv.deploy.choose import keep_fastest
 from sepconv.deploy.compiled import (
@@ -188,6 +189,7 @@ def search_precision(
     built: dict[str, InferenceModel] = {}
     skipped: dict[str, str] = {}
     mismatched = False
+    children = child_pids()  # the builds' own child processes are waited for
     with tempfile.TemporaryDirectory(prefix="sepconv-precision-") as tmp:
         onnx_file = Path(tmp) / "model.onnx"  # exported once, for the backends that run it
         for precision in device_precisions("cpu"):
@@ -247,7 +249,7 @@ def search_precision(
     if kept:
         # Every candidate is timed for the report; only those that qualified race to win.
         # (A copy: keep_fastest empties what it is given.)
-        race = keep_fastest(dict(built), example, threads, eligible=kept)
+        race = keep_fastest(dict(built), example, threads, eligible=kept, children_before=children)
         timings, busy_share = race.timings, race.busy_share
     for name, ms in timings.items():
         reports[name] = dataclasses.replace(reports[name], median_ms=ms)

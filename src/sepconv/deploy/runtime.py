@@ -28,6 +28,7 @@ from typing import Final, Literal
 import torch
 from torch import nn
 
+from sepconv.bench.load import child_pids
 from sepconv.deploy.choose import keep_fastest
 from sepconv.deploy.compiled import (
     BackendMismatchError,
@@ -119,7 +120,8 @@ def compile_for_inference(
       optimisations: constant folding, conv+activation fusion, NCHWc blocked layout; sequential
       execution). Always fp32 (its CPU provider has no bf16 convolutions).
     - ``"openvino"``: the same ONNX file read by ``openvino.Core().read_model`` (which, unlike
-      ``openvino.convert_model``, sends no usage telemetry), compiled for the CPU with
+      ``openvino.convert_model``, sends no usage telemetry; ``auto`` waits for the one event
+      ``import openvino`` sends), compiled for the CPU with
       ``threads`` inference threads, otherwise OpenVINO's defaults (one stream, latency hint),
       and the inference precision pinned to f32 (OpenVINO's own default is bf16 on a
       bf16-capable CPU, which would silently lower precision), or to bf16 with
@@ -295,6 +297,7 @@ def compile_for_inference(
         built: dict[str, InferenceModel] = {}
         skipped: dict[str, str] = {}
         mismatched = False
+        children = child_pids()  # the builds' own child processes are waited for
         for row in chosen:
             name = row.name
             try:
@@ -320,7 +323,8 @@ def compile_for_inference(
             "Cannot compile for inference: no backend of `candidates` could be built: "
             + "; ".join(f"{k}: {v}" for k, v in skipped.items())
         )
-    race = keep_fastest(built, example, used_threads)  # releases the others
+    # Releases the others.
+    race = keep_fastest(built, example, used_threads, children_before=children)
     why = fastest_reason(race.winner.backend, race.timings, skipped)
     return dataclasses.replace(
         race.winner,

@@ -27,7 +27,10 @@ from sepconv.utils.files import write_text
 __all__ = ["FORMAT", "Profile", "ProfileError", "machine_record"]
 
 FORMAT = "sepconv-latency-profile"
-VERSION = 1
+#: The format version written; version 1 (before ``kernel_scale``) is still read, its kernels
+#: taken as timed alone.
+VERSION = 2
+READ_VERSIONS = (1, 2)
 #: The facts of the machine record that must match where a profile is used.
 MATCHED = ("cpu", "logical_cpus", "cpu_capability", "torch", "gpu", "runtime_version")
 _MAX_SAMPLES = 200_000
@@ -223,10 +226,10 @@ class Profile:
         obj = check.mapping(data, "the file")
         if obj.get("format") != FORMAT:
             raise ProfileError(f"{source} is not a sepconv latency profile (no format {FORMAT!r}).")
-        if obj.get("version") != VERSION:
+        if obj.get("version") not in READ_VERSIONS:
             raise ProfileError(
                 f"{source} has format version {obj.get('version')!r}; this "
-                f"sepconv reads version {VERSION}: calibrate again."
+                f"sepconv reads versions {', '.join(map(str, READ_VERSIONS))}: calibrate again."
             )
         missing = [k for k in _REQUIRED if k not in obj]
         if missing:

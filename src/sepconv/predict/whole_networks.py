@@ -172,14 +172,16 @@ def whole_network_fits(
         for i, network in enumerate(networks)
         for variant in network.kernels_s
     }
-    for r in range(OVERHEAD_ROUNDS):
-        if r > 0 and time.perf_counter() >= deadline:
-            break
-        for i in interleaved_order(len(networks), r) if networks else []:
-            network = networks[i]
-            for variant in network.kernels_s:
-                network.rounds_s[variant].append(timed[i, variant]())
-    timed.clear()  # release the runtimes' sessions
+    try:
+        for r in range(OVERHEAD_ROUNDS):
+            if r > 0 and time.perf_counter() >= deadline:
+                break
+            for i in interleaved_order(len(networks), r) if networks else []:
+                network = networks[i]
+                for variant in network.kernels_s:
+                    network.rounds_s[variant].append(timed[i, variant]())
+    finally:
+        timed.clear()  # release the runtimes' sessions
     records: list[dict[str, Any]] = []
     for network in networks:
         for variant, kernels_s in network.kernels_s.items():
