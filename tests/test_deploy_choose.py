@@ -192,11 +192,12 @@ def test_the_race_waits_for_the_child_processes_the_builds_started() -> None:
     began = time.perf_counter()
     keep_fastest(built, X, 1, rounds=1, block_s=0.01, settle_s=0.0, children_before=before)
     assert not started.is_alive() and time.perf_counter() - began >= 0.3
-    # Without children_before it does not wait.
-    again = multiprocessing.Process(target=time.sleep, args=(0.5,), daemon=True)
+    # Without children_before it does not wait (for a process that would outlive any race).
+    again = multiprocessing.Process(target=time.sleep, args=(60,), daemon=True)
     again.start()
     keep_fastest({"a": candidate("a", 0.0, [])}, X, 1, rounds=1, block_s=0.01, settle_s=0.0)
     assert again.is_alive()
+    again.terminate()
     again.join()
 
 

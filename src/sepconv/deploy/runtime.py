@@ -119,29 +119,27 @@ def compile_for_inference(
       session with ``threads`` intra-op threads and otherwise ONNX Runtime's defaults (all graph
       optimisations: constant folding, conv+activation fusion, NCHWc blocked layout; sequential
       execution). Always fp32 (its CPU provider has no bf16 convolutions).
-    - ``"openvino"``: the same ONNX file read by ``openvino.Core().read_model`` (which, unlike
-      ``openvino.convert_model``, sends no usage telemetry; ``auto`` waits for the one event
-      ``import openvino`` sends), compiled for the CPU with
-      ``threads`` inference threads, otherwise OpenVINO's defaults (one stream, latency hint),
-      and the inference precision pinned to f32 (OpenVINO's own default is bf16 on a
-      bf16-capable CPU, which would silently lower precision), or to bf16 with
-      ``precision="bf16"`` where the CPU has native bf16 (elsewhere OpenVINO stays f32).
+    - ``"openvino"``: the same ONNX file read by ``openvino.Core().read_model`` (no telemetry,
+      unlike ``openvino.convert_model``), compiled for the CPU with ``threads`` inference
+      threads, otherwise OpenVINO's defaults (one stream, latency hint), and the inference
+      precision pinned to f32 (OpenVINO's own default is bf16 on a bf16-capable CPU, which
+      would silently lower precision), or to bf16 with ``precision="bf16"`` where the CPU has
+      native bf16 (elsewhere OpenVINO stays f32).
     - ``"auto"``: build each backend of ``candidates`` that is installed, time each on the same
       input in alternating rounds of 0.1 s blocks, so that load from elsewhere hits all alike,
-      and keep the lowest median (the rule: :func:`sepconv.deploy.choose.keep_fastest`; it
-      adds about a second per runtime to the build). The losers are released before the
-      winner is returned, so no other runtime's threads stay alive. The medians are in
-      :attr:`InferenceModel.timings`; the backends that could not be built or failed the check
-      below, and why, in :attr:`InferenceModel.skipped`.
+      and keep the lowest median (the rule: :func:`sepconv.deploy.choose.keep_fastest`; about
+      a second per runtime). The losers are released first: no other runtime's threads stay
+      alive. The medians are in :attr:`InferenceModel.timings`; the backends that could not be
+      built or failed the check below, and why, in :attr:`InferenceModel.skipped`.
 
     ``precision="auto"`` (CPU) measures precisions on the user's own images: every backend of
     ``candidates`` (or the one named) is built in fp32, in bf16 where the CPU has native bf16,
     and in int8 (:func:`sepconv.deploy.quantize`; ONNX Runtime and OpenVINO). ``calibration``
     is split: int8's ranges are set on a seeded draw of up to 256 of the images, and every
     candidate runs all the others, which the quantizer never saw
-    (:func:`sepconv.deploy.split_calibration`); its top-1 agreement with eager fp32
-    and its max relative error there are recorded, and the fastest candidate whose agreement
-    is at least ``min_agreement`` is returned (fp32 always qualifies). Here bf16 and int8 are judged
+    (:func:`sepconv.deploy.split_calibration`); its top-1 agreement with eager fp32 and its max
+    relative error there are recorded, and the fastest candidate whose agreement is at least
+    ``min_agreement`` is returned (fp32 always qualifies). Here bf16 and int8 are judged
     by that agreement alone, not by :data:`BF16_RTOL`. :attr:`InferenceModel.agreement` is the
     chosen one's agreement, :attr:`InferenceModel.candidates` every candidate's report, and
     :attr:`InferenceModel.why` says why it won (:mod:`sepconv.deploy.precision`).
@@ -323,8 +321,7 @@ def compile_for_inference(
             "Cannot compile for inference: no backend of `candidates` could be built: "
             + "; ".join(f"{k}: {v}" for k, v in skipped.items())
         )
-    # Releases the others.
-    race = keep_fastest(built, example, used_threads, children_before=children)
+    race = keep_fastest(built, example, used_threads, children_before=children)  # frees the rest
     why = fastest_reason(race.winner.backend, race.timings, skipped)
     return dataclasses.replace(
         race.winner,
