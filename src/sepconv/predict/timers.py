@@ -64,9 +64,22 @@ class _Retrying:
     ``deadline``, so that a busy machine cannot stretch a calibration past its budget."""
 
     deadline: float = float("inf")
+    repeats: int = REPEATS
+    kept: int = 0
+    disturbed: int = 0
 
     def _retries(self) -> int:
         return RETRIES if time.perf_counter() < self.deadline else 0
+
+    def _quiet_seconds(self, run: Callable[[], object]) -> float:
+        """Seconds of one call of ``run``: the median of its undisturbed blocks, the kept and
+        disturbed blocks counted."""
+        timing = quiet_measure(
+            run, warmup=2, repeats=self.repeats, min_block_s=MIN_BLOCK_S, retries=self._retries()
+        )
+        self.kept += timing.kept
+        self.disturbed += timing.disturbed
+        return timing.median_s
 
 
 class OnnxTimer(_Retrying):
@@ -91,13 +104,9 @@ class OnnxTimer(_Retrying):
         feeds = [rng.standard_normal(s).astype(np.float32) for s in shapes]
         run = self._runner(path, feeds)
         run()  # first call plans memory; measure's warm-up covers the rest
-        timing = quiet_measure(
-            run, warmup=2, repeats=self.repeats, min_block_s=MIN_BLOCK_S, retries=self._retries()
-        )
-        self.kept += timing.kept
-        self.disturbed += timing.disturbed
+        seconds = self._quiet_seconds(run)
         del run  # release the session and its threads before the next one starts
-        return timing.median_s
+        return seconds
 
     def _runner(self, path: Path, feeds: list[np.ndarray]) -> Callable[[], object]:
         if self.runtime == "onnxruntime":
@@ -157,13 +166,7 @@ class OnnxTimer(_Retrying):
 
         def seconds() -> float:
             time.sleep(RUNTIME_SETTLE_S)  # another network's session may still spin
-            timing = quiet_measure(
-                run, warmup=2, repeats=self.repeats, min_block_s=MIN_BLOCK_S,
-                retries=self._retries(),
-            )  # fmt: skip
-            self.kept += timing.kept
-            self.disturbed += timing.disturbed
-            return timing.median_s
+            return self._quiet_seconds(run)
 
         return seconds
 
@@ -304,16 +307,7 @@ class TorchTimer(_Retrying):
             )
             return timing.median_s
         with pinned_threads(self.threads), torch.inference_mode():
-            quiet = quiet_measure(
-                run,
-                warmup=2,
-                repeats=self.repeats,
-                min_block_s=MIN_BLOCK_S,
-                retries=self._retries(),
-            )
-        self.kept += quiet.kept
-        self.disturbed += quiet.disturbed
-        return quiet.median_s
+            return self._quiet_seconds(run)
 
     def network(self, model: nn.Module, shape: Shape, name: str) -> Callable[[], float]:
         """A timer of the whole ``model`` at ``shape`` in this timer's layout: each call
