@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -33,81 +33,23 @@ import numpy as np
 import torch
 from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
 from predict_baselines import baseline_ms, fit_baselines
-from torch import nn
+from predict_validation import randomize_norms, summary, time_group
 
-from sepconv.bench import measure
 from sepconv.bench.load import OtherLoad
 from sepconv.bench.output import markdown_table
-from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
 from sepconv.deploy import compile_for_inference
+from sepconv.models import mobilenet_v2
 from sepconv.predict import (
     MOBILENET_STYLES,
     Profile,
     UnpredictableKernelError,
     calibrate,
     predict_latency,
+    reference_timer,
     sample_network,
 )
-from sepconv.predict.quiet import quiet_measure
 
 GROUP = 10  # models timed round-robin together (with one twin: the noise floor)
-
-
-def randomize_norms(model: nn.Module, rng: np.random.Generator) -> nn.Module:
-    """Trained-looking BatchNorm statistics: folding then gives every conv a real bias."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.5, c)))
-                m.running_var.copy_(torch.from_numpy(rng.uniform(0.25, 2.25, c)))
-                m.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, c)))
-                m.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, c)))
-    return model
-
-
-def time_group(
-    runners: list, inputs: list, rounds: int, tally: dict[str, int], device: str = "cpu"
-) -> list[float]:
-    """Median over interleaved rounds of each runner's median ms. On the CPU each timing leaves
-    out the blocks other processes disturbed (``quiet_measure``); on a GPU CUDA events time
-    blocks of calls, each block synchronised (``measure``)."""
-    per_round: list[list[float]] = [[] for _ in runners]
-    for r in range(rounds):
-        for i in interleaved_order(len(runners), r):
-            if device == "cuda":
-                gpu = measure(
-                    functools.partial(runners[i], inputs[i]),
-                    repeats=5,
-                    min_block_s=0.02,
-                    device=device,
-                )
-                per_round[i].append(gpu.median_ms)
-                tally["kept"] += 5
-                continue
-            time.sleep(RUNTIME_SETTLE_S)  # the previous runtime's threads stop spinning
-            timing = quiet_measure(
-                functools.partial(runners[i], inputs[i]), repeats=5, min_block_s=0.02
-            )
-            per_round[i].append(timing.median_ms)
-            tally["kept"] += timing.kept
-            tally["disturbed"] += timing.disturbed
-            tally["busy"] += timing.busy
-    return [float(np.median(v)) for v in per_round]
-
-
-def summary(errors: list[float], misses: int = 0) -> dict[str, float]:
-    """Shares within 10% and 5% (``misses``: models with no prediction, counted outside), and
-    the RMSPE, mean and worst of the relative errors."""
-    e = np.asarray(errors)
-    total = e.size + misses
-    return {
-        "within_10pct": float(np.sum(np.abs(e) <= 0.10) / total),
-        "within_5pct": float(np.sum(np.abs(e) <= 0.05) / total),
-        "rmspe": float(np.sqrt(np.mean(e**2))),
-        "mean_error": float(np.mean(e)),
-        "max_abs_error": float(np.max(np.abs(e))),
-    }
 
 
 def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[str, Any]:
@@ -121,8 +63,19 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
     rows: list[dict[str, Any]] = []
     noise: list[float] = []
     load = OtherLoad()
+    # The process's first prediction pays once for what PyTorch imports on first use (its
+    # compiler package, for the meta tensors of the trace): timed apart from the models'.
+    began = time.perf_counter()
+    predict_latency(mobilenet_v2(), 224, profile, check_machine=False)
+    first_s = time.perf_counter() - began
     tally = {"kept": 0, "disturbed": 0, "busy": 0}
     unpredictable: list[dict[str, str]] = []
+    # The profile's reference network, timed after every round as the calibration timed it:
+    # how much slower than in the calibration the machine ran while each group was measured
+    # (sepconv.predict.speed; None for a profile made before it was timed).
+    reference = ExitStack()
+    probe = reference.enter_context(reference_timer(profile)) if profile.reference_s else None
+    speeds: list[float] = []
     for start in range(0, count, GROUP):
         specs = [sample_network(rng, MOBILENET_STYLES) for _ in range(min(GROUP, count - start))]
         runners, inputs, models, sides, group = [], [], [], [], []
@@ -175,9 +128,20 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
             threads=profile.threads,
             device=device,
         )
-        measured = time_group([*runners, twin], [*inputs, inputs[0]], rounds, tally, device)
+        readings: list[float] = []
+        measured = time_group(
+            [*runners, twin], [*inputs, inputs[0]], rounds, tally, device, probe, readings
+        )
+        # The prediction at the speed the reference network measured meanwhile, after the
+        # rounds' models as in the calibration after its networks: ``profile.at_speed``.
+        factor = float(np.median(readings)) / profile.reference_s if readings else None
+        if factor is not None:
+            speeds.append(factor)
         for row, ms in zip(group, measured[:-1], strict=True):
             row["measured_ms"] = ms
+            if factor is not None:
+                row["speed_factor"] = factor
+                row["rechecked_ms"] = row["predicted_ms"] * factor
         rows += group
         noise.append(measured[-1] / measured[0] - 1)
         print(
@@ -185,6 +149,7 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
             f"({len(unpredictable)} unpredictable)",
             flush=True,
         )
+    reference.close()
     if not rows:
         raise SystemExit(
             f"{profile.backend}: the profile predicts none of the {count} drawn models "
@@ -201,15 +166,18 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
         "unpredictable": unpredictable,
         "other_cpu_share": load.share(),
         "noise": noise,
+        "speed_factors": speeds,
         "blocks": tally,
     }
     # An unpredictable model counts as a miss of the kernel predictor; the baselines are
     # judged on the models the predictor could predict (they predict every model).
-    for name in ("predicted", "kernels_alone", "macs_only", "roofline_only"):
-        misses = len(unpredictable) if name in ("predicted", "kernels_alone") else 0
+    names = ["predicted", "kernels_alone", "macs_only", "roofline_only"]
+    for name in names + (["rechecked"] if speeds else []):
+        misses = len(unpredictable) if name in ("predicted", "kernels_alone", "rechecked") else 0
         result[name] = summary([r[f"{name}_ms"] / r["measured_ms"] - 1 for r in rows], misses)
     result["noise_floor"] = summary(noise)
     result["predict_s_max"] = max(r["predict_s"] for r in rows)
+    result["first_predict_s"] = first_s
     result["seen_kernel_share"] = sum(r["seen_kernels"] for r in rows) / sum(
         r["kernels"] for r in rows
     )
@@ -223,6 +191,7 @@ def report(data: dict[str, Any]) -> str:
     for b in data["backends"]:
         for name, label in (
             ("predicted", "sepconv (kernels)"),
+            ("rechecked", "sepconv, speed rechecked"),
             ("kernels_alone", "sepconv, kernel scale 1"),
             ("macs_only", "MACs only"),
             ("roofline_only", "roofline only"),
@@ -246,18 +215,36 @@ def report(data: dict[str, Any]) -> str:
     for b in data["backends"]:
         measured = [m["measured_ms"] for m in b["models"]]
         share = b["other_cpu_share"]
+        first = (
+            f" (the process's first prediction, of MobileNetV2, {b['first_predict_s']:.2f} s)"
+            if "first_predict_s" in b
+            else ""
+        )
         lines += [
             "",
             f"**{b['backend']}** ({b['profile']}; calibrated in "
             f"{b['calibration_s']:.0f} s; fusions: {', '.join(b['fusions']) or 'none'}): "
             f"{len(measured)} models ({len(b.get('unpredictable', []))} more the profile "
             f"could not predict, counted as misses), {min(measured):.2f} to {max(measured):.2f} ms "
-            f"measured; prediction took at most {b['predict_s_max']:.2f} s a model; "
+            f"measured; prediction took at most {b['predict_s_max']:.2f} s a model{first}; "
             f"{100 * b['seen_kernel_share']:.0f}% of their kernels were among the "
             f"profile's samples; noise floor from {len(b['noise'])} twins; other processes "
-            f"used {100 * (share or 0):.0f}% of the machine meanwhile.",
+            f"used {100 * (share or 0):.0f}% of the machine meanwhile."
+            + _speed_line(b.get("speed_factors", [])),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _speed_line(factors: list[float]) -> str:
+    """What the reference network said of the machine's speed, group by group."""
+    if not factors:
+        return ""
+    return (
+        " The reference network took "
+        f"{min(factors):.2f}x to {max(factors):.2f}x (median {np.median(factors):.2f}x) its "
+        "time in the calibration, group by group; *speed rechecked* multiplies each group's "
+        "predictions by its factor (`profile.at_speed(factor)`)."
+    )
 
 
 def main() -> None:

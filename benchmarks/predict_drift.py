@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from harness import Run, add_output_flags, add_smoke_flag, header, positive_int
-from predict_accuracy import randomize_norms, summary, time_group
+from predict_validation import randomize_norms, summary, time_group
 
 from sepconv.bench.output import markdown_table
 from sepconv.deploy import compile_for_inference

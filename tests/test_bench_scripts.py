@@ -825,5 +825,34 @@ def test_predict_accuracy_smoke_reports_the_prediction_with_and_without_the_scal
     call_ms = 1e3 * CALL_S  # a graph runtime: one call, no module calls
     for r in rows:
         assert r["predicted_ms"] - call_ms == pytest.approx(2 * (r["kernels_alone_ms"] - call_ms))
-    for name in ("predicted", "kernels_alone", "macs_only", "roofline_only", "noise_floor"):
+    names = ("predicted", "rechecked", "kernels_alone", "macs_only", "roofline_only", "noise_floor")
+    for name in names:
         assert 0.0 <= backend[name]["within_10pct"] <= 1.0 and backend[name]["rmspe"] >= 0
+    # The profile's reference network, timed after every round of a group (here on the real
+    # ONNX Runtime, against the synthetic machine's time for it): its median over the
+    # calibration's is the group's speed factor, by which its predictions are scaled.
+    (factor,) = backend["speed_factors"]  # one group
+    assert factor > 0
+    for r in rows:
+        assert r["speed_factor"] == factor
+        assert r["rechecked_ms"] == pytest.approx(r["predicted_ms"] * factor, rel=1e-12)
+    assert "speed rechecked" in (tmp_path / "pa.md").read_text()
+
+
+@pytest.mark.slow
+def test_pick_budgets_smoke_measures_every_choice_against_its_budget(tmp_path: Path) -> None:
+    # A profile of test_predict.py's synthetic machine (recorded as this one, ONNX Runtime):
+    # the picks are the synthetic machine's, the measurements this machine's ONNX Runtime.
+    from test_predict import fake_calibration
+
+    profile = tmp_path / "profile.json"
+    fake_calibration(max_kernels=900, seed=7).save(profile)
+    data = run_cpu_smoke("pick_budgets.py", tmp_path, "pb", "--profile", str(profile))
+    rows = data["rows"]
+    assert len(data["budgets_ms"]) == len(rows) == 2
+    for r in rows:
+        assert r["choice"] is not None and r["predicted_ms"] <= r["budget_ms"]
+        assert r["measured_ms"] > 0 and r["meets_budget"] == (r["measured_ms"] <= r["budget_ms"])
+    assert len(data["reference_readings_s"]) == 2  # one after each round
+    text = (tmp_path / "pb.md").read_text()
+    assert "The choice met its budget under" in text

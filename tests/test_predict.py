@@ -34,6 +34,7 @@ from sepconv.predict.space import ACTS
 # The module, not the function the package exports under the same name.
 calibrate_module = importlib.import_module("sepconv.predict.calibrate")
 whole_networks = importlib.import_module("sepconv.predict.whole_networks")
+regression = importlib.import_module("sepconv.predict.regression")
 CALL_S = 2e-5
 # What the fake runtime fuses into the conv before: these activations, and the residual add.
 FAKE_FUSED = ("relu", "relu6", "hardswish")
@@ -109,7 +110,13 @@ def test_detect_fusions_needs_both_conv_types() -> None:
     assert any(v.fused for v in verdicts if v.name == "conv+relu")
 
 
-def test_prediction_matches_the_synthetic_machine(fake_profile: Profile) -> None:
+def test_prediction_matches_the_synthetic_machine(
+    fake_profile: Profile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The synthetic law is far from proportional to a kernel's MACs and bytes, which real
+    # kernels roughly are: the prior that holds a prediction near its neighbours scaled by
+    # size (tested on its own below) is lifted, so that the fit's own accuracy shows.
+    monkeypatch.setattr(regression, "SIZE_SPREAD", 50.0)
     rng = np.random.default_rng(123)  # networks the calibration never drew
     errors = []
     for _ in range(6):
@@ -147,6 +154,29 @@ def test_a_calibrations_first_networks_meet_every_squeeze_excite_group() -> None
         sample_network(np.random.default_rng(0), act="gelu")
     with pytest.raises(ValueError, match=r"argument `se_kind`: expected one of"):
         sample_network(np.random.default_rng(0), se_kind="squeeze")
+
+
+def test_one_sample_timed_in_a_slow_spell_cannot_drag_a_prediction() -> None:
+    # Pointwise convs whose time is their work, and one of them timed 40x too slow.
+    kernels = [
+        Kernel("conv", ((1, c, h, h),), (1, 2 * c, h, h))
+        for c in (16, 24, 32, 48, 64, 96)
+        for h in (7, 14, 28)
+    ]
+    seconds = [1e-9 * (k.macs + k.bytes) for k in kernels]
+    slow = kernels.index(Kernel("conv", ((1, 96, 7, 7),), (1, 192, 7, 7)))
+    seconds[slow] *= 40
+    query = Kernel("conv", ((1, 104, 5, 5),), (1, 208, 5, 5))  # beyond them all
+    truth = 1e-9 * (query.macs + query.bytes)
+    predicted = KernelRegressor(kernels, seconds).predict(query)
+    assert truth / 2 <= predicted <= 2 * truth
+    # Without the prior, the local fit follows the slow sample far off.
+    unguarded = pytest.MonkeyPatch()
+    unguarded.setattr(regression, "SIZE_SPREAD", 50.0)
+    try:
+        assert KernelRegressor(kernels, seconds).predict(query) > 2 * truth
+    finally:
+        unguarded.undo()
 
 
 def test_kernel_regressor_is_exact_on_a_power_law() -> None:
@@ -218,11 +248,12 @@ def test_an_eager_calibration_fits_the_module_call_cost_on_whole_networks() -> N
         rows = [r for r in networks if r["variant"] == variant]
         assert len(rows) <= whole_networks.OVERHEAD_NETWORKS
         assert all(r["measured_s"] > 0 and r["kernels_s"] > 0 for r in rows)
-        # Each network's time is the median of its rounds; every round times every network.
+        # Each network's time is the median of its timings; they are timed in turn, so no
+        # network has more than one timing more than another.
         for r in rows:
             assert r["measured_s"] == float(np.median(r["rounds_s"]))
-        assert len({len(r["rounds_s"]) for r in rows}) <= 1
-        assert all(1 <= len(r["rounds_s"]) <= whole_networks.OVERHEAD_ROUNDS for r in rows)
+        counts = [len(r["rounds_s"]) for r in rows]
+        assert not counts or (min(counts) >= 1 and max(counts) - min(counts) <= 1)
         scale, per_call = profile.scale(variant), profile.module_call_s[variant]
         assert scale >= 0 and per_call >= floor  # never below an empty module's call
         if not rows:

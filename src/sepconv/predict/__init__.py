@@ -12,9 +12,11 @@ Modules, one concept each: :mod:`~sepconv.predict.trace` (the ops a model runs),
 :mod:`~sepconv.predict.fusion` (the fusion test cases), :mod:`~sepconv.predict.onnx_graph` and
 :mod:`~sepconv.predict.timers` (timing kernels on a backend),
 :mod:`~sepconv.predict.whole_networks` (what a model pays beyond its kernels),
+:mod:`~sepconv.predict.speed` (how fast the machine ran, by a reference network),
 :mod:`~sepconv.predict.space` and :mod:`~sepconv.predict.sampling` (what is sampled),
 :mod:`~sepconv.predict.regression` (the per-kernel predictor),
-:mod:`~sepconv.predict.profile` (the profile file), :mod:`~sepconv.predict.calibrate`,
+:mod:`~sepconv.predict.profile` (the profile file) and :mod:`~sepconv.predict.profile_checks`
+(its fields, checked as untrusted input), :mod:`~sepconv.predict.calibrate`,
 :mod:`~sepconv.predict.latency` and :mod:`~sepconv.predict.choices` (the picker's table).
 """
 
@@ -24,6 +26,7 @@ from sepconv.predict.kernels import Kernel, UnpredictableKernelError, extract_ke
 from sepconv.predict.latency import KernelLatency, LatencyPrediction, predict_latency
 from sepconv.predict.profile import Profile, ProfileError
 from sepconv.predict.space import MOBILENET_STYLES, STYLES, NetworkSpec, sample_network
+from sepconv.predict.speed import reference_timer
 
 __all__ = [
     "DEFAULT_BUDGET_S",
@@ -43,5 +46,6 @@ __all__ = [
     "extract_kernels",
     "pick",
     "predict_latency",
+    "reference_timer",
     "sample_network",
 ]

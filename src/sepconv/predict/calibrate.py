@@ -13,6 +13,11 @@
    so samples concentrate where the prediction error is largest. Every timed kernel joins the
    samples. The held-out errors (relative to the measured time, or to :data:`ERROR_FLOOR_S`
    if more) go into the profile.
+4. **Whole networks, throughout.** Between kernels, whenever their share of the time so far
+   is below a tenth, random networks are timed whole
+   (:class:`~sepconv.predict.whole_networks.WholeNetworks`); at the end they fit what a model
+   pays beyond its kernels. The reference network of :mod:`sepconv.predict.speed` is timed
+   every few seconds too: its typical time is the profile's record of the machine's speed.
 
 Kernels are timed as :mod:`sepconv.predict.timers` describes, leaving out blocks another
 process disturbed (:mod:`sepconv.predict.quiet`); the profile records the machine, how many
@@ -38,8 +43,9 @@ from sepconv.predict.kernels import Kernel
 from sepconv.predict.profile import Profile, machine_record
 from sepconv.predict.regression import KernelRegressor, group_key, rmspe
 from sepconv.predict.sampling import KernelPool, neighbours
+from sepconv.predict.speed import SpeedProbe, reference_network
 from sepconv.predict.timers import TIMED_BACKENDS, make_timers
-from sepconv.predict.whole_networks import whole_network_fits
+from sepconv.predict.whole_networks import OVERHEAD_NETWORKS, WholeNetworks
 from sepconv.utils.validation import MAX_BATCH, bounded_int, finite_number, invalid, thread_count
 
 __all__ = ["DEFAULT_BUDGET_S", "INITIAL_SHARE", "MISS", "calibrate"]
@@ -58,10 +64,10 @@ ERROR_FLOOR_S = 5e-6
 # Fresh kernels per adaptive round, and neighbours per missed one.
 ROUND = 24
 NEAR = 3
-# Share of the budget kept for the whole networks that fit what a model pays beyond its
-# kernels (sepconv.predict.whole_networks), at most OVERHEAD_MAX_S seconds.
-OVERHEAD_SHARE = 0.1
-OVERHEAD_MAX_S = 20.0
+# Share of the budget kept at the end (at most RESERVE_MAX_S seconds) for the whole networks
+# not yet timed (sepconv.predict.whole_networks: they are timed throughout) and the fit.
+RESERVE_SHARE = 0.03
+RESERVE_MAX_S = 6.0
 # The shortest budget that leaves time for the fusion tests and a useful sample.
 MIN_BUDGET_S = 20.0
 
@@ -146,6 +152,7 @@ def calibrate(
     deadline = start + budget_s
     load = OtherLoad()
     timers = make_timers(backend, device, threads)
+    networks: WholeNetworks | None = None
     try:
         for timer in timers.values():
             timer.deadline = deadline
@@ -155,15 +162,23 @@ def calibrate(
         if eager:  # it runs every op it is called with: there is no fusion to find
             say("fusions: none (eager PyTorch runs each op on its own)")
         else:
+            timer = timers[variants[0]]
             fusions, verdicts = detect_fusions(
-                timers[variants[0]].isolated, deadline=start + FUSION_SHARE * budget_s
+                timer.isolated,
+                deadline=start + FUSION_SHARE * budget_s,
+                plan_fuses=getattr(timer, "plan_fuses", None),
             )
             say(f"fusions found: {', '.join(fusions) or 'none'}")
         call_s = {v: _call_seconds(timers[v], v, threads, device) for v in variants}
-        # Time left at the end for the whole networks that fit what a model pays beyond its
-        # kernels (whole_networks).
-        reserve = min(OVERHEAD_SHARE * budget_s, OVERHEAD_MAX_S)
-        sampler = _Sampler(timers, variants, deadline - reserve, max_kernels)
+        reference, shape, name = reference_network()
+        probe = SpeedProbe(timers[variants[0]].network(reference, shape, "reference"), name)
+        # Timed throughout the sampling: whole networks (what a model pays beyond its kernels)
+        # and the reference network (the machine's typical speed over the calibration).
+        reserve = min(RESERVE_SHARE * budget_s, RESERVE_MAX_S)
+        networks = WholeNetworks(
+            timers, fusions, eager=eager, device=device, seed=seed, probe=probe
+        )
+        sampler = _Sampler(timers, variants, deadline - reserve, max_kernels, networks)
         pool = KernelPool(np.random.default_rng(seed), fusions, batch_sizes)
         initial_end = start + INITIAL_SHARE * budget_s
         initial_count = INITIAL_SHARE * (max_kernels or np.inf)
@@ -172,20 +187,17 @@ def calibrate(
                 break
         say(f"initial sample: {len(sampler.samples)} kernels")
         held_out = _adaptive(sampler, pool, variants, np.random.default_rng(seed + 1), say)
-        fits, fit = whole_network_fits(
-            sampler.samples,
-            sampler.timers,
-            fusions,
-            call_s,
-            eager=eager,
-            device=device,
-            seed=seed,
-            deadline=deadline,
-        )
+        # Every network timed at least once, if the budget allows.
+        while networks.done < OVERHEAD_NETWORKS and time.perf_counter() < deadline:
+            networks.time_next()
+        if not probe.readings:  # no network timed: a reading all the same
+            probe.read()
+        fits, fit = networks.fit(sampler.samples, call_s)
         module_call_s = {v: f.module_call_s for v, f in fits.items()}
         kernel_scale = {v: f.kernel_scale for v, f in fits.items()}
         say(
-            f"whole networks ({len(fit['networks'])} timings): "
+            f"whole networks ({len({r['network'] for r in fit['networks']})} networks, "
+            f"{networks.done} timings): "
             + ", ".join(
                 f"{v} kernels x{f.kernel_scale:.2f}"
                 + (f", {1e6 * f.module_call_s:.1f} us per module call" if eager else "")
@@ -193,6 +205,8 @@ def calibrate(
             )
         )
     finally:
+        if networks is not None:
+            networks.close()
         for timer in timers.values():
             timer.close()
     elapsed = time.perf_counter() - start
@@ -211,7 +225,12 @@ def calibrate(
         budget_s=float(budget_s),
         elapsed_s=elapsed,
         other_cpu_share=load.share(),
-        validation={**_validation(held_out), **_disturbance(timers), "network_fit": fit},
+        validation={
+            **_validation(held_out),
+            **_disturbance(timers),
+            "network_fit": fit,
+            "speed": probe.record(start),
+        },
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
 
@@ -225,8 +244,10 @@ class _Sampler:
         variants: Sequence[str],
         deadline: float,
         max_kernels: int | None = None,
+        networks: WholeNetworks | None = None,
     ) -> None:
         self.timers = timers
+        self.networks = networks
         self.variants = tuple(variants)
         self.deadline = deadline
         self.max_kernels = max_kernels
@@ -246,6 +267,8 @@ class _Sampler:
         for kernel in kernels:
             if not self.fits(until):
                 break
+            if self.networks is not None and self.networks.due():
+                self.networks.time_next()
             began = time.perf_counter()
             self.samples[kernel] = {v: self.timers[v]([kernel]) for v in self.variants}
             self._spent.append(time.perf_counter() - began)

@@ -10,6 +10,15 @@ the pair is *fused* when running it together saves at least half of ``B``'s own 
 Each time is the median of :data:`ROUNDS` interleaved rounds, and each candidate is tested on a
 pointwise and a depthwise conv: it counts as fused only when both say so. The verdicts and
 their times go into the profile.
+
+Where the runtime shows the graph it will execute (ONNX Runtime writes its optimised graph:
+:meth:`sepconv.predict.timers.OnnxTimer.plan_fuses`), the same test cases are read from that
+plan instead of timed: the pair is fused when none of the second op's nodes is left beside the
+convs. On a host whose speed changes within seconds, the timed verdicts of two calibrations
+disagreed (one found only ``conv+relu``, the next only ``conv+hardsigmoid``), while the plan
+says the same every time: between convs in its blocked layout (NCHWc, as inside a model) ONNX
+Runtime fuses ReLU, ReLU6, hard-swish, hard-sigmoid, sigmoid and the residual add into the
+conv, and runs SiLU (as ``QuickGelu``) and GELU as kernels of their own.
 """
 
 from __future__ import annotations
@@ -59,25 +68,33 @@ FUSION_CASES: tuple[FusionCase, ...] = (
 
 @dataclass(frozen=True)
 class FusionVerdict:
-    """The times of one test case and its verdict (seconds, less an empty call)."""
+    """One test case's verdict: from its times (seconds, less an empty call) or, where the
+    runtime shows its plan, from that (``planned``; no times)."""
 
     name: str
-    first_s: float
-    second_s: float
-    pair_s: float
+    first_s: float | None = None
+    second_s: float | None = None
+    pair_s: float | None = None
+    planned: bool | None = None
 
     @property
-    def saved_share(self) -> float:
+    def saved_share(self) -> float | None:
         """The share of ``second``'s own time that running the pair together saved."""
+        if self.first_s is None or self.second_s is None or self.pair_s is None:
+            return None
         return (self.first_s + self.second_s - self.pair_s) / max(self.second_s, 1e-9)
 
     @property
     def fused(self) -> bool:
-        return self.saved_share >= 0.5
+        if self.planned is not None:
+            return self.planned
+        share = self.saved_share
+        return share is not None and share >= 0.5
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "method": "plan" if self.planned is not None else "timing",
             "first_s": self.first_s,
             "second_s": self.second_s,
             "pair_s": self.pair_s,
@@ -90,6 +107,7 @@ def detect_fusions(
     time_isolated: Callable[[Sequence[Kernel]], float],
     cases: Sequence[FusionCase] = FUSION_CASES,
     deadline: float = float("inf"),
+    plan_fuses: Callable[[Sequence[Kernel]], bool | None] | None = None,
 ) -> tuple[list[str], list[FusionVerdict]]:
     """Run the test cases; the names of the fused pairs, and every case's verdict.
 
@@ -100,6 +118,9 @@ def detect_fusions(
             and the residual add after a linear conv).
         deadline: ``time.perf_counter()`` past which no further round starts (at least one
             round always runs); a pair is then judged on the rounds it had.
+        plan_fuses: Whether the runtime's plan of a chain runs it as its convs alone (``None``
+            where the runtime does not show it). Given, every case is judged by it and
+            nothing is timed.
 
     Example:
         >>> fake = lambda ks: 1.0 if len(ks) == 2 else 1.0 if ks[0].kind == "conv" else 0.3
@@ -107,6 +128,13 @@ def detect_fusions(
         >>> fused[:2]
         ['conv+relu', 'conv+relu6']
     """
+    if plan_fuses is not None:
+        planned = [plan_fuses([case.first, case.second]) for case in cases]
+        if all(p is not None for p in planned):
+            verdicts = [
+                FusionVerdict(c.name, planned=p) for c, p in zip(cases, planned, strict=True)
+            ]
+            return _fused_names(verdicts), verdicts
     times: list[list[list[float]]] = [[[], [], []] for _ in cases]
     for round_index in range(ROUNDS):
         if round_index and time.perf_counter() > deadline:
@@ -116,9 +144,15 @@ def detect_fusions(
             second.append(time_isolated([case.second]))
             pair.append(time_isolated([case.first, case.second]))
     verdicts = [
-        FusionVerdict(case.name, *(statistics.median(t) for t in case_times))
-        for case, case_times in zip(cases, times, strict=True)
+        FusionVerdict(
+            case.name, statistics.median(first), statistics.median(second), statistics.median(pair)
+        )
+        for case, (first, second, pair) in zip(cases, times, strict=True)
     ]
+    return _fused_names(verdicts), verdicts
+
+
+def _fused_names(verdicts: Sequence[FusionVerdict]) -> list[str]:
+    """The rules whose every case was judged fused."""
     names = list(dict.fromkeys(v.name for v in verdicts))
-    fused = [n for n in names if all(v.fused for v in verdicts if v.name == n)]
-    return fused, verdicts
+    return [n for n in names if all(v.fused for v in verdicts if v.name == n)]

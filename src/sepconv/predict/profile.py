@@ -11,6 +11,7 @@ refuses a profile of another machine, backend, runtime version or thread count.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -20,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sepconv.predict.kernels import KINDS, Kernel
+from sepconv.predict.kernels import Kernel
+from sepconv.predict.profile_checks import Checker, ProfileError, no_constant
 from sepconv.predict.regression import KernelRegressor
 from sepconv.utils.files import write_text
+from sepconv.utils.validation import finite_number
 
 __all__ = ["FORMAT", "Profile", "ProfileError", "machine_record"]
 
@@ -33,7 +36,7 @@ VERSION = 2
 READ_VERSIONS = (1, 2)
 #: The facts of the machine record that must match where a profile is used.
 MATCHED = ("cpu", "logical_cpus", "cpu_capability", "torch", "gpu", "runtime_version")
-_MAX_SAMPLES = 200_000
+MAX_SAMPLES = 200_000
 _REQUIRED = (
     "backend",
     "device",
@@ -49,11 +52,6 @@ _REQUIRED = (
     "samples",
     "sha256",
 )
-_MAX_DIM = 1 << 20
-
-
-class ProfileError(ValueError):
-    """A profile file that cannot be used: unreadable, malformed, modified, or made elsewhere."""
 
 
 def runtime_version(backend: str) -> str:
@@ -136,6 +134,28 @@ class Profile:
         """:attr:`kernel_scale` of ``variant`` (1 where the profile fitted none)."""
         return float(self.kernel_scale.get(variant, 1.0))
 
+    @property
+    def reference_s(self) -> float | None:
+        """The reference network's typical seconds in the calibration
+        (:mod:`sepconv.predict.speed`); ``None`` for a profile made before it was timed."""
+        speed = self.validation.get("speed")
+        typical = speed.get("typical_s") if isinstance(speed, Mapping) else None
+        if isinstance(typical, bool) or not isinstance(typical, (int, float)):
+            return None
+        return float(typical) if math.isfinite(typical) and typical > 0 else None
+
+    def at_speed(self, factor: float) -> Profile:
+        """This profile predicting a machine ``factor`` times slower than in its calibration
+        (the reference network's time over :attr:`reference_s`, :mod:`sepconv.predict.speed`):
+        every time it predicts, multiplied."""
+        finite_number("factor", factor, low=0.01, high=100.0)
+        return dataclasses.replace(
+            self,
+            call_s={v: factor * s for v, s in self.call_s.items()},
+            module_call_s={v: factor * s for v, s in self.module_call_s.items()},
+            kernel_scale={v: factor * self.scale(v) for v in self.variants},
+        )
+
     def describe(self) -> str:
         """``"onnxruntime on AMD EPYC (2 threads), 2,345 kernels"``."""
         return (
@@ -211,7 +231,7 @@ class Profile:
                 "--out PROFILE.json`."
             )
         try:
-            data = json.loads(file.read_text(encoding="utf-8"), parse_constant=_no_constant)
+            data = json.loads(file.read_text(encoding="utf-8"), parse_constant=no_constant)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ProfileError(
                 f"Profile file {str(file)!r} is not valid JSON ({err}); it may be truncated: "
@@ -222,7 +242,7 @@ class Profile:
     @classmethod
     def from_dict(cls, data: object, *, source: str = "profile") -> Profile:
         """The profile a :meth:`to_dict` object describes, checked field by field."""
-        check = _Checker(source)
+        check = Checker(source)
         obj = check.mapping(data, "the file")
         if obj.get("format") != FORMAT:
             raise ProfileError(f"{source} is not a sepconv latency profile (no format {FORMAT!r}).")
@@ -249,7 +269,7 @@ class Profile:
         if not variants:
             raise ProfileError(f"{source}: `variants` is empty.")
         samples = []
-        for item in check.sequence(obj["samples"], "samples", _MAX_SAMPLES):
+        for item in check.sequence(obj["samples"], "samples", MAX_SAMPLES):
             entry = check.mapping(item, "a sample")
             kernel = check.kernel(entry.get("kernel"))
             seconds = check.mapping(entry.get("seconds"), "a sample's seconds")
@@ -289,95 +309,9 @@ class Profile:
         )
 
 
-def _no_constant(name: str) -> None:
-    # NaN and Infinity are no measurement; json.loads would accept them.
-    raise json.JSONDecodeError(f"{name} is not a number a profile may hold", name, 0)
-
-
 def _digest(body: Mapping[str, Any]) -> str:
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-class _Checker:
-    """Type and range checks of a profile's fields, raising :class:`ProfileError`."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, what: str, expected: str, received: object) -> ProfileError:
-        shown = repr(received)
-        shown = shown if len(shown) < 80 else shown[:77] + "..."
-        return ProfileError(
-            f"{self.source}: {what} should be {expected}, found {shown}; the file is damaged: "
-            "calibrate again."
-        )
-
-    def mapping(self, value: object, what: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(what, "an object", value)
-        return value
-
-    def sequence(self, value: object, what: str, limit: int = 10_000) -> list[Any]:
-        if not isinstance(value, list) or len(value) > limit:
-            raise self.fail(what, f"a list of at most {limit:,} items", value)
-        return value
-
-    def string(self, value: object, what: str) -> str:
-        if not isinstance(value, str) or len(value) > 200:
-            raise self.fail(what, "a short string", value)
-        return value
-
-    def integer(self, value: object, what: str, low: int, high: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self.fail(what, f"an integer from {low} to {high}", value)
-        return value
-
-    def seconds(self, value: object, what: str) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok or not math.isfinite(float(value)) or not -1.0 < float(value) < 3600.0:  # type: ignore[arg-type]
-            raise self.fail(what, "a finite number of seconds", value)
-        return float(value)  # type: ignore[arg-type]
-
-    def factor(self, value: object, what: str) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok or not math.isfinite(float(value)) or not 0.0 <= float(value) <= 100.0:  # type: ignore[arg-type]
-            raise self.fail(what, "a finite factor from 0 to 100", value)
-        return float(value)  # type: ignore[arg-type]
-
-    def shape(self, value: object, what: str) -> tuple[int, ...]:
-        items = self.sequence(value, what, 4)
-        if len(items) < 2:
-            raise self.fail(what, "a shape of 2 to 4 sizes", value)
-        return tuple(self.integer(d, what, 1, _MAX_DIM) for d in items)
-
-    def kernel(self, value: object) -> Kernel:
-        data = self.mapping(value, "a sample's kernel")
-        kind = data.get("kind")
-        if kind not in KINDS:
-            raise self.fail("a kernel's kind", f"one of {', '.join(KINDS)}", kind)
-        inputs = [
-            self.shape(s, "a kernel's input shape")
-            for s in self.sequence(data.get("inputs"), "inputs", 4)
-        ]
-        if not inputs:
-            raise self.fail("a kernel's inputs", "at least one shape", data.get("inputs"))
-        checked: dict[str, Any] = {
-            "kind": kind,
-            "inputs": inputs,
-            "output": self.shape(data.get("output"), "a kernel's output shape"),
-        }
-        for name in ("kernel_size", "stride", "dilation", "groups"):
-            checked[name] = self.integer(data.get(name, 1), f"a kernel's {name}", 1, _MAX_DIM)
-        for name in ("padding", "hidden"):
-            checked[name] = self.integer(data.get(name, 0), f"a kernel's {name}", 0, _MAX_DIM)
-        for name in ("act", "gate"):
-            checked[name] = self.string(data.get(name, ""), f"a kernel's {name}")
-        for name in ("add", "transposed"):
-            if not isinstance(data.get(name, False), bool):
-                raise self.fail(f"a kernel's {name}", "true or false", data.get(name))
-            checked[name] = data.get(name, False)
-        return Kernel.from_dict(checked)
 
 
 def sample_table(samples: Sequence[tuple[Kernel, Mapping[str, float]]]) -> dict[str, int]:

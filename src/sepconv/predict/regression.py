@@ -10,7 +10,8 @@ categories: a neighbour that differs in one is counted as farther away.
 A prediction takes the :data:`NEIGHBOURS` measured kernels of its group nearest to the query
 and fits ``log t = a + b . features`` to them by weighted least squares (weights falling with
 distance, a small ridge on the slopes), then evaluates it at the query: interpolation where the
-samples surround the query, a power law continued from the nearest ones where they do not.
+samples surround the query, a power law continued from the nearest ones where they do not;
+never further than :data:`SIZE_SPREAD` from the median of the neighbours' times scaled by size.
 Log time makes the fit relative: a 5% error costs the same on a 10 us kernel and a 10 ms one.
 """
 
@@ -34,6 +35,9 @@ CATEGORY_DISTANCE = 3.0
 # Ridge penalty on the slopes of the local fit (relative to the neighbours' total weight),
 # against collinear features (a depthwise conv's equal input and output channels).
 RIDGE = 1e-4
+# How far (log2) a prediction may stray from the median of its neighbours' times scaled by
+# size (MACs + bytes): a factor of 2.
+SIZE_SPREAD = 1.0
 # Measured times are floored here before taking logs: a kernel the runtime folds into its
 # neighbour costs nothing, and its measurement may come out at or below zero.
 FLOOR_S = 2e-7
@@ -116,6 +120,13 @@ class GroupModel:
         coef = np.linalg.solve(a.T @ a + penalty, a.T @ (self.log_t[near] * sw[:, 0]))
         # The intercept is the fit at the query (features were centred on it).
         log_t = float(coef[0])
+        # Never further than a factor of SIZE_SPREAD from what the neighbours say when scaled
+        # by size (their median: one sample timed in a slow spell cannot drag the fit, which
+        # once put a 1.6-MMAC pointwise conv at 1.8 ms from such a neighbour).
+        work = np.log2([max(1, k.macs + k.bytes) for k in (self.kernels[j] for j in near)])
+        scaled = self.log_t[near] + math.log2(max(1, kernel.macs + kernel.bytes)) - work
+        centre = float(np.median(scaled))
+        log_t = min(max(log_t, centre - SIZE_SPREAD), centre + SIZE_SPREAD)
         low, high = self.log_t[near].min(), self.log_t[near].max()
         # Within the group's measured range stretched by 8x each way: a fit continued far past
         # its neighbours is not trusted further than that.

@@ -149,6 +149,31 @@ class OnnxTimer(_Retrying):
     def isolated(self, kernels: Sequence[Kernel]) -> float:
         return self._run(*kernel_graph(kernels, sandwich=False)) - self._empty_alone
 
+    def plan_fuses(self, kernels: Sequence[Kernel]) -> bool | None:
+        """Whether ONNX Runtime's plan of the sandwiched chain ``kernels`` (the optimised
+        graph it writes when asked, ``optimized_model_filepath``) runs it as convs alone: the
+        ops after the first conv fused into it. ``None`` for OpenVINO (not read)."""
+        if self.runtime != "onnxruntime":
+            return None
+        import onnx
+        import onnxruntime as ort
+
+        model, _ = kernel_graph(kernels, sandwich=True)
+        folder = Path(self._folder.name)
+        (folder / "pair.onnx").write_bytes(model.SerializeToString())
+        options = ort.SessionOptions()
+        for name, value in onnxruntime_settings(self.threads).items():
+            setattr(options, name, value)
+        options.optimized_model_filepath = str(folder / "planned.onnx")
+        options.log_severity_level = 3  # not its warning that the plan is for this CPU only
+        ort.InferenceSession(str(folder / "pair.onnx"), options, providers=["CPUExecutionProvider"])
+        planned = onnx.load(str(folder / "planned.onnx"), load_external_data=False)
+        # Layout conversions (NCHWc) are not the ops tested: a conv is all that may be left.
+        return all(
+            n.op_type in ("Conv", "FusedConv") or n.op_type.startswith("Reorder")
+            for n in planned.graph.node
+        )
+
     def network(self, model: nn.Module, shape: Shape, name: str) -> Callable[[], float]:
         """A timer of the whole ``model`` at ``shape``, as a user deploys it: the file
         ``sepconv.export_onnx`` writes (BatchNorm folded, static shape), loaded once in this

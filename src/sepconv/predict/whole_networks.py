@@ -5,10 +5,10 @@ make: the runtime plans a whole model otherwise, and what each kernel finds in t
 differs. Eager PyTorch also runs Python: every module's ``__call__``, the blocks' own
 ``forward`` code, and the small ops around the kernels. A calibration
 (:func:`sepconv.predict.calibrate.calibrate`) therefore times a few random networks of the
-design space whole, as a user runs them (eager PyTorch: the module; a graph runtime: the file
-``sepconv.export_onnx`` writes), and fits the profile's ``kernel_scale``, by which
-:func:`sepconv.predict.predict_latency` multiplies the kernels' predicted sum, and (eager only)
-its ``module_call_s``, which it adds per module call.
+design space whole, now and then over the whole calibration, as a user runs them (eager
+PyTorch: the module; a graph runtime: the file ``sepconv.export_onnx`` writes), and fits the
+profile's ``kernel_scale``, by which :func:`sepconv.predict.predict_latency` multiplies the
+kernels' predicted sum, and (eager only) its ``module_call_s``, which it adds per module call.
 """
 
 from __future__ import annotations
@@ -27,22 +27,24 @@ from sepconv.deploy.fuse import fuse
 from sepconv.predict.kernels import Kernel, kernels_of_ops
 from sepconv.predict.regression import KernelRegressor
 from sepconv.predict.space import MOBILENET_STYLES, sample_network
+from sepconv.predict.speed import SpeedProbe
 from sepconv.predict.trace import trace_ops
 
 __all__ = [
     "OVERHEAD_NETWORKS",
-    "OVERHEAD_ROUNDS",
+    "OVERHEAD_SHARE",
     "SCALE_RIDGE",
     "NetworkFit",
+    "WholeNetworks",
     "empty_module_call_seconds",
     "fit_networks",
-    "whole_network_fits",
 ]
 
 #: Random networks a calibration times whole, to fit what a model pays beyond its kernels, and
-#: the rounds each is timed in (the median of its rounds is its time).
+#: the share of the calibration's time spent timing them (the median of a network's timings is
+#: its time).
 OVERHEAD_NETWORKS = 9
-OVERHEAD_ROUNDS = 3
+OVERHEAD_SHARE = 0.1
 # Identity modules in the chain that times an empty module call.
 MODULE_CHAIN = 64
 #: Weight of the pull of the kernel scale towards 1 in the fit (:func:`fit_networks`), against
@@ -101,113 +103,133 @@ def fit_networks(
 
 @dataclass
 class _Network:
-    """A drawn network: its kernels' predicted sum per variant it could be predicted in, and
-    its whole-network times there, one per round."""
+    """A drawn network and its whole-network times in each variant, one per timing."""
 
     name: str
     model: torch.nn.Module
     shape: tuple[int, ...]
     calls: int  # module calls per forward
-    kernels_s: dict[str, float]
-    rounds_s: dict[str, list[float]] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.rounds_s = {variant: [] for variant in self.kernels_s}
+    kernels: list[Kernel]
+    rounds_s: dict[str, list[float]] = field(default_factory=dict)
 
 
-def whole_network_fits(
-    samples: Mapping[Kernel, Mapping[str, float]],
-    timers: Mapping[str, Any],
-    fusions: Sequence[str],
-    call_s: dict[str, float],
-    *,
-    eager: bool,
-    device: str,
-    seed: int,
-    deadline: float,
-) -> tuple[dict[str, NetworkFit], dict[str, Any]]:
-    """What a model pays beyond its kernels timed alone, per variant: fitted on
-    :data:`OVERHEAD_NETWORKS` random networks of the design space by :func:`fit_networks`: the
-    scale of the kernels' predicted sum and, for an ``eager`` runtime, the cost per module
-    call, never less than an empty module's call (:func:`empty_module_call_seconds`; a graph
-    runtime calls no modules: 0). With no network that could be predicted (a calibration too
-    short to have sampled every kernel group), the kernels as predicted. The module calls are
-    Python's and the blocks' own code, and the dispatch of small ops around the kernels; the
-    scale is what the kernels' sum misses inside a model, whatever its cause.
+class WholeNetworks:
+    """:data:`OVERHEAD_NETWORKS` random networks of the design space, timed whole now and then
+    over a whole calibration, and the fit of what a model pays beyond its kernels on them.
 
-    Each network is timed whole in every variant (``timers[variant].network``) in up to
-    :data:`OVERHEAD_ROUNDS` rounds, the order changing from round to round
-    (``interleaved_order``), and its time is the median of its rounds: a network timed once,
-    inside a moment the machine ran slow, moved the fit by a factor of two from one
-    calibration to the next when it rested on five single timings. Rounds after the first stop
-    at ``deadline``. The networks are drawn from ``seed + 2``, a stream of their own (up to
-    three times :data:`OVERHEAD_NETWORKS` draws).
-    Returns the fit per variant, and its evidence for the profile's ``validation``: each
-    network's times and the empty module's call."""
-    variants = list(timers)
-    kernels = list(samples)
-    regressors = {v: KernelRegressor(kernels, [samples[k][v] for k in kernels]) for v in variants}
-    rng = np.random.default_rng(seed + 2)
-    networks: list[_Network] = []
-    for _ in range(3 * OVERHEAD_NETWORKS):
-        if len(networks) >= OVERHEAD_NETWORKS:
-            break
-        spec = sample_network(rng, MOBILENET_STYLES)
-        model = fuse(spec.build().eval()).to(device)
-        shape = (1, 3, spec.resolution, spec.resolution)
-        trace = trace_ops(model, shape)
-        graph = kernels_of_ops(trace.nodes, fusions)
-        predicted: dict[str, float] = {}
-        for variant in variants:
-            try:
-                predicted[variant] = sum(regressors[variant].predict(k) for k in graph)
-            except ValueError:  # a kernel group the budget left unsampled
-                continue
-        if predicted:
+    The machines sepconv is calibrated on change speed within seconds (a virtual machine's
+    host: in one calibration the same network, timed eleven times, took from 11.6 to 19.6 ms),
+    so networks timed only at the end of a calibration, within a few seconds, fitted the
+    scale to whatever speed the machine had then, and every prediction with it. Timed
+    throughout, the networks see the same mix of fast and slow moments as the kernels do.
+    :meth:`due` says when the networks' share of the time spent so far is below
+    :data:`OVERHEAD_SHARE`; :meth:`time_next` then times the next network in every variant
+    (``timers[variant].network``; the order changes from round to round,
+    ``interleaved_order``), building it on its first timing (a graph runtime exports it
+    then), and then reads the ``probe`` (:class:`sepconv.predict.speed.SpeedProbe`) if due.
+    The networks are drawn from ``seed + 2``, a stream of their own.
+    """
+
+    def __init__(
+        self,
+        timers: Mapping[str, Any],
+        fusions: Sequence[str],
+        *,
+        eager: bool,
+        device: str,
+        seed: int,
+        probe: SpeedProbe | None = None,
+    ) -> None:
+        self.timers = timers
+        self.probe = probe
+        self.fusions = tuple(fusions)
+        self.eager = eager
+        self.device = device
+        self.started = time.perf_counter()
+        self.spent_s = 0.0
+        self.done = 0  # timings so far, over all networks
+        rng = np.random.default_rng(seed + 2)
+        self.networks: list[_Network] = []
+        for _ in range(OVERHEAD_NETWORKS):
+            spec = sample_network(rng, MOBILENET_STYLES)
+            model = fuse(spec.build().eval()).to(device)
+            shape = (1, 3, spec.resolution, spec.resolution)
+            trace = trace_ops(model, shape)
             calls = max(trace.module_calls, 1) if eager else 0
-            networks.append(_Network(spec.describe(), model, shape, calls, predicted))
-    # Each network as the runtime runs it whole: built once, timed in every round.
-    timed = {
-        (i, variant): timers[variant].network(network.model, network.shape, f"network{i}")
-        for i, network in enumerate(networks)
-        for variant in network.kernels_s
-    }
-    try:
-        for r in range(OVERHEAD_ROUNDS):
-            if r > 0 and time.perf_counter() >= deadline:
-                break
-            for i in interleaved_order(len(networks), r) if networks else []:
-                network = networks[i]
-                for variant in network.kernels_s:
-                    network.rounds_s[variant].append(timed[i, variant]())
-    finally:
-        timed.clear()  # release the runtimes' sessions
-    records: list[dict[str, Any]] = []
-    for network in networks:
-        for variant, kernels_s in network.kernels_s.items():
-            rounds = network.rounds_s[variant]
-            records.append(
-                {
-                    "network": network.name,
-                    "variant": variant,
-                    "measured_s": float(np.median(rounds)),
-                    "rounds_s": rounds,
-                    "kernels_s": kernels_s,
-                    "module_calls": network.calls,
-                }
+            kernels = kernels_of_ops(trace.nodes, self.fusions)
+            self.networks.append(_Network(spec.describe(), model, shape, calls, kernels))
+        self._timed: dict[tuple[int, str], Any] = {}
+
+    def due(self) -> bool:
+        """Whether the networks have had less than their share of the time so far."""
+        return self.spent_s < OVERHEAD_SHARE * (time.perf_counter() - self.started)
+
+    def time_next(self) -> None:
+        """Time the next network whole in every variant."""
+        began = time.perf_counter()
+        count = len(self.networks)
+        i = interleaved_order(count, self.done // count)[self.done % count]
+        network = self.networks[i]
+        for variant, timer in self.timers.items():
+            if (i, variant) not in self._timed:
+                self._timed[i, variant] = timer.network(network.model, network.shape, f"net{i}")
+            network.rounds_s.setdefault(variant, []).append(self._timed[i, variant]())
+        self.done += 1
+        self.spent_s += time.perf_counter() - began
+        # The reference network right after a whole one, as a user's run of a model follows
+        # another: timed right after a kernel, it took 1.45x its time in a run of models.
+        if self.probe is not None and self.probe.due():
+            self.probe.read()
+
+    def close(self) -> None:
+        """Release the runtimes' sessions."""
+        self._timed.clear()
+
+    def fit(
+        self, samples: Mapping[Kernel, Mapping[str, float]], call_s: Mapping[str, float]
+    ) -> tuple[dict[str, NetworkFit], dict[str, Any]]:
+        """What a model pays beyond its kernels timed alone, per variant, by
+        :func:`fit_networks` over the networks timed at least once whose kernels ``samples``
+        can predict (each network's time: the median of its timings): the scale of the
+        kernels' predicted sum and, for an eager runtime, the cost per module call, never
+        less than an empty module's call (:func:`empty_module_call_seconds`; a graph runtime
+        calls no modules: 0). With no such network (a calibration too short to have sampled
+        every kernel group), the kernels as predicted. Returns the fit per variant and its
+        evidence for the profile's ``validation``: each network's times and the empty
+        module's call."""
+        kernels = list(samples)
+        records: list[dict[str, Any]] = []
+        for variant in self.timers:
+            regressor = KernelRegressor(kernels, [samples[k][variant] for k in kernels])
+            for network in self.networks:
+                rounds = network.rounds_s.get(variant, [])
+                try:
+                    predicted = sum(regressor.predict(k) for k in network.kernels)
+                except ValueError:  # a kernel group the budget left unsampled
+                    continue
+                if rounds:
+                    records.append(
+                        {
+                            "network": network.name,
+                            "variant": variant,
+                            "measured_s": float(np.median(rounds)),
+                            "rounds_s": rounds,
+                            "kernels_s": predicted,
+                            "module_calls": network.calls,
+                        }
+                    )
+        floor = empty_module_call_seconds(self.device) if self.eager else 0.0
+        fits = {}
+        for variant in self.timers:
+            mine = [r for r in records if r["variant"] == variant]
+            fits[variant] = fit_networks(
+                [r["measured_s"] for r in mine],
+                [r["kernels_s"] for r in mine],
+                [r["module_calls"] for r in mine],
+                call_s[variant],
+                floor,
             )
-    floor = empty_module_call_seconds(device) if eager else 0.0
-    fits = {}
-    for variant in variants:
-        mine = [r for r in records if r["variant"] == variant]
-        fits[variant] = fit_networks(
-            [r["measured_s"] for r in mine],
-            [r["kernels_s"] for r in mine],
-            [r["module_calls"] for r in mine],
-            call_s[variant],
-            floor,
-        )
-    return fits, {"empty_module_call_s": floor, "networks": records}
+        return fits, {"empty_module_call_s": floor, "networks": records}
 
 
 def empty_module_call_seconds(device: str) -> float:

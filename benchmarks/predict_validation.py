@@ -1,0 +1,84 @@
+"""What ``predict_accuracy.py`` and ``predict_drift.py`` share: random models with
+trained-looking BatchNorm statistics, timed in interleaved rounds, and the summary of the
+prediction errors."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from sepconv.bench import measure
+from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
+from sepconv.predict.quiet import quiet_measure
+
+
+def randomize_norms(model: nn.Module, rng: np.random.Generator) -> nn.Module:
+    """Trained-looking BatchNorm statistics: folding then gives every conv a real bias."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.5, c)))
+                m.running_var.copy_(torch.from_numpy(rng.uniform(0.25, 2.25, c)))
+                m.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, c)))
+                m.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, c)))
+    return model
+
+
+def time_group(
+    runners: list,
+    inputs: list,
+    rounds: int,
+    tally: dict[str, int],
+    device: str = "cpu",
+    probe: Callable[[], float] | None = None,
+    readings: list[float] | None = None,
+) -> list[float]:
+    """Median over interleaved rounds of each runner's median ms. On the CPU each timing leaves
+    out the blocks other processes disturbed (``quiet_measure``); on a GPU CUDA events time
+    blocks of calls, each block synchronised (``measure``). With a ``probe`` (seconds of one
+    call of the profile's reference network, ``sepconv.predict.speed``), it is read after
+    every round into ``readings``."""
+    per_round: list[list[float]] = [[] for _ in runners]
+    for r in range(rounds):
+        for i in interleaved_order(len(runners), r):
+            if device == "cuda":
+                gpu = measure(
+                    functools.partial(runners[i], inputs[i]),
+                    repeats=5,
+                    min_block_s=0.02,
+                    device=device,
+                )
+                per_round[i].append(gpu.median_ms)
+                tally["kept"] += 5
+                continue
+            time.sleep(RUNTIME_SETTLE_S)  # the previous runtime's threads stop spinning
+            timing = quiet_measure(
+                functools.partial(runners[i], inputs[i]), repeats=5, min_block_s=0.02
+            )
+            per_round[i].append(timing.median_ms)
+            tally["kept"] += timing.kept
+            tally["disturbed"] += timing.disturbed
+            tally["busy"] += timing.busy
+        if probe is not None and readings is not None:
+            readings.append(probe())
+    return [float(np.median(v)) for v in per_round]
+
+
+def summary(errors: list[float], misses: int = 0) -> dict[str, float]:
+    """Shares within 10% and 5% (``misses``: models with no prediction, counted outside), and
+    the RMSPE, mean and worst of the relative errors."""
+    e = np.asarray(errors)
+    total = e.size + misses
+    return {
+        "within_10pct": float(np.sum(np.abs(e) <= 0.10) / total),
+        "within_5pct": float(np.sum(np.abs(e) <= 0.05) / total),
+        "rmspe": float(np.sqrt(np.mean(e**2))),
+        "mean_error": float(np.mean(e)),
+        "max_abs_error": float(np.max(np.abs(e))),
+    }

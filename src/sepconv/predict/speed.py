@@ -1,0 +1,109 @@
+"""How fast the machine ran: one fixed reference network, timed now and then.
+
+A virtual machine's speed moves with what its host runs: on the machines sepconv was measured
+on, the same models took 0.7x to 1.4x their usual time for minutes at a stretch, with nothing
+inside the machine to show it. A profile made in a slow hour predicts every model slow.
+
+The reference network (:data:`REFERENCE`, a MobileNetV2 built from sepconv's registry) is
+timed as the backend runs a model during a calibration (:func:`sepconv.predict.calibrate`),
+after a whole network every :data:`PROBE_EVERY_S` seconds, and the median of those readings is
+kept in the profile (``validation["speed"]``, :attr:`Profile.reference_s
+<sepconv.predict.profile.Profile.reference_s>`). Timed again later in the same way
+(:func:`reference_timer`), it says how much slower or faster the machine runs then, and
+:meth:`Profile.at_speed <sepconv.predict.profile.Profile.at_speed>` scales a profile's
+predictions by that (``benchmarks/predict_accuracy.py`` reports it for every group of models).
+Timed in a tight loop instead, right before picking, it read 0.79x while the models then ran
+at about 0.9x their calibration time, and every pick under that factor missed its budget:
+a factor is only as good as the likeness of the moments it compares.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from sepconv.predict.profile import Profile
+from sepconv.predict.timers import make_timers
+
+__all__ = [
+    "PROBE_EVERY_S",
+    "REFERENCE",
+    "SpeedProbe",
+    "reference_network",
+    "reference_timer",
+]
+
+#: The reference network: registry name, builder options and input side.
+REFERENCE: tuple[str, dict[str, Any], int] = ("mobilenet_v2", {"width_mult": 0.5}, 128)
+#: Seconds between two readings during a calibration.
+PROBE_EVERY_S = 10.0
+
+
+def reference_network() -> tuple[nn.Module, tuple[int, int, int, int], str]:
+    """The reference network (BatchNorm folded, in eval mode), its input shape and its name."""
+    import torch
+
+    from sepconv.deploy.fuse import fuse
+    from sepconv.models import create_model
+
+    name, options, side = REFERENCE
+    torch.manual_seed(0)  # the same weights every time: the same ONNX file, the same work
+    model = fuse(create_model(name, **options).eval())
+    shown = ", ".join(f"{k}={v}" for k, v in options.items())
+    return model, (1, 3, side, side), f"{name} ({shown}) at {side}x{side}"
+
+
+@dataclass
+class SpeedProbe:
+    """Readings of the reference network over a calibration.
+
+    ``timer`` returns the seconds of one call of the reference network (a backend timer's
+    ``network``, :class:`sepconv.predict.timers.KernelTimer`); ``name`` describes it.
+    """
+
+    timer: Callable[[], float]
+    name: str
+    readings: list[tuple[float, float]] = field(default_factory=list)
+
+    def read(self) -> float:
+        """Time the reference network now; its seconds (also kept as a reading)."""
+        seconds = self.timer()
+        self.readings.append((time.perf_counter(), seconds))
+        return seconds
+
+    def due(self) -> bool:
+        """Whether the last reading is :data:`PROBE_EVERY_S` old (or there is none)."""
+        return not self.readings or time.perf_counter() - self.readings[-1][0] >= PROBE_EVERY_S
+
+    @property
+    def typical_s(self) -> float:
+        """The median reading: the machine's typical speed over the calibration."""
+        return float(np.median([s for _, s in self.readings]))
+
+    def record(self, start: float) -> dict[str, Any]:
+        """The readings for the profile: the network, the typical seconds, and each reading
+        as ``[seconds since start, seconds]``."""
+        return {
+            "network": self.name,
+            "typical_s": self.typical_s,
+            "readings": [[round(t - start, 3), s] for t, s in self.readings],
+        }
+
+
+@contextmanager
+def reference_timer(profile: Profile) -> Iterator[Callable[[], float]]:
+    """A timer of the reference network as ``profile``'s calibration timed it (its backend,
+    threads and first variant): each call returns the seconds of one call of the network."""
+    timers = make_timers(profile.backend, profile.device, profile.threads)
+    try:
+        model, shape, _ = reference_network()
+        yield timers[profile.variants[0]].network(model, shape, "reference")
+    finally:
+        for timer in timers.values():
+            timer.close()
