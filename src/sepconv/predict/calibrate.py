@@ -16,8 +16,9 @@
 4. **Whole networks, throughout.** Between kernels, whenever their share of the time so far
    is below a tenth, random networks are timed whole
    (:class:`~sepconv.predict.whole_networks.WholeNetworks`); at the end they fit what a model
-   pays beyond its kernels. The reference network of :mod:`sepconv.predict.speed` is timed
-   every few seconds too: its typical time is the profile's record of the machine's speed.
+   pays beyond its kernels. After a network, every ten seconds, the reference network of
+   :mod:`sepconv.predict.speed` is timed too: its typical time is the profile's record of the
+   machine's speed.
 
 Kernels are timed as :mod:`sepconv.predict.timers` describes, leaving out blocks another
 process disturbed (:mod:`sepconv.predict.quiet`); the profile records the machine, how many
