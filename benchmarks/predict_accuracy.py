@@ -73,83 +73,84 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
     # The profile's reference network, timed after every round as the calibration timed it:
     # how much slower than in the calibration the machine ran while each group was measured
     # (sepconv.predict.speed; None for a profile made before it was timed).
-    reference = ExitStack()
-    probe = reference.enter_context(reference_timer(profile)) if profile.reference_s else None
-    speeds: list[float] = []
-    for start in range(0, count, GROUP):
-        specs = [sample_network(rng, MOBILENET_STYLES) for _ in range(min(GROUP, count - start))]
-        runners, inputs, models, sides, group = [], [], [], [], []
-        for spec in specs:
-            model = randomize_norms(spec.build(), rng)
-            side = spec.resolution
-            began = time.perf_counter()
-            try:
-                p = predict_latency(model, side, profile)
-            except UnpredictableKernelError as err:  # a miss, reported; never a silent zero
-                unpredictable.append({"model": spec.describe(), "why": str(err)})
-                continue
-            predict_s = time.perf_counter() - began
-            # The same prediction with the kernels as timed alone (kernel scale 1; an eager
-            # profile's module-call cost stays as fitted with the scale).
-            alone = predict_latency(model, side, as_timed, check_machine=False)
-            models.append(model)
-            sides.append(side)
-            kernels = [k.kernel for k in p.kernels]  # the trace predict_latency made
-            ms = {
-                "predicted": p.ms,
-                "kernels_alone": alone.ms,
-                **baseline_ms(fits, profile, p.variant, kernels),
-            }
-            group.append(
-                {
-                    "model": spec.describe(),
-                    "macs": p.macs,
-                    "predict_s": predict_s,
-                    "kernels": len(kernels),
-                    "seen_kernels": sum(k in seen for k in kernels),
-                    **{f"{k}_ms": v for k, v in ms.items()},
+    with ExitStack() as reference:
+        probe = reference.enter_context(reference_timer(profile)) if profile.reference_s else None
+        speeds: list[float] = []
+        for start in range(0, count, GROUP):
+            specs = [
+                sample_network(rng, MOBILENET_STYLES) for _ in range(min(GROUP, count - start))
+            ]
+            runners, inputs, models, sides, group = [], [], [], [], []
+            for spec in specs:
+                model = randomize_norms(spec.build(), rng)
+                side = spec.resolution
+                began = time.perf_counter()
+                try:
+                    p = predict_latency(model, side, profile)
+                except UnpredictableKernelError as err:  # a miss, reported; never a silent zero
+                    unpredictable.append({"model": spec.describe(), "why": str(err)})
+                    continue
+                predict_s = time.perf_counter() - began
+                # The same prediction with the kernels as timed alone (kernel scale 1; an eager
+                # profile's module-call cost stays as fitted with the scale).
+                alone = predict_latency(model, side, as_timed, check_machine=False)
+                models.append(model)
+                sides.append(side)
+                kernels = [k.kernel for k in p.kernels]  # the trace predict_latency made
+                ms = {
+                    "predicted": p.ms,
+                    "kernels_alone": alone.ms,
+                    **baseline_ms(fits, profile, p.variant, kernels),
                 }
-            )
-            net = compile_for_inference(
-                model,
+                group.append(
+                    {
+                        "model": spec.describe(),
+                        "macs": p.macs,
+                        "predict_s": predict_s,
+                        "kernels": len(kernels),
+                        "seen_kernels": sum(k in seen for k in kernels),
+                        **{f"{k}_ms": v for k, v in ms.items()},
+                    }
+                )
+                net = compile_for_inference(
+                    model,
+                    backend=profile.backend,
+                    input_size=(3, side, side),
+                    threads=profile.threads,
+                    device=device,
+                )
+                runners.append(net)
+                inputs.append(torch.randn(1, 3, side, side, device=device))
+            if not runners:
+                continue
+            twin = compile_for_inference(
+                models[0],
                 backend=profile.backend,
-                input_size=(3, side, side),
+                input_size=(3, sides[0], sides[0]),
                 threads=profile.threads,
                 device=device,
             )
-            runners.append(net)
-            inputs.append(torch.randn(1, 3, side, side, device=device))
-        if not runners:
-            continue
-        twin = compile_for_inference(
-            models[0],
-            backend=profile.backend,
-            input_size=(3, sides[0], sides[0]),
-            threads=profile.threads,
-            device=device,
-        )
-        readings: list[float] = []
-        measured = time_group(
-            [*runners, twin], [*inputs, inputs[0]], rounds, tally, device, probe, readings
-        )
-        # The prediction at the speed the reference network measured meanwhile, after the
-        # rounds' models as in the calibration after its networks: ``profile.at_speed``.
-        factor = float(np.median(readings)) / profile.reference_s if readings else None
-        if factor is not None:
-            speeds.append(factor)
-        for row, ms in zip(group, measured[:-1], strict=True):
-            row["measured_ms"] = ms
+            readings: list[float] = []
+            measured = time_group(
+                [*runners, twin], [*inputs, inputs[0]], rounds, tally, device, probe, readings
+            )
+            # The prediction at the speed the reference network measured meanwhile, after the
+            # rounds' models as in the calibration after its networks: ``profile.at_speed``.
+            factor = float(np.median(readings)) / profile.reference_s if readings else None
             if factor is not None:
-                row["speed_factor"] = factor
-                row["rechecked_ms"] = row["predicted_ms"] * factor
-        rows += group
-        noise.append(measured[-1] / measured[0] - 1)
-        print(
-            f"{profile.backend}: {len(rows)}/{count} models measured "
-            f"({len(unpredictable)} unpredictable)",
-            flush=True,
-        )
-    reference.close()
+                speeds.append(factor)
+            for row, ms in zip(group, measured[:-1], strict=True):
+                row["measured_ms"] = ms
+                if factor is not None:
+                    row["speed_factor"] = factor
+                    row["rechecked_ms"] = row["predicted_ms"] * factor
+            rows += group
+            noise.append(measured[-1] / measured[0] - 1)
+            print(
+                f"{profile.backend}: {len(rows)}/{count} models measured "
+                f"({len(unpredictable)} unpredictable)",
+                flush=True,
+            )
     if not rows:
         raise SystemExit(
             f"{profile.backend}: the profile predicts none of the {count} drawn models "

@@ -26,6 +26,7 @@ from sepconv.deploy.fuse import fuse
 __all__ = [
     "build_compiled",
     "build_eager",
+    "onnxruntime_options",
     "onnxruntime_session",
     "onnxruntime_settings",
     "openvino_compiled",
@@ -117,13 +118,21 @@ def onnxruntime_settings(threads: int) -> dict[str, object]:
     return {"intra_op_num_threads": threads}
 
 
-def onnxruntime_session(path: Path, settings: dict[str, object]) -> Runner:
-    """A runner over a CPU ``InferenceSession`` of ``path`` with the ``SessionOptions``
-    attributes ``settings`` (the rest keep ONNX Runtime's defaults)."""
+def onnxruntime_options(settings: dict[str, object]) -> Any:
+    """ONNX Runtime ``SessionOptions`` with the attributes ``settings`` (the rest keep ONNX
+    Runtime's defaults)."""
     ort = require(ONNXRUNTIME, "The onnxruntime backend")
     options = ort.SessionOptions()
     for name, value in settings.items():
         setattr(options, name, value)
+    return options
+
+
+def onnxruntime_session(path: Path, settings: dict[str, object]) -> Runner:
+    """A runner over a CPU ``InferenceSession`` of ``path`` with the ``SessionOptions``
+    attributes ``settings`` (the rest keep ONNX Runtime's defaults)."""
+    ort = require(ONNXRUNTIME, "The onnxruntime backend")
+    options = onnxruntime_options(settings)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -79,6 +79,11 @@ def features(kernel: Kernel) -> tuple[np.ndarray, tuple[object, ...]]:
     return np.log2(np.array(values, float)), ()
 
 
+def _log_work(kernel: Kernel) -> float:
+    """log2 of the kernel's MACs plus bytes (at least 1): its size, for scaling a time."""
+    return math.log2(max(1, kernel.macs + kernel.bytes))
+
+
 @dataclass
 class GroupModel:
     """The measured kernels of one group: features, categories and log2 seconds."""
@@ -87,6 +92,10 @@ class GroupModel:
     categories: list[tuple[object, ...]]
     log_t: np.ndarray
     kernels: list[Kernel]
+    log_work: np.ndarray = field(init=False)  # log2 of each kernel's MACs + bytes
+
+    def __post_init__(self) -> None:
+        self.log_work = np.array([_log_work(k) for k in self.kernels])
 
     def distances(self, query: np.ndarray, categories: tuple[object, ...]) -> np.ndarray:
         d = np.sqrt(((self.x - query) ** 2).sum(axis=1))
@@ -107,10 +116,7 @@ class GroupModel:
         dims = query.size
         if count < dims + 2:  # too few to fit slopes: scale the nearest by its size
             j = int(near[np.argmin(d[near])])
-            ratio = (kernel.macs + kernel.bytes) / max(
-                1, self.kernels[j].macs + self.kernels[j].bytes
-            )
-            return float(2.0 ** self.log_t[j]) * ratio, nearest
+            return float(2.0 ** (self.log_t[j] + _log_work(kernel) - self.log_work[j])), nearest
         weights = 1.0 / (d[near] ** 2 + 0.25)
         design = np.hstack([np.ones((count, 1)), self.x[near] - query])
         sw = np.sqrt(weights)[:, None]
@@ -123,8 +129,7 @@ class GroupModel:
         # Never further than a factor of SIZE_SPREAD from what the neighbours say when scaled
         # by size (their median: one sample timed in a slow spell cannot drag the fit, which
         # once put a 1.6-MMAC pointwise conv at 1.8 ms from such a neighbour).
-        work = np.log2([max(1, k.macs + k.bytes) for k in (self.kernels[j] for j in near)])
-        scaled = self.log_t[near] + math.log2(max(1, kernel.macs + kernel.bytes)) - work
+        scaled = self.log_t[near] + _log_work(kernel) - self.log_work[near]
         centre = float(np.median(scaled))
         log_t = min(max(log_t, centre - SIZE_SPREAD), centre + SIZE_SPREAD)
         low, high = self.log_t[near].min(), self.log_t[near].max()

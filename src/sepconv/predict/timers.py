@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepconv.bench.timing import RUNTIME_SETTLE_S, measure, pinned_threads
-from sepconv.deploy.backends import onnxruntime_settings, openvino_config, read_onnx_graph
+from sepconv.deploy.backends import (
+    onnxruntime_options,
+    onnxruntime_settings,
+    openvino_config,
+    read_onnx_graph,
+)
 from sepconv.predict.kernels import Kernel
 from sepconv.predict.onnx_graph import kernel_graph
 from sepconv.predict.quiet import RETRIES, quiet_measure
@@ -112,9 +117,7 @@ class OnnxTimer(_Retrying):
         if self.runtime == "onnxruntime":
             import onnxruntime as ort
 
-            options = ort.SessionOptions()
-            for name, value in onnxruntime_settings(self.threads).items():
-                setattr(options, name, value)
+            options = onnxruntime_options(onnxruntime_settings(self.threads))
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             names = [i.name for i in session.get_inputs()]
             inputs = dict(zip(names, feeds, strict=True))
@@ -161,9 +164,7 @@ class OnnxTimer(_Retrying):
         model, _ = kernel_graph(kernels, sandwich=True)
         folder = Path(self._folder.name)
         (folder / "pair.onnx").write_bytes(model.SerializeToString())
-        options = ort.SessionOptions()
-        for name, value in onnxruntime_settings(self.threads).items():
-            setattr(options, name, value)
+        options = onnxruntime_options(onnxruntime_settings(self.threads))
         options.optimized_model_filepath = str(folder / "planned.onnx")
         options.log_severity_level = 3  # not its warning that the plan is for this CPU only
         ort.InferenceSession(str(folder / "pair.onnx"), options, providers=["CPUExecutionProvider"])

@@ -142,7 +142,6 @@ class WholeNetworks:
     ) -> None:
         self.timers = timers
         self.probe = probe
-        self.fusions = tuple(fusions)
         self.eager = eager
         self.device = device
         self.started = time.perf_counter()
@@ -156,7 +155,7 @@ class WholeNetworks:
             shape = (1, 3, spec.resolution, spec.resolution)
             trace = trace_ops(model, shape)
             calls = max(trace.module_calls, 1) if eager else 0
-            kernels = kernels_of_ops(trace.nodes, self.fusions)
+            kernels = kernels_of_ops(trace.nodes, fusions)
             self.networks.append(_Network(spec.describe(), model, shape, calls, kernels))
         self._timed: dict[tuple[int, str], Any] = {}
 
