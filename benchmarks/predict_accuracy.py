@@ -13,7 +13,8 @@ profile's kernel measurements: MACs only (``t = a + b * MACs`` per kernel) and a
 (``t = a + max(MACs / P, bytes / W)`` per kernel). The noise floor beside them is the runtime
 timed against itself: one model per group is built twice and both are timed in the same rounds.
 
-Run (one profile per backend, from ``sepconv calibrate``):
+Run (one profile per backend, from ``sepconv calibrate``; ``--compare`` judges more profiles
+of a backend, e.g. one made with ``--profiler``, on the same measured models):
     .venv/bin/python benchmarks/predict_accuracy.py --profiles ort.json eager.json --models 100
     .venv/bin/python benchmarks/predict_accuracy.py --smoke   # calibrates eager for 60 s, 3 models
 
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
 from predict_baselines import baseline_ms, fit_baselines
-from predict_validation import randomize_norms, summary, time_group
+from predict_validation import compared, randomize_norms, summary, time_group
 
 from sepconv.bench.load import OtherLoad
 from sepconv.bench.output import markdown_table
@@ -50,9 +51,20 @@ from sepconv.predict import (
 )
 
 GROUP = 10  # models timed round-robin together (with one twin: the noise floor)
+ROWS = (  # the report's rows: a summary of the result and its label
+    ("predicted", "sepconv (kernels)"),
+    ("rechecked", "sepconv, speed rechecked"),
+    ("kernels_alone", "sepconv, kernel scale 1"),
+    ("macs_only", "MACs only"),
+    ("roofline_only", "roofline only"),
+    ("noise_floor", "noise: runtime vs itself"),
+)
 
 
-def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[str, Any]:
+def run_backend(
+    profile: Profile, count: int, rounds: int, seed: int, others: list[Profile]
+) -> dict[str, Any]:
+    """``others``: further profiles of the same backend, judged on the same measurements."""
     profile.check_here()
     device = profile.device
     variant = profile.variants[0]
@@ -98,6 +110,10 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
                 sides.append(side)
                 kernels = [k.kernel for k in p.kernels]  # the trace predict_latency made
                 ms = {
+                    **{
+                        f"compared{j}": predict_latency(model, side, o, check_machine=False).ms
+                        for j, o in enumerate(others)
+                    },
                     "predicted": p.ms,
                     "kernels_alone": alone.ms,
                     **baseline_ms(fits, profile, p.variant, kernels),
@@ -176,12 +192,12 @@ def run_backend(profile: Profile, count: int, rounds: int, seed: int) -> dict[st
     for name in names + (["rechecked"] if speeds else []):
         misses = len(unpredictable) if name in ("predicted", "kernels_alone", "rechecked") else 0
         result[name] = summary([r[f"{name}_ms"] / r["measured_ms"] - 1 for r in rows], misses)
+    result["compared"] = [compared(rows, j, o, profile) for j, o in enumerate(others)]
     result["noise_floor"] = summary(noise)
     result["predict_s_max"] = max(r["predict_s"] for r in rows)
     result["first_predict_s"] = first_s
-    result["seen_kernel_share"] = sum(r["seen_kernels"] for r in rows) / sum(
-        r["kernels"] for r in rows
-    )
+    seen = sum(r["seen_kernels"] for r in rows)
+    result["seen_kernel_share"] = seen / sum(r["kernels"] for r in rows)
     return result
 
 
@@ -190,37 +206,24 @@ def report(data: dict[str, Any]) -> str:
     heads = ["backend", "predictor", "within 10%", "within 5%", "RMSPE", "mean error", "worst"]
     rows = []
     for b in data["backends"]:
-        for name, label in (
-            ("predicted", "sepconv (kernels)"),
-            ("rechecked", "sepconv, speed rechecked"),
-            ("kernels_alone", "sepconv, kernel scale 1"),
-            ("macs_only", "MACs only"),
-            ("roofline_only", "roofline only"),
-            ("noise_floor", "noise: runtime vs itself"),
-        ):
-            if name not in b:  # a result from before the row existed
+        judged = [(b.get(name), label) for name, label in ROWS]
+        for i, c in enumerate(b.get("compared", [])):
+            label = f"sepconv, profile {i + 2} ({c['kernel_timing']} timing)"
+            judged += [(c, label), (c.get("rechecked"), f"{label}, speed rechecked")]
+        for s, label in judged:
+            if s is None:  # a result from before the row existed
                 continue
-            s = b[name]
             rows.append(
-                [
-                    b["backend"],
-                    label,
-                    f"{100 * s['within_10pct']:.0f}%",
-                    f"{100 * s['within_5pct']:.0f}%",
-                    f"{100 * s['rmspe']:.1f}%",
-                    f"{100 * s['mean_error']:+.1f}%",
-                    f"{100 * s['max_abs_error']:.0f}%",
-                ]
+                [b["backend"], label]
+                + [f"{100 * s[k]:.0f}%" for k in ("within_10pct", "within_5pct")]
+                + [f"{100 * s['rmspe']:.1f}%", f"{100 * s['mean_error']:+.1f}%"]
+                + [f"{100 * s['max_abs_error']:.0f}%"]
             )
     lines.append(markdown_table(heads, rows))
     for b in data["backends"]:
         measured = [m["measured_ms"] for m in b["models"]]
         share = b["other_cpu_share"]
-        first = (
-            f" (the process's first prediction, of MobileNetV2, {b['first_predict_s']:.2f} s)"
-            if "first_predict_s" in b
-            else ""
-        )
+        first = f" (the process's first, MobileNetV2: {b.get('first_predict_s', 0):.2f} s)"
         lines += [
             "",
             f"**{b['backend']}** ({b['profile']}; calibrated in "
@@ -231,7 +234,11 @@ def report(data: dict[str, Any]) -> str:
             f"{100 * b['seen_kernel_share']:.0f}% of their kernels were among the "
             f"profile's samples; noise floor from {len(b['noise'])} twins; other processes "
             f"used {100 * (share or 0):.0f}% of the machine meanwhile."
-            + _speed_line(b.get("speed_factors", [])),
+            + _speed_line(b.get("speed_factors", []))
+            + "".join(
+                f" Profile {i + 2}: {c['profile']}, {c['calibration_s']:.0f} s."
+                for i, c in enumerate(b.get("compared", []))
+            ),
         ]
     return "\n".join(lines) + "\n"
 
@@ -257,6 +264,13 @@ def main() -> None:
         default=[],
         help="profiles of `sepconv calibrate` (default: calibrate --backend)",
     )
+    parser.add_argument(
+        "--compare",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="more profiles, each judged on the models measured for its backend's profile",
+    )
     parser.add_argument("--backend", default="eager", help="what to calibrate without profiles")
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument(
@@ -281,7 +295,13 @@ def main() -> None:
                 args.backend, threads=args.threads, device=args.device, progress=print, **kwargs
             )
         ]
-    backends = [run_backend(p, args.models, args.rounds, args.seed) for p in profiles]
+    more = [Profile.load(p) for p in args.compare]
+    backends = [
+        run_backend(
+            p, args.models, args.rounds, args.seed, [c for c in more if c.backend == p.backend]
+        )
+        for p in profiles
+    ]
     data = {**run.record(args.threads), "backends": backends}
     text = report(data)
     run.write(data, text)

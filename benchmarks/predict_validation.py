@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 
 from sepconv.bench import measure
 from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
+from sepconv.predict import Profile
 from sepconv.predict.quiet import quiet_measure
 
 
@@ -82,3 +84,24 @@ def summary(errors: list[float], misses: int = 0) -> dict[str, float]:
         "mean_error": float(np.mean(e)),
         "max_abs_error": float(np.max(np.abs(e))),
     }
+
+
+def compared(
+    rows: Sequence[dict[str, Any]], j: int, other: Profile, profile: Profile
+) -> dict[str, Any]:
+    """How profile ``other`` predicted the models measured for ``profile`` (its predictions in
+    each row's ``compared{j}_ms``), and, where both profiles timed the reference network, at
+    the speed its own reference time implies (each group's ``speed_factor`` is the reference
+    network's time then over ``profile``'s)."""
+    record: dict[str, Any] = {
+        "profile": other.describe(),
+        "kernel_timing": other.validation.get("kernel_timing", "outside"),
+        "calibration_s": other.elapsed_s,
+        **summary([r[f"compared{j}_ms"] / r["measured_ms"] - 1 for r in rows]),
+    }
+    if profile.reference_s and other.reference_s and all("speed_factor" in r for r in rows):
+        ratio = profile.reference_s / other.reference_s
+        record["rechecked"] = summary(
+            [r[f"compared{j}_ms"] * r["speed_factor"] * ratio / r["measured_ms"] - 1 for r in rows]
+        )
+    return record

@@ -818,7 +818,15 @@ def test_predict_accuracy_smoke_reports_the_prediction_with_and_without_the_scal
     profile = tmp_path / "profile.json"
     calibrated = fake_calibration(max_kernels=900, seed=7)
     dataclasses.replace(calibrated, kernel_scale={"native": 2.0}).save(profile)
-    data = run_cpu_smoke("predict_accuracy.py", tmp_path, "pa", "--profiles", str(profile))
+    # A second profile judged on the same measurements: the same one at its own scale of 1,
+    # whose reference network was timed at half the time (a calibration at twice the speed).
+    other = tmp_path / "other.json"
+    speed = {**calibrated.validation["speed"], "typical_s": calibrated.reference_s / 2}
+    halved = {**calibrated.validation, "speed": speed}
+    dataclasses.replace(calibrated, kernel_scale={"native": 1.0}, validation=halved).save(other)
+    data = run_cpu_smoke(
+        "predict_accuracy.py", tmp_path, "pa", "--profiles", str(profile), "--compare", str(other)
+    )
     (backend,) = data["backends"]
     rows = backend["models"]
     assert rows and all(r["measured_ms"] > 0 for r in rows)
@@ -836,7 +844,15 @@ def test_predict_accuracy_smoke_reports_the_prediction_with_and_without_the_scal
     for r in rows:
         assert r["speed_factor"] == factor
         assert r["rechecked_ms"] == pytest.approx(r["predicted_ms"] * factor, rel=1e-12)
-    assert "speed rechecked" in (tmp_path / "pa.md").read_text()
+        assert r["compared0_ms"] == pytest.approx(r["kernels_alone_ms"], rel=1e-12)
+    (compared,) = backend["compared"]
+    errors = [r["compared0_ms"] / r["measured_ms"] - 1 for r in rows]
+    assert compared["rmspe"] == pytest.approx(float(np.sqrt(np.mean(np.square(errors)))))
+    # Rechecked at its own speed: the group's factor times its reference time's ratio, 2.
+    again = [2 * factor * r["compared0_ms"] / r["measured_ms"] - 1 for r in rows]
+    assert compared["rechecked"]["mean_error"] == pytest.approx(float(np.mean(again)))
+    text = (tmp_path / "pa.md").read_text()
+    assert "speed rechecked" in text and "sepconv, profile 2 (outside timing)" in text
 
 
 @pytest.mark.slow

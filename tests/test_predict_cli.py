@@ -172,4 +172,9 @@ def test_calibrate_refuses_a_backend_it_cannot_time(
     assert code == 2 and "did you mean 'onnxruntime'" in err
     code, _, err = run(capsys, "calibrate", "--budget-s", "5", "--out", str(tmp_path / "p.json"))
     assert code == 2 and "`--budget-s`: expected a number of seconds from 20" in err
+    code, _, err = run(
+        capsys, "calibrate", "--backend", "eager", "--profiler", "--out", str(tmp_path / "p.json")
+    )
+    assert code == 2 and "`--profiler`: expected --backend onnxruntime" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "p.json").exists()

@@ -40,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--batch-sizes", default="1", help="batch sizes to sample at, e.g. 1,8 (default 1)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled networks")
+    parser.add_argument(
+        "--profiler",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="onnxruntime: time kernels by its profiler's node durations (the default there) "
+        "or, with --no-profiler, from outside (docs/guides/predicting.md)",
+    )
     parser.add_argument("--out", required=True, help="the profile file to write (JSON)")
     parser.set_defaults(func=run)
 
@@ -60,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     check_writable(args.out, "--out")
+    if args.profiler and args.backend != "onnxruntime":
+        raise invalid("--profiler", "--backend onnxruntime", f"--backend {args.backend}")
     device = check_device(args.device, "--device")
     threads = args.threads if args.threads is not None else usable_cpus()
     thread_count("--threads", threads)
@@ -92,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         device=device.type,
         batch_sizes=batches,
         seed=args.seed,
+        profiler=args.profiler,
         progress=lambda line: out.print(f"  {line}", markup=False),
     )
     profile.save(args.out)

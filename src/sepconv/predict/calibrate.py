@@ -110,6 +110,7 @@ def calibrate(
     batch_sizes: Sequence[int] = (1,),
     seed: int = 0,
     max_kernels: int | None = None,
+    profiler: bool | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Profile:
     """Time kernels on this machine and ``backend`` for about ``budget_s`` seconds.
@@ -124,6 +125,9 @@ def calibrate(
         seed: Seed of the sampled networks.
         max_kernels: Stop once this many kernels are measured (default: when the budget is
             spent).
+        profiler: Time ONNX Runtime's kernels by its profiler's node durations
+            (:mod:`sepconv.predict.ort_profiler`) rather than from outside; ``"onnxruntime"``
+            only (default: ``True`` there, the more accurate of the two).
         progress: Called with a line of news now and then.
 
     Returns:
@@ -148,11 +152,15 @@ def calibrate(
     if max_kernels is not None:
         bounded_int("max_kernels", max_kernels, 1, 200_000)
     variants = _check_backend(backend, device)
+    if profiler and backend != "onnxruntime":
+        raise invalid("profiler", "True only with backend 'onnxruntime'", profiler)
+    if profiler is None:
+        profiler = backend == "onnxruntime"
     say = progress or (lambda _line: None)
     start = time.perf_counter()
     deadline = start + budget_s
     load = OtherLoad()
-    timers = make_timers(backend, device, threads)
+    timers = make_timers(backend, device, threads, profiler)
     networks: WholeNetworks | None = None
     try:
         for timer in timers.values():
@@ -231,6 +239,7 @@ def calibrate(
             **_disturbance(timers),
             "network_fit": fit,
             "speed": probe.record(start),
+            **_kernel_timing(timers[variants[0]]),
         },
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -330,6 +339,14 @@ def _disturbance(timers: dict[str, Any]) -> dict[str, Any]:
     kept = sum(getattr(t, "kept", 0) for t in timers.values())
     disturbed = sum(getattr(t, "disturbed", 0) for t in timers.values())
     return {"blocks_kept": kept, "blocks_disturbed": disturbed}
+
+
+def _kernel_timing(timer: Any) -> dict[str, Any]:
+    """How the kernels were timed: by ONNX Runtime's profiler (and what it adds to a node's
+    duration, taken off) or from outside."""
+    if getattr(timer, "profiled", False):
+        return {"kernel_timing": "profiler", "profiler_node_s": timer.profiler_node_s}
+    return {"kernel_timing": "outside"}
 
 
 def _validation(held_out: Sequence[tuple[Kernel, float]]) -> dict[str, Any]:

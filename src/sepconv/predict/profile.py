@@ -157,10 +157,13 @@ class Profile:
         )
 
     def describe(self) -> str:
-        """``"onnxruntime on AMD EPYC (2 threads), 2,345 kernels"``."""
+        """``"onnxruntime on AMD EPYC (2 threads), 2,345 kernels"`` (and ``", timed by its
+        profiler"`` for a calibration with ``profiler=True``)."""
+        profiled = self.validation.get("kernel_timing") == "profiler"
         return (
             f"{self.backend} on {self.machine.get('cpu', '?')} ({self.threads} thread"
             f"{'s' if self.threads != 1 else ''}), {len(self.samples):,} kernels"
+            + (", timed by its profiler" if profiled else "")
         )
 
     def check_here(

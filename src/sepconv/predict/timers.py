@@ -4,7 +4,10 @@
   (:func:`~sepconv.predict.onnx_graph.kernel_graph`) run in the backend's own session settings
   (:func:`sepconv.deploy.onnxruntime_settings`, :func:`sepconv.deploy.openvino_config`). The
   sandwich's own cost is measured once per shape, on a graph of the two sandwich convs alone,
-  and taken off: a kernel is charged what it adds between two convs, as inside a model.
+  and taken off: a kernel is charged what it adds between two convs, as inside a model. A
+  graph's time is that of a call timed from outside or, for ONNX Runtime with ``profiled``
+  (a calibration's default there), the sum of its nodes' durations as the runtime's profiler
+  records them (:mod:`sepconv.predict.ort_profiler`).
 - PyTorch (eager, CPU or CUDA): each chain is a function calling the ops the model calls
   (BatchNorm folded), timed on an input in the layout the backend runs (NCHW or channels-last);
   nothing is taken off, since a model pays every call's dispatch too.
@@ -37,6 +40,7 @@ from sepconv.deploy.backends import (
 )
 from sepconv.predict.kernels import Kernel
 from sepconv.predict.onnx_graph import kernel_graph
+from sepconv.predict.ort_profiler import profiled_seconds, profiler_node_seconds
 from sepconv.predict.quiet import RETRIES, quiet_measure
 
 __all__ = ["TIMED_BACKENDS", "KernelTimer", "OnnxTimer", "TorchTimer", "make_timers"]
@@ -90,23 +94,40 @@ class _Retrying:
 class OnnxTimer(_Retrying):
     """Sandwiched ONNX graphs on ONNX Runtime or OpenVINO (see the module doc)."""
 
-    def __init__(self, runtime: str, threads: int, repeats: int = REPEATS) -> None:
+    def __init__(
+        self, runtime: str, threads: int, repeats: int = REPEATS, profiled: bool = False
+    ) -> None:
+        if profiled and runtime != "onnxruntime":
+            raise ValueError(f"only ONNX Runtime's kernels can be profiled, not {runtime}'s")
         self.runtime = runtime
+        self.profiled = profiled
         self.threads = threads
         self.repeats = repeats
         self._baselines: dict[Shape, float] = {}
         self.kept = 0
         self.disturbed = 0
         self._folder = tempfile.TemporaryDirectory(prefix="sepconv-calibrate-")
+        self.profiler_node_s = 0.0  # what ONNX Runtime's profiler adds to a node's duration
+        if profiled:
+            self.profiler_node_s = profiler_node_seconds(self._run)
         self.empty = self._sandwich((1, 8, 1, 1))  # a call and two near-empty kernels
         tiny = Kernel("scale", ((1, 8, 1, 1),), (1, 8, 1, 1))
         self._empty_alone = self._run(*kernel_graph([tiny], sandwich=False))
 
-    def _run(self, model: Any, shapes: Sequence[Shape]) -> float:
+    def _run(self, model: Any, shapes: Sequence[Shape], profiled: bool | None = None) -> float:
+        """Seconds of the graph ``model``: from outside, or by its profile (``profiled``,
+        default: the timer's)."""
         path = Path(self._folder.name) / "kernel.onnx"
         path.write_bytes(model.SerializeToString())
         rng = np.random.default_rng(0)
         feeds = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        if self.profiled if profiled is None else profiled:
+            seconds, runs = profiled_seconds(
+                path, feeds, self.threads, repeats=self.repeats,
+                min_total_s=self.repeats * MIN_BLOCK_S, per_node_s=self.profiler_node_s,
+            )  # fmt: skip
+            self.kept += runs
+            return seconds
         run = self._runner(path, feeds)
         run()  # first call plans memory; measure's warm-up covers the rest
         seconds = self._quiet_seconds(run)
@@ -365,9 +386,10 @@ TIMED_BACKENDS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-def make_timers(backend: str, device: str, threads: int) -> dict[str, Any]:
-    """One timer per variant of ``TIMED_BACKENDS[(backend, device)]``."""
+def make_timers(backend: str, device: str, threads: int, profiler: bool = False) -> dict[str, Any]:
+    """One timer per variant of ``TIMED_BACKENDS[(backend, device)]`` (``profiler``: ONNX
+    Runtime's kernels timed by its profiler, :mod:`sepconv.predict.ort_profiler`)."""
     variants = TIMED_BACKENDS[(backend, device)]
     if backend in ("onnxruntime", "openvino"):
-        return {variants[0]: OnnxTimer(backend, threads)}
+        return {variants[0]: OnnxTimer(backend, threads, profiled=profiler)}
     return {layout: TorchTimer(device, threads, layout) for layout in variants}

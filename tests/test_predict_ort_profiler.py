@@ -1,0 +1,109 @@
+"""ONNX Runtime's kernels timed by its own profiler: node durations summed per run, less what
+the profiler adds to each node, on real sessions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from sepconv.deploy.backends import onnxruntime_options, onnxruntime_settings
+from sepconv.predict import Kernel, Profile, calibrate
+from sepconv.predict.onnx_graph import kernel_graph
+from sepconv.predict.ort_profiler import (
+    PROFILER_CHAIN,
+    node_seconds_per_run,
+    profiled_seconds,
+    profiler_node_seconds,
+)
+from sepconv.predict.timers import OnnxTimer
+
+
+def conv(channels: int, side: int) -> Kernel:
+    shape = (1, channels, side, side)
+    return Kernel("conv", (shape,), shape, kernel_size=1, groups=1, act="relu")
+
+
+def write(kernels: Sequence[Kernel], folder: Path) -> tuple[Path, list[np.ndarray]]:
+    model, shapes = kernel_graph(kernels, sandwich=True)
+    path = folder / "graph.onnx"
+    path.write_bytes(model.SerializeToString())
+    rng = np.random.default_rng(0)
+    return path, [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+
+def profile_events(path: Path, feeds: list[np.ndarray], runs: int) -> list[dict[str, Any]]:
+    options = onnxruntime_options(onnxruntime_settings(1))
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.parent / "events")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    inputs = dict(zip([i.name for i in session.get_inputs()], feeds, strict=True))
+    for _ in range(runs):
+        session.run(None, inputs)
+    events: list[dict[str, Any]] = json.loads(Path(session.end_profiling()).read_text())
+    return events
+
+
+def test_node_durations_are_summed_run_by_run(tmp_path: Path) -> None:
+    path, feeds = write([conv(32, 16), conv(32, 16)], tmp_path)
+    events = profile_events(path, feeds, runs=4)
+    runs = [e for e in events if e.get("name") == "model_run"]
+    nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    sums = node_seconds_per_run(events)
+    assert len(sums) == len(runs) == 4
+    # Each run's nodes, found by their time stamps here, lie within its model_run event.
+    for run, total in zip(sorted(runs, key=lambda e: e["ts"]), sums, strict=True):
+        inside = [n for n in nodes if run["ts"] <= n["ts"] <= run["ts"] + run["dur"]]
+        assert len(inside) >= 4  # the two sandwich convs and the two kernels, at least
+        assert total == pytest.approx(sum(n["dur"] for n in inside) * 1e-6)
+        assert 0 < total <= run["dur"] * 1e-6
+    per_run = len(nodes) // 4
+    less = node_seconds_per_run(events, per_node_s=1e-6)
+    assert less == pytest.approx([s - per_run * 1e-6 for s in sums])
+    assert node_seconds_per_run([]) == []
+
+
+def test_a_larger_kernel_takes_longer_by_its_profile(tmp_path: Path) -> None:
+    small, _ = profiled_seconds(*write([conv(16, 8)], tmp_path), 1, repeats=5, min_total_s=0)
+    large, runs = profiled_seconds(
+        *write([conv(256, 56)], tmp_path), 1, repeats=5, min_total_s=0
+    )  # 12,544x the MACs
+    assert runs == 5
+    assert large > 20 * small > 0
+
+
+def test_what_the_profiler_adds_per_node_is_recovered() -> None:
+    """On a synthetic runtime whose profiler adds 4 us to each node and whose calls cost
+    30 us each, besides 2 us a node."""
+    seen: list[int] = []
+
+    def time_graph(model: Any, shapes: Sequence[tuple[int, ...]], profiled: bool) -> float:
+        nodes = len(model.graph.node)
+        seen.append(nodes)
+        return nodes * (2e-6 + (4e-6 if profiled else 0.0)) + (0.0 if profiled else 30e-6)
+
+    assert profiler_node_seconds(time_graph) == pytest.approx(4e-6)
+    assert set(seen) == {2, PROFILER_CHAIN}
+
+
+def test_only_onnx_runtime_is_profiled() -> None:
+    with pytest.raises(ValueError, match="only ONNX Runtime"):
+        OnnxTimer("openvino", 1, profiled=True)
+    with pytest.raises(ValueError, match="argument `profiler`"):
+        calibrate("eager", threads=1, budget_s=20, profiler=True)
+
+
+@pytest.mark.slow
+def test_an_onnx_runtime_calibration_is_profiled_and_says_so(tmp_path: Path) -> None:
+    profile = calibrate("onnxruntime", threads=1, budget_s=30, max_kernels=60)
+    assert profile.validation["kernel_timing"] == "profiler"
+    assert 0 <= profile.validation["profiler_node_s"] < 1e-3
+    assert profile.describe().endswith(", timed by its profiler")
+    assert all(np.isfinite(list(s.values())).all() for _, s in profile.samples)
+    profile.save(tmp_path / "p.json")
+    assert Profile.load(tmp_path / "p.json").describe() == profile.describe()
