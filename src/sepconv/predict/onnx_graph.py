@@ -25,7 +25,7 @@ import numpy as np
 
 from sepconv.predict.kernels import Kernel
 
-__all__ = ["OPSET", "kernel_graph"]
+__all__ = ["OPSET", "as_map", "kernel_graph"]
 
 OPSET = 18
 Shape = tuple[int, ...]
@@ -168,7 +168,7 @@ class _Builder:
         )
 
 
-def _as_map(shape: Shape) -> Shape:
+def as_map(shape: Shape) -> Shape:
     """A 2-D ``(N, C)`` shape as the ``(N, C, 1, 1)`` map a sandwich conv can read."""
     return shape if len(shape) == 4 else (*shape, 1, 1)
 
@@ -196,7 +196,7 @@ def kernel_graph(
 
     def new_input(shape: Shape) -> str:
         name = f"input_{len(graph_inputs)}"
-        fed = _as_map(shape) if sandwich else shape
+        fed = as_map(shape) if sandwich else shape
         graph_inputs.append(helper.make_tensor_value_info(name, tensor.FLOAT, list(fed)))
         shapes.append(fed)
         if not sandwich:
@@ -211,10 +211,10 @@ def kernel_graph(
     out_shape = kernels[-1].output
     if sandwich:
         if len(out_shape) != 4:
-            current = b.reshape(current, _as_map(out_shape))
-        c = _as_map(out_shape)[1]
+            current = b.reshape(current, as_map(out_shape))
+        c = as_map(out_shape)[1]
         current = b.conv(current, c, c, 1, 1, 0, 1, c)
-        out_shape = _as_map(out_shape)
+        out_shape = as_map(out_shape)
     output = helper.make_tensor_value_info(current, tensor.FLOAT, list(out_shape))
     graph = helper.make_graph(b.nodes, "kernels", graph_inputs, [output], b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])

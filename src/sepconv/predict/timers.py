@@ -39,7 +39,7 @@ from sepconv.deploy.backends import (
     read_onnx_graph,
 )
 from sepconv.predict.kernels import Kernel
-from sepconv.predict.onnx_graph import kernel_graph
+from sepconv.predict.onnx_graph import as_map, kernel_graph
 from sepconv.predict.ort_profiler import profiled_seconds, profiler_node_seconds
 from sepconv.predict.quiet import RETRIES, quiet_measure
 
@@ -165,7 +165,7 @@ class OnnxTimer(_Retrying):
     def __call__(self, kernels: Sequence[Kernel]) -> float:
         model, shapes = kernel_graph(kernels, sandwich=True)
         total = self._run(model, shapes)
-        ends = [*shapes, _as_map(kernels[-1].output)]
+        ends = [*shapes, as_map(kernels[-1].output)]
         # Each end's half of its sandwich, less the call itself, counted once.
         sides = sum(0.5 * (self._sandwich(s) - self.empty) for s in ends)
         return total - sides - self.empty
@@ -219,10 +219,6 @@ class OnnxTimer(_Retrying):
 
     def close(self) -> None:
         self._folder.cleanup()
-
-
-def _as_map(shape: Shape) -> Shape:
-    return shape if len(shape) == 4 else (*shape, 1, 1)
 
 
 def _drop_kernel_nodes(model: Any) -> None:
