@@ -223,7 +223,8 @@ def report(data: dict[str, Any]) -> str:
     for b in data["backends"]:
         measured = [m["measured_ms"] for m in b["models"]]
         share = b["other_cpu_share"]
-        first = f" (the process's first, MobileNetV2: {b.get('first_predict_s', 0):.2f} s)"
+        first = f" (the process's first, MobileNetV2: {b['first_predict_s']:.2f} s)"
+        first = first if "first_predict_s" in b else ""
         lines += [
             "",
             f"**{b['backend']}** ({b['profile']}; calibrated in "
@@ -296,6 +297,12 @@ def main() -> None:
             )
         ]
     more = [Profile.load(p) for p in args.compare]
+    for path, other in zip(args.compare, more, strict=True):
+        other.check_here(source=f"--compare {path}")
+        if other.backend not in {p.backend for p in profiles}:
+            raise SystemExit(
+                f"--compare {path}: a {other.backend} profile, and --profiles has none"
+            )
     backends = [
         run_backend(
             p, args.models, args.rounds, args.seed, [c for c in more if c.backend == p.backend]

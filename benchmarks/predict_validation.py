@@ -95,7 +95,7 @@ def compared(
     network's time then over ``profile``'s)."""
     record: dict[str, Any] = {
         "profile": other.describe(),
-        "kernel_timing": other.validation.get("kernel_timing", "outside"),
+        "kernel_timing": other.kernel_timing,
         "calibration_s": other.elapsed_s,
         **summary([r[f"compared{j}_ms"] / r["measured_ms"] - 1 for r in rows]),
     }

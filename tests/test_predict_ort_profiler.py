@@ -4,6 +4,7 @@ the profiler adds to each node, on real sessions."""
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,26 @@ def test_what_the_profiler_adds_per_node_is_recovered() -> None:
     assert set(seen) == {2, PROFILER_CHAIN}
 
 
+def test_a_profiled_timer_times_kernels_and_calls_and_leaves_no_profiles() -> None:
+    timer = OnnxTimer("onnxruntime", 1, profiled=True)
+    profiles = Path(tempfile.gettempdir()).glob("sepconv-calibrate-*/*profile*")
+    try:
+        assert timer.profiled and timer.profiler_node_s >= 0
+        # The fixed cost of a call is timed from outside, not by the nodes' durations.
+        assert timer.call_s > 0 and timer.call_s != timer.empty
+        small, large = timer([conv(16, 8)]), timer([conv(256, 56)])
+        assert large > 20 * max(small, 1e-7)
+        assert timer.profiled_runs >= 2 * timer.repeats
+        assert not list(profiles)  # every profiler's file read and removed
+    finally:
+        timer.close()
+    assert not OnnxTimer("onnxruntime", 1).profiled
+
+
 def test_only_onnx_runtime_is_profiled() -> None:
     with pytest.raises(ValueError, match="only ONNX Runtime"):
         OnnxTimer("openvino", 1, profiled=True)
-    with pytest.raises(ValueError, match="argument `profiler`"):
+    with pytest.raises(ValueError, match="argument `profiler`: expected None or False with"):
         calibrate("eager", threads=1, budget_s=20, profiler=True)
 
 

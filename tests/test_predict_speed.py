@@ -53,7 +53,7 @@ class SlowingTimer:
     """A synthetic machine (no fusions) that runs twice as slow from its ``switch``-th timed
     kernel sample on, the reference network and the whole networks included."""
 
-    empty = CALL_S
+    empty = call_s = CALL_S
 
     def __init__(self, switch: int) -> None:
         self.switch = switch

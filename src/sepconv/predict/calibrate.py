@@ -89,8 +89,8 @@ def _check_backend(backend: str, device: str) -> tuple[str, ...]:
 
 def _call_seconds(timer: Any, variant: str, threads: int, device: str) -> float:
     """The runtime's fixed cost of one model call (what a model pays once, not per kernel)."""
-    if hasattr(timer, "empty"):
-        return float(timer.empty)
+    if hasattr(timer, "call_s"):
+        return float(timer.call_s)
     x = torch.zeros(1, 3, 8, 8, device=device)
     layout = torch.channels_last if variant == "nhwc" else torch.contiguous_format
 
@@ -153,16 +153,21 @@ def calibrate(
         bounded_int("max_kernels", max_kernels, 1, 200_000)
     variants = _check_backend(backend, device)
     if profiler and backend != "onnxruntime":
-        raise invalid("profiler", "True only with backend 'onnxruntime'", profiler)
+        raise invalid(
+            "profiler",
+            f"None or False with backend {backend!r} (only 'onnxruntime' has a profiler)",
+            profiler,
+        )
     if profiler is None:
         profiler = backend == "onnxruntime"
     say = progress or (lambda _line: None)
     start = time.perf_counter()
     deadline = start + budget_s
     load = OtherLoad()
-    timers = make_timers(backend, device, threads, profiler)
+    timers: dict[str, Any] = {}
     networks: WholeNetworks | None = None
     try:
+        timers.update(make_timers(backend, device, threads, profiler))
         for timer in timers.values():
             timer.deadline = deadline
         eager = not hasattr(timers[variants[0]], "empty")  # a runtime of modules, not a graph
@@ -338,7 +343,8 @@ def _disturbance(timers: dict[str, Any]) -> dict[str, Any]:
     """How many timed blocks other processes disturbed (left out and timed again)."""
     kept = sum(getattr(t, "kept", 0) for t in timers.values())
     disturbed = sum(getattr(t, "disturbed", 0) for t in timers.values())
-    return {"blocks_kept": kept, "blocks_disturbed": disturbed}
+    profiled = sum(getattr(t, "profiled_runs", 0) for t in timers.values())
+    return {"blocks_kept": kept, "blocks_disturbed": disturbed, "profiled_runs": profiled}
 
 
 def _kernel_timing(timer: Any) -> dict[str, Any]:

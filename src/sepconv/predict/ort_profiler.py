@@ -85,10 +85,11 @@ def profiler_node_seconds(
     time_graph: Callable[[Any, Sequence[tuple[int, ...]], bool], float],
     tries: int = 3,
 ) -> float:
-    """What the profiler adds to each node's duration: chains of 2 and of
-    :data:`PROFILER_CHAIN` sigmoid nodes, each timed from outside and by its profiled node
-    durations (``time_graph(model, input_shapes, profiled)``); the median of ``tries``.
-    About 3-4 us a node on an AMD EPYC."""
+    """How much longer a node's profiled duration is than its share of a call timed from
+    outside (the profiler's bookkeeping): chains of 2 and of :data:`PROFILER_CHAIN` sigmoid
+    nodes, each timed both ways (``time_graph(model, input_shapes, profiled)``), the extra
+    time per extra node; the median of ``tries``, never below 0. About 3-4 us a node on an
+    AMD EPYC."""
     from sepconv.predict.kernels import Kernel
     from sepconv.predict.onnx_graph import kernel_graph
 

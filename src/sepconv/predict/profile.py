@@ -156,10 +156,17 @@ class Profile:
             kernel_scale={v: factor * self.scale(v) for v in self.variants},
         )
 
+    @property
+    def kernel_timing(self) -> str:
+        """How the kernels were timed: ``"profiler"`` (ONNX Runtime's own node durations,
+        :mod:`sepconv.predict.ort_profiler`) or ``"outside"`` (a call timed from outside, as
+        every profile before the profiler was)."""
+        return "profiler" if self.validation.get("kernel_timing") == "profiler" else "outside"
+
     def describe(self) -> str:
         """``"onnxruntime on AMD EPYC (2 threads), 2,345 kernels"`` (and ``", timed by its
         profiler"`` for a calibration with ``profiler=True``)."""
-        profiled = self.validation.get("kernel_timing") == "profiler"
+        profiled = self.kernel_timing == "profiler"
         return (
             f"{self.backend} on {self.machine.get('cpu', '?')} ({self.threads} thread"
             f"{'s' if self.threads != 1 else ''}), {len(self.samples):,} kernels"
