@@ -23,7 +23,7 @@ from sepconv.layers import (
     SqueezeExcite,
 )
 from sepconv.predict import Kernel, UnpredictableKernelError, extract_kernels
-from sepconv.predict.onnx_graph import kernel_graph
+from sepconv.predict.onnx_graph import kernel_graph, sandwich_graph
 
 ORT_LIKE = {"conv+relu", "conv+relu6", "conv+hardswish", "conv+add"}
 
@@ -172,3 +172,15 @@ def test_kernel_graphs_are_the_nodes_the_exporter_writes(tmp_path: Path) -> None
     for kernel in extract_kernels(net, (1, 3, 32, 32)):
         ours += _ops(kernel_graph([kernel], sandwich=False)[0])
     assert ours == exported
+
+
+def test_a_sandwich_alone_is_its_two_convs_one_after_the_other() -> None:
+    pytest.importorskip("onnx")
+    model, shapes = sandwich_graph((1, 24, 7, 5))
+    first, last = model.graph.node
+    assert (first.op_type, last.op_type) == ("Conv", "Conv")
+    assert last.input[0] == first.output[0] and first.input[0] == model.graph.input[0].name
+    assert last.output[0] == model.graph.output[0].name and shapes == [(1, 24, 7, 5)]
+    used = {name for node in model.graph.node for name in node.input}
+    assert {init.name for init in model.graph.initializer} <= used
+    assert len(model.graph.initializer) == 4  # each conv's weight and bias, nothing else

@@ -25,7 +25,7 @@ import numpy as np
 
 from sepconv.predict.kernels import Kernel
 
-__all__ = ["OPSET", "as_map", "kernel_graph"]
+__all__ = ["OPSET", "as_map", "kernel_graph", "sandwich_graph"]
 
 OPSET = 18
 Shape = tuple[int, ...]
@@ -219,4 +219,19 @@ def kernel_graph(
     graph = helper.make_graph(b.nodes, "kernels", graph_inputs, [output], b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = min(model.ir_version, 10)
+    return model, shapes
+
+
+def sandwich_graph(shape: Shape) -> tuple[Any, list[Shape]]:
+    """The sandwich of :func:`kernel_graph` around nothing: its two convs on ``shape``, the
+    second reading the first (what a sandwiched kernel's time is measured against)."""
+    marker = Kernel("scale", (shape,), shape)
+    model, shapes = kernel_graph([marker], sandwich=True)
+    first, scale, last = list(model.graph.node)
+    last.input[0] = first.output[0]  # the scale's node taken out again
+    model.graph.node.remove(scale)
+    used = {name for node in model.graph.node for name in node.input}
+    for init in list(model.graph.initializer):
+        if init.name not in used:
+            model.graph.initializer.remove(init)
     return model, shapes

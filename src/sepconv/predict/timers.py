@@ -39,7 +39,7 @@ from sepconv.deploy.backends import (
     read_onnx_graph,
 )
 from sepconv.predict.kernels import Kernel
-from sepconv.predict.onnx_graph import as_map, kernel_graph
+from sepconv.predict.onnx_graph import as_map, kernel_graph, sandwich_graph
 from sepconv.predict.ort_profiler import profiled_seconds, profiler_node_seconds
 from sepconv.predict.quiet import RETRIES, quiet_measure
 
@@ -111,7 +111,7 @@ class OnnxTimer(_Retrying):
             self.profiler_node_s = profiler_node_seconds(self._run)
         self.empty = self._sandwich((1, 8, 1, 1))  # two near-empty kernels (and a call)
         # The runtime's fixed cost of a call: that graph timed from outside.
-        empty = self._sandwich_graph((1, 8, 1, 1))
+        empty = sandwich_graph((1, 8, 1, 1))
         self.call_s = self._run(*empty, profiled=False) if profiled else self.empty
         tiny = Kernel("scale", ((1, 8, 1, 1),), (1, 8, 1, 1))
         self._empty_alone = self._run(*kernel_graph([tiny], sandwich=False))
@@ -157,16 +157,8 @@ class OnnxTimer(_Retrying):
     def _sandwich(self, shape: Shape) -> float:
         """Seconds of a graph of only the two sandwich convs on ``shape``."""
         if shape not in self._baselines:
-            self._baselines[shape] = self._run(*self._sandwich_graph(shape))
+            self._baselines[shape] = self._run(*sandwich_graph(shape))
         return self._baselines[shape]
-
-    @staticmethod
-    def _sandwich_graph(shape: Shape) -> tuple[Any, list[Shape]]:
-        # The scale's node is taken out again: the graph is the two sandwich convs.
-        marker = Kernel("scale", (shape,), shape)
-        model, shapes = kernel_graph([marker], sandwich=True)
-        _drop_kernel_nodes(model)
-        return model, shapes
 
     def __call__(self, kernels: Sequence[Kernel]) -> float:
         model, shapes = kernel_graph(kernels, sandwich=True)
@@ -225,18 +217,6 @@ class OnnxTimer(_Retrying):
 
     def close(self) -> None:
         self._folder.cleanup()
-
-
-def _drop_kernel_nodes(model: Any) -> None:
-    """Rewire a sandwiched one-``scale`` graph so that the second conv reads the first."""
-    nodes = list(model.graph.node)
-    first, scale, last = nodes
-    last.input[0] = first.output[0]
-    model.graph.node.remove(scale)
-    used = {name for node in model.graph.node for name in node.input}
-    for init in list(model.graph.initializer):
-        if init.name not in used:
-            model.graph.initializer.remove(init)
 
 
 _ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
