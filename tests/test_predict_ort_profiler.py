@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
-from sepconv.deploy.backends import onnxruntime_options, onnxruntime_settings
+from sepconv.deploy.backends import onnxruntime_cpu_session, onnxruntime_settings
 from sepconv.predict import Kernel, Profile, calibrate
 from sepconv.predict.onnx_graph import kernel_graph
 from sepconv.predict.ort_profiler import (
@@ -39,10 +38,9 @@ def write(kernels: Sequence[Kernel], folder: Path) -> tuple[Path, list[np.ndarra
 
 
 def profile_events(path: Path, feeds: list[np.ndarray], runs: int) -> list[dict[str, Any]]:
-    options = onnxruntime_options(onnxruntime_settings(1))
-    options.enable_profiling = True
-    options.profile_file_prefix = str(path.parent / "events")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    prefix = str(path.parent / "events")
+    settings = {**onnxruntime_settings(1), "enable_profiling": True, "profile_file_prefix": prefix}
+    session = onnxruntime_cpu_session(path, settings)
     inputs = dict(zip([i.name for i in session.get_inputs()], feeds, strict=True))
     for _ in range(runs):
         session.run(None, inputs)

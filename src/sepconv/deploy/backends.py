@@ -11,6 +11,7 @@ two runtimes: their defaults, see :func:`onnxruntime_settings` and :func:`openvi
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from sepconv.deploy.fuse import fuse
 __all__ = [
     "build_compiled",
     "build_eager",
+    "onnxruntime_cpu_session",
     "onnxruntime_options",
     "onnxruntime_session",
     "onnxruntime_settings",
@@ -128,12 +130,18 @@ def onnxruntime_options(settings: dict[str, object]) -> Any:
     return options
 
 
+def onnxruntime_cpu_session(path: str | Path, settings: Mapping[str, object]) -> Any:
+    """A CPU ``InferenceSession`` of the ONNX file ``path`` with the ``SessionOptions``
+    attributes ``settings`` (the rest keep ONNX Runtime's defaults)."""
+    ort = require(ONNXRUNTIME, "The onnxruntime backend")
+    options = onnxruntime_options(dict(settings))
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def onnxruntime_session(path: Path, settings: dict[str, object]) -> Runner:
     """A runner over a CPU ``InferenceSession`` of ``path`` with the ``SessionOptions``
     attributes ``settings`` (the rest keep ONNX Runtime's defaults)."""
-    ort = require(ONNXRUNTIME, "The onnxruntime backend")
-    options = onnxruntime_options(settings)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime_cpu_session(path, settings)
     input_name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sepconv.deploy.backends import onnxruntime_options, onnxruntime_settings
+from sepconv.deploy.backends import onnxruntime_cpu_session, onnxruntime_settings
 
 __all__ = ["PROFILER_CHAIN", "node_seconds_per_run", "profiled_seconds", "profiler_node_seconds"]
 
@@ -60,12 +60,12 @@ def profiled_seconds(
     """The median over runs of the ONNX model at ``path`` of its nodes' summed durations
     (:func:`node_seconds_per_run`), in ``threads`` intra-op threads, and the runs timed: at
     least ``repeats``, and as many as fill ``min_total_s`` (at most :data:`MAX_RUNS`)."""
-    import onnxruntime as ort
-
-    options = onnxruntime_options(onnxruntime_settings(threads))
-    options.enable_profiling = True
-    options.profile_file_prefix = str(path.with_suffix("")) + "-profile"
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    settings = {
+        **onnxruntime_settings(threads),
+        "enable_profiling": True,
+        "profile_file_prefix": str(path.with_suffix("")) + "-profile",
+    }
+    session = onnxruntime_cpu_session(path, settings)
     inputs = dict(zip([i.name for i in session.get_inputs()], feeds, strict=True))
     began = time.perf_counter()
     for _ in range(WARMUP):

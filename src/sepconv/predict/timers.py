@@ -33,7 +33,7 @@ from torch import nn
 
 from sepconv.bench.timing import RUNTIME_SETTLE_S, measure, pinned_threads
 from sepconv.deploy.backends import (
-    onnxruntime_options,
+    onnxruntime_cpu_session,
     onnxruntime_settings,
     openvino_config,
     read_onnx_graph,
@@ -138,10 +138,7 @@ class OnnxTimer(_Retrying):
 
     def _runner(self, path: Path, feeds: list[np.ndarray]) -> Callable[[], object]:
         if self.runtime == "onnxruntime":
-            import onnxruntime as ort
-
-            options = onnxruntime_options(onnxruntime_settings(self.threads))
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = onnxruntime_cpu_session(path, onnxruntime_settings(self.threads))
             names = [i.name for i in session.get_inputs()]
             inputs = dict(zip(names, feeds, strict=True))
             return lambda: session.run(None, inputs)
@@ -178,15 +175,16 @@ class OnnxTimer(_Retrying):
         if self.runtime != "onnxruntime":
             return None
         import onnx
-        import onnxruntime as ort
 
         model, _ = kernel_graph(kernels, sandwich=True)
         folder = Path(self._folder.name)
         (folder / "pair.onnx").write_bytes(model.SerializeToString())
-        options = onnxruntime_options(onnxruntime_settings(self.threads))
-        options.optimized_model_filepath = str(folder / "planned.onnx")
-        options.log_severity_level = 3  # not its warning that the plan is for this CPU only
-        ort.InferenceSession(str(folder / "pair.onnx"), options, providers=["CPUExecutionProvider"])
+        settings = {
+            **onnxruntime_settings(self.threads),
+            "optimized_model_filepath": str(folder / "planned.onnx"),
+            "log_severity_level": 3,  # not its warning that the plan is for this CPU only
+        }
+        onnxruntime_cpu_session(folder / "pair.onnx", settings)
         planned = onnx.load(str(folder / "planned.onnx"), load_external_data=False)
         # Layout conversions (NCHWc) are not the ops tested: a conv is all that may be left.
         return all(
