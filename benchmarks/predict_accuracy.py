@@ -13,8 +13,7 @@ profile's kernel measurements: MACs only (``t = a + b * MACs`` per kernel) and a
 (``t = a + max(MACs / P, bytes / W)`` per kernel). The noise floor beside them is the runtime
 timed against itself: one model per group is built twice and both are timed in the same rounds.
 
-Run (one profile per backend, from ``sepconv calibrate``; ``--compare`` judges more profiles
-of a backend, e.g. one made with ``--profiler``, on the same measured models):
+Run (one profile per backend; ``--compare`` judges more profiles on the same measured models):
     .venv/bin/python benchmarks/predict_accuracy.py --profiles ort.json eager.json --models 100
     .venv/bin/python benchmarks/predict_accuracy.py --smoke   # calibrates eager for 60 s, 3 models
 
@@ -49,6 +48,8 @@ from sepconv.predict import (
     reference_timer,
     sample_network,
 )
+from sepconv.predict.latency import predict_trace
+from sepconv.predict.trace import trace_ops
 
 GROUP = 10  # models timed round-robin together (with one twin: the noise floor)
 ROWS = (  # the report's rows: a summary of the result and its label
@@ -105,13 +106,14 @@ def run_backend(
                 predict_s = time.perf_counter() - began
                 # The same prediction with the kernels as timed alone (kernel scale 1; an eager
                 # profile's module-call cost stays as fitted with the scale).
-                alone = predict_latency(model, side, as_timed, check_machine=False)
+                trace, shape = trace_ops(model, (1, 3, side, side)), (1, 3, side, side)
+                alone = predict_trace(trace, shape, as_timed)
                 models.append(model)
                 sides.append(side)
                 kernels = [k.kernel for k in p.kernels]  # the trace predict_latency made
                 ms = {
                     **{
-                        f"compared{j}": predict_latency(model, side, o, check_machine=False).ms
+                        f"compared{j}": predict_trace(trace, shape, o).ms
                         for j, o in enumerate(others)
                     },
                     "predicted": p.ms,
@@ -300,9 +302,7 @@ def main() -> None:
     for path, other in zip(args.compare, more, strict=True):
         other.check_here(source=f"--compare {path}")
         if other.backend not in {p.backend for p in profiles}:
-            raise SystemExit(
-                f"--compare {path}: a {other.backend} profile, and --profiles has none"
-            )
+            raise SystemExit(f"--compare {path}: no --profiles profile of {other.backend}")
     backends = [
         run_backend(
             p, args.models, args.rounds, args.seed, [c for c in more if c.backend == p.backend]

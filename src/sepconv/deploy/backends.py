@@ -120,7 +120,7 @@ def onnxruntime_settings(threads: int) -> dict[str, object]:
     return {"intra_op_num_threads": threads}
 
 
-def onnxruntime_options(settings: dict[str, object]) -> Any:
+def onnxruntime_options(settings: Mapping[str, object]) -> Any:
     """ONNX Runtime ``SessionOptions`` with the attributes ``settings`` (the rest keep ONNX
     Runtime's defaults)."""
     ort = require(ONNXRUNTIME, "The onnxruntime backend")
@@ -134,7 +134,7 @@ def onnxruntime_cpu_session(path: str | Path, settings: Mapping[str, object]) ->
     """A CPU ``InferenceSession`` of the ONNX file ``path`` with the ``SessionOptions``
     attributes ``settings`` (the rest keep ONNX Runtime's defaults)."""
     ort = require(ONNXRUNTIME, "The onnxruntime backend")
-    options = onnxruntime_options(dict(settings))
+    options = onnxruntime_options(settings)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -24,7 +24,7 @@ from sepconv.predict.regression import describe
 from sepconv.predict.trace import Trace, trace_ops
 from sepconv.utils.validation import MAX_BATCH, MAX_SIDE, bounded_int, invalid, invalid_type
 
-__all__ = ["KernelLatency", "LatencyPrediction", "input_shape", "predict_latency"]
+__all__ = ["KernelLatency", "LatencyPrediction", "input_shape", "predict_latency", "predict_trace"]
 
 # A kernel this far (log2 units) from every measured one is marked as extrapolated.
 FAR = 2.0

@@ -7,8 +7,9 @@ run; their sum is the kernels' own time. The profiler's bookkeeping adds a few m
 each node's duration (:func:`profiler_node_seconds` measures how much; a small node's work is
 1-3 us), which is taken off every node.
 
-``sepconv calibrate --backend onnxruntime --profiler`` times its kernels this way
-(:class:`sepconv.predict.timers.OnnxTimer` with ``profiled=True``).
+A calibration on ONNX Runtime times its kernels this way by default
+(:class:`sepconv.predict.timers.OnnxTimer` with ``profiled=True``; ``sepconv calibrate
+--no-profiler`` times them from outside).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from sepconv.deploy.backends import onnxruntime_cpu_session, onnxruntime_settings
+from sepconv.predict.kernels import Kernel
+from sepconv.predict.onnx_graph import kernel_graph
 
 __all__ = ["PROFILER_CHAIN", "node_seconds_per_run", "profiled_seconds", "profiler_node_seconds"]
 
@@ -90,9 +93,6 @@ def profiler_node_seconds(
     nodes, each timed both ways (``time_graph(model, input_shapes, profiled)``), the extra
     time per extra node; the median of ``tries``, never below 0. About 3-4 us a node on an
     AMD EPYC."""
-    from sepconv.predict.kernels import Kernel
-    from sepconv.predict.onnx_graph import kernel_graph
-
     act = Kernel("act", ((1, 64, 14, 14),), (1, 64, 14, 14), act="sigmoid")
     graphs = [kernel_graph([act] * count, sandwich=False) for count in (2, PROFILER_CHAIN)]
     added = []
