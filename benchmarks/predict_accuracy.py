@@ -4,7 +4,9 @@ Draws random models from the MobileNet family's design space (``sepconv.predict.
 width, resolution, depth per stage, expansion, kernel size, SE on or off, activation; BatchNorm
 statistics randomised so that folding leaves real biases), predicts each from the profile, then
 builds it on the profile's backend (``compile_for_inference``) and measures it: the median of
-interleaved rounds, in groups of models timed round-robin. Reports the share of models within
+interleaved rounds, in groups of models timed round-robin, round r of every group before round
+r + 1 of any, so that each model's rounds span the whole run as a calibration's timings span
+it (``--no-spread``: a group's rounds one after another). Reports the share of models within
 10% and 5% of their measured latency and the RMSPE, next to the same prediction with the
 profile's kernel scale set to 1 (the kernels as timed alone; an eager profile keeps the
 module-call cost it fitted together with the scale, ``sepconv.predict.whole_networks``) and
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
 from predict_baselines import baseline_ms, fit_baselines
-from predict_validation import compared, randomize_norms, summary, time_group
+from predict_validation import compared, randomize_norms, summary, time_groups
 
 from sepconv.bench.load import OtherLoad
 from sepconv.bench.output import markdown_table
@@ -63,9 +65,12 @@ ROWS = (  # the report's rows: a summary of the result and its label
 
 
 def run_backend(
-    profile: Profile, count: int, rounds: int, seed: int, others: list[Profile]
+    profile: Profile, count: int, rounds: int, seed: int, others: list[Profile], spread: bool
 ) -> dict[str, Any]:
-    """``others``: further profiles of the same backend, judged on the same measurements."""
+    """``others``: further profiles, those of this backend judged on the same measured models;
+    ``spread``: each model's rounds spread over the whole run (``time_groups``). Every model
+    is built before any is timed, and all are held at once (about 110 sessions or modules)."""
+    others = [o for o in others if o.backend == profile.backend]
     profile.check_here()
     device = profile.device
     variant = profile.variants[0]
@@ -89,6 +94,7 @@ def run_backend(
     with ExitStack() as reference:
         probe = reference.enter_context(reference_timer(profile)) if profile.reference_s else None
         speeds: list[float] = []
+        built: list[tuple[list[dict[str, Any]], list, list]] = []  # rows, runners, inputs
         for start in range(0, count, GROUP):
             specs = [
                 sample_network(rng, MOBILENET_STYLES) for _ in range(min(GROUP, count - start))
@@ -139,6 +145,7 @@ def run_backend(
                 )
                 runners.append(net)
                 inputs.append(torch.randn(1, 3, side, side, device=device))
+            print(f"{profile.backend}: {start + len(specs)}/{count} models built", flush=True)
             if not runners:
                 continue
             twin = compile_for_inference(
@@ -148,27 +155,21 @@ def run_backend(
                 threads=profile.threads,
                 device=device,
             )
-            readings: list[float] = []
-            measured = time_group(
-                [*runners, twin], [*inputs, inputs[0]], rounds, tally, device, probe, readings
-            )
+            built.append((group, [*runners, twin], [*inputs, inputs[0]]))
+        timed = time_groups([b[1:] for b in built], rounds, tally, device, probe, spread)
+        for (group, _, _), (measured, readings) in zip(built, timed, strict=True):
             # The prediction at the speed the reference network measured meanwhile, after the
             # rounds' models as in the calibration after its networks: ``profile.at_speed``.
             factor = float(np.median(readings)) / profile.reference_s if readings else None
             if factor is not None:
                 speeds.append(factor)
-            for row, ms in zip(group, measured[:-1], strict=True):
-                row["measured_ms"] = ms
+            for row, model_ms in zip(group, measured[:-1], strict=True):
+                row["measured_ms"] = model_ms
                 if factor is not None:
                     row["speed_factor"] = factor
                     row["rechecked_ms"] = row["predicted_ms"] * factor
             rows += group
             noise.append(measured[-1] / measured[0] - 1)
-            print(
-                f"{profile.backend}: {len(rows)}/{count} models measured "
-                f"({len(unpredictable)} unpredictable)",
-                flush=True,
-            )
     if not rows:
         raise SystemExit(
             f"{profile.backend}: the profile predicts none of the {count} drawn models "
@@ -186,6 +187,7 @@ def run_backend(
         "other_cpu_share": load.share(),
         "noise": noise,
         "speed_factors": speeds,
+        "spread_rounds": spread,
         "blocks": tally,
     }
     # An unpredictable model counts as a miss of the kernel predictor; the baselines are
@@ -237,7 +239,7 @@ def report(data: dict[str, Any]) -> str:
             f"{100 * b['seen_kernel_share']:.0f}% of their kernels were among the "
             f"profile's samples; noise floor from {len(b['noise'])} twins; other processes "
             f"used {100 * (share or 0):.0f}% of the machine meanwhile."
-            + _speed_line(b.get("speed_factors", []))
+            + _rounds_line(b)
             + "".join(
                 f" Profile {i + 2}: {c['profile']}, {c['calibration_s']:.0f} s."
                 for i, c in enumerate(b.get("compared", []))
@@ -246,11 +248,16 @@ def report(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _speed_line(factors: list[float]) -> str:
-    """What the reference network said of the machine's speed, group by group."""
+def _rounds_line(b: dict[str, Any]) -> str:
+    """How the models' rounds were timed, and what the reference network said of the
+    machine's speed, group by group."""
+    spread = b.get("spread_rounds")  # None: a result from before the option
+    rounds = "" if spread is None else " A model's rounds spread over the whole run."
+    rounds = " A group's rounds one after another." if spread is False else rounds
+    factors = b.get("speed_factors", [])
     if not factors:
-        return ""
-    return (
+        return rounds
+    return rounds + (
         " The reference network took "
         f"{min(factors):.2f}x to {max(factors):.2f}x (median {np.median(factors):.2f}x) its "
         "time in the calibration, group by group; *speed rechecked* multiplies each group's "
@@ -260,20 +267,11 @@ def _speed_line(factors: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--profiles",
-        nargs="*",
-        type=Path,
-        default=[],
-        help="profiles of `sepconv calibrate` (default: calibrate --backend)",
-    )
-    parser.add_argument(
-        "--compare",
-        nargs="*",
-        type=Path,
-        default=[],
-        help="more profiles, each judged on the models measured for its backend's profile",
-    )
+    for flag, what in (
+        ("--profiles", "profiles of `sepconv calibrate` (default: calibrate --backend)"),
+        ("--compare", "more profiles, judged on the models measured for their backend"),
+    ):
+        parser.add_argument(flag, nargs="*", type=Path, default=[], help=what)
     parser.add_argument("--backend", default="eager", help="what to calibrate without profiles")
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument(
@@ -283,6 +281,12 @@ def main() -> None:
     parser.add_argument("--models", type=positive_int, default=100)
     parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--seed", type=int, default=2024, help="seed of the drawn models")
+    parser.add_argument(
+        "--spread",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a model's rounds spread over the whole run (--no-spread: its group's in a row)",
+    )
     add_smoke_flag(parser, "calibrate eager for 60 s, then 3 models in 2 rounds")
     add_output_flags(parser)
     args = parser.parse_args()
@@ -304,10 +308,7 @@ def main() -> None:
         if other.backend not in {p.backend for p in profiles}:
             raise SystemExit(f"--compare {path}: no --profiles profile of {other.backend}")
     backends = [
-        run_backend(
-            p, args.models, args.rounds, args.seed, [c for c in more if c.backend == p.backend]
-        )
-        for p in profiles
+        run_backend(p, args.models, args.rounds, args.seed, more, args.spread) for p in profiles
     ]
     data = {**run.record(args.threads), "backends": backends}
     text = report(data)

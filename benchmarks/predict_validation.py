@@ -40,14 +40,16 @@ def time_group(
     device: str = "cpu",
     probe: Callable[[], float] | None = None,
     readings: list[float] | None = None,
+    first_round: int = 0,
 ) -> list[float]:
     """Median over interleaved rounds of each runner's median ms. On the CPU each timing leaves
     out the blocks other processes disturbed (``quiet_measure``); on a GPU CUDA events time
     blocks of calls, each block synchronised (``measure``). With a ``probe`` (seconds of one
     call of the profile's reference network, ``sepconv.predict.speed``), it is read after
-    every round into ``readings``."""
+    every round into ``readings``. ``first_round``: the number of the first round (each round
+    runs the runners in another order, ``interleaved_order``)."""
     per_round: list[list[float]] = [[] for _ in runners]
-    for r in range(rounds):
+    for r in range(first_round, first_round + rounds):
         for i in interleaved_order(len(runners), r):
             if device == "cuda":
                 gpu = measure(
@@ -70,6 +72,44 @@ def time_group(
         if probe is not None and readings is not None:
             readings.append(probe())
     return [float(np.median(v)) for v in per_round]
+
+
+def time_groups(
+    groups: Sequence[tuple[list, list]],
+    rounds: int,
+    tally: dict[str, int],
+    device: str = "cpu",
+    probe: Callable[[], float] | None = None,
+    spread: bool = True,
+) -> list[tuple[list[float], list[float]]]:
+    """Each group's ``(runners, inputs)`` timed in ``rounds`` interleaved rounds
+    (:func:`time_group`); per group, each runner's median ms and the ``probe``'s readings.
+
+    ``spread``: round ``r`` of every group before round ``r + 1`` of any, so that a model's
+    rounds, and its median, span the whole run: on a host whose speed changes for minutes at a
+    time, a group timed in one stretch measures that stretch's speed, where a calibration's
+    kernels and networks, timed throughout it, describe the machine's typical speed. Otherwise
+    (``spread=False``) a group's rounds follow one another."""
+    if not spread:
+        timed = []
+        for g, (runners, inputs) in enumerate(groups):
+            readings: list[float] = []
+            ms = time_group(runners, inputs, rounds, tally, device, probe, readings)
+            timed.append((ms, readings))
+            print(f"group {g + 1}/{len(groups)} timed", flush=True)
+        return timed
+    per_round: list[list[list[float]]] = [[[] for _ in runners] for runners, _ in groups]
+    probed: list[list[float]] = [[] for _ in groups]
+    for r in range(rounds):
+        for g, (runners, inputs) in enumerate(groups):
+            ms = time_group(runners, inputs, 1, tally, device, probe, probed[g], first_round=r)
+            for i, value in enumerate(ms):
+                per_round[g][i].append(value)
+        print(f"round {r + 1}/{rounds} of {len(groups)} groups timed", flush=True)
+    return [
+        ([float(np.median(v)) for v in group], readings)
+        for group, readings in zip(per_round, probed, strict=True)
+    ]
 
 
 def summary(errors: list[float], misses: int = 0) -> dict[str, float]:

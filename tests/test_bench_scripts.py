@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -803,6 +804,53 @@ def test_predict_drift_smoke_measures_the_same_models_in_every_pass(tmp_path: Pa
         assert p["speed_against_first"] == pytest.approx(float(np.median(first / measured)))
     assert passes[0]["speed_against_first"] == 1.0
     assert passes[1]["minutes_after_calibration"] >= passes[0]["minutes_after_calibration"] >= 0
+
+
+@pytest.mark.parametrize("spread", [True, False])
+def test_time_groups_spreads_each_models_rounds_over_the_run_or_keeps_a_groups_together(
+    monkeypatch: pytest.MonkeyPatch, spread: bool
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import predict_validation
+    from predict_validation import time_groups
+
+    from sepconv.predict.quiet import QuietTiming
+
+    # Each runner returns its (group, index); the timer records the order of the timings and
+    # gives runner (g, i) in its k-th round g + i / 10 + k / 100 ms, so medians are known.
+    order: list[tuple[int, int]] = []
+
+    def timed(fn: Callable[[], tuple[int, int]], **_: object) -> QuietTiming:
+        key = fn()
+        rounds_so_far = order.count(key)
+        order.append(key)
+        ms = key[0] + key[1] / 10 + rounds_so_far / 100
+        return QuietTiming(median_s=ms / 1e3, kept=5, disturbed=0, calls_per_block=1, busy=False)
+
+    monkeypatch.setattr(predict_validation, "quiet_measure", timed)
+    monkeypatch.setattr(predict_validation, "RUNTIME_SETTLE_S", 0.0)
+
+    def runner(g: int, i: int) -> Callable[[object], tuple[int, int]]:
+        return lambda _: (g, i)
+
+    groups = [([runner(g, i) for i in range(3)], [None] * 3) for g in range(2)]
+    readings = iter(range(100))
+    tally = {"kept": 0, "disturbed": 0, "busy": 0}
+    timed_groups = time_groups(groups, 3, tally, probe=lambda: float(next(readings)), spread=spread)
+    # Round r of every group before round r + 1 of any, or each group's rounds together; the
+    # runners of a group in another order each round (interleaved_order).
+    r0, r1, r2 = ([0, 1, 2], [1, 2, 0], [2, 0, 1])
+    g0 = [[(0, i) for i in r] for r in (r0, r1, r2)]
+    g1 = [[(1, i) for i in r] for r in (r0, r1, r2)]
+    by_round = g0[0] + g1[0] + g0[1] + g1[1] + g0[2] + g1[2]
+    by_group = g0[0] + g0[1] + g0[2] + g1[0] + g1[1] + g1[2]
+    assert order == (by_round if spread else by_group)
+    # Each runner's median over its three rounds (its second round's time); the probe read
+    # after each of a group's rounds, in the order the rounds ran.
+    for g, (ms, probed) in enumerate(timed_groups):
+        assert ms == pytest.approx([g + i / 10 + 0.01 for i in range(3)])
+        assert probed == ([g, g + 2, g + 4] if spread else [3 * g, 3 * g + 1, 3 * g + 2])
+    assert tally["kept"] == 5 * len(order)
 
 
 @pytest.mark.slow
