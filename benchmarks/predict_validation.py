@@ -90,22 +90,18 @@ def time_groups(
     time, a group timed in one stretch measures that stretch's speed, where a calibration's
     kernels and networks, timed throughout it, describe the machine's typical speed. Otherwise
     (``spread=False``) a group's rounds follow one another."""
+    steps = [(r, g) for r in range(rounds) for g in range(len(groups))]
     if not spread:
-        timed = []
-        for g, (runners, inputs) in enumerate(groups):
-            readings: list[float] = []
-            ms = time_group(runners, inputs, rounds, tally, device, probe, readings)
-            timed.append((ms, readings))
-            print(f"group {g + 1}/{len(groups)} timed", flush=True)
-        return timed
+        steps.sort(key=lambda step: step[1])  # stable: each group's rounds in order, in a row
     per_round: list[list[list[float]]] = [[[] for _ in runners] for runners, _ in groups]
     probed: list[list[float]] = [[] for _ in groups]
-    for r in range(rounds):
-        for g, (runners, inputs) in enumerate(groups):
-            ms = time_group(runners, inputs, 1, tally, device, probe, probed[g], first_round=r)
-            for i, value in enumerate(ms):
-                per_round[g][i].append(value)
-        print(f"round {r + 1}/{rounds} of {len(groups)} groups timed", flush=True)
+    for r, g in steps:
+        runners, inputs = groups[g]
+        ms = time_group(runners, inputs, 1, tally, device, probe, probed[g], first_round=r)
+        for i, value in enumerate(ms):
+            per_round[g][i].append(value)
+        if (g == len(groups) - 1) if spread else (r == rounds - 1):
+            print(f"round {r + 1}/{rounds}, group {g + 1}/{len(groups)} timed", flush=True)
     return [
         ([float(np.median(v)) for v in group], readings)
         for group, readings in zip(per_round, probed, strict=True)
