@@ -1,5 +1,6 @@
 """ONNX Runtime's kernels timed by its own profiler: node durations summed per run, less what
-the profiler adds to each node, on real sessions."""
+the profiler adds to each node, on real sessions; and kernels kept clear of the threads of the
+whole networks timed between them."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
+from sepconv.bench.timing import RUNTIME_SETTLE_S
 from sepconv.deploy.backends import onnxruntime_cpu_session, onnxruntime_settings
-from sepconv.predict import Kernel, Profile, calibrate
+from sepconv.predict import Kernel, Profile, calibrate, timers
 from sepconv.predict.onnx_graph import kernel_graph
 from sepconv.predict.ort_profiler import (
     PROFILER_CHAIN,
@@ -104,6 +108,35 @@ def test_a_profiled_timer_times_kernels_and_calls_and_leaves_no_profiles() -> No
     finally:
         timer.close()
     assert not OnnxTimer("onnxruntime", 1).profiled
+
+
+def test_a_kernel_timed_after_a_network_waits_for_its_threads_to_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A network's session stays open and its threads spin after its last call: the next
+    kernel waits out what is left of the settling pause, and a later one does not wait."""
+    timer = OnnxTimer("onnxruntime", 1)
+    clock = [0.0]  # the timer module's clock: advanced by its sleeps only, so exact
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    try:
+        network = timer.network(torch.nn.Conv2d(3, 8, 3).eval(), (1, 3, 16, 16), "net")
+        # The timer's own pauses (not those of the retries of a disturbed timing).
+        monkeypatch.setattr(
+            timers, "time", SimpleNamespace(sleep=sleep, perf_counter=lambda: clock[0])
+        )
+        network()
+        assert slept == [RUNTIME_SETTLE_S]  # before the network: the one timed before it
+        timer([conv(8, 4)])  # waits out what is left of the pause: all of it on this clock
+        assert slept == [RUNTIME_SETTLE_S, RUNTIME_SETTLE_S]
+        timer([conv(8, 4)])
+        assert len(slept) == 2  # the network has been idle long enough
+    finally:
+        timer.close()
 
 
 def test_only_onnx_runtime_is_profiled() -> None:

@@ -106,6 +106,8 @@ class OnnxTimer(_Retrying):
         self._baselines: dict[Shape, float] = {}
         self.kept = self.disturbed = self.profiled_runs = 0
         self._folder = tempfile.TemporaryDirectory(prefix="sepconv-calibrate-")
+        # When the sessions of the whole networks this timer ran are idle again (see _settle).
+        self._idle_from = 0.0
         self.profiler_node_s = 0.0  # what ONNX Runtime's profiler adds to a node's duration
         if profiled:
             self.profiler_node_s = profiler_node_seconds(self._run)
@@ -119,6 +121,7 @@ class OnnxTimer(_Retrying):
     def _run(self, model: Any, shapes: Sequence[Shape], profiled: bool | None = None) -> float:
         """Seconds of the graph ``model``: from outside, or by its profile (``profiled``,
         default: the timer's)."""
+        self._settle()
         path = Path(self._folder.name) / "kernel.onnx"
         path.write_bytes(model.SerializeToString())
         rng = np.random.default_rng(0)
@@ -135,6 +138,15 @@ class OnnxTimer(_Retrying):
         seconds = self._quiet_seconds(run)
         del run  # release the session and its threads before the next one starts
         return seconds
+
+    def _settle(self) -> None:
+        """Wait until the sessions of the whole networks timed last are idle: a network's
+        session outlives its timing, and its worker threads spin for work for tens of
+        milliseconds after its last call, taking a core from a kernel timed then (a pointwise
+        conv timed right after a network took 1.4-2x its time)."""
+        wait = self._idle_from - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
 
     def _runner(self, path: Path, feeds: list[np.ndarray]) -> Callable[[], object]:
         if self.runtime == "onnxruntime":
@@ -196,7 +208,8 @@ class OnnxTimer(_Retrying):
         """A timer of the whole ``model`` at ``shape``, as a user deploys it: the file
         ``sepconv.export_onnx`` writes (BatchNorm folded, static shape), loaded once in this
         timer's runtime and threads (``name`` names the file); each call of the timer pauses
-        for the runtime's idle threads to stop spinning, then returns the seconds of one call."""
+        for the runtime's idle threads to stop spinning, then returns the seconds of one call
+        (and the kernels timed next wait for this network's threads in turn)."""
         from sepconv.deploy.onnx import export_onnx  # the exporter deployed models go through
 
         path = Path(self._folder.name) / f"{name}.onnx"
@@ -209,7 +222,9 @@ class OnnxTimer(_Retrying):
 
         def seconds() -> float:
             time.sleep(RUNTIME_SETTLE_S)  # another network's session may still spin
-            return self._quiet_seconds(run)
+            taken = self._quiet_seconds(run)
+            self._idle_from = time.perf_counter() + RUNTIME_SETTLE_S  # and this one now
+            return taken
 
         return seconds
 
