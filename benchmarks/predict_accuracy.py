@@ -251,11 +251,9 @@ def report(data: dict[str, Any]) -> str:
 def _rounds_line(b: dict[str, Any]) -> str:
     """How the models' rounds were timed, and what the reference network said of the
     machine's speed, group by group."""
-    rounds = {  # None: a result from before the option
-        None: "",
-        True: " A model's rounds spread over the whole run.",
-        False: " A group's rounds one after another.",
-    }[b.get("spread_rounds")]
+    spread = b.get("spread_rounds")  # None: a result from before the option
+    rounds = "" if spread is None else " A model's rounds spread over the whole run."
+    rounds = " A group's rounds one after another." if spread is False else rounds
     factors = b.get("speed_factors", [])
     if not factors:
         return rounds
