@@ -12,13 +12,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from sepconv.bench.timing import RUNTIME_SETTLE_S
 from sepconv.deploy.backends import onnxruntime_cpu_session, onnxruntime_settings
 from sepconv.predict import Kernel, Profile, calibrate, timers
-from sepconv.predict.onnx_graph import kernel_graph
+from sepconv.predict.onnx_graph import SANDWICH, kernel_graph, sandwich_nodes
 from sepconv.predict.ort_profiler import (
     PROFILER_CHAIN,
     node_seconds_per_run,
@@ -33,8 +34,10 @@ def conv(channels: int, side: int) -> Kernel:
     return Kernel("conv", (shape,), shape, kernel_size=1, groups=1, act="relu")
 
 
-def write(kernels: Sequence[Kernel], folder: Path) -> tuple[Path, list[np.ndarray]]:
-    model, shapes = kernel_graph(kernels, sandwich=True)
+def write(
+    kernels: Sequence[Kernel], folder: Path, sandwich: bool = True
+) -> tuple[Path, list[np.ndarray]]:
+    model, shapes = kernel_graph(kernels, sandwich=sandwich)
     path = folder / "graph.onnx"
     path.write_bytes(model.SerializeToString())
     rng = np.random.default_rng(0)
@@ -72,12 +75,77 @@ def test_node_durations_are_summed_run_by_run(tmp_path: Path) -> None:
 
 
 def test_a_larger_kernel_takes_longer_by_its_profile(tmp_path: Path) -> None:
-    small, _ = profiled_seconds(*write([conv(16, 8)], tmp_path), 1, repeats=5, min_total_s=0)
-    large, runs = profiled_seconds(
+    small = profiled_seconds(*write([conv(16, 8)], tmp_path), 1, repeats=5, min_total_s=0)
+    large = profiled_seconds(
         *write([conv(256, 56)], tmp_path), 1, repeats=5, min_total_s=0
     )  # 12,544x the MACs
-    assert runs == 5
-    assert large > 20 * small > 0
+    assert large.runs == 5
+    assert large.seconds > 20 * small.seconds > 0
+    assert large.own_seconds is small.own_seconds is None  # not asked for
+
+
+def planned(kernels: Sequence[Kernel], folder: Path) -> Any:
+    """ONNX Runtime's plan of the sandwiched ``kernels``, as the file it writes when asked."""
+    path, _ = write(kernels, folder)
+    settings = {
+        **onnxruntime_settings(1),
+        "optimized_model_filepath": str(folder / "plan.onnx"),
+        "log_severity_level": 3,
+    }
+    onnxruntime_cpu_session(path, settings)
+    return onnx.load(str(folder / "plan.onnx"), load_external_data=False)
+
+
+def act(name: str) -> Kernel:
+    return Kernel("act", ((1, 16, 8, 8),), (1, 16, 8, 8), act=name)
+
+
+def test_the_sandwich_is_told_from_the_kernels_in_the_runtimes_plan(tmp_path: Path) -> None:
+    pair = [conv(16, 8), Kernel("se", ((1, 16, 8, 8),), (1, 16, 8, 8), hidden=4, act="silu",
+                                gate="sigmoid")]  # fmt: skip
+    plan = planned(pair, tmp_path)
+    found = sandwich_nodes(plan)
+    assert found is not None
+    by_name = {n.name: n for n in plan.graph.node}
+    convs = {n for n in found if n.startswith(SANDWICH + "_")}
+    assert len(convs) == 2 and all(by_name[n].op_type == "Conv" for n in convs)
+    layout = found - convs  # NCHWc conversions at the graph's input and output only
+    assert layout and all(by_name[n].op_type.startswith("Reorder") for n in layout)
+    ends = {plan.graph.input[0].name, plan.graph.output[0].name}
+    assert all(ends & {*by_name[n].input, *by_name[n].output} for n in layout)
+    # The kernels' nodes stay: the conv, the squeeze-excite's pool and convs, and the
+    # conversions the squeeze-excite needs between the convs' layout and its own.
+    rest = set(by_name) - found
+    assert {by_name[n].op_type for n in rest} >= {"Conv", "ReduceMean", "ReorderOutput"}
+
+
+@pytest.mark.parametrize(
+    "kernels",
+    [
+        [act("relu6")],  # Clip fused into the sandwich's conv, renamed after it
+        [act("hardswish")],  # fused, the conv keeping its name with an activation
+        [Kernel("add", ((1, 16, 8, 8),) * 2, (1, 16, 8, 8))],  # summed into a sandwich conv
+    ],
+    ids=["renamed", "activation", "sum"],
+)
+def test_a_sandwich_fused_with_a_kernel_is_not_split(kernels: list[Kernel], tmp_path: Path) -> None:
+    assert sandwich_nodes(planned(kernels, tmp_path)) is None
+
+
+def test_a_sandwiched_kernel_is_its_own_nodes_and_leaves_no_files(tmp_path: Path) -> None:
+    big = [Kernel("conv", ((1, 256, 28, 28),), (1, 256, 28, 28), kernel_size=1, groups=1)]
+    timed = profiled_seconds(*write(big, tmp_path), 1, repeats=5, min_total_s=0, sandwiched=True)
+    alone = profiled_seconds(
+        *write(big, tmp_path, sandwich=False), 1, repeats=5, min_total_s=0
+    )  # the same conv with no sandwich: its node and the layout conversions around it
+    assert timed.own_seconds is not None
+    assert 0 < timed.own_seconds < timed.seconds
+    assert 0.5 * alone.seconds < timed.own_seconds < 1.5 * alone.seconds
+    fused = profiled_seconds(
+        *write([act("relu6")], tmp_path), 1, repeats=5, min_total_s=0, sandwiched=True
+    )
+    assert fused.own_seconds is None and fused.seconds > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.onnx"]
 
 
 def test_what_the_profiler_adds_per_node_is_recovered() -> None:
@@ -104,6 +172,10 @@ def test_a_profiled_timer_times_kernels_and_calls_and_leaves_no_profiles() -> No
         small, large = timer([conv(16, 8)]), timer([conv(256, 56)])
         assert large > 20 * max(small, 1e-7)
         assert timer.profiled_runs >= 2 * timer.repeats
+        counts = lambda: (timer.kernels_by_own_nodes, timer.kernels_less_sandwich)  # noqa: E731
+        assert counts() == (2, 0)  # the convs: their own nodes
+        timer([act("relu6")])  # fused with the sandwich's conv: the sandwich subtracted
+        assert counts() == (2, 1)
         assert not list(profiles)  # every profiler's file read and removed
     finally:
         timer.close()
@@ -151,6 +223,7 @@ def test_an_onnx_runtime_calibration_is_profiled_and_says_so(tmp_path: Path) -> 
     profile = calibrate("onnxruntime", threads=1, budget_s=30, max_kernels=60)
     assert profile.validation["kernel_timing"] == "profiler"
     assert 0 <= profile.validation["profiler_node_s"] < 1e-3
+    assert profile.validation["kernels_by_own_nodes"] > profile.validation["kernels_less_sandwich"]
     assert profile.describe().endswith(", timed by its profiler")
     assert all(np.isfinite(list(s.values())).all() for _, s in profile.samples)
     profile.save(tmp_path / "p.json")

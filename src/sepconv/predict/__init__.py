@@ -10,8 +10,9 @@ ranks the published MobileNet configurations under a latency budget.
 Modules, one concept each: :mod:`~sepconv.predict.trace` (the ops a model runs),
 :mod:`~sepconv.predict.kernels` (ops -> kernels after folding and fusion),
 :mod:`~sepconv.predict.fusion` (the fusion test cases), :mod:`~sepconv.predict.onnx_graph` and
-:mod:`~sepconv.predict.timers` (timing kernels on a backend),
-:mod:`~sepconv.predict.whole_networks` (what a model pays beyond its kernels),
+:mod:`~sepconv.predict.torch_calls` (kernels as a runtime's graph and as PyTorch calls),
+:mod:`~sepconv.predict.timers` and :mod:`~sepconv.predict.ort_profiler` (timing kernels on a
+backend), :mod:`~sepconv.predict.whole_networks` (what a model pays beyond its kernels),
 :mod:`~sepconv.predict.speed` (how fast the machine ran, by a reference network),
 :mod:`~sepconv.predict.space` and :mod:`~sepconv.predict.sampling` (what is sampled),
 :mod:`~sepconv.predict.regression` (the per-kernel predictor),

@@ -348,10 +348,16 @@ def _disturbance(timers: dict[str, Any]) -> dict[str, Any]:
 
 
 def _kernel_timing(timer: Any) -> dict[str, Any]:
-    """How the kernels were timed: by ONNX Runtime's profiler (and what it adds to a node's
-    duration, taken off) or from outside."""
+    """How the kernels were timed: by ONNX Runtime's profiler (what it adds to a node's
+    duration, taken off; how many kernels were their own nodes' durations, and how many had
+    their sandwich subtracted) or from outside."""
     if getattr(timer, "profiled", False):
-        return {"kernel_timing": "profiler", "profiler_node_s": timer.profiler_node_s}
+        return {
+            "kernel_timing": "profiler",
+            "profiler_node_s": timer.profiler_node_s,
+            "kernels_by_own_nodes": timer.kernels_by_own_nodes,
+            "kernels_less_sandwich": timer.kernels_less_sandwich,
+        }
     return {"kernel_timing": "outside"}
 
 

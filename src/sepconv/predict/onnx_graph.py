@@ -25,9 +25,12 @@ import numpy as np
 
 from sepconv.predict.kernels import Kernel
 
-__all__ = ["OPSET", "as_map", "kernel_graph", "sandwich_graph"]
+__all__ = ["OPSET", "SANDWICH", "as_map", "kernel_graph", "sandwich_graph", "sandwich_nodes"]
 
 OPSET = 18
+#: What the names of a sandwich's convs start with (``sandwich_3``); a runtime that renames a
+#: node it rewrites keeps the name as a prefix (ONNX Runtime: ``sandwich_3_nchwc``).
+SANDWICH = "sandwich"
 Shape = tuple[int, ...]
 
 
@@ -62,19 +65,31 @@ class _Builder:
         values = (0.1 * self.rng.standard_normal(tuple(shape))).astype(np.float32)
         return self.const(values)
 
-    def node(self, op: str, inputs: Sequence[str], **attrs: Any) -> str:
-        out = self.name(op.lower())
-        self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [out], **attrs))
+    def node(self, op: str, inputs: Sequence[str], stem: str = "", **attrs: Any) -> str:
+        """A node of ``op`` named as its output, ``stem`` (default: the op) and a number."""
+        out = self.name(stem or op.lower())
+        node = self.onnx.helper.make_node(op, list(inputs), [out], name=out, **attrs)
+        self.nodes.append(node)
         return out
 
     def conv(
-        self, x: str, cin: int, cout: int, k: int, stride: int, pad: int, dil: int, groups: int
+        self,
+        x: str,
+        cin: int,
+        cout: int,
+        k: int,
+        stride: int,
+        pad: int,
+        dil: int,
+        groups: int,
+        stem: str = "",
     ) -> str:
         w = self.weight((cout, cin // groups, k, k))
         b = self.weight((cout,))
         return self.node(
             "Conv",
             [x, w, b],
+            stem,
             kernel_shape=[k, k],
             strides=[stride, stride],
             pads=[pad] * 4,
@@ -201,7 +216,7 @@ def kernel_graph(
         shapes.append(fed)
         if not sandwich:
             return name
-        y = b.conv(name, fed[1], fed[1], 1, 1, 0, 1, fed[1])
+        y = b.conv(name, fed[1], fed[1], 1, 1, 0, 1, fed[1], stem=SANDWICH)
         return y if len(shape) == 4 else b.reshape(y, shape)
 
     current = new_input(kernels[0].inputs[0])
@@ -213,7 +228,7 @@ def kernel_graph(
         if len(out_shape) != 4:
             current = b.reshape(current, as_map(out_shape))
         c = as_map(out_shape)[1]
-        current = b.conv(current, c, c, 1, 1, 0, 1, c)
+        current = b.conv(current, c, c, 1, 1, 0, 1, c, stem=SANDWICH)
         out_shape = as_map(out_shape)
     output = helper.make_tensor_value_info(current, tensor.FLOAT, list(out_shape))
     graph = helper.make_graph(b.nodes, "kernels", graph_inputs, [output], b.inits)
@@ -235,3 +250,27 @@ def sandwich_graph(shape: Shape) -> tuple[Any, list[Shape]]:
         if init.name not in used:
             model.graph.initializer.remove(init)
     return model, shapes
+
+
+def sandwich_nodes(planned: Any) -> set[str] | None:
+    """The names of the nodes of ``planned`` (an ONNX model: the plan ONNX Runtime made of a
+    :func:`kernel_graph` with a sandwich) that belong to the sandwich, not to the kernels: its
+    convs, and the layout conversions that read a graph input or write the graph output.
+
+    ``None`` when a sandwich conv was fused with a kernel's op, so that the node running both
+    cannot be split between them: the conv renamed after the op (``clip_6_nchwc``), or still
+    named as the sandwich's but carrying the op (an ``activation`` attribute, or a fourth input
+    that it adds to its output).
+    """
+    graph = planned.graph
+    ends = {v.name for v in graph.input} | {v.name for v in graph.output}
+    convs = [n for n in graph.node if n.name.startswith(SANDWICH + "_")]
+    fused = any(len(n.input) > 3 or any(a.name == "activation" for a in n.attribute) for n in convs)
+    if fused or len(convs) < len(graph.input) + len(graph.output):
+        return None
+    layout = {
+        n.name
+        for n in graph.node
+        if n.op_type.startswith("Reorder") and ends & {*n.input, *n.output}
+    }
+    return {n.name for n in convs} | layout

@@ -7,6 +7,13 @@ run; their sum is the kernels' own time. The profiler's bookkeeping adds a few m
 each node's duration (:func:`profiler_node_seconds` measures how much; a small node's work is
 1-3 us), which is taken off every node.
 
+In a sandwiched graph (:func:`sepconv.predict.onnx_graph.kernel_graph`) the nodes of the
+sandwich are told from the kernels' by the plan the runtime writes of the graph
+(:func:`sepconv.predict.onnx_graph.sandwich_nodes`), and the kernels' own nodes are summed
+alone: nothing measured at another time is subtracted, so a kernel's time carries the noise of
+its own nodes only (``benchmarks/predict_in_network.py`` compares both ways with the kernels'
+nodes inside whole networks).
+
 A calibration on ONNX Runtime times its kernels this way by default
 (:class:`sepconv.predict.timers.OnnxTimer` with ``profiled=True``; ``sepconv calibrate
 --no-profiler`` times them from outside).
@@ -17,7 +24,8 @@ from __future__ import annotations
 import bisect
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +33,15 @@ import numpy as np
 
 from sepconv.deploy.backends import onnxruntime_cpu_session, onnxruntime_settings
 from sepconv.predict.kernels import Kernel
-from sepconv.predict.onnx_graph import kernel_graph
+from sepconv.predict.onnx_graph import kernel_graph, sandwich_nodes
 
-__all__ = ["PROFILER_CHAIN", "node_seconds_per_run", "profiled_seconds", "profiler_node_seconds"]
+__all__ = [
+    "PROFILER_CHAIN",
+    "Profiled",
+    "node_seconds_per_run",
+    "profiled_seconds",
+    "profiler_node_seconds",
+]
 
 # Runs of a profiled graph left out before its timed runs, and the most runs timed.
 WARMUP = 3
@@ -36,15 +50,35 @@ MAX_RUNS = 200
 PROFILER_CHAIN = 34
 
 
-def node_seconds_per_run(events: Sequence[dict[str, Any]], per_node_s: float = 0.0) -> list[float]:
+_NODE_EVENT = "_kernel_time"  # what the profiler appends to a node's name for its duration
+
+
+@dataclass(frozen=True)
+class Profiled:
+    """A graph's time by its profile: medians over runs (seconds) of the summed durations of all
+    its nodes, and of the nodes outside its sandwich (``None`` when not asked for, or when the
+    sandwich could not be told apart: :func:`sepconv.predict.onnx_graph.sandwich_nodes`)."""
+
+    seconds: float
+    own_seconds: float | None
+    runs: int
+
+
+def node_seconds_per_run(
+    events: Sequence[dict[str, Any]], per_node_s: float = 0.0, leave_out: Collection[str] = ()
+) -> list[float]:
     """The summed durations (seconds) of the nodes ONNX Runtime's profiler recorded in each
     ``run`` (its ``model_run`` events, in order), from the profile's ``events``, each node's
-    less ``per_node_s`` (what the profiler adds to it)."""
+    less ``per_node_s`` (what the profiler adds to it); the nodes named in ``leave_out`` not
+    counted."""
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
     starts = [start for start, _ in runs]
     sums = [0.0] * len(runs)
     for e in events:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+        name = str(e.get("name", ""))
+        if e.get("cat") == "Node" and name.endswith(_NODE_EVENT):
+            if name.removesuffix(_NODE_EVENT) in leave_out:
+                continue
             i = bisect.bisect_right(starts, e["ts"]) - 1
             if i >= 0 and e["ts"] <= runs[i][1]:
                 sums[i] += e["dur"] * 1e-6 - per_node_s
@@ -59,15 +93,22 @@ def profiled_seconds(
     repeats: int,
     min_total_s: float,
     per_node_s: float = 0.0,
-) -> tuple[float, int]:
-    """The median over runs of the ONNX model at ``path`` of its nodes' summed durations
-    (:func:`node_seconds_per_run`), in ``threads`` intra-op threads, and the runs timed: at
-    least ``repeats``, and as many as fill ``min_total_s`` (at most :data:`MAX_RUNS`)."""
+    sandwiched: bool = False,
+) -> Profiled:
+    """The ONNX model at ``path`` timed by its profile (:func:`node_seconds_per_run`) in
+    ``threads`` intra-op threads, for at least ``repeats`` runs and as many as fill
+    ``min_total_s`` (at most :data:`MAX_RUNS`); with ``sandwiched`` (a graph of
+    :func:`~sepconv.predict.onnx_graph.kernel_graph` with its sandwich), its kernels' own nodes
+    summed too."""
+    stem = str(path.with_suffix(""))
     settings = {
         **onnxruntime_settings(threads),
         "enable_profiling": True,
-        "profile_file_prefix": str(path.with_suffix("")) + "-profile",
+        "profile_file_prefix": stem + "-profile",
     }
+    plan = Path(stem + "-plan.onnx")
+    if sandwiched:  # the plan names the nodes the profile times
+        settings |= {"optimized_model_filepath": str(plan), "log_severity_level": 3}
     session = onnxruntime_cpu_session(path, settings)
     inputs = dict(zip([i.name for i in session.get_inputs()], feeds, strict=True))
     began = time.perf_counter()
@@ -81,7 +122,15 @@ def profiled_seconds(
     events = json.loads(profile.read_text())
     profile.unlink()
     sums = node_seconds_per_run(events, per_node_s)[WARMUP:]
-    return float(np.median(sums)), len(sums)
+    own = None
+    if sandwiched:
+        import onnx
+
+        sandwich = sandwich_nodes(onnx.load(str(plan), load_external_data=False))
+        plan.unlink()
+        if sandwich is not None:
+            own = float(np.median(node_seconds_per_run(events, per_node_s, sandwich)[WARMUP:]))
+    return Profiled(float(np.median(sums)), own, len(sums))
 
 
 def profiler_node_seconds(

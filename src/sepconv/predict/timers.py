@@ -7,10 +7,13 @@
   and taken off: a kernel is charged what it adds between two convs, as inside a model. A
   graph's time is that of a call timed from outside or, for ONNX Runtime with ``profiled``
   (a calibration's default there), the sum of its nodes' durations as the runtime's profiler
-  records them (:mod:`sepconv.predict.ort_profiler`).
+  records them (:mod:`sepconv.predict.ort_profiler`). Profiled, a kernel is its own nodes'
+  durations alone, the sandwich's left out, where the runtime's plan keeps the sandwich's
+  convs apart from the kernel's ops; where it fused them, the sandwich's time is subtracted.
 - PyTorch (eager, CPU or CUDA): each chain is a function calling the ops the model calls
-  (BatchNorm folded), timed on an input in the layout the backend runs (NCHW or channels-last);
-  nothing is taken off, since a model pays every call's dispatch too.
+  (BatchNorm folded: :mod:`sepconv.predict.torch_calls`), timed on an input in the layout the
+  backend runs (NCHW or channels-last); nothing is taken off, since a model pays every call's
+  dispatch too.
 
 Every time is the median of the blocks of :func:`~sepconv.predict.quiet.quiet_measure` that no
 other process disturbed (on CUDA, of :func:`sepconv.bench.measure`'s blocks, timed with CUDA
@@ -28,7 +31,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sepconv.bench.timing import RUNTIME_SETTLE_S, measure, pinned_threads
@@ -40,8 +42,9 @@ from sepconv.deploy.backends import (
 )
 from sepconv.predict.kernels import Kernel
 from sepconv.predict.onnx_graph import as_map, kernel_graph, sandwich_graph
-from sepconv.predict.ort_profiler import profiled_seconds, profiler_node_seconds
+from sepconv.predict.ort_profiler import Profiled, profiled_seconds, profiler_node_seconds
 from sepconv.predict.quiet import RETRIES, quiet_measure
+from sepconv.predict.torch_calls import torch_function
 
 __all__ = ["TIMED_BACKENDS", "KernelTimer", "OnnxTimer", "TorchTimer", "make_timers"]
 
@@ -95,16 +98,26 @@ class OnnxTimer(_Retrying):
     """Sandwiched ONNX graphs on ONNX Runtime or OpenVINO (see the module doc)."""
 
     def __init__(
-        self, runtime: str, threads: int, repeats: int = REPEATS, profiled: bool = False
+        self,
+        runtime: str,
+        threads: int,
+        repeats: int = REPEATS,
+        profiled: bool = False,
+        own_nodes: bool = True,
     ) -> None:
+        """``own_nodes``: a profiled kernel is its own nodes where the plan allows (else,
+        always the whole graph less the sandwich's time, as before this was possible)."""
         if profiled and runtime != "onnxruntime":
             raise ValueError(f"only ONNX Runtime's kernels can be profiled, not {runtime}'s")
         self.runtime = runtime
         self.profiled = profiled
+        self.own_nodes = own_nodes
         self.threads = threads
         self.repeats = repeats
         self._baselines: dict[Shape, float] = {}
         self.kept = self.disturbed = self.profiled_runs = 0
+        # Profiled kernels timed by their own nodes, and those with the sandwich subtracted.
+        self.kernels_by_own_nodes = self.kernels_less_sandwich = 0
         self._folder = tempfile.TemporaryDirectory(prefix="sepconv-calibrate-")
         # When the sessions of the whole networks this timer ran are idle again (see _settle).
         self._idle_from = 0.0
@@ -121,23 +134,33 @@ class OnnxTimer(_Retrying):
     def _run(self, model: Any, shapes: Sequence[Shape], profiled: bool | None = None) -> float:
         """Seconds of the graph ``model``: from outside, or by its profile (``profiled``,
         default: the timer's)."""
-        self._settle()
-        path = Path(self._folder.name) / "kernel.onnx"
-        path.write_bytes(model.SerializeToString())
-        rng = np.random.default_rng(0)
-        feeds = [rng.standard_normal(s).astype(np.float32) for s in shapes]
         if self.profiled if profiled is None else profiled:
-            seconds, runs = profiled_seconds(
-                path, feeds, self.threads, repeats=self.repeats,
-                min_total_s=self.repeats * MIN_BLOCK_S, per_node_s=self.profiler_node_s,
-            )  # fmt: skip
-            self.profiled_runs += runs  # no disturbance check: the median over runs only
-            return seconds
-        run = self._runner(path, feeds)
+            return self._profile(model, shapes).seconds
+        run = self._runner(*self._write(model, shapes))
         run()  # first call plans memory; measure's warm-up covers the rest
         seconds = self._quiet_seconds(run)
         del run  # release the session and its threads before the next one starts
         return seconds
+
+    def _profile(self, model: Any, shapes: Sequence[Shape], sandwiched: bool = False) -> Profiled:
+        """The graph ``model`` timed by its profile (its kernels' own nodes too, if
+        ``sandwiched``)."""
+        path, feeds = self._write(model, shapes)
+        timed = profiled_seconds(
+            path, feeds, self.threads, repeats=self.repeats,
+            min_total_s=self.repeats * MIN_BLOCK_S, per_node_s=self.profiler_node_s,
+            sandwiched=sandwiched,
+        )  # fmt: skip
+        self.profiled_runs += timed.runs  # no disturbance check: the median over runs only
+        return timed
+
+    def _write(self, model: Any, shapes: Sequence[Shape]) -> tuple[Path, list[np.ndarray]]:
+        """The graph's file and its inputs, written once the networks' threads are idle."""
+        self._settle()
+        path = Path(self._folder.name) / "kernel.onnx"
+        path.write_bytes(model.SerializeToString())
+        rng = np.random.default_rng(0)
+        return path, [rng.standard_normal(s).astype(np.float32) for s in shapes]
 
     def _settle(self) -> None:
         """Wait until the sessions of the whole networks timed last are idle: a network's
@@ -171,7 +194,15 @@ class OnnxTimer(_Retrying):
 
     def __call__(self, kernels: Sequence[Kernel]) -> float:
         model, shapes = kernel_graph(kernels, sandwich=True)
-        total = self._run(model, shapes)
+        if not self.profiled:
+            total = self._run(model, shapes)
+        else:
+            timed = self._profile(model, shapes, sandwiched=self.own_nodes)
+            if timed.own_seconds is not None:
+                self.kernels_by_own_nodes += 1
+                return timed.own_seconds
+            self.kernels_less_sandwich += 1
+            total = timed.seconds
         ends = [*shapes, as_map(kernels[-1].output)]
         # Each end's half of its sandwich, less the call itself, counted once.
         sides = sum(0.5 * (self._sandwich(s) - self.empty) for s in ends)
@@ -230,76 +261,6 @@ class OnnxTimer(_Retrying):
 
     def close(self) -> None:
         self._folder.cleanup()
-
-
-_ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
-    "relu6": F.relu6,
-    "silu": F.silu,
-    "hardswish": F.hardswish,
-    "hardsigmoid": F.hardsigmoid,
-    "sigmoid": torch.sigmoid,
-    "gelu": F.gelu,
-}
-
-
-def torch_function(kernel: Kernel, device: torch.device) -> Callable[..., torch.Tensor]:
-    """The ops the model calls for ``kernel``, as one function of its input tensors."""
-    gen = torch.Generator().manual_seed(0)
-
-    def weight(*shape: int) -> torch.Tensor:
-        return (0.1 * torch.randn(shape, generator=gen)).to(device)
-
-    act = _ACTS.get(kernel.act) if kernel.act else None
-    if kernel.kind == "conv":
-        cin, cout = kernel.inputs[0][1], kernel.output[1]
-        w = weight(cout, cin // kernel.groups, kernel.kernel_size, kernel.kernel_size)
-        b = weight(cout)
-        s, p, d, g = kernel.stride, kernel.padding, kernel.dilation, kernel.groups
-
-        def conv(x: torch.Tensor, *residual: torch.Tensor) -> torch.Tensor:
-            y = F.conv2d(x, w, b, s, p, d, g)
-            if act is not None:
-                y = act(y)
-            return y + residual[0] if residual else y
-
-        return conv
-    if kernel.kind == "act" and act is not None:
-        return act
-    if kernel.kind == "add":
-        return torch.add
-    if kernel.kind == "mul":
-        return torch.mul
-    if kernel.kind == "scale":
-        gamma = weight(kernel.inputs[0][1], 1, 1)
-        return lambda x: x * gamma
-    if kernel.kind == "se":
-        c, h = kernel.inputs[0][1], kernel.hidden
-        w1, b1, w2, b2 = weight(h, c, 1, 1), weight(h), weight(c, h, 1, 1), weight(c)
-        inner, gate = _ACTS[kernel.act], _ACTS[kernel.gate]
-
-        def se(x: torch.Tensor) -> torch.Tensor:
-            scale = x.mean((2, 3), keepdim=True)
-            scale = F.conv2d(inner(F.conv2d(scale, w1, b1)), w2, b2)
-            return x * gate(scale)
-
-        return se
-    if kernel.kind == "layernorm":
-        c = kernel.inputs[0][1]
-        ln_w, ln_b = weight(c), weight(c)
-        if kernel.transposed:
-            return lambda x: F.layer_norm(x.permute(0, 2, 3, 1), (c,), ln_w, ln_b, 1e-6).permute(
-                0, 3, 1, 2
-            )
-        return lambda x: F.layer_norm(x, (x.shape[-1],), None, None, 1e-6)
-    if kernel.kind == "pool":
-        return lambda x: F.adaptive_avg_pool2d(x, 1)
-    if kernel.kind == "linear":
-        w, b = weight(kernel.output[-1], kernel.inputs[0][-1]), weight(kernel.output[-1])
-        return lambda x: F.linear(x, w, b)
-    raise ValueError(
-        f"Invalid value for argument `kernel`: expected a kernel kind, received {kernel.kind!r}."
-    )
 
 
 class TorchTimer(_Retrying):
