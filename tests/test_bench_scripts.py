@@ -920,3 +920,21 @@ def test_pick_budgets_smoke_measures_every_choice_against_its_budget(tmp_path: P
     assert len(data["reference_readings_s"]) == 2  # one after each round
     text = (tmp_path / "pb.md").read_text()
     assert "The choice met its budget under" in text
+
+
+@pytest.mark.slow
+def test_predict_in_network_smoke_pairs_every_conv_kernel_with_its_node(tmp_path: Path) -> None:
+    data = run_cpu_smoke("predict_in_network.py", tmp_path, "pin")
+    rows = data["kernels"]["mobilenet_v2"]
+    # MobileNetV2 (Sandler et al. 2018, table 2): a 3x3 stem, 17 inverted residual blocks
+    # (the first without an expansion), and a 1x1 conv to 1280 channels.
+    kinds = [r["kind"] for r in rows]
+    assert len(rows) == 52 and kinds[0] == "other"
+    counts = {k: kinds.count(k) for k in set(kinds)}
+    assert counts == {"other": 1, "depthwise": 17, "1x1, expanding": 17, "1x1, projecting": 17}
+    for row in rows:
+        assert len(row["network"]) == len(row["own nodes"]) == len(row["less sandwich"]) == 2
+        assert min(row["network"]) > 0
+    assert sum(np.median(r["own nodes"]) for r in rows) > 0
+    report = (tmp_path / "pin.md").read_text()
+    assert report.count("| mobilenet_v2 |") == 5  # four kinds and all
