@@ -27,7 +27,7 @@ from sepconv.predict import (
     sample_network,
 )
 from sepconv.predict.fusion import detect_fusions
-from sepconv.predict.regression import KernelRegressor, features, group_key
+from sepconv.predict.regression import KernelRegressor, features, fits_slopes, group_key
 from sepconv.predict.sampling import PER_NETWORK, KernelPool
 from sepconv.predict.space import ACTS
 
@@ -41,11 +41,17 @@ FAKE_FUSED = ("relu", "relu6", "hardswish")
 
 
 def true_seconds(kernel: Kernel) -> float:
-    """The synthetic machine: a power law of the kernel's sizes, one per kernel kind."""
+    """The synthetic machine (recorded as ONNX Runtime, whose kernels cost close to their
+    size): a kernel's time proportional to its MACs plus bytes, one throughput per kind."""
+    scale = {"conv": 1e-10, "se": 3e-10, "linear": 2e-10}.get(kernel.kind, 5e-11)
+    return scale * (kernel.macs + kernel.bytes)
+
+
+def power_law(kernel: Kernel) -> float:
+    """A law off size: a power law of the kernel's sizes (what a local fit recovers)."""
     x, _ = features(kernel)
     weights = np.array([0.9, 0.5, 0.4, 0.1])[: x.size]
-    scale = {"conv": 1e-8, "se": 3e-8, "linear": 2e-8}.get(kernel.kind, 5e-9)
-    return float(scale * 2.0 ** (weights @ x))
+    return float(1e-8 * 2.0 ** (weights @ x))
 
 
 class FakeTimer:
@@ -110,13 +116,9 @@ def test_detect_fusions_needs_both_conv_types() -> None:
     assert any(v.fused for v in verdicts if v.name == "conv+relu")
 
 
-def test_prediction_matches_the_synthetic_machine(
-    fake_profile: Profile, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The synthetic law is far from proportional to a kernel's MACs and bytes, which real
-    # kernels roughly are: the prior that holds a prediction near its neighbours scaled by
-    # size (tested on its own below) is lifted, so that the fit's own accuracy shows.
-    monkeypatch.setattr(regression, "SIZE_SPREAD", 50.0)
+def test_prediction_matches_the_synthetic_machine(fake_profile: Profile) -> None:
+    # An ONNX Runtime profile: each kernel predicted from its neighbours scaled by size.
+    assert not fits_slopes(fake_profile.backend)
     rng = np.random.default_rng(123)  # networks the calibration never drew
     errors = []
     for _ in range(6):
@@ -156,7 +158,8 @@ def test_a_calibrations_first_networks_meet_every_squeeze_excite_group() -> None
         sample_network(np.random.default_rng(0), se_kind="squeeze")
 
 
-def test_one_sample_timed_in_a_slow_spell_cannot_drag_a_prediction() -> None:
+@pytest.mark.parametrize("slopes", [True, False], ids=["fit", "scaled"])
+def test_one_sample_timed_in_a_slow_spell_cannot_drag_a_prediction(slopes: bool) -> None:
     # Pointwise convs whose time is their work, and one of them timed 40x too slow.
     kernels = [
         Kernel("conv", ((1, c, h, h),), (1, 2 * c, h, h))
@@ -168,26 +171,40 @@ def test_one_sample_timed_in_a_slow_spell_cannot_drag_a_prediction() -> None:
     seconds[slow] *= 40
     query = Kernel("conv", ((1, 104, 5, 5),), (1, 208, 5, 5))  # beyond them all
     truth = 1e-9 * (query.macs + query.bytes)
-    predicted = KernelRegressor(kernels, seconds).predict(query)
+    predicted = KernelRegressor(kernels, seconds, slopes).predict(query)
     assert truth / 2 <= predicted <= 2 * truth
-    # Without the prior, the local fit follows the slow sample far off.
+    # Without the bound, the slow sample drags the prediction far off.
     unguarded = pytest.MonkeyPatch()
     unguarded.setattr(regression, "SIZE_SPREAD", 50.0)
     try:
-        assert KernelRegressor(kernels, seconds).predict(query) > 2 * truth
+        assert KernelRegressor(kernels, seconds, slopes).predict(query) > 2 * truth
     finally:
         unguarded.undo()
 
 
+GRID = [
+    Kernel("conv", ((1, c, s, s),), (1, 2 * c, s, s))
+    for c in (8, 16, 24, 32, 48, 64, 96)
+    for s in (7, 14, 28, 56)
+]
+BETWEEN = Kernel("conv", ((1, 40, 20, 20),), (1, 80, 20, 20))  # among the grid's kernels
+BEYOND = Kernel("conv", ((1, 256, 3, 3),), (1, 512, 3, 3))  # far from them all
+
+
 def test_kernel_regressor_is_exact_on_a_power_law() -> None:
-    kernels = [
-        Kernel("conv", ((1, c, s, s),), (1, 2 * c, s, s))
-        for c in (8, 16, 24, 32, 48, 64, 96)
-        for s in (7, 14, 28, 56)
-    ]
-    regressor = KernelRegressor(kernels, [true_seconds(k) for k in kernels])
-    query = Kernel("conv", ((1, 40, 20, 20),), (1, 80, 20, 20))
-    assert regressor.predict(query) == pytest.approx(true_seconds(query), rel=2e-3)
+    regressor = KernelRegressor(GRID, [power_law(k) for k in GRID])
+    assert regressor.predict(BETWEEN) == pytest.approx(power_law(BETWEEN), rel=2e-3)
+    # Scaled by size instead, its neighbours miss the law (sizes grow faster than its time).
+    scaled = KernelRegressor(GRID, [power_law(k) for k in GRID], slopes=False)
+    assert abs(scaled.predict(BETWEEN) / power_law(BETWEEN) - 1) > 0.01
+
+
+def test_neighbours_scaled_by_size_are_exact_where_time_follows_size() -> None:
+    scaled = KernelRegressor(GRID, [true_seconds(k) for k in GRID], slopes=False)
+    for query in (BETWEEN, BEYOND):
+        assert scaled.predict(query) == pytest.approx(true_seconds(query), rel=1e-9)
+    # Only ONNX Runtime's profiles are predicted so (the others fit a local power law).
+    assert [fits_slopes(b) for b in ("onnxruntime", "eager", "openvino")] == [False, True, True]
 
 
 def test_an_unpredictable_kernel_raises(fake_profile: Profile) -> None:

@@ -223,7 +223,10 @@ def test_an_onnx_runtime_calibration_is_profiled_and_says_so(tmp_path: Path) -> 
     profile = calibrate("onnxruntime", threads=1, budget_s=30, max_kernels=60)
     assert profile.validation["kernel_timing"] == "profiler"
     assert 0 <= profile.validation["profiler_node_s"] < 1e-3
-    assert profile.validation["kernels_by_own_nodes"] > profile.validation["kernels_less_sandwich"]
+    # Every kernel timed one way or the other; a conv never fuses into the sandwich's conv.
+    own, less = (profile.validation[k] for k in ("kernels_by_own_nodes", "kernels_less_sandwich"))
+    assert own + less >= len(profile.samples)
+    assert own >= sum(k.kind == "conv" for k, _ in profile.samples)
     assert profile.describe().endswith(", timed by its profiler")
     assert all(np.isfinite(list(s.values())).all() for _, s in profile.samples)
     profile.save(tmp_path / "p.json")

@@ -42,7 +42,7 @@ from sepconv.deploy.registry import find, rows
 from sepconv.predict.fusion import detect_fusions
 from sepconv.predict.kernels import Kernel
 from sepconv.predict.profile import Profile, machine_record
-from sepconv.predict.regression import KernelRegressor, group_key, rmspe
+from sepconv.predict.regression import KernelRegressor, fits_slopes, group_key, rmspe
 from sepconv.predict.sampling import KernelPool, neighbours
 from sepconv.predict.speed import SpeedProbe, reference_network
 from sepconv.predict.timers import TIMED_BACKENDS, make_timers
@@ -190,8 +190,9 @@ def calibrate(
         # and the reference network (the machine's typical speed over the calibration).
         reserve = min(RESERVE_SHARE * budget_s, RESERVE_MAX_S)
         networks = WholeNetworks(
-            timers, fusions, eager=eager, device=device, seed=seed, probe=probe
-        )
+            timers, fusions, eager=eager, device=device, seed=seed, probe=probe,
+            slopes=fits_slopes(backend),
+        )  # fmt: skip
         sampler = _Sampler(timers, variants, deadline - reserve, max_kernels, networks)
         pool = KernelPool(np.random.default_rng(seed), fusions, batch_sizes)
         initial_end = start + INITIAL_SHARE * budget_s
@@ -200,7 +201,9 @@ def calibrate(
             if not sampler.time_all(pool.draw(8), initial_end):
                 break
         say(f"initial sample: {len(sampler.samples)} kernels")
-        held_out = _adaptive(sampler, pool, variants, np.random.default_rng(seed + 1), say)
+        held_out = _adaptive(
+            sampler, pool, variants, np.random.default_rng(seed + 1), say, fits_slopes(backend)
+        )
         # Every network timed at least once, if the budget allows.
         while networks.done < OVERHEAD_NETWORKS and time.perf_counter() < deadline:
             networks.time_next()
@@ -297,14 +300,17 @@ def _adaptive(
     variants: Sequence[str],
     rng: np.random.Generator,
     say: Callable[[str], None],
+    slopes: bool,
 ) -> list[tuple[Kernel, float]]:
-    """The adaptive rounds; every held-out kernel with its worst relative error."""
+    """The adaptive rounds; every held-out kernel with its worst relative error (predicted by
+    a local fit, or not: ``slopes``, :func:`~sepconv.predict.regression.fits_slopes`)."""
     held_out: list[tuple[Kernel, float]] = []
     rounds = 0
     while sampler.fits():
         kernels = list(sampler.samples)
         regressors = {
-            v: KernelRegressor(kernels, [sampler.samples[k][v] for k in kernels]) for v in variants
+            v: KernelRegressor(kernels, [sampler.samples[k][v] for k in kernels], slopes)
+            for v in variants
         }
         fresh = pool.draw(ROUND)
         predicted = {}

@@ -23,7 +23,7 @@ from typing import Any
 
 from sepconv.predict.kernels import Kernel
 from sepconv.predict.profile_checks import Checker, ProfileError, no_constant
-from sepconv.predict.regression import KernelRegressor
+from sepconv.predict.regression import KernelRegressor, fits_slopes
 from sepconv.utils.files import write_text
 from sepconv.utils.validation import finite_number
 
@@ -126,7 +126,7 @@ class Profile:
         if variant not in self._regressors:
             kernels = [k for k, _ in self.samples]
             self._regressors[variant] = KernelRegressor(
-                kernels, [t[variant] for _, t in self.samples]
+                kernels, [t[variant] for _, t in self.samples], fits_slopes(self.backend)
             )
         return self._regressors[variant]
 

@@ -139,8 +139,10 @@ class WholeNetworks:
         device: str,
         seed: int,
         probe: SpeedProbe | None = None,
+        slopes: bool = True,
     ) -> None:
         self.timers = timers
+        self.slopes = slopes  # how the kernels are predicted (KernelRegressor's ``slopes``)
         self.probe = probe
         self.eager = eager
         self.device = device
@@ -199,7 +201,8 @@ class WholeNetworks:
         kernels = list(samples)
         records: list[dict[str, Any]] = []
         for variant in self.timers:
-            regressor = KernelRegressor(kernels, [samples[k][variant] for k in kernels])
+            seconds = [samples[k][variant] for k in kernels]
+            regressor = KernelRegressor(kernels, seconds, self.slopes)
             for network in self.networks:
                 rounds = network.rounds_s.get(variant, [])
                 try:
