@@ -12,14 +12,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
 from sepconv.bench.timing import RUNTIME_SETTLE_S
 from sepconv.deploy.backends import onnxruntime_cpu_session, onnxruntime_settings
 from sepconv.predict import Kernel, Profile, calibrate, timers
-from sepconv.predict.onnx_graph import SANDWICH, kernel_graph, sandwich_nodes
+from sepconv.predict.onnx_graph import (
+    SANDWICH,
+    kernel_graph,
+    plan_settings,
+    read_plan,
+    sandwich_nodes,
+)
 from sepconv.predict.ort_profiler import (
     PROFILER_CHAIN,
     node_seconds_per_run,
@@ -87,13 +92,9 @@ def test_a_larger_kernel_takes_longer_by_its_profile(tmp_path: Path) -> None:
 def planned(kernels: Sequence[Kernel], folder: Path) -> Any:
     """ONNX Runtime's plan of the sandwiched ``kernels``, as the file it writes when asked."""
     path, _ = write(kernels, folder)
-    settings = {
-        **onnxruntime_settings(1),
-        "optimized_model_filepath": str(folder / "plan.onnx"),
-        "log_severity_level": 3,
-    }
-    onnxruntime_cpu_session(path, settings)
-    return onnx.load(str(folder / "plan.onnx"), load_external_data=False)
+    plan = folder / "plan.onnx"
+    onnxruntime_cpu_session(path, {**onnxruntime_settings(1), **plan_settings(plan)})
+    return read_plan(plan)
 
 
 def act(name: str) -> Kernel:

@@ -189,10 +189,10 @@ def calibrate(
         # Timed throughout the sampling: whole networks (what a model pays beyond its kernels)
         # and the reference network (the machine's typical speed over the calibration).
         reserve = min(RESERVE_SHARE * budget_s, RESERVE_MAX_S)
+        slopes = fits_slopes(backend)  # how its kernels are predicted
         networks = WholeNetworks(
-            timers, fusions, eager=eager, device=device, seed=seed, probe=probe,
-            slopes=fits_slopes(backend),
-        )  # fmt: skip
+            timers, fusions, eager=eager, device=device, seed=seed, probe=probe, slopes=slopes
+        )
         sampler = _Sampler(timers, variants, deadline - reserve, max_kernels, networks)
         pool = KernelPool(np.random.default_rng(seed), fusions, batch_sizes)
         initial_end = start + INITIAL_SHARE * budget_s
@@ -201,9 +201,7 @@ def calibrate(
             if not sampler.time_all(pool.draw(8), initial_end):
                 break
         say(f"initial sample: {len(sampler.samples)} kernels")
-        held_out = _adaptive(
-            sampler, pool, variants, np.random.default_rng(seed + 1), say, fits_slopes(backend)
-        )
+        held_out = _adaptive(sampler, pool, variants, np.random.default_rng(seed + 1), say, slopes)
         # Every network timed at least once, if the budget allows.
         while networks.done < OVERHEAD_NETWORKS and time.perf_counter() < deadline:
             networks.time_next()

@@ -19,13 +19,23 @@ conversions a non-conv kernel needs, and with the fusions a conv neighbour allow
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sepconv.predict.kernels import Kernel
 
-__all__ = ["OPSET", "SANDWICH", "as_map", "kernel_graph", "sandwich_graph", "sandwich_nodes"]
+__all__ = [
+    "OPSET",
+    "SANDWICH",
+    "as_map",
+    "kernel_graph",
+    "plan_settings",
+    "read_plan",
+    "sandwich_graph",
+    "sandwich_nodes",
+]
 
 OPSET = 18
 #: What the names of a sandwich's convs start with (``sandwich_3``); a runtime that renames a
@@ -250,6 +260,19 @@ def sandwich_graph(shape: Shape) -> tuple[Any, list[Shape]]:
         if init.name not in used:
             model.graph.initializer.remove(init)
     return model, shapes
+
+
+def plan_settings(plan: Path) -> dict[str, object]:
+    """ONNX Runtime session settings under which it writes its plan of a graph (the optimised
+    graph it will run) to ``plan``, without its warning that the plan holds for this CPU only."""
+    return {"optimized_model_filepath": str(plan), "log_severity_level": 3}
+
+
+def read_plan(plan: Path) -> Any:
+    """The plan ONNX Runtime wrote under :func:`plan_settings`, read as an ONNX model."""
+    import onnx
+
+    return onnx.load(str(plan), load_external_data=False)
 
 
 def sandwich_nodes(planned: Any) -> set[str] | None:

@@ -33,7 +33,7 @@ import numpy as np
 
 from sepconv.deploy.backends import onnxruntime_cpu_session, onnxruntime_settings
 from sepconv.predict.kernels import Kernel
-from sepconv.predict.onnx_graph import kernel_graph, sandwich_nodes
+from sepconv.predict.onnx_graph import kernel_graph, plan_settings, read_plan, sandwich_nodes
 
 __all__ = [
     "PROFILER_CHAIN",
@@ -108,7 +108,7 @@ def profiled_seconds(
     }
     plan = Path(stem + "-plan.onnx")
     if sandwiched:  # the plan names the nodes the profile times
-        settings |= {"optimized_model_filepath": str(plan), "log_severity_level": 3}
+        settings |= plan_settings(plan)
     session = onnxruntime_cpu_session(path, settings)
     inputs = dict(zip([i.name for i in session.get_inputs()], feeds, strict=True))
     began = time.perf_counter()
@@ -124,9 +124,7 @@ def profiled_seconds(
     sums = node_seconds_per_run(events, per_node_s)[WARMUP:]
     own = None
     if sandwiched:
-        import onnx
-
-        sandwich = sandwich_nodes(onnx.load(str(plan), load_external_data=False))
+        sandwich = sandwich_nodes(read_plan(plan))
         plan.unlink()
         if sandwich is not None:
             own = float(np.median(node_seconds_per_run(events, per_node_s, sandwich)[WARMUP:]))

@@ -41,7 +41,13 @@ from sepconv.deploy.backends import (
     read_onnx_graph,
 )
 from sepconv.predict.kernels import Kernel
-from sepconv.predict.onnx_graph import as_map, kernel_graph, sandwich_graph
+from sepconv.predict.onnx_graph import (
+    as_map,
+    kernel_graph,
+    plan_settings,
+    read_plan,
+    sandwich_graph,
+)
 from sepconv.predict.ort_profiler import Profiled, profiled_seconds, profiler_node_seconds
 from sepconv.predict.quiet import RETRIES, quiet_measure
 from sepconv.predict.torch_calls import torch_function
@@ -217,18 +223,12 @@ class OnnxTimer(_Retrying):
         ops after the first conv fused into it. ``None`` for OpenVINO (not read)."""
         if self.runtime != "onnxruntime":
             return None
-        import onnx
-
         model, _ = kernel_graph(kernels, sandwich=True)
         folder = Path(self._folder.name)
         (folder / "pair.onnx").write_bytes(model.SerializeToString())
-        settings = {
-            **onnxruntime_settings(self.threads),
-            "optimized_model_filepath": str(folder / "planned.onnx"),
-            "log_severity_level": 3,  # not its warning that the plan is for this CPU only
-        }
+        settings = {**onnxruntime_settings(self.threads), **plan_settings(folder / "planned.onnx")}
         onnxruntime_cpu_session(folder / "pair.onnx", settings)
-        planned = onnx.load(str(folder / "planned.onnx"), load_external_data=False)
+        planned = read_plan(folder / "planned.onnx")
         # Layout conversions (NCHWc) are not the ops tested: a conv is all that may be left.
         return all(
             n.op_type in ("Conv", "FusedConv") or n.op_type.startswith("Reorder")
