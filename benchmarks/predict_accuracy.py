@@ -35,25 +35,22 @@ import numpy as np
 import torch
 from harness import Run, add_output_flags, add_smoke_flag, clock_line, header, positive_int
 from predict_baselines import baseline_ms, fit_baselines
-from predict_validation import compared, randomize_norms, summary, time_groups
+from predict_validation import GROUP, compared, draw_group, summary, time_groups
 
 from sepconv.bench.load import OtherLoad
 from sepconv.bench.output import markdown_table
 from sepconv.deploy import compile_for_inference
 from sepconv.models import mobilenet_v2
 from sepconv.predict import (
-    MOBILENET_STYLES,
     Profile,
     UnpredictableKernelError,
     calibrate,
     predict_latency,
     reference_timer,
-    sample_network,
 )
 from sepconv.predict.latency import predict_trace
 from sepconv.predict.trace import trace_ops
 
-GROUP = 10  # models timed round-robin together (with one twin: the noise floor)
 ROWS = (  # the report's rows: a summary of the result and its label
     ("predicted", "sepconv (kernels)"),
     ("rechecked", "sepconv, speed rechecked"),
@@ -96,12 +93,9 @@ def run_backend(
         speeds: list[float] = []
         built: list[tuple[list[dict[str, Any]], list, list]] = []  # rows, runners, inputs
         for start in range(0, count, GROUP):
-            specs = [
-                sample_network(rng, MOBILENET_STYLES) for _ in range(min(GROUP, count - start))
-            ]
+            drawn = draw_group(rng, min(GROUP, count - start))
             runners, inputs, models, sides, group = [], [], [], [], []
-            for spec in specs:
-                model = randomize_norms(spec.build(), rng)
+            for spec, model in drawn:
                 side = spec.resolution
                 began = time.perf_counter()
                 try:
@@ -145,7 +139,7 @@ def run_backend(
                 )
                 runners.append(net)
                 inputs.append(torch.randn(1, 3, side, side, device=device))
-            print(f"{profile.backend}: {start + len(specs)}/{count} models built", flush=True)
+            print(f"{profile.backend}: {start + len(drawn)}/{count} models built", flush=True)
             if not runners:
                 continue
             twin = compile_for_inference(

@@ -15,8 +15,10 @@ from torch import nn
 
 from sepconv.bench import measure
 from sepconv.bench.timing import RUNTIME_SETTLE_S, interleaved_order
-from sepconv.predict import Profile
+from sepconv.predict import MOBILENET_STYLES, NetworkSpec, Profile, sample_network
 from sepconv.predict.quiet import quiet_measure
+
+GROUP = 10  # models timed round-robin together (with one twin: the noise floor)
 
 
 def randomize_norms(model: nn.Module, rng: np.random.Generator) -> nn.Module:
@@ -30,6 +32,14 @@ def randomize_norms(model: nn.Module, rng: np.random.Generator) -> nn.Module:
                 m.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, c)))
                 m.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, c)))
     return model
+
+
+def draw_group(rng: np.random.Generator, size: int) -> list[tuple[NetworkSpec, nn.Module]]:
+    """``size`` random models of the MobileNet design space, BatchNorm randomised: the specs
+    drawn first, then each model built, as ``predict_accuracy.py`` draws a group (so that
+    ``predict_offline.py`` can build a recorded run's models again from its seed)."""
+    specs = [sample_network(rng, MOBILENET_STYLES) for _ in range(size)]
+    return [(spec, randomize_norms(spec.build(), rng)) for spec in specs]
 
 
 def time_group(

@@ -9,6 +9,7 @@ library only through its public names, which is checked without running them.
 from __future__ import annotations
 
 import ast
+import gzip
 import importlib
 import importlib.util
 import json
@@ -24,6 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
+RESULTS = ROOT / "results" / "benchmarks"
 
 
 def run_gpu_script(name: str, folder: Path, *extra: str, launch: tuple[str, ...] = ()) -> None:
@@ -938,3 +940,32 @@ def test_predict_in_network_smoke_pairs_every_conv_kernel_with_its_node(tmp_path
     assert sum(np.median(r["own nodes"]) for r in rows) > 0
     report = (tmp_path / "pin.md").read_text()
     assert report.count("| mobilenet_v2 |") == 5  # four kinds and all
+
+
+def test_predict_offline_smoke_rebuilds_a_recorded_run_and_its_calibration(tmp_path: Path) -> None:
+    # The committed quiet-hour run and its profile: the models are built again from the run's
+    # seed and the whole networks from the calibration's.
+    command = [sys.executable, str(BENCHMARKS / "predict_offline.py"), "--smoke",
+               "--results-dir", str(tmp_path), "--out", "po"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "po.json").read_text())
+    run = json.loads((RESULTS / "predict_accuracy_quiet_hour.json").read_text())
+    recorded = [m["predicted_ms"] for m in run["backends"][0]["models"][:10]]
+    as_run, mean_all, faster = data["results"]
+    # The run's own predictions, made by the live code then, reproduced from the rebuild.
+    assert as_run["predicted_ms"] == pytest.approx(recorded, rel=1e-9)
+    # Fitted again with the calibration's rule (the mean of all ten), the kernel scale is the
+    # one the calibration fitted and stored in the profile.
+    profile = json.loads(gzip.decompress((RESULTS / "profiles/ort_2026-12-08_0124.json.gz")
+                                         .read_bytes()))  # fmt: skip
+    assert mean_all["kernel_scale"] == pytest.approx(profile["kernel_scale"]["native"], rel=1e-9)
+    assert mean_all["predicted_ms"] == pytest.approx(recorded, rel=1e-9)
+    # The faster half is another prediction, its scale fitted on the same networks.
+    assert faster["faster_share"] == 0.5 and faster["predicted_ms"] != mean_all["predicted_ms"]
+    assert 0.1 < faster["kernels_cv"]["median_abs_error"] < 0.5
+    # A seed that drew other models is refused before anything is predicted.
+    command[command.index("--smoke")] = "--seed=1"
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert refused.returncode != 0
+    assert "--seed 1: the models drawn are not the run's" in refused.stderr

@@ -173,13 +173,35 @@ def test_one_sample_timed_in_a_slow_spell_cannot_drag_a_prediction(slopes: bool)
     truth = 1e-9 * (query.macs + query.bytes)
     predicted = KernelRegressor(kernels, seconds, slopes).predict(query)
     assert truth / 2 <= predicted <= 2 * truth
-    # Without the bound, the slow sample drags the prediction far off.
+    # Without the bound, the slow sample drags the fit far off; the scaled neighbours average
+    # only their faster half, which leaves it out whatever the bound.
     unguarded = pytest.MonkeyPatch()
     unguarded.setattr(regression, "SIZE_SPREAD", 50.0)
     try:
-        assert KernelRegressor(kernels, seconds, slopes).predict(query) > 2 * truth
+        unbounded = KernelRegressor(kernels, seconds, slopes).predict(query)
     finally:
         unguarded.undo()
+    if slopes:
+        assert unbounded > 2 * truth
+    else:
+        assert unbounded == pytest.approx(truth, rel=1e-9)
+
+
+def test_scaled_neighbours_follow_their_undisturbed_timings() -> None:
+    # Every other kernel of the grid timed 1.3x too slow (a busy moment of the host): the
+    # faster half of the neighbours is the undisturbed ones, and the prediction is exact.
+    seconds = [true_seconds(k) * (1.3 if i % 2 else 1.0) for i, k in enumerate(GRID)]
+    scaled = KernelRegressor(GRID, seconds, slopes=False)
+    assert scaled.predict(BETWEEN) == pytest.approx(true_seconds(BETWEEN), rel=1e-9)
+    # Had they all been averaged (as before), the slow half would have pulled it up.
+    everyone = KernelRegressor(GRID, seconds, slopes=False, faster_share=1.0).predict(BETWEEN)
+    assert everyone / true_seconds(BETWEEN) > 1.05
+    with pytest.raises(ValueError, match=r"argument `faster_share`: expected a share in"):
+        KernelRegressor(GRID, seconds, slopes=False, faster_share=0.0)
+    # A machine slower throughout keeps its level: the whole networks' fit has the same
+    # timings to go by (sepconv.predict.whole_networks).
+    slower = KernelRegressor(GRID, [1.3 * true_seconds(k) for k in GRID], slopes=False)
+    assert slower.predict(BETWEEN) == pytest.approx(1.3 * true_seconds(BETWEEN), rel=1e-9)
 
 
 GRID = [

@@ -184,12 +184,15 @@ def calibrate(
             )
             say(f"fusions found: {', '.join(fusions) or 'none'}")
         call_s = {v: _call_seconds(timers[v], v, threads, device) for v in variants}
+        slopes = fits_slopes(backend)  # how its kernels are predicted
         reference, shape, name = reference_network()
-        probe = SpeedProbe(timers[variants[0]].network(reference, shape, "reference"), name)
+        # Read undisturbed where the kernels are (sepconv.predict.speed).
+        probe = SpeedProbe(
+            timers[variants[0]].network(reference, shape, "reference"), name, undisturbed=not slopes
+        )
         # Timed throughout the sampling: whole networks (what a model pays beyond its kernels)
         # and the reference network (the machine's typical speed over the calibration).
         reserve = min(RESERVE_SHARE * budget_s, RESERVE_MAX_S)
-        slopes = fits_slopes(backend)  # how its kernels are predicted
         networks = WholeNetworks(
             timers, fusions, eager=eager, device=device, seed=seed, probe=probe, slopes=slopes
         )

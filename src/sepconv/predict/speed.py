@@ -15,12 +15,19 @@ predictions by that (``benchmarks/predict_accuracy.py`` reports it for every gro
 Timed in a tight loop instead, right before picking, it read 0.79x while the models then ran
 at about 0.9x their calibration time, and four of five picks under that factor missed their
 budgets: a factor is only as good as the likeness of the moments it compares.
+
+The host's slow moments come in spells: over one calibration the same network's timings fell
+in two groups, near 1.3 ms and near 2.4 ms, and their median followed whichever the host gave
+more of. Where a profile's kernels are predicted from their undisturbed timings (ONNX
+Runtime's faster half, :mod:`sepconv.predict.regression`), the reference network and the
+whole networks are read the same way (:func:`undisturbed_seconds`): the profile describes the
+machine undisturbed, and a later reading says how much slower it runs then.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,15 +41,33 @@ from sepconv.predict.timers import make_timers
 __all__ = [
     "PROBE_EVERY_S",
     "REFERENCE",
+    "UNDISTURBED_SPREAD",
     "SpeedProbe",
     "reference_network",
     "reference_timer",
+    "undisturbed_seconds",
 ]
 
 #: The reference network: registry name, builder options and input side.
 REFERENCE: tuple[str, dict[str, Any], int] = ("mobilenet_v2", {"width_mult": 0.5}, 128)
 #: Seconds between two readings during a calibration.
 PROBE_EVERY_S = 10.0
+#: Timings within this factor of the fastest count as the machine undisturbed.
+UNDISTURBED_SPREAD = 1.25
+
+
+def undisturbed_seconds(timings: Sequence[float]) -> float:
+    """The median of the ``timings`` within :data:`UNDISTURBED_SPREAD` of the fastest: what the
+    timed thing takes when the host leaves the machine alone (see the module doc).
+
+    Example:
+        >>> undisturbed_seconds([1.0, 2.4, 1.1, 2.5, 2.3])
+        1.05
+    """
+    if not timings:
+        raise ValueError("argument `timings`: expected at least one timing, received none")
+    values = np.asarray(timings, float)
+    return float(np.median(values[values <= UNDISTURBED_SPREAD * values.min()]))
 
 
 def reference_network() -> tuple[nn.Module, tuple[int, int, int, int], str]:
@@ -65,11 +90,14 @@ class SpeedProbe:
     """Readings of the reference network over a calibration.
 
     ``timer`` returns the seconds of one call of the reference network (a backend timer's
-    ``network``, :class:`sepconv.predict.timers.KernelTimer`); ``name`` describes it.
+    ``network``, :class:`sepconv.predict.timers.KernelTimer`); ``name`` describes it;
+    ``undisturbed``: its typical time is :func:`undisturbed_seconds` of the readings, not
+    their median.
     """
 
     timer: Callable[[], float]
     name: str
+    undisturbed: bool = False
     readings: list[tuple[float, float]] = field(default_factory=list)
 
     def read(self) -> float:
@@ -84,8 +112,10 @@ class SpeedProbe:
 
     @property
     def typical_s(self) -> float:
-        """The median reading: the machine's typical speed over the calibration."""
-        return float(np.median([s for _, s in self.readings]))
+        """The median reading (or the undisturbed one): the machine's typical speed over the
+        calibration."""
+        seconds = [s for _, s in self.readings]
+        return undisturbed_seconds(seconds) if self.undisturbed else float(np.median(seconds))
 
     def record(self, start: float) -> dict[str, Any]:
         """The readings for the profile: the network, the typical seconds, and each reading

@@ -26,8 +26,8 @@ from sepconv.bench.timing import interleaved_order, measure
 from sepconv.deploy.fuse import fuse
 from sepconv.predict.kernels import Kernel, kernels_of_ops
 from sepconv.predict.regression import KernelRegressor
-from sepconv.predict.space import MOBILENET_STYLES, sample_network
-from sepconv.predict.speed import SpeedProbe
+from sepconv.predict.space import MOBILENET_STYLES, NetworkSpec, sample_network
+from sepconv.predict.speed import SpeedProbe, undisturbed_seconds
 from sepconv.predict.trace import trace_ops
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "WholeNetworks",
     "empty_module_call_seconds",
     "fit_networks",
+    "whole_network_specs",
 ]
 
 #: Random networks a calibration times whole, to fit what a model pays beyond its kernels, and
@@ -122,6 +123,8 @@ class WholeNetworks:
     so networks timed only at the end of a calibration, within a few seconds, fitted the
     scale to whatever speed the machine had then, and every prediction with it. Timed
     throughout, the networks see the same mix of fast and slow moments as the kernels do.
+    A network's time is the median of its timings, or their undisturbed time where the
+    kernels are predicted from theirs (:meth:`network_seconds`).
     :meth:`due` says when the networks' share of the time spent so far is below
     :data:`OVERHEAD_SHARE`; :meth:`time_next` then times the next network in every variant
     (``timers[variant].network``; the order changes from round to round,
@@ -149,10 +152,8 @@ class WholeNetworks:
         self.started = time.perf_counter()
         self.spent_s = 0.0
         self.done = 0  # timings so far, over all networks
-        rng = np.random.default_rng(seed + 2)
         self.networks: list[_Network] = []
-        for _ in range(OVERHEAD_NETWORKS):
-            spec = sample_network(rng, MOBILENET_STYLES)
+        for spec in whole_network_specs(seed):
             model = fuse(spec.build().eval()).to(device)
             shape = (1, 3, spec.resolution, spec.resolution)
             trace = trace_ops(model, shape)
@@ -181,6 +182,11 @@ class WholeNetworks:
         # another: timed right after a kernel, it took 1.45x its time in a run of models.
         if self.probe is not None and self.probe.due():
             self.probe.read()
+
+    def network_seconds(self, rounds: Sequence[float]) -> float:
+        """A network's time from its timings: their median, or, where the kernels are predicted
+        from their undisturbed timings (no slopes), :func:`undisturbed_seconds` of them."""
+        return float(np.median(rounds)) if self.slopes else undisturbed_seconds(rounds)
 
     def close(self) -> None:
         """Release the runtimes' sessions."""
@@ -214,7 +220,7 @@ class WholeNetworks:
                         {
                             "network": network.name,
                             "variant": variant,
-                            "measured_s": float(np.median(rounds)),
+                            "measured_s": self.network_seconds(rounds),
                             "rounds_s": rounds,
                             "kernels_s": predicted,
                             "module_calls": network.calls,
@@ -232,6 +238,14 @@ class WholeNetworks:
                 floor,
             )
         return fits, {"empty_module_call_s": floor, "networks": records}
+
+
+def whole_network_specs(seed: int) -> list[NetworkSpec]:
+    """The :data:`OVERHEAD_NETWORKS` random networks a calibration of ``seed`` times whole
+    (:class:`WholeNetworks`), drawn from ``seed + 2``: to rebuild them, as
+    ``benchmarks/predict_offline.py`` does to fit their scale again offline."""
+    rng = np.random.default_rng(seed + 2)
+    return [sample_network(rng, MOBILENET_STYLES) for _ in range(OVERHEAD_NETWORKS)]
 
 
 def empty_module_call_seconds(device: str) -> float:
