@@ -178,12 +178,12 @@ def main() -> None:
     call_s = profile.call_s[variant]
 
     def predicted(share: float, scale: float | None, how: str = "") -> tuple[np.ndarray, float]:
-        regressor = KernelRegressor(kernels, seconds, slopes=False, faster_share=share)
+        regressor = KernelRegressor(kernels, list(seconds), slopes=False, faster_share=share)
         if scale is None:  # fitted again on the whole networks read ``how``, as calibrate does
             mine = [n for n in networks if n["variant"] == variant]
-            sums = [sum(map(regressor.predict, net_kernels[n["network"]])) for n in mine]
+            alone = [sum(map(regressor.predict, net_kernels[n["network"]])) for n in mine]
             times = [read(n["rounds_s"], how) for n in mine]
-            scale = fit_networks(times, sums, [0] * len(mine), call_s, 0.0).kernel_scale
+            scale = fit_networks(times, alone, [0] * len(mine), call_s, 0.0).kernel_scale
         sums = np.array([sum(map(regressor.predict, ks)) for ks in traces])
         return 1e3 * (call_s + scale * sums), scale
 

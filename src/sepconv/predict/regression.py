@@ -22,13 +22,14 @@ and ten of them timed on a noisy machine give slopes that follow the noise: on t
 100 models (the same profiles and measured times) the scaled neighbours put 82% and 77%
 within ±10% against 72% and 62% for the fit, and on a fresh profile and 100 fresh models 67%
 against 51%. Why the faster half: a moment when the host is busy only ever makes a timing
-slower, so the mean of all ten follows their slowest, and its held-out kernels came out 5%
-too slow at the median; the faster half estimates the undisturbed time, and the whole
-networks' fit (:mod:`sepconv.predict.whole_networks`) sets the level a model runs at.
-Re-predicted offline on the same measured models (``benchmarks/predict_offline.py``), it put
-87% within ±10% against 70% in a quiet hour, and 49% against 52% in a noisy one (the runtime
-timed against itself: 80% of twins within ±10%), where at the speed the reference network
-read it gave 62% against 55%. Eager PyTorch keeps the fit: its small kernels cost mostly a
+slower, so the mean of all ten follows their slowest (their held-out kernels came out 4-6%
+too slow at the median on three profiles of four); the faster half estimates the undisturbed
+time, and the whole networks' fit (:mod:`sepconv.predict.whole_networks`, its networks read
+undisturbed too) sets the level a model runs at. Re-predicted offline on the same measured
+models (``benchmarks/predict_offline.py``, the networks read by their median as before), it
+put 87% within ±10% against 70% in a quiet hour, and 49% against 52% in a noisy one (the
+runtime timed against itself: 80% of twins within ±10%), where at the speed the reference
+network read it gave 62% against 55%. Eager PyTorch keeps the fit: its small kernels cost mostly a
 fixed dispatch, which no size scaling follows (within each group of ten models of one run,
 69% against 88%), and the faster half of its fit's neighbours did no better.
 """

@@ -37,6 +37,7 @@ from torch import nn
 
 from sepconv.predict.profile import Profile
 from sepconv.predict.timers import make_timers
+from sepconv.utils.validation import invalid
 
 __all__ = [
     "PROBE_EVERY_S",
@@ -65,7 +66,7 @@ def undisturbed_seconds(timings: Sequence[float]) -> float:
         1.05
     """
     if not timings:
-        raise ValueError("argument `timings`: expected at least one timing, received none")
+        raise invalid("timings", "at least one timing", list(timings))
     values = np.asarray(timings, float)
     return float(np.median(values[values <= UNDISTURBED_SPREAD * values.min()]))
 
