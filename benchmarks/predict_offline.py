@@ -45,7 +45,7 @@ from sepconv.bench.output import markdown_table
 from sepconv.deploy import fuse
 from sepconv.predict import Kernel, Profile, extract_kernels
 from sepconv.predict.regression import FASTER_SHARE, KernelRegressor, fits_slopes
-from sepconv.predict.speed import undisturbed_seconds
+from sepconv.predict.speed import typical_seconds
 from sepconv.predict.whole_networks import fit_networks, whole_network_specs
 
 SMOKE_PROFILE = ROOT / "results/benchmarks/profiles/ort_2026-12-08_0124.json.gz"
@@ -70,22 +70,34 @@ def load_profile(path: Path) -> Profile:
     return Profile.from_dict(data, source=str(path))
 
 
-def recorded_models(run: dict[str, Any], backend: str, seed: int) -> tuple[list, list]:
-    """The run's rows for ``backend`` and the models they measured, built again from ``seed``:
-    every drawn model in order, less those the run could not predict."""
+def recorded_models(
+    run: dict[str, Any], backend: str, seed: int, limit: int | None
+) -> tuple[list, list]:
+    """The run's first ``limit`` rows for ``backend`` (all with ``None``) and the models they
+    measured, built again from ``seed``: the drawn models in order, less those the run could
+    not predict, drawn only as far as the rows asked for."""
     entries = [b for b in run["backends"] if b["backend"] == backend]
     if not entries:
         raise SystemExit(f"--run: no {backend} models in the run")
     rows, missed = entries[0]["models"], {u["model"] for u in entries[0]["unpredictable"]}
-    count = len(rows) + len(missed)
+    rows = rows[:limit]
+    count = len(entries[0]["models"]) + len(missed)
     rng = np.random.default_rng(seed)
-    drawn = [pair for start in range(0, count, GROUP)
-             for pair in draw_group(rng, min(GROUP, count - start))]  # fmt: skip
-    models = [(spec, model) for spec, model in drawn if spec.describe() not in missed]
-    built = [spec.describe() for spec, _ in models]
-    if built != [r["model"] for r in rows]:
+    models: list = []
+    for start in range(0, count, GROUP):
+        if len(models) >= len(rows):
+            break
+        drawn = draw_group(rng, min(GROUP, count - start))
+        models += [(spec, model) for spec, model in drawn if spec.describe() not in missed]
+    models = models[: len(rows)]
+    if [spec.describe() for spec, _ in models] != [r["model"] for r in rows]:
         raise SystemExit(f"--seed {seed}: the models drawn are not the run's (another seed?)")
     return rows, models
+
+
+def read(timings: list[float], how: str) -> float:
+    """A time from repeated timings, read ``how``: ``"undisturbed"`` or ``"median"``."""
+    return typical_seconds(timings, undisturbed=how == "undisturbed")
 
 
 def network_kernels(profile: Profile, seed: int) -> dict[str, list[Kernel]]:
@@ -153,23 +165,20 @@ def main() -> None:
                          "are predicted from scaled neighbours")  # fmt: skip
     variant = profile.variants[0]
     recorded = json.loads(args.run.read_text())
-    rows, models = recorded_models(recorded, profile.backend, args.seed)
-    rows, models = rows[: args.models], models[: args.models]
+    rows, models = recorded_models(recorded, profile.backend, args.seed, args.models)
     traces = [extract_kernels(m, (1, 3, s.resolution, s.resolution), profile.fusions)
               for s, m in models]  # fmt: skip
     measured = np.array([r["measured_ms"] for r in rows])
     speed = profile.validation["speed"]
     recorded_factors = np.array([r.get("speed_factor", 1.0) for r in rows])
 
-    def read(timings: list[float], how: str) -> float:
-        return undisturbed_seconds(timings) if how == "undisturbed" else float(np.median(timings))
-
     def factors(how: str) -> np.ndarray:
         """The run's speed factors (a reading over the profile's reference time), with that
         time read again ``how`` (as recorded if ``how`` is empty)."""
         if not how:
             return recorded_factors
-        return recorded_factors * speed["typical_s"] / read([s for _, s in speed["readings"]], how)
+        readings = [s for _, s in speed["readings"]]
+        return recorded_factors * speed["typical_s"] / read(readings, how)
 
     kernels = [k for k, _ in profile.samples]
     seconds = np.array([t[variant] for _, t in profile.samples])
@@ -177,8 +186,14 @@ def main() -> None:
     net_kernels = network_kernels(profile, args.calibration_seed)
     call_s = profile.call_s[variant]
 
+    regressors = {  # one per share, and each share's cross-validated kernel errors
+        share: KernelRegressor(kernels, list(seconds), slopes=False, faster_share=share)
+        for share in {args.recorded_share, *args.faster_share}
+    }
+    cv = {share: cross_validated(kernels, seconds, share) for share in regressors}
+
     def predicted(share: float, scale: float | None, how: str = "") -> tuple[np.ndarray, float]:
-        regressor = KernelRegressor(kernels, list(seconds), slopes=False, faster_share=share)
+        regressor = regressors[share]
         if scale is None:  # fitted again on the whole networks read ``how``, as calibrate does
             mine = [n for n in networks if n["variant"] == variant]
             alone = [sum(map(regressor.predict, net_kernels[n["network"]])) for n in mine]
@@ -203,14 +218,13 @@ def main() -> None:
         logs = np.log(ms / measured)
         groups = np.arange(len(logs)) // GROUP  # each model's error about its group's median
         about = logs - np.array([np.median(logs[groups == g]) for g in groups])
-        cv = cross_validated(kernels, seconds, share)
         results.append({
             "rule": label, "faster_share": share, "kernel_scale": fitted,
             "predicted_ms": ms.tolist(), "errors": summary(list(ms / measured - 1)),
             "networks": how or None, "rechecked": summary(list(ms * factors(how) / measured - 1)),
             "in_group_within_10pct": float(np.mean(np.abs(np.expm1(about)) <= 0.1)),
-            "kernels_cv": {"median_abs_error": float(np.median(np.abs(np.expm1(cv)))),
-                           "within_10pct": float(np.mean(np.abs(np.expm1(cv)) <= 0.1))},
+            "kernels_cv": {"median_abs_error": float(np.median(np.abs(np.expm1(cv[share])))),
+                           "within_10pct": float(np.mean(np.abs(np.expm1(cv[share])) <= 0.1))},
         })  # fmt: skip
     table = markdown_table(HEADERS, [[
         r["rule"], f"{r['kernel_scale']:.3f}", f"{r['errors']['within_10pct']:.0%}",

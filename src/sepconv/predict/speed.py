@@ -46,6 +46,7 @@ __all__ = [
     "SpeedProbe",
     "reference_network",
     "reference_timer",
+    "typical_seconds",
     "undisturbed_seconds",
 ]
 
@@ -69,6 +70,13 @@ def undisturbed_seconds(timings: Sequence[float]) -> float:
         raise invalid("timings", "at least one timing", list(timings))
     values = np.asarray(timings, float)
     return float(np.median(values[values <= UNDISTURBED_SPREAD * values.min()]))
+
+
+def typical_seconds(timings: Sequence[float], *, undisturbed: bool) -> float:
+    """A time from repeated timings of one thing: :func:`undisturbed_seconds` of them where
+    ``undisturbed`` (a profile whose kernels are predicted from their undisturbed timings),
+    else their median."""
+    return undisturbed_seconds(timings) if undisturbed else float(np.median(timings))
 
 
 def reference_network() -> tuple[nn.Module, tuple[int, int, int, int], str]:
@@ -115,8 +123,7 @@ class SpeedProbe:
     def typical_s(self) -> float:
         """The median reading (or the undisturbed one): the machine's typical speed over the
         calibration."""
-        seconds = [s for _, s in self.readings]
-        return undisturbed_seconds(seconds) if self.undisturbed else float(np.median(seconds))
+        return typical_seconds([s for _, s in self.readings], undisturbed=self.undisturbed)
 
     def record(self, start: float) -> dict[str, Any]:
         """The readings for the profile: the network, the typical seconds, and each reading

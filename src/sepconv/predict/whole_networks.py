@@ -27,7 +27,7 @@ from sepconv.deploy.fuse import fuse
 from sepconv.predict.kernels import Kernel, kernels_of_ops
 from sepconv.predict.regression import KernelRegressor
 from sepconv.predict.space import MOBILENET_STYLES, NetworkSpec, sample_network
-from sepconv.predict.speed import SpeedProbe, undisturbed_seconds
+from sepconv.predict.speed import SpeedProbe, typical_seconds
 from sepconv.predict.trace import trace_ops
 
 __all__ = [
@@ -42,8 +42,8 @@ __all__ = [
 ]
 
 #: Random networks a calibration times whole, to fit what a model pays beyond its kernels, and
-#: the share of the calibration's time spent timing them (the median of a network's timings is
-#: its time).
+#: the share of the calibration's time spent timing them (a network's time is read from its
+#: timings by :func:`sepconv.predict.speed.typical_seconds`).
 OVERHEAD_NETWORKS = 9
 OVERHEAD_SHARE = 0.1
 # Identity modules in the chain that times an empty module call.
@@ -124,7 +124,7 @@ class WholeNetworks:
     scale to whatever speed the machine had then, and every prediction with it. Timed
     throughout, the networks see the same mix of fast and slow moments as the kernels do.
     A network's time is the median of its timings, or their undisturbed time where the
-    kernels are predicted from theirs (:meth:`network_seconds`).
+    kernels are predicted from theirs (:func:`sepconv.predict.speed.typical_seconds`).
     :meth:`due` says when the networks' share of the time spent so far is below
     :data:`OVERHEAD_SHARE`; :meth:`time_next` then times the next network in every variant
     (``timers[variant].network``; the order changes from round to round,
@@ -183,11 +183,6 @@ class WholeNetworks:
         if self.probe is not None and self.probe.due():
             self.probe.read()
 
-    def network_seconds(self, rounds: Sequence[float]) -> float:
-        """A network's time from its timings: their median, or, where the kernels are predicted
-        from their undisturbed timings (no slopes), :func:`undisturbed_seconds` of them."""
-        return float(np.median(rounds)) if self.slopes else undisturbed_seconds(rounds)
-
     def close(self) -> None:
         """Release the runtimes' sessions."""
         self._timed.clear()
@@ -195,15 +190,14 @@ class WholeNetworks:
     def fit(
         self, samples: Mapping[Kernel, Mapping[str, float]], call_s: Mapping[str, float]
     ) -> tuple[dict[str, NetworkFit], dict[str, Any]]:
-        """What a model pays beyond its kernels timed alone, per variant, by
-        :func:`fit_networks` over the networks timed at least once whose kernels ``samples``
-        can predict (each network's time: the median of its timings): the scale of the
-        kernels' predicted sum and, for an eager runtime, the cost per module call, never
-        less than an empty module's call (:func:`empty_module_call_seconds`; a graph runtime
-        calls no modules: 0). With no such network (a calibration too short to have sampled
-        every kernel group), the kernels as predicted. Returns the fit per variant and its
-        evidence for the profile's ``validation``: each network's times and the empty
-        module's call."""
+        """What a model pays beyond its kernels timed alone, per variant, by :func:`fit_networks`
+        over the networks timed at least once whose kernels ``samples`` can predict (each network's
+        time: the median of its timings, or their undisturbed time without slopes): the scale of the
+        kernels' predicted sum and, for an eager runtime, the cost per module call, never less than
+        an empty module's call (:func:`empty_module_call_seconds`; a graph runtime calls no modules:
+        0). With no such network (a calibration too short to have sampled every kernel group), the
+        kernels as predicted. Returns the fit per variant and its evidence for the profile's
+        ``validation``: each network's times and the empty module's call."""
         kernels = list(samples)
         records: list[dict[str, Any]] = []
         for variant in self.timers:
@@ -220,7 +214,7 @@ class WholeNetworks:
                         {
                             "network": network.name,
                             "variant": variant,
-                            "measured_s": self.network_seconds(rounds),
+                            "measured_s": typical_seconds(rounds, undisturbed=not self.slopes),
                             "rounds_s": rounds,
                             "kernels_s": predicted,
                             "module_calls": network.calls,
